@@ -1,4 +1,5 @@
 //! Golden fixtures: CBOR written by an independent encoder (Python's cbor2, see
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! `fixtures/make_fixtures.py`), decoded forever. Fixtures are only ever added, never rewritten.
 
 use citypulse_schema::*;
