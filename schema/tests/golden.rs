@@ -1,6 +1,6 @@
 //! Golden fixtures: CBOR written by an independent encoder (Python's cbor2, see
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! `fixtures/make_fixtures.py`), decoded forever. Fixtures are only ever added, never rewritten.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use citypulse_schema::*;
 use std::path::PathBuf;
