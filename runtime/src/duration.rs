@@ -1,0 +1,30 @@
+//! Human-readable durations for command-line flags.
+
+use std::time::Duration;
+
+/// Parses "30s", "1m 30s", "2h", "500ms" (humantime syntax); for `#[arg(value_parser = ...)]`.
+pub fn parse(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("invalid duration `{s}`: {e}"))
+}
+
+/// Like [`parse`], but refuses zero.
+pub fn parse_positive(s: &str) -> Result<Duration, String> {
+    match parse(s)? {
+        d if d.is_zero() => Err(format!("duration `{s}` must be greater than zero")),
+        d => Ok(d),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_human_durations() {
+        assert_eq!(parse("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse("2h"), Ok(Duration::from_secs(7200)));
+        assert_eq!(parse("1m 30s"), Ok(Duration::from_secs(90)));
+        assert!(parse("soon").is_err());
+        assert!(parse_positive("0s").is_err());
+    }
+}

@@ -1,0 +1,146 @@
+//! JetStream plumbing: idempotent stream provisioning and durable publishing.
+
+use crate::shutdown::Shutdown;
+use async_nats::jetstream::context::CreateStreamErrorKind;
+use async_nats::jetstream::publish::PublishAck;
+use async_nats::jetstream::stream::{Config, Stream};
+use async_nats::jetstream::Context;
+use async_nats::HeaderMap;
+use bytes::Bytes;
+use std::time::Duration;
+
+/// Creates the stream when it does not exist; when it does, keeps it as it is (never destroys
+/// data) and logs, at WARN, every setting that differs from `desired`. Safe to call from several
+/// services and instances at once.
+pub async fn ensure_stream(js: &Context, desired: Config) -> anyhow::Result<Stream> {
+    for _attempt in 0..3 {
+        match js.get_stream(&desired.name).await {
+            Ok(mut stream) => {
+                let info = stream.info().await?;
+                for diff in config_differences(&info.config, &desired) {
+                    tracing::warn!(stream = %desired.name, difference = %diff,
+                        "existing stream differs from the desired settings; keeping it as it is");
+                }
+                return Ok(stream);
+            }
+            Err(_) => match js.create_stream(desired.clone()).await {
+                Ok(stream) => {
+                    tracing::info!(stream = %desired.name, subjects = ?desired.subjects, "created stream");
+                    return Ok(stream);
+                }
+                // Someone else created it between our get and our create: read it again.
+                Err(e) if matches!(e.kind(), CreateStreamErrorKind::JetStream(_)) => {
+                    tracing::debug!(stream = %desired.name, error = %e, "create raced; retrying get");
+                }
+                Err(e) => {
+                    return Err(anyhow::anyhow!("creating stream {}: {e}", desired.name));
+                }
+            },
+        }
+    }
+    Err(anyhow::anyhow!(
+        "stream {} could neither be read nor created",
+        desired.name
+    ))
+}
+
+/// Human-readable differences between an existing stream's settings and the desired ones, over
+/// the settings citypulse cares about.
+pub fn config_differences(existing: &Config, desired: &Config) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cmp = |what: &str, a: String, b: String| {
+        if a != b {
+            out.push(format!("{what}: existing {a}, desired {b}"));
+        }
+    };
+    let mut es = existing.subjects.clone();
+    let mut ds = desired.subjects.clone();
+    es.sort();
+    ds.sort();
+    cmp("subjects", format!("{es:?}"), format!("{ds:?}"));
+    cmp(
+        "storage",
+        format!("{:?}", existing.storage),
+        format!("{:?}", desired.storage),
+    );
+    cmp(
+        "max_age",
+        format!("{:?}", existing.max_age),
+        format!("{:?}", desired.max_age),
+    );
+    cmp(
+        "max_bytes",
+        existing.max_bytes.to_string(),
+        desired.max_bytes.to_string(),
+    );
+    cmp(
+        "duplicate_window",
+        format!("{:?}", existing.duplicate_window),
+        format!("{:?}", desired.duplicate_window),
+    );
+    cmp(
+        "num_replicas",
+        existing.num_replicas.to_string(),
+        desired.num_replicas.to_string(),
+    );
+    cmp(
+        "subject_transform",
+        format!("{:?}", existing.subject_transform),
+        format!("{:?}", desired.subject_transform),
+    );
+    out
+}
+
+/// Why [`publish_durably`] gave up.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// Shutdown was requested before the server acknowledged the message.
+    #[error("shutdown before the publish of {subject} was acknowledged")]
+    Cancelled {
+        /// The subject being published.
+        subject: String,
+    },
+}
+
+/// Publishes through JetStream and waits for the server's ack, retrying with the same
+/// `Nats-Msg-Id` (so the server deduplicates a retry whose first attempt did land) with capped
+/// exponential backoff until acked or shutdown. `on_retry` is called with a bounded reason for
+/// every failed attempt (for a metric).
+pub async fn publish_durably(
+    js: &Context,
+    subject: String,
+    msg_id: &str,
+    mut headers: HeaderMap,
+    payload: Bytes,
+    shutdown: &Shutdown,
+    mut on_retry: impl FnMut(&'static str),
+) -> Result<PublishAck, PublishError> {
+    headers.insert(async_nats::header::NATS_MESSAGE_ID, msg_id);
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        let attempt = async {
+            let ack = js
+                .publish_with_headers(subject.clone(), headers.clone(), payload.clone())
+                .await
+                .map_err(|_| "publish")?;
+            ack.await.map_err(|_| "ack")
+        };
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => return Err(PublishError::Cancelled { subject }),
+            result = attempt => match result {
+                Ok(ack) => return Ok(ack),
+                Err(reason) => {
+                    on_retry(reason);
+                    tracing::debug!(%subject, msg_id, reason, "publish not acknowledged; retrying");
+                }
+            },
+        }
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => return Err(PublishError::Cancelled { subject }),
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+}

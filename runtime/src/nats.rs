@@ -1,0 +1,134 @@
+//! Connecting to NATS: one set of flags for every service, connection events logged and counted.
+
+use crate::admin::Health;
+use anyhow::Context as _;
+use async_nats::{ConnectOptions, Event};
+use clap::Args;
+use prometheus::{IntCounterVec, Opts, Registry};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// NATS connection flags shared by every service.
+#[derive(Debug, Clone, Args)]
+pub struct NatsArgs {
+    /// NATS server URL(s), comma-separated for a cluster.
+    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    pub nats_url: String,
+    /// Credentials file (JWT + nkey seed) for operator/JWT mode.
+    #[arg(long, env = "NATS_CREDS")]
+    pub nats_creds: Option<PathBuf>,
+    /// User name, for servers with user/password accounts.
+    #[arg(long, env = "NATS_USER", requires = "nats_password")]
+    pub nats_user: Option<String>,
+    /// Password for `--nats-user`.
+    #[arg(long, env = "NATS_PASSWORD", hide_env_values = true)]
+    pub nats_password: Option<String>,
+}
+
+impl NatsArgs {
+    /// Flags for a plain URL (tests, tools).
+    pub fn url(url: impl Into<String>) -> Self {
+        NatsArgs {
+            nats_url: url.into(),
+            nats_creds: None,
+            nats_user: None,
+            nats_password: None,
+        }
+    }
+}
+
+/// `citypulse_nats_connection_events_total{event}`: connects, disconnects, slow consumers, errors.
+#[derive(Debug, Clone)]
+pub struct NatsMetrics {
+    events: IntCounterVec,
+}
+
+impl NatsMetrics {
+    /// Registers the NATS metrics in `registry`.
+    pub fn new(registry: &Registry) -> prometheus::Result<Self> {
+        let events = IntCounterVec::new(
+            Opts::new(
+                "citypulse_nats_connection_events_total",
+                "NATS client connection events by kind.",
+            ),
+            &["event"],
+        )?;
+        registry.register(Box::new(events.clone()))?;
+        for e in [
+            "connected",
+            "disconnected",
+            "lame_duck",
+            "slow_consumer",
+            "server_error",
+            "client_error",
+            "other",
+        ] {
+            events.with_label_values(&[e]);
+        }
+        Ok(NatsMetrics { events })
+    }
+
+    fn record(&self, event: &Event) -> &'static str {
+        let label = match event {
+            Event::Connected => "connected",
+            Event::Disconnected => "disconnected",
+            Event::LameDuckMode => "lame_duck",
+            Event::SlowConsumer(_) => "slow_consumer",
+            Event::ServerError(_) => "server_error",
+            Event::ClientError(_) => "client_error",
+            _ => "other",
+        };
+        self.events.with_label_values(&[label]).inc();
+        label
+    }
+}
+
+/// Connects with retries forever (a service outlives a NATS restart), naming the client, and
+/// logging, counting and reflecting in `health` (check `nats`) every connection event.
+pub async fn connect(
+    args: &NatsArgs,
+    client_name: &str,
+    metrics: NatsMetrics,
+    health: Health,
+) -> anyhow::Result<async_nats::Client> {
+    let mut opts = ConnectOptions::new()
+        .name(client_name)
+        .retry_on_initial_connect()
+        .max_reconnects(None)
+        .connection_timeout(Duration::from_secs(5))
+        .request_timeout(Some(Duration::from_secs(10)));
+    if let Some(creds) = &args.nats_creds {
+        opts = opts
+            .credentials_file(creds)
+            .await
+            .with_context(|| format!("reading NATS credentials {}", creds.display()))?;
+    }
+    if let (Some(user), Some(pass)) = (&args.nats_user, &args.nats_password) {
+        opts = opts.user_and_password(user.clone(), pass.clone());
+    }
+    health.set("nats", false);
+    let h = health.clone();
+    opts = opts.event_callback(move |event| {
+        let metrics = metrics.clone();
+        let health = h.clone();
+        async move {
+            let label = metrics.record(&event);
+            match &event {
+                Event::Connected => {
+                    health.set("nats", true);
+                    tracing::info!(event = label, "NATS connected");
+                }
+                Event::Disconnected => {
+                    health.set("nats", false);
+                    tracing::warn!(event = label, "NATS disconnected; reconnecting");
+                }
+                other => tracing::warn!(event = label, detail = %other, "NATS event"),
+            }
+        }
+    });
+    let client = opts
+        .connect(args.nats_url.as_str())
+        .await
+        .with_context(|| format!("connecting to NATS at {}", args.nats_url))?;
+    Ok(client)
+}
