@@ -1,0 +1,1369 @@
+//! deploy/nats: every config loads in the pinned nats-server, and the permissions of
+//! `accounts.conf` hold under a real server.
+//!
+//! The permission tests copy `deploy/nats/` into a temp dir (byte for byte, plus a sensor issued
+//! by `deploy/nats/citypulse-nats-auth`) and start the harness's server with an `include` of the
+//! copy's `accounts.conf`: what is tested is what is deployed. A refusal is checked twice: the
+//! client is told "Permissions Violation" (async-nats reports it as a server error event), and
+//! the forbidden message never reaches an admin subscriber (it would have arrived between two
+//! allowed messages of the same connection, since a connection's messages keep their order).
+//!
+//! Needs: nats-server (scripts/install-deps), openssl, mosquitto_pub (Debian package
+//! `mosquitto-clients`) and the Python package bcrypt in .tools/python-deploy
+//! (`scripts/validate-deploy --install-only`). A missing one fails the test with the fix.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::{Ipv4Addr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer::pull, kv, stream};
+use async_nats::{Client, ConnectOptions, Event};
+use citypulse_harness::{nats_server_bin, wait_for, NatsServer};
+use citypulse_schema::{partition_of, streams, Air, Measurement, Reading};
+use futures::StreamExt;
+
+const DEADLINE: Duration = Duration::from_secs(10);
+
+// ---------------------------------------------------------------------------------------------
+// Configs load
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn every_nats_config_loads_in_the_pinned_server() {
+    let work = tempfile::tempdir().unwrap();
+    let certs = dev_certs(work.path());
+    let conf_dir = copy_nats_dir(work.path());
+    point_tls_at(&conf_dir, &certs);
+
+    let (top_level, included) = include_graph(&conf_dir);
+    let all = conf_files(&conf_dir);
+    for file in &all {
+        assert!(
+            top_level.contains(file) || included.contains(file),
+            "{file} is neither a server config nor included by one"
+        );
+    }
+    // The cluster nodes and the Kubernetes node are the configs a server is started with.
+    for expected in ["nats-1.conf", "nats-2.conf", "nats-3.conf", "nats-k8s.conf"] {
+        assert!(
+            top_level.contains(expected),
+            "{expected} missing: {top_level:?}"
+        );
+    }
+    for expected in [
+        "server.conf",
+        "accounts.conf",
+        "passwords.conf",
+        "sensors.conf",
+    ] {
+        assert!(
+            included.contains(expected),
+            "{expected} is not included by any config"
+        );
+    }
+    for file in &top_level {
+        let out = nats_test_config(&conf_dir.join(file));
+        assert!(
+            out.status.success() && out.text.contains("is valid"),
+            "nats-server -t -c {file} failed:\n{}",
+            out.text
+        );
+    }
+}
+
+#[test]
+fn node_configs_do_not_load_without_their_tls_certificates() {
+    // The same check without certificates must fail, and name the certificate: -t really loads
+    // the TLS blocks, so the passing test above proves the certificates fit the configs.
+    let work = tempfile::tempdir().unwrap();
+    let conf_dir = copy_nats_dir(work.path());
+    let out = nats_test_config(&conf_dir.join("nats-1.conf"));
+    assert!(
+        !out.status.success(),
+        "loaded without certificates:\n{}",
+        out.text
+    );
+    assert!(
+        out.text.contains("/etc/nats/tls/server.pem"),
+        "{}",
+        out.text
+    );
+}
+
+#[tokio::test]
+async fn node_configs_form_a_tls_cluster_with_replicated_jetstream() {
+    let work = tempfile::tempdir().unwrap();
+    let certs = dev_certs(work.path());
+    let cluster = LocalCluster::start(work.path(), &certs);
+
+    // Clients must speak TLS and trust the dev CA; the node certificate names 127.0.0.1.
+    let admin =
+        ConnectOptions::with_user_and_password("admin".into(), dev_password("ADMIN_PASSWORD"))
+            .add_root_certificates(certs.join("ca.pem"))
+            .require_tls(true)
+            .connect(cluster.client_urls())
+            .await
+            .expect("TLS connect as admin");
+    let js = jetstream::new(admin.clone());
+    let mut raw = js
+        .create_stream(stream::Config {
+            name: streams::RAW.into(),
+            subjects: vec![streams::RAW_SUBJECTS.into()],
+            num_replicas: 3,
+            ..Default::default()
+        })
+        .await
+        .expect("an R3 stream on the cluster");
+    let info = raw.info().await.unwrap();
+    let cluster_info = info.cluster.clone().expect("cluster info of an R3 stream");
+    assert_eq!(cluster_info.replicas.len(), 2, "{cluster_info:?}");
+
+    // A device on another node, over MQTT with TLS, lands in the replicated RAW stream.
+    let sensor = issue_sensor(&cluster.conf_dir(1), "d01", "air", "aq-1");
+    cluster.reload_all();
+    let reading = air_reading("d01", "aq-1", 1);
+    mqtt_publish(
+        &cluster.mqtt_port(2),
+        &certs,
+        &sensor.user,
+        &sensor.password,
+        "sensors/d01/air/aq-1",
+        &reading,
+    )
+    .expect("MQTT publish of an allowed topic");
+    wait_for(DEADLINE, "the MQTT reading in RAW", || {
+        let js = js.clone();
+        async move {
+            let mut s = js.get_stream(streams::RAW).await.unwrap();
+            s.info().await.unwrap().state.messages == 1
+        }
+    })
+    .await;
+    let stored = raw
+        .get_last_raw_message_by_subject("sensors.d01.air.aq-1")
+        .await
+        .unwrap();
+    assert_eq!(stored.payload.as_ref(), reading.as_slice());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sensor credentials
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn sensor_credential_publishes_to_its_own_subject_only() {
+    let deploy = DeployCopy::new();
+    let sensor = issue_sensor(&deploy.conf_dir, "d01", "air", "aq-1");
+    let server = deploy.start("");
+    let admin = connect_admin(&server).await;
+    let mut seen = admin.subscribe(">").await.unwrap();
+    wait_subscribed(&server, ">").await;
+
+    let (device, errors) = connect_as(&server, &sensor.user, &sensor.password).await;
+    device
+        .publish("sensors.d01.air.aq-1", "allowed-1".into())
+        .await
+        .unwrap();
+    device
+        .publish("sensors.d01.air.aq-2", "another sensor".into())
+        .await
+        .unwrap();
+    device
+        .publish("sensors.d01.traffic.aq-1", "another kind".into())
+        .await
+        .unwrap();
+    device
+        .publish("sensors.d01.air.aq-1.x", "a longer subject".into())
+        .await
+        .unwrap();
+    device
+        .publish("readings.d01.air.aq-1", "the pipeline".into())
+        .await
+        .unwrap();
+    device
+        .publish("sensors.d01.air.aq-1", "allowed-2".into())
+        .await
+        .unwrap();
+    device.flush().await.unwrap();
+
+    let got = collect_until(&mut seen, "allowed-2").await;
+    assert_eq!(
+        got,
+        vec![
+            ("sensors.d01.air.aq-1".to_owned(), "allowed-1".to_owned()),
+            ("sensors.d01.air.aq-1".to_owned(), "allowed-2".to_owned()),
+        ]
+    );
+    for subject in [
+        "sensors.d01.air.aq-2",
+        "sensors.d01.traffic.aq-1",
+        "sensors.d01.air.aq-1.x",
+        "readings.d01.air.aq-1",
+    ] {
+        errors.expect_violation("Publish", subject).await;
+    }
+
+    // A device subscribes to nothing.
+    let _sub = device.subscribe("sensors.>").await.unwrap();
+    device.flush().await.unwrap();
+    errors.expect_violation("Subscription", "sensors.>").await;
+}
+
+#[tokio::test]
+async fn sensor_credential_is_refused_with_a_wrong_password_and_by_other_accounts() {
+    let deploy = DeployCopy::new();
+    let sensor = issue_sensor(&deploy.conf_dir, "d01", "air", "aq-1");
+    let server = deploy.start("");
+    let wrong =
+        ConnectOptions::with_user_and_password(sensor.user.clone(), "not-the-password".into())
+            .connect(server.url())
+            .await;
+    assert!(wrong.is_err(), "connected with a wrong password");
+    // The device is in the SENSORS account: a CITYPULSE subscriber of its subject sees it only
+    // through the export, and the device itself cannot reach CITYPULSE's JetStream API.
+    let (device, errors) = connect_as(&server, &sensor.user, &sensor.password).await;
+    device
+        .publish("$JS.API.STREAM.CREATE.RAW", "{}".into())
+        .await
+        .unwrap();
+    device.flush().await.unwrap();
+    errors
+        .expect_violation("Publish", "$JS.API.STREAM.CREATE.RAW")
+        .await;
+}
+
+#[test]
+fn sensor_tool_refuses_tokens_that_would_widen_a_permission() {
+    let deploy = DeployCopy::new();
+    for (district, kind, id) in [
+        ("d01", "air", "*"),
+        ("d01", "air", ">"),
+        ("d01", "air", "aq.1"),
+        ("*", "air", "aq-1"),
+        ("d01", "water", "aq-1"),
+        ("D01", "air", "aq-1"),
+    ] {
+        let out = auth_tool(&deploy.conf_dir)
+            .args([
+                "sensor",
+                "add",
+                "--district",
+                district,
+                "--kind",
+                kind,
+                "--id",
+                id,
+            ])
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "accepted {district}/{kind}/{id}");
+    }
+    let before = std::fs::read_to_string(deploy.conf_dir.join("sensors.conf")).unwrap();
+    let original = std::fs::read_to_string(repo().join("deploy/nats/sensors.conf")).unwrap();
+    assert_eq!(before, original, "a refused add changed sensors.conf");
+}
+
+#[tokio::test]
+async fn generated_service_passwords_replace_the_dev_ones() {
+    // The production path: citypulse-nats-auth passwords writes bcrypt hashes for the servers
+    // and the plain values for the services; the dev passwords stop working.
+    let deploy = DeployCopy::new();
+    let out = auth_tool(&deploy.conf_dir)
+        .args(["passwords", "--cost", "4"])
+        .arg(&deploy.conf_dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let hashed = std::fs::read_to_string(deploy.conf_dir.join("passwords.conf")).unwrap();
+    assert_eq!(hashed.matches("\"$2b$04$").count(), 7, "{hashed}");
+    let env = std::fs::read_to_string(deploy.conf_dir.join("credentials.env")).unwrap();
+    let plain: HashMap<&str, &str> = env.lines().filter_map(|l| l.split_once('=')).collect();
+    let server = deploy.start("");
+
+    let (ingest, _) = connect_as(&server, "ingest", plain["INGEST_PASSWORD"]).await;
+    jetstream::new(ingest)
+        .create_stream(raw_config())
+        .await
+        .expect("ingest with its new password");
+    let old =
+        ConnectOptions::with_user_and_password("ingest".into(), dev_password("INGEST_PASSWORD"))
+            .connect(server.url())
+            .await;
+    assert!(old.is_err(), "the dev password still works");
+}
+
+#[tokio::test]
+async fn mqtt_reading_from_a_sensor_credential_reaches_nats_byte_identical() {
+    let deploy = DeployCopy::new();
+    let sensor = issue_sensor(&deploy.conf_dir, "d01", "air", "aq-1");
+    let certs = dev_certs(deploy.work.path());
+    let mqtt_port = free_port();
+    let server = deploy.start(&format!(
+        "mqtt {{\n  listen: 127.0.0.1:{mqtt_port}\n  tls {{\n    cert_file: {:?}\n    key_file: {:?}\n  }}\n}}\n",
+        certs.join("server.pem"),
+        certs.join("server-key.pem"),
+    ));
+    let admin = connect_admin(&server).await;
+    let js = jetstream::new(admin.clone());
+    js.create_stream(stream::Config {
+        name: streams::RAW.into(),
+        subjects: vec![streams::RAW_SUBJECTS.into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let mut seen = admin.subscribe("sensors.>").await.unwrap();
+    wait_subscribed(&server, "sensors.>").await;
+
+    let reading = air_reading("d01", "aq-1", 7);
+    let port = mqtt_port.to_string();
+    mqtt_publish(
+        &port,
+        &certs,
+        &sensor.user,
+        &sensor.password,
+        "sensors/d01/air/aq-1",
+        &reading,
+    )
+    .expect("MQTT QoS 1 publish to the sensor's own topic");
+    let msg = tokio::time::timeout(DEADLINE, seen.next())
+        .await
+        .expect("no message")
+        .unwrap();
+    assert_eq!(msg.subject.as_str(), "sensors.d01.air.aq-1");
+    assert_eq!(
+        msg.payload.as_ref(),
+        reading.as_slice(),
+        "payload changed on the way"
+    );
+    // Through the export into CITYPULSE, where RAW stores it as is.
+    let mut raw = js.get_stream(streams::RAW).await.unwrap();
+    let stored = raw
+        .get_last_raw_message_by_subject("sensors.d01.air.aq-1")
+        .await
+        .unwrap();
+    assert_eq!(stored.payload.as_ref(), reading.as_slice());
+
+    // Another sensor's topic is refused, and a service user may not connect over MQTT at all.
+    let other = air_reading("d01", "aq-2", 1);
+    let forbidden = mqtt_publish(
+        &port,
+        &certs,
+        &sensor.user,
+        &sensor.password,
+        "sensors/d01/air/aq-2",
+        &other,
+    );
+    let service = mqtt_publish(
+        &port,
+        &certs,
+        "simulator",
+        &dev_password("SIMULATOR_PASSWORD"),
+        "sensors/d01/air/aq-2",
+        &other,
+    );
+    assert!(service.is_err(), "a service user connected over MQTT");
+    let again = air_reading("d01", "aq-1", 8);
+    mqtt_publish(
+        &port,
+        &certs,
+        &sensor.user,
+        &sensor.password,
+        "sensors/d01/air/aq-1",
+        &again,
+    )
+    .expect("MQTT publish after a refusal");
+    let msg = tokio::time::timeout(DEADLINE, seen.next())
+        .await
+        .expect("no message")
+        .unwrap();
+    assert_eq!(
+        (msg.subject.as_str(), msg.payload.as_ref()),
+        ("sensors.d01.air.aq-1", again.as_slice()),
+        "something arrived between the two allowed readings (forbidden publish: {forbidden:?})"
+    );
+    assert_eq!(raw.info().await.unwrap().state.messages, 2);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Service credentials: each does its job and is refused outside its role
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn simulator_credential_feeds_raw_and_nothing_else() {
+    let deploy = DeployCopy::new();
+    let server = deploy.start("");
+    let (sim, errors) = connect_service(&server, "simulator", "SIMULATOR_PASSWORD").await;
+    let js = jetstream::new(sim.clone());
+    js.create_stream(raw_config())
+        .await
+        .expect("simulator provisions RAW");
+    js.get_stream(streams::RAW)
+        .await
+        .expect("simulator reads RAW's info");
+    js.publish("sensors.d01.traffic.tl-1", "r".into())
+        .await
+        .unwrap()
+        .await
+        .expect("JetStream ack of a simulated reading");
+
+    refused_publish(&sim, &errors, "readings.d01.traffic.tl-1").await;
+    refused_publish(&sim, &errors, "$JS.API.STREAM.DELETE.RAW").await;
+    refused_subscribe(&sim, &errors, "sensors.>").await;
+    refused_js_create(&js, &errors, "METRICS", "metrics.>").await;
+    assert_stream_count(&server, streams::RAW, 1).await;
+}
+
+#[tokio::test]
+async fn ingest_credential_runs_the_ingest_pipeline_and_nothing_else() {
+    let deploy = DeployCopy::new();
+    let server = deploy.start("");
+    let admin = connect_admin(&server).await;
+    let (ingest, errors) = connect_service(&server, "ingest", "INGEST_PASSWORD").await;
+    let js = jetstream::new(ingest.clone());
+
+    let raw = js
+        .create_stream(raw_config())
+        .await
+        .expect("ingest provisions RAW");
+    let readings = js
+        .create_stream(readings_config())
+        .await
+        .expect("ingest provisions READINGS");
+    js.create_stream(dlq_config())
+        .await
+        .expect("ingest provisions DLQ");
+    let reading = air_reading("d01", "aq-1", 1);
+    jetstream::new(admin.clone())
+        .publish("sensors.d01.air.aq-1", reading.clone().into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+
+    // Validate: a durable pull consumer on RAW, fetch, ack.
+    let consumer = raw
+        .create_consumer(pull::Config {
+            durable_name: Some("ingest".into()),
+            ..Default::default()
+        })
+        .await
+        .expect("ingest creates its RAW consumer");
+    let msg = fetch_one(&consumer).await;
+    assert_eq!(msg.payload.as_ref(), reading.as_slice());
+    msg.double_ack().await.expect("ingest acks RAW");
+    // Publish the validated reading and a dead letter, both acked by JetStream.
+    js.publish("readings.d01.air.aq-1", reading.clone().into())
+        .await
+        .unwrap()
+        .await
+        .expect("JetStream ack of a validated reading");
+    js.publish("dlq.decode", "junk".into())
+        .await
+        .unwrap()
+        .await
+        .expect("JetStream ack of a dead letter");
+    // The PostgreSQL writer's durable consumer on READINGS.
+    let store = readings
+        .create_consumer(pull::Config {
+            durable_name: Some("ingest-store".into()),
+            ..Default::default()
+        })
+        .await
+        .expect("ingest creates its READINGS consumer");
+    let msg = fetch_one(&store).await;
+    let partition = partition_of("d01", 8);
+    assert_eq!(
+        msg.subject.as_str(),
+        format!("readings.{partition}.d01.air.aq-1")
+    );
+    msg.double_ack().await.expect("ingest acks READINGS");
+
+    refused_publish(&ingest, &errors, "metrics.air.d01").await;
+    refused_publish(&ingest, &errors, "sensors.d01.air.aq-1").await;
+    refused_publish(&ingest, &errors, "$JS.API.STREAM.DELETE.RAW").await;
+    refused_publish(&ingest, &errors, "$JS.API.STREAM.PURGE.READINGS").await;
+    refused_subscribe(&ingest, &errors, "alerts.>").await;
+    refused_js_create(&js, &errors, "METRICS", "metrics.>").await;
+}
+
+#[tokio::test]
+async fn processors_credential_windows_readings_and_nothing_else() {
+    let deploy = DeployCopy::new();
+    let server = deploy.start("");
+    let admin = connect_admin(&server).await;
+    let admin_js = jetstream::new(admin.clone());
+    admin_js.create_stream(readings_config()).await.unwrap();
+    admin_js.create_stream(dlq_config()).await.unwrap();
+    admin_js
+        .create_stream(alerts_kv_stream_placeholder())
+        .await
+        .unwrap();
+    admin_js
+        .publish("readings.d01.air.aq-1", "r".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let (proc, errors) = connect_service(&server, "processors", "PROCESSORS_PASSWORD").await;
+    let js = jetstream::new(proc.clone());
+
+    // The partition consumer processors-p<N> on READINGS.
+    let partition = partition_of("d01", 8);
+    let readings = js
+        .get_stream(streams::READINGS)
+        .await
+        .expect("processors read READINGS' info");
+    let consumer = readings
+        .create_consumer(pull::Config {
+            durable_name: Some(format!("processors-p{partition}")),
+            filter_subject: format!("readings.{partition}.>"),
+            ..Default::default()
+        })
+        .await
+        .expect("processors create a partition consumer");
+    let msg = fetch_one(&consumer).await;
+    msg.double_ack().await.expect("processors ack READINGS");
+    // Window results to METRICS.
+    js.create_stream(stream::Config {
+        name: streams::METRICS.into(),
+        subjects: vec![streams::METRICS_SUBJECTS.into()],
+        ..Default::default()
+    })
+    .await
+    .expect("processors provision METRICS");
+    js.publish("metrics.air.d01", "w".into())
+        .await
+        .unwrap()
+        .await
+        .expect("JetStream ack of a window");
+    js.publish("metrics.air.d01.aq-1", "w".into())
+        .await
+        .unwrap()
+        .await
+        .expect("JetStream ack of a window");
+    // A reading it cannot use is dead-lettered (DLQ is ingest's stream).
+    js.publish("dlq.bad_partition", "r".into())
+        .await
+        .unwrap()
+        .await
+        .expect("JetStream ack of a processors dead letter");
+    // Checkpoints in KV.
+    kv_round_trip(&js, "citypulse_processors").await;
+
+    refused_publish(&proc, &errors, "alerts.warning.air.d01").await;
+    refused_publish(&proc, &errors, "readings.d01.air.aq-1").await;
+    refused_publish(&proc, &errors, "$JS.API.STREAM.DELETE.READINGS").await;
+    refused_publish(&proc, &errors, "$KV.citypulse_alerts.k").await;
+    refused_js_create(&js, &errors, streams::READINGS, "readings.*.*.*").await;
+    let denied = tokio::time::timeout(
+        Duration::from_millis(300),
+        js.get_key_value("citypulse_alerts"),
+    )
+    .await;
+    assert!(
+        !matches!(denied, Ok(Ok(_))),
+        "processors opened the alerts bucket"
+    );
+    errors
+        .expect_violation("Publish", "$JS.API.STREAM.INFO.KV_citypulse_alerts")
+        .await;
+}
+
+#[tokio::test]
+async fn alerts_credential_evaluates_metrics_answers_the_cli_and_nothing_else() {
+    let deploy = DeployCopy::new();
+    let server = deploy.start("");
+    let admin = connect_admin(&server).await;
+    let (alerts, errors) = connect_service(&server, "alerts", "ALERTS_PASSWORD").await;
+    let (cli, cli_errors) = connect_service(&server, "alerts-cli", "ALERTS_CLI_PASSWORD").await;
+    let js = jetstream::new(alerts.clone());
+
+    // alerts may start before processors and ingest: it provisions METRICS and DLQ as they do.
+    js.create_stream(stream::Config {
+        name: streams::METRICS.into(),
+        subjects: vec![streams::METRICS_SUBJECTS.into()],
+        ..Default::default()
+    })
+    .await
+    .expect("alerts provision METRICS");
+    js.create_stream(dlq_config())
+        .await
+        .expect("alerts provision DLQ");
+    jetstream::new(admin.clone())
+        .publish("metrics.air.d01", "w".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    js.publish("dlq.not_a_window", "junk".into())
+        .await
+        .unwrap()
+        .await
+        .expect("JetStream ack of the alerts service's dead letter");
+
+    let metrics = js
+        .get_stream(streams::METRICS)
+        .await
+        .expect("alerts read METRICS' info");
+    let consumer = metrics
+        .create_consumer(pull::Config {
+            durable_name: Some("alerts".into()),
+            ..Default::default()
+        })
+        .await
+        .expect("alerts create their METRICS consumer");
+    fetch_one(&consumer)
+        .await
+        .double_ack()
+        .await
+        .expect("alerts ack METRICS");
+    js.create_stream(stream::Config {
+        name: streams::ALERTS.into(),
+        subjects: vec![streams::ALERTS_SUBJECTS.into()],
+        ..Default::default()
+    })
+    .await
+    .expect("alerts provision ALERTS");
+    kv_round_trip(&js, "citypulse_alerts").await;
+
+    // The CLI watches alert transitions and talks to the service by request/reply.
+    let mut tail = cli
+        .subscribe("alerts.>")
+        .await
+        .expect("the CLI tails alerts");
+    let mut service = alerts
+        .subscribe("citypulse.alerts.>")
+        .await
+        .expect("alerts serve requests");
+    wait_subscribed(&server, "alerts.>").await;
+    wait_subscribed(&server, "citypulse.alerts.>").await;
+    js.publish("alerts.warning.air.d01", "fired".into())
+        .await
+        .unwrap()
+        .await
+        .expect("JetStream ack of an alert");
+    let got = tokio::time::timeout(DEADLINE, tail.next())
+        .await
+        .unwrap_or_else(|_| panic!("no alert; CLI errors: {:?}", cli_errors.0.lock().unwrap()))
+        .unwrap();
+    assert_eq!(got.subject.as_str(), "alerts.warning.air.d01");
+    let responder = tokio::spawn(async move {
+        let req = service.next().await.unwrap();
+        alerts
+            .publish(req.reply.unwrap(), "1 firing".into())
+            .await
+            .unwrap();
+        alerts.flush().await.unwrap();
+        alerts
+    });
+    let answer = tokio::time::timeout(DEADLINE, cli.request("citypulse.alerts.list", "".into()))
+        .await
+        .expect("no answer")
+        .expect("the CLI's request is answered");
+    assert_eq!(answer.payload.as_ref(), b"1 firing");
+    let alerts = responder.await.unwrap();
+
+    refused_publish(&alerts, &errors, "metrics.air.d01").await;
+    refused_publish(&alerts, &errors, "readings.d01.air.aq-1").await;
+    refused_publish(&alerts, &errors, "$KV.citypulse_processors.k").await;
+    refused_publish(&alerts, &errors, "$JS.API.STREAM.DELETE.ALERTS").await;
+    // The CLI can neither forge an alert nor touch a stream nor read window results.
+    refused_publish(&cli, &cli_errors, "alerts.critical.air.d01").await;
+    refused_publish(&cli, &cli_errors, "$JS.API.STREAM.DELETE.ALERTS").await;
+    refused_subscribe(&cli, &cli_errors, "metrics.>").await;
+    assert_stream_count(&server, streams::ALERTS, 1).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------------------------
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .canonicalize()
+        .unwrap()
+}
+
+/// A dev password from the committed `deploy/nats/passwords.conf` (`NAME: "value"` lines).
+fn dev_password(var: &str) -> String {
+    let text = std::fs::read_to_string(repo().join("deploy/nats/passwords.conf")).unwrap();
+    text.lines()
+        .filter_map(|l| l.split_once(':'))
+        .find(|(k, _)| k.trim() == var)
+        .map(|(_, v)| v.trim().trim_matches('"').to_owned())
+        .unwrap_or_else(|| panic!("{var} not in deploy/nats/passwords.conf"))
+}
+
+fn conf_files(dir: &Path) -> BTreeSet<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".conf"))
+        .collect()
+}
+
+/// (configs included by no other = the ones a server is started with, configs included).
+fn include_graph(dir: &Path) -> (BTreeSet<String>, BTreeSet<String>) {
+    let all = conf_files(dir);
+    let mut included = BTreeSet::new();
+    for file in &all {
+        for line in std::fs::read_to_string(dir.join(file)).unwrap().lines() {
+            if let Some(rest) = line.trim().strip_prefix("include ") {
+                let target = rest.trim().trim_matches('"').to_owned();
+                assert!(
+                    all.contains(&target),
+                    "{file} includes {target}, which is not in deploy/nats"
+                );
+                included.insert(target);
+            }
+        }
+    }
+    let top = all.difference(&included).cloned().collect();
+    (top, included)
+}
+
+/// Copies `deploy/nats/` (files only) into `<under>/nats` and returns that dir.
+fn copy_nats_dir(under: &Path) -> PathBuf {
+    let dst = under.join("nats");
+    std::fs::create_dir_all(&dst).unwrap();
+    for entry in std::fs::read_dir(repo().join("deploy/nats")).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_file() {
+            std::fs::copy(entry.path(), dst.join(entry.file_name())).unwrap();
+        }
+    }
+    dst
+}
+
+/// Rewrites the certificate directory of the copied server.conf to `certs`.
+fn point_tls_at(conf_dir: &Path, certs: &Path) {
+    let path = conf_dir.join("server.conf");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let n = text.matches("/etc/nats/tls/").count();
+    assert!(
+        n >= 6,
+        "server.conf should name its certificates under /etc/nats/tls/ ({n} found)"
+    );
+    std::fs::write(
+        &path,
+        text.replace("/etc/nats/tls/", &format!("{}/", certs.display())),
+    )
+    .unwrap();
+}
+
+/// Runs deploy/tls/gen-dev-certs.sh into `<under>/tls` and returns that dir.
+fn dev_certs(under: &Path) -> PathBuf {
+    let out = under.join("tls");
+    let status = Command::new(repo().join("deploy/tls/gen-dev-certs.sh"))
+        .arg(&out)
+        .output()
+        .unwrap_or_else(|e| panic!("running deploy/tls/gen-dev-certs.sh: {e}"));
+    assert!(
+        status.status.success(),
+        "gen-dev-certs.sh failed (needs openssl):\n{}{}",
+        String::from_utf8_lossy(&status.stdout),
+        String::from_utf8_lossy(&status.stderr)
+    );
+    out
+}
+
+struct Output {
+    status: std::process::ExitStatus,
+    text: String,
+}
+
+fn nats_test_config(path: &Path) -> Output {
+    let out = Command::new(nats_server_bin())
+        .args(["-t", "-c"])
+        .arg(path)
+        .env("POD_NAME", "nats-0")
+        .output()
+        .unwrap();
+    Output {
+        status: out.status,
+        text: format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    }
+}
+
+/// An `include` line for nats-server that reaches `path` from the harness's temp dir.
+///
+/// nats-server joins an include path to the including file's directory even when it is
+/// absolute, so the path climbs to the root first: extra `..` at the root are no-ops.
+fn include_line(path: &Path) -> String {
+    let abs = path.to_str().unwrap().trim_start_matches('/');
+    format!("include \"{}{abs}\"\n", "../".repeat(64))
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A copy of deploy/nats in a temp dir, to add sensors to and start servers from.
+struct DeployCopy {
+    work: tempfile::TempDir,
+    conf_dir: PathBuf,
+}
+
+impl DeployCopy {
+    fn new() -> Self {
+        let work = tempfile::tempdir().unwrap();
+        let conf_dir = copy_nats_dir(work.path());
+        DeployCopy { work, conf_dir }
+    }
+
+    /// A harness server (127.0.0.1, JetStream) with the copy's accounts.conf and `extra`.
+    fn start(&self, extra: &str) -> NatsServer {
+        NatsServer::start_with_config(&format!(
+            "{}{extra}",
+            include_line(&self.conf_dir.join("accounts.conf"))
+        ))
+    }
+}
+
+struct Credential {
+    user: String,
+    password: String,
+}
+
+/// Installs the deploy Python tools (bcrypt) once per test process; a no-op when present.
+fn ensure_python_tools() {
+    static DONE: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    DONE.get_or_init(|| {
+        let out = Command::new(repo().join("scripts/validate-deploy"))
+            .arg("--install-only")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "scripts/validate-deploy --install-only failed (needs python3 and pip):\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
+}
+
+fn auth_tool(conf_dir: &Path) -> Command {
+    ensure_python_tools();
+    let mut cmd = Command::new(conf_dir.join("citypulse-nats-auth"));
+    cmd.env("PYTHONPATH", repo().join(".tools/python-deploy"));
+    cmd
+}
+
+/// Issues a sensor credential into `conf_dir/sensors.conf` with deploy/nats/citypulse-nats-auth.
+fn issue_sensor(conf_dir: &Path, district: &str, kind: &str, id: &str) -> Credential {
+    let out = auth_tool(conf_dir)
+        .args([
+            "sensor",
+            "add",
+            "--district",
+            district,
+            "--kind",
+            kind,
+            "--id",
+            id,
+            "--cost",
+            "4",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "citypulse-nats-auth sensor add failed (bcrypt missing? run scripts/validate-deploy --install-only):\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let kv: HashMap<&str, &str> = text.lines().filter_map(|l| l.split_once('=')).collect();
+    assert_eq!(kv["subject"], format!("sensors.{district}.{kind}.{id}"));
+    assert_eq!(kv["mqtt_topic"], format!("sensors/{district}/{kind}/{id}"));
+    Credential {
+        user: kv["user"].to_owned(),
+        password: kv["password"].to_owned(),
+    }
+}
+
+/// Server errors a connection was told about ("Permissions Violation for ...").
+#[derive(Clone, Default)]
+struct Errors(Arc<Mutex<Vec<String>>>);
+
+impl Errors {
+    async fn expect_violation(&self, kind: &str, subject: &str) {
+        let want = format!("Permissions Violation for {kind} to \"{subject}\"");
+        let what = format!("the error {want:?}");
+        let errors = self.clone();
+        wait_for(DEADLINE, &what, || {
+            let found = errors.0.lock().unwrap().iter().any(|e| e.contains(&want));
+            async move { found }
+        })
+        .await;
+    }
+}
+
+async fn connect_as(server: &NatsServer, user: &str, password: &str) -> (Client, Errors) {
+    let errors = Errors::default();
+    let sink = errors.clone();
+    let client = ConnectOptions::with_user_and_password(user.into(), password.into())
+        .event_callback(move |event| {
+            let sink = sink.clone();
+            async move {
+                if let Event::ServerError(e) = event {
+                    sink.0.lock().unwrap().push(e.to_string());
+                }
+            }
+        })
+        .connect(server.url())
+        .await
+        .unwrap_or_else(|e| panic!("connecting as {user}: {e}"));
+    (client, errors)
+}
+
+async fn connect_service(server: &NatsServer, user: &str, password_var: &str) -> (Client, Errors) {
+    connect_as(server, user, &dev_password(password_var)).await
+}
+
+async fn connect_admin(server: &NatsServer) -> Client {
+    connect_as(server, "admin", &dev_password("ADMIN_PASSWORD"))
+        .await
+        .0
+}
+
+/// Waits until the server has registered a subscription to `subject` (a client's flush only
+/// sends; a subscriber on one connection is not yet known to the server when another publishes).
+async fn wait_subscribed(server: &NatsServer, subject: &str) {
+    let port: u16 = server
+        .monitor_url()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    // Go's JSON encoder writes '>' as \u003e.
+    let quoted = format!("\"{}\"", subject.replace('>', "\\u003e"));
+    wait_for(DEADLINE, &format!("a subscription to {subject}"), || {
+        let found = http_get(port, "/connz?subs=1").is_some_and(|(_, body)| body.contains(&quoted));
+        async move { found }
+    })
+    .await;
+}
+
+async fn refused_publish(client: &Client, errors: &Errors, subject: &str) {
+    client
+        .publish(subject.to_owned(), "x".into())
+        .await
+        .unwrap();
+    client.flush().await.unwrap();
+    errors.expect_violation("Publish", subject).await;
+}
+
+async fn refused_subscribe(client: &Client, errors: &Errors, subject: &str) {
+    let _sub = client.subscribe(subject.to_owned()).await.unwrap();
+    client.flush().await.unwrap();
+    errors.expect_violation("Subscription", subject).await;
+}
+
+/// A stream the credential may not create: the API request is refused (and so never answered).
+async fn refused_js_create(js: &jetstream::Context, errors: &Errors, name: &str, subjects: &str) {
+    let config = stream::Config {
+        name: name.into(),
+        subjects: vec![subjects.into()],
+        ..Default::default()
+    };
+    let attempt = tokio::time::timeout(Duration::from_millis(300), js.create_stream(config)).await;
+    assert!(!matches!(attempt, Ok(Ok(_))), "created stream {name}");
+    errors
+        .expect_violation("Publish", &format!("$JS.API.STREAM.CREATE.{name}"))
+        .await;
+}
+
+async fn assert_stream_count(server: &NatsServer, name: &str, expected: u64) {
+    let js = jetstream::new(connect_admin(server).await);
+    let mut stream = js.get_stream(name).await.unwrap();
+    assert_eq!(
+        stream.info().await.unwrap().state.messages,
+        expected,
+        "messages in {name}"
+    );
+}
+
+async fn fetch_one(consumer: &jetstream::consumer::Consumer<pull::Config>) -> jetstream::Message {
+    let mut batch = consumer
+        .fetch()
+        .max_messages(1)
+        .expires(Duration::from_secs(5))
+        .messages()
+        .await
+        .expect("fetch request");
+    batch
+        .next()
+        .await
+        .expect("a message")
+        .expect("a message, not an error")
+}
+
+async fn kv_round_trip(js: &jetstream::Context, bucket: &str) {
+    let store = js
+        .create_key_value(kv::Config {
+            bucket: bucket.into(),
+            history: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap_or_else(|e| panic!("creating bucket {bucket}: {e}"));
+    let store2 = js
+        .get_key_value(bucket)
+        .await
+        .unwrap_or_else(|e| panic!("opening {bucket}: {e}"));
+    store
+        .put("p3.watermark", "1700000000000".into())
+        .await
+        .expect("KV put");
+    let got = store2.get("p3.watermark").await.expect("KV get");
+    assert_eq!(got.as_deref(), Some(&b"1700000000000"[..]));
+    let keys: Vec<String> = store
+        .keys()
+        .await
+        .expect("KV keys")
+        .map(|k| k.unwrap())
+        .collect()
+        .await;
+    assert_eq!(keys, vec!["p3.watermark".to_owned()]);
+    store.delete("p3.watermark").await.expect("KV delete");
+}
+
+fn raw_config() -> stream::Config {
+    stream::Config {
+        name: streams::RAW.into(),
+        subjects: vec![streams::RAW_SUBJECTS.into()],
+        ..Default::default()
+    }
+}
+
+fn dlq_config() -> stream::Config {
+    stream::Config {
+        name: streams::DLQ.into(),
+        subjects: vec![streams::DLQ_SUBJECTS.into()],
+        ..Default::default()
+    }
+}
+
+fn readings_config() -> stream::Config {
+    stream::Config {
+        name: streams::READINGS.into(),
+        subjects: vec![streams::READINGS_SUBJECTS.into()],
+        subject_transform: Some(stream::SubjectTransform {
+            source: streams::READINGS_SUBJECTS.into(),
+            destination: streams::readings_transform_destination(8),
+        }),
+        ..Default::default()
+    }
+}
+
+/// The alerts service's bucket, made by an admin, so a refusal to open it is a permission and
+/// not a missing bucket.
+fn alerts_kv_stream_placeholder() -> stream::Config {
+    stream::Config {
+        name: "KV_citypulse_alerts".into(),
+        subjects: vec!["$KV.citypulse_alerts.>".into()],
+        max_messages_per_subject: 1,
+        allow_direct: true,
+        ..Default::default()
+    }
+}
+
+fn air_reading(district: &str, sensor: &str, seq: u64) -> Vec<u8> {
+    Reading {
+        sensor: sensor.into(),
+        district: district.into(),
+        ts: 1_700_000_000_000 + seq * 60_000,
+        seq,
+        data: Measurement::Air(Air {
+            pm25_ugm3: Some(12.3),
+            o3_ppb: Some(41.0),
+            ..Default::default()
+        }),
+    }
+    .encode()
+}
+
+/// Collects (subject, payload) until a message with payload `last` arrives.
+async fn collect_until(sub: &mut async_nats::Subscriber, last: &str) -> Vec<(String, String)> {
+    let mut got = Vec::new();
+    loop {
+        let msg = tokio::time::timeout(DEADLINE, sub.next())
+            .await
+            .unwrap_or_else(|_| panic!("{last:?} never arrived; got {got:?}"))
+            .unwrap();
+        let payload = String::from_utf8_lossy(&msg.payload).into_owned();
+        got.push((msg.subject.to_string(), payload.clone()));
+        if payload == last {
+            return got;
+        }
+    }
+}
+
+/// Publishes `payload` with mosquitto_pub over MQTT+TLS at QoS 1; Err(output) when it fails.
+fn mqtt_publish(
+    port: &str,
+    certs: &Path,
+    user: &str,
+    password: &str,
+    topic: &str,
+    payload: &[u8],
+) -> Result<(), String> {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), payload).unwrap();
+    let out = Command::new(mosquitto_pub())
+        .args([
+            "-h",
+            "localhost",
+            "-p",
+            port,
+            "-q",
+            "1",
+            "-t",
+            topic,
+            "-u",
+            user,
+            "-P",
+            password,
+        ])
+        .arg("--cafile")
+        .arg(certs.join("ca.pem"))
+        .arg("-f")
+        .arg(file.path())
+        .output()
+        .unwrap();
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+fn mosquitto_pub() -> PathBuf {
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|d| d.join("mosquitto_pub"))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            panic!("mosquitto_pub not found on PATH: apt-get install mosquitto-clients (scripts/install-deps)")
+        })
+}
+
+/// The three compose node configs (nats-1..3.conf) run on 127.0.0.1: each node gets its own copy
+/// of deploy/nats with only its listen addresses, the store dir and the certificate dir
+/// substituted, and the route host names pointed at 127.0.0.1.
+struct LocalCluster {
+    nodes: Vec<LocalNode>,
+}
+
+struct LocalNode {
+    name: String,
+    dir: PathBuf,
+    client: u16,
+    monitor: u16,
+    mqtt: u16,
+    child: std::process::Child,
+}
+
+impl LocalCluster {
+    fn start(work: &Path, certs: &Path) -> Self {
+        let ports: Vec<[u16; 5]> = (0..3)
+            .map(|_| {
+                [
+                    free_port(),
+                    free_port(),
+                    free_port(),
+                    free_port(),
+                    free_port(),
+                ]
+            })
+            .collect();
+        let mut prepared = Vec::new();
+        for (i, [client, route, monitor, mqtt, ws]) in ports.iter().copied().enumerate() {
+            let n = i + 1;
+            let dir = copy_nats_dir(&work.join(format!("node{n}")));
+            point_tls_at(&dir, certs);
+            let server = dir.join("server.conf");
+            let mut text = std::fs::read_to_string(&server).unwrap();
+            for (from, to) in [
+                ("port: 4222", format!("listen: 127.0.0.1:{client}")),
+                ("http_port: 8222", format!("http: 127.0.0.1:{monitor}")),
+                ("port: 8883", format!("listen: 127.0.0.1:{mqtt}")),
+                ("port: 8443", format!("listen: 127.0.0.1:{ws}")),
+                (
+                    "\"/data/jetstream\"",
+                    format!("{:?}", dir.join("jetstream")),
+                ),
+            ] {
+                assert_eq!(
+                    text.matches(from).count(),
+                    1,
+                    "server.conf should contain {from:?} once"
+                );
+                text = text.replace(from, &to);
+            }
+            std::fs::write(&server, text).unwrap();
+            let node_conf = dir.join(format!("nats-{n}.conf"));
+            let mut text = std::fs::read_to_string(&node_conf).unwrap();
+            assert_eq!(text.matches("port: 6222\n").count(), 1);
+            text = text.replace("port: 6222\n", &format!("listen: 127.0.0.1:{route}\n"));
+            for (j, peer) in ports.iter().enumerate() {
+                let from = format!("nats-route://nats-{}:6222", j + 1);
+                assert_eq!(
+                    text.matches(&from).count(),
+                    1,
+                    "nats-{n}.conf should route to {from}"
+                );
+                text = text.replace(&from, &format!("nats-route://127.0.0.1:{}", peer[1]));
+            }
+            std::fs::write(&node_conf, text).unwrap();
+            prepared.push((format!("nats-{n}"), dir, node_conf, client, monitor, mqtt));
+        }
+        // Spawned only once every config is written, so a failed substitution leaks no process;
+        // from here on, dropping the cluster kills the nodes.
+        let mut cluster = LocalCluster { nodes: Vec::new() };
+        for (name, dir, node_conf, client, monitor, mqtt) in prepared {
+            let log = std::fs::File::create(dir.join("nats.log")).unwrap();
+            let child = Command::new(nats_server_bin())
+                .arg("-c")
+                .arg(&node_conf)
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .unwrap();
+            cluster.nodes.push(LocalNode {
+                name,
+                dir,
+                client,
+                monitor,
+                mqtt,
+                child,
+            });
+        }
+        cluster.wait_healthy();
+        cluster
+    }
+
+    /// Every node answers /healthz 200 (JetStream current with a meta leader) and has routes to
+    /// both others.
+    fn wait_healthy(&self) {
+        let start = std::time::Instant::now();
+        loop {
+            let ready = self.nodes.iter().all(|n| {
+                let peers = (1..=3).filter(|p| format!("nats-{p}") != n.name);
+                let routez: String = http_get(n.monitor, "/routez")
+                    .map(|(_, b)| b.split_whitespace().collect())
+                    .unwrap_or_default();
+                http_get(n.monitor, "/healthz").is_some_and(|(s, _)| s == 200)
+                    && peers
+                        .into_iter()
+                        .all(|p| routez.contains(&format!("\"remote_name\":\"nats-{p}\"")))
+            });
+            if ready {
+                return;
+            }
+            if start.elapsed() > Duration::from_secs(30) {
+                let logs: Vec<String> = self
+                    .nodes
+                    .iter()
+                    .map(|n| std::fs::read_to_string(n.dir.join("nats.log")).unwrap_or_default())
+                    .collect();
+                panic!(
+                    "the cluster did not form in 30 s:\n{}",
+                    logs.join("\n----\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn client_urls(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .map(|n| format!("tls://127.0.0.1:{}", n.client))
+            .collect()
+    }
+
+    fn conf_dir(&self, n: usize) -> PathBuf {
+        self.nodes[n - 1].dir.clone()
+    }
+
+    fn mqtt_port(&self, n: usize) -> String {
+        self.nodes[n - 1].mqtt.to_string()
+    }
+
+    /// Copies node 1's sensors.conf to every node and reloads them all (what an operator does
+    /// after issuing a credential), then waits until each node knows the new users.
+    fn reload_all(&self) {
+        let sensors = std::fs::read(self.nodes[0].dir.join("sensors.conf")).unwrap();
+        for node in &self.nodes {
+            std::fs::write(node.dir.join("sensors.conf"), &sensors).unwrap();
+            let before = http_get(node.monitor, "/varz").map(|(_, b)| config_load_time(&b));
+            let status = Command::new("kill")
+                .arg("-HUP")
+                .arg(node.child.id().to_string())
+                .status()
+                .unwrap();
+            assert!(status.success());
+            let start = std::time::Instant::now();
+            while http_get(node.monitor, "/varz").map(|(_, b)| config_load_time(&b)) == before {
+                assert!(start.elapsed() < DEADLINE, "node did not reload its config");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+fn config_load_time(varz: &str) -> String {
+    varz.lines()
+        .find(|l| l.contains("\"config_load_time\""))
+        .unwrap_or_default()
+        .to_owned()
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            let _ = node.child.kill();
+            let _ = node.child.wait();
+        }
+    }
+}
+
+/// A minimal HTTP/1.0 GET on 127.0.0.1 for the monitoring port: (status, body).
+fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect((Ipv4Addr::LOCALHOST, port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).ok()?;
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Some((status, body))
+}
