@@ -1,0 +1,167 @@
+//! [`SimMetrics`]: every metric the simulator exports.
+
+use crate::faults::Fault;
+use citypulse_schema::Kind;
+use prometheus::{Gauge, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+
+/// The simulator's metrics, registered in the process registry.
+#[derive(Debug, Clone)]
+pub struct SimMetrics {
+    generated: IntCounterVec,
+    published: IntCounter,
+    acked: IntCounter,
+    deduplicated: IntCounter,
+    publish_errors: IntCounterVec,
+    faults: IntCounterVec,
+    simulated_time: Gauge,
+    in_flight: IntGauge,
+}
+
+/// Bounded reasons of `citypulse_simulator_publish_errors_total`.
+pub const PUBLISH_ERROR_REASONS: &[&str] = &[
+    "stream_not_found",
+    "timed_out",
+    "broken_pipe",
+    "max_ack_pending",
+    "max_payload",
+    "rejected",
+    "other",
+];
+
+impl SimMetrics {
+    /// Registers the metrics in `registry`.
+    pub fn new(registry: &Registry) -> prometheus::Result<SimMetrics> {
+        let generated = IntCounterVec::new(
+            Opts::new(
+                "citypulse_simulator_readings_generated_total",
+                "Readings generated, by sensor kind (including dropped and faulty ones).",
+            ),
+            &["kind"],
+        )?;
+        let published = IntCounter::new(
+            "citypulse_simulator_published_total",
+            "Messages handed to NATS (a retry is not counted again).",
+        )?;
+        let acked = IntCounter::new(
+            "citypulse_simulator_acked_total",
+            "Messages acknowledged by JetStream (stored, or recognised as duplicates).",
+        )?;
+        let deduplicated = IntCounter::new(
+            "citypulse_simulator_deduplicated_total",
+            "Acknowledgements flagged duplicate by JetStream (a retry that had landed, or a rerun).",
+        )?;
+        let publish_errors = IntCounterVec::new(
+            Opts::new(
+                "citypulse_simulator_publish_errors_total",
+                "Failed publish attempts (each retried with the same Nats-Msg-Id), by reason.",
+            ),
+            &["reason"],
+        )?;
+        let faults = IntCounterVec::new(
+            Opts::new(
+                "citypulse_simulator_faults_injected_total",
+                "Faults injected into generated messages, by fault.",
+            ),
+            &["fault"],
+        )?;
+        let simulated_time = Gauge::new(
+            "citypulse_simulator_simulated_time_seconds",
+            "Simulated time reached, seconds since the Unix epoch.",
+        )?;
+        let in_flight = IntGauge::new(
+            "citypulse_simulator_publish_in_flight",
+            "Publishes awaiting a JetStream acknowledgement.",
+        )?;
+        registry.register(Box::new(generated.clone()))?;
+        registry.register(Box::new(published.clone()))?;
+        registry.register(Box::new(acked.clone()))?;
+        registry.register(Box::new(deduplicated.clone()))?;
+        registry.register(Box::new(publish_errors.clone()))?;
+        registry.register(Box::new(faults.clone()))?;
+        registry.register(Box::new(simulated_time.clone()))?;
+        registry.register(Box::new(in_flight.clone()))?;
+        for k in Kind::ALL {
+            generated.with_label_values(&[k.as_str()]);
+        }
+        for f in Fault::ALL {
+            faults.with_label_values(&[f.label()]);
+        }
+        for r in PUBLISH_ERROR_REASONS {
+            publish_errors.with_label_values(&[r]);
+        }
+        Ok(SimMetrics {
+            generated,
+            published,
+            acked,
+            deduplicated,
+            publish_errors,
+            faults,
+            simulated_time,
+            in_flight,
+        })
+    }
+
+    /// A reading was generated (not counted again for its duplicate copy).
+    pub fn generated(&self, kind: Kind) {
+        self.generated.with_label_values(&[kind.as_str()]).inc();
+    }
+
+    /// A fault was injected.
+    pub fn fault(&self, fault: Fault) {
+        self.faults.with_label_values(&[fault.label()]).inc();
+    }
+
+    /// A message was handed to NATS.
+    pub fn published(&self) {
+        self.published.inc();
+    }
+
+    /// A message was acknowledged; `duplicate` when the server had it already.
+    pub fn acked(&self, duplicate: bool) {
+        self.acked.inc();
+        if duplicate {
+            self.deduplicated.inc();
+        }
+    }
+
+    /// A publish attempt failed, for one of [`PUBLISH_ERROR_REASONS`].
+    pub fn publish_error(&self, reason: &'static str) {
+        self.publish_errors.with_label_values(&[reason]).inc();
+    }
+
+    /// Simulated time reached, ms.
+    pub fn simulated_time_ms(&self, ms: u64) {
+        self.simulated_time.set(ms as f64 / 1000.0);
+    }
+
+    /// Publishes awaiting an ack.
+    pub fn in_flight(&self, n: usize) {
+        self.in_flight.set(n as i64);
+    }
+
+    /// Totals so far, for the progress log.
+    pub fn totals(&self) -> Totals {
+        let sum = |v: &IntCounterVec, labels: &[&str]| -> u64 {
+            labels.iter().map(|l| v.with_label_values(&[l]).get()).sum()
+        };
+        Totals {
+            generated: sum(&self.generated, &["traffic", "air"]),
+            published: self.published.get(),
+            acked: self.acked.get(),
+            errors: sum(&self.publish_errors, PUBLISH_ERROR_REASONS),
+        }
+    }
+}
+
+/// Counter totals.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// Readings generated.
+    pub generated: u64,
+    /// Messages handed to NATS.
+    pub published: u64,
+    /// Messages acknowledged.
+    pub acked: u64,
+    /// Failed publish attempts.
+    pub errors: u64,
+}
