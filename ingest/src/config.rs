@@ -1,0 +1,235 @@
+//! Process settings: flags, each with an environment variable and a default.
+
+use crate::validate::TimeLimits;
+use citypulse_runtime::duration;
+use citypulse_runtime::nats::NatsArgs;
+use citypulse_runtime::telemetry::LogArgs;
+use clap::Parser;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// citypulse-ingest: validates every reading on RAW (`sensors.>`), publishes good ones to
+/// READINGS, dead-letters bad ones on `dlq.<reason>`, and archives READINGS to PostgreSQL.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "citypulse-ingest", version)]
+pub struct Config {
+    /// NATS connection.
+    #[command(flatten)]
+    pub nats: NatsArgs,
+
+    /// Logging.
+    #[command(flatten)]
+    pub log: LogArgs,
+
+    /// PostgreSQL URL of the readings archive (e.g. postgres://user@host/db). Without it, ingest
+    /// validates and publishes but archives nothing (and says so at start).
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+
+    /// Address of the admin HTTP server (/metrics, /healthz).
+    #[arg(
+        long,
+        env = "CITYPULSE_INGEST_METRICS_ADDR",
+        default_value = "127.0.0.1:9101"
+    )]
+    pub metrics_addr: SocketAddr,
+
+    /// Readings whose `ts` is further ahead of the ingest clock are rejected
+    /// (`future_timestamp`): one bad clock must not push watermarks ahead for everyone.
+    #[arg(long, env = "CITYPULSE_INGEST_MAX_FUTURE_SKEW", default_value = "30s", value_parser = duration::parse)]
+    pub max_future_skew: Duration,
+
+    /// Readings whose `ts` is older than this are rejected (`too_old`). Generous by default so
+    /// a gateway's backlog after an outage still lands.
+    #[arg(long, env = "CITYPULSE_INGEST_MAX_AGE", default_value = "72h", value_parser = duration::parse_positive)]
+    pub max_age: Duration,
+
+    /// Number of READINGS partitions (districts are hashed into them by the server's
+    /// `partition(N,1)` subject mapping). Used when READINGS is created.
+    #[arg(long, env = "CITYPULSE_INGEST_PARTITIONS", default_value_t = 8,
+          value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub partitions: u32,
+
+    /// Maximum age of messages kept in RAW (replay horizon). Used when RAW is created.
+    #[arg(long, env = "CITYPULSE_INGEST_RAW_MAX_AGE", default_value = "7d", value_parser = duration::parse_positive)]
+    pub raw_max_age: Duration,
+
+    /// Maximum size of RAW ("512MiB", "1GiB", or bytes); the oldest messages go first.
+    #[arg(long, env = "CITYPULSE_INGEST_RAW_MAX_BYTES", default_value = "1GiB", value_parser = parse_bytes)]
+    pub raw_max_bytes: i64,
+
+    /// Maximum age of messages kept in READINGS. This is also how long the archive may be down
+    /// without losing rows.
+    #[arg(long, env = "CITYPULSE_INGEST_READINGS_MAX_AGE", default_value = "7d", value_parser = duration::parse_positive)]
+    pub readings_max_age: Duration,
+
+    /// Maximum size of READINGS.
+    #[arg(long, env = "CITYPULSE_INGEST_READINGS_MAX_BYTES", default_value = "1GiB", value_parser = parse_bytes)]
+    pub readings_max_bytes: i64,
+
+    /// Maximum age of dead letters kept in DLQ.
+    #[arg(long, env = "CITYPULSE_INGEST_DLQ_MAX_AGE", default_value = "30d", value_parser = duration::parse_positive)]
+    pub dlq_max_age: Duration,
+
+    /// Maximum size of DLQ.
+    #[arg(long, env = "CITYPULSE_INGEST_DLQ_MAX_BYTES", default_value = "128MiB", value_parser = parse_bytes)]
+    pub dlq_max_bytes: i64,
+
+    /// Replicas of the streams ingest creates (3 on a 3-node JetStream cluster).
+    #[arg(long, env = "CITYPULSE_INGEST_STREAM_REPLICAS", default_value_t = 1,
+          value_parser = clap::value_parser!(u8).range(1..=5))]
+    pub stream_replicas: u8,
+
+    /// Duplicate window of RAW, READINGS and DLQ: a message id seen within it is stored once.
+    /// Must exceed --ack-wait so that a redelivery after a crash is recognised.
+    #[arg(long, env = "CITYPULSE_INGEST_DUPLICATE_WINDOW", default_value = "2m", value_parser = duration::parse_positive)]
+    pub duplicate_window: Duration,
+
+    /// Messages requested per pull from RAW.
+    #[arg(long, env = "CITYPULSE_INGEST_BATCH_SIZE", default_value_t = 1000,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub batch_size: u32,
+
+    /// Publishes to READINGS/DLQ awaiting their ack at once.
+    #[arg(long, env = "CITYPULSE_INGEST_MAX_IN_FLIGHT", default_value_t = 512,
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub max_in_flight: u32,
+
+    /// How long the server waits for an ack before redelivering (validator and archive
+    /// consumers); after a crash, unacked messages come back after this long.
+    #[arg(long, env = "CITYPULSE_INGEST_ACK_WAIT", default_value = "30s", value_parser = duration::parse_positive)]
+    pub ack_wait: Duration,
+
+    /// Rows written to PostgreSQL per batch (one statement, one transaction).
+    #[arg(long, env = "CITYPULSE_INGEST_ARCHIVE_BATCH_SIZE", default_value_t = 1000,
+          value_parser = clap::value_parser!(u32).range(1..=50_000))]
+    pub archive_batch_size: u32,
+
+    /// Longest wait to fill an archive batch before writing what there is.
+    #[arg(long, env = "CITYPULSE_INGEST_ARCHIVE_MAX_DELAY", default_value = "1s", value_parser = duration::parse_positive)]
+    pub archive_max_delay: Duration,
+
+    /// Durable consumer name on RAW; the archive's consumer on READINGS is `<name>-archive`.
+    #[arg(long, env = "CITYPULSE_INGEST_CONSUMER_NAME", default_value = "ingest")]
+    pub consumer_name: String,
+}
+
+impl Config {
+    /// Checks what clap cannot check field by field.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.duplicate_window <= self.ack_wait {
+            return Err(format!(
+                "--duplicate-window ({:?}) must exceed --ack-wait ({:?}), or a redelivery after \
+                 a crash would be published twice",
+                self.duplicate_window, self.ack_wait
+            ));
+        }
+        for (flag, window, age) in [
+            ("--raw-max-age", self.duplicate_window, self.raw_max_age),
+            (
+                "--readings-max-age",
+                self.duplicate_window,
+                self.readings_max_age,
+            ),
+            ("--dlq-max-age", self.duplicate_window, self.dlq_max_age),
+        ] {
+            if window > age {
+                return Err(format!(
+                    "--duplicate-window ({window:?}) must not exceed {flag} ({age:?})"
+                ));
+            }
+        }
+        let token = |s: &str| {
+            !s.is_empty()
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        };
+        if !token(&self.consumer_name) {
+            return Err(format!(
+                "--consumer-name `{}` must be letters, digits, - and _",
+                self.consumer_name
+            ));
+        }
+        Ok(())
+    }
+
+    /// The validator's time limits.
+    pub fn time_limits(&self) -> TimeLimits {
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        TimeLimits {
+            max_future_skew_ms: ms(self.max_future_skew),
+            max_age_ms: ms(self.max_age),
+        }
+    }
+
+    /// Name of the archive's durable consumer on READINGS.
+    pub fn archive_consumer_name(&self) -> String {
+        format!("{}-archive", self.consumer_name)
+    }
+}
+
+/// Parses a size: bytes, or a number with `KB`/`MB`/`GB` (powers of 1000) or `KiB`/`MiB`/`GiB`
+/// (powers of 1024).
+pub fn parse_bytes(s: &str) -> Result<i64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: i64 = num
+        .parse()
+        .map_err(|_| format!("invalid size `{s}` (e.g. 512MiB, 1GB, 1048576)"))?;
+    let mult: i64 = match unit.trim() {
+        "" | "B" => 1,
+        "KB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        other => return Err(format!("unknown size unit `{other}` in `{s}`")),
+    };
+    match n.checked_mul(mult) {
+        Some(v) if v > 0 => Ok(v),
+        _ => Err(format!("size `{s}` must be positive and below 2^63")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Config {
+        Config::try_parse_from(std::iter::once("citypulse-ingest").chain(args.iter().copied()))
+            .unwrap()
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = parse(&[]);
+        c.validate().unwrap();
+        assert_eq!(c.partitions, 8);
+        assert_eq!(c.max_future_skew, Duration::from_secs(30));
+        assert_eq!(c.max_age, Duration::from_secs(72 * 3600));
+        assert_eq!(c.archive_consumer_name(), "ingest-archive");
+        assert_eq!(c.time_limits().max_future_skew_ms, 30_000);
+    }
+
+    #[test]
+    fn sizes_parse_with_units() {
+        assert_eq!(parse_bytes("1048576"), Ok(1 << 20));
+        assert_eq!(parse_bytes("512MiB"), Ok(512 << 20));
+        assert_eq!(parse_bytes("1GB"), Ok(1_000_000_000));
+        assert!(parse_bytes("0").is_err());
+        assert!(parse_bytes("1TB").is_err());
+        assert!(parse_bytes("lots").is_err());
+        assert!(parse_bytes("99999999999GiB").is_err());
+    }
+
+    #[test]
+    fn a_duplicate_window_shorter_than_ack_wait_is_refused() {
+        let c = parse(&["--ack-wait", "5m", "--duplicate-window", "2m"]);
+        assert!(c.validate().unwrap_err().contains("--ack-wait"));
+        assert!(Config::try_parse_from(["x", "--partitions", "0"]).is_err());
+        let c = parse(&["--consumer-name", "a.b"]);
+        assert!(c.validate().is_err());
+    }
+}

@@ -1,0 +1,279 @@
+//! Every metric ingest exports, registered in the process's [`Registry`], with typed methods.
+//!
+//! | metric | type | labels |
+//! |---|---|---|
+//! | `citypulse_ingest_received_total` | counter | |
+//! | `citypulse_ingest_accepted_total` | counter | `kind` |
+//! | `citypulse_ingest_rejected_total` | counter | `reason` |
+//! | `citypulse_ingest_adjusted_total` | counter | `adjustment`, `field` |
+//! | `citypulse_ingest_duplicates_total` | counter | `stream` (`readings`, `dlq`) |
+//! | `citypulse_ingest_retried_total` | counter | `reason` (`publish_failed`) |
+//! | `citypulse_ingest_ack_failures_total` | counter | |
+//! | `citypulse_ingest_consume_errors_total` | counter | `consumer`, `reason` |
+//! | `citypulse_ingest_in_flight_publishes` | gauge | |
+//! | `citypulse_ingest_archived_rows_total` | counter | |
+//! | `citypulse_ingest_archive_duplicate_rows_total` | counter | |
+//! | `citypulse_ingest_archive_errors_total` | counter | `reason` (`connect`, `write`, `undecodable`) |
+//! | `citypulse_ingest_archive_up` | gauge | |
+//! | `citypulse_ingest_archive_lag_messages` | gauge | |
+//! | `citypulse_ingest_archive_lag_seconds` | gauge | |
+//! | `citypulse_ingest_archive_batch_size_rows` | histogram | |
+//! | `citypulse_ingest_archive_write_duration_seconds` | histogram | |
+//!
+//! Sensor ids are never labels.
+
+use crate::validate::{Adjustment, Rejection};
+use citypulse_schema::Kind;
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+
+/// Ingest's metrics. Cheap to clone (handles to shared series).
+#[derive(Debug, Clone)]
+pub struct IngestMetrics {
+    received: IntCounter,
+    accepted: IntCounterVec,
+    rejected: IntCounterVec,
+    adjusted: IntCounterVec,
+    duplicates: IntCounterVec,
+    retried: IntCounterVec,
+    ack_failures: IntCounter,
+    consume_errors: IntCounterVec,
+    in_flight: IntGauge,
+    archived_rows: IntCounter,
+    archive_duplicate_rows: IntCounter,
+    archive_errors: IntCounterVec,
+    archive_up: IntGauge,
+    archive_lag_messages: IntGauge,
+    archive_lag_seconds: prometheus::Gauge,
+    archive_batch_size: Histogram,
+    archive_write_seconds: Histogram,
+}
+
+fn counter(registry: &Registry, name: &str, help: &str) -> prometheus::Result<IntCounter> {
+    let c = IntCounter::new(name, help)?;
+    registry.register(Box::new(c.clone()))?;
+    Ok(c)
+}
+
+fn counter_vec(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> prometheus::Result<IntCounterVec> {
+    let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+    registry.register(Box::new(c.clone()))?;
+    Ok(c)
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str) -> prometheus::Result<IntGauge> {
+    let g = IntGauge::new(name, help)?;
+    registry.register(Box::new(g.clone()))?;
+    Ok(g)
+}
+
+fn histogram(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    buckets: Vec<f64>,
+) -> prometheus::Result<Histogram> {
+    let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))?;
+    registry.register(Box::new(h.clone()))?;
+    Ok(h)
+}
+
+impl IngestMetrics {
+    /// Registers every ingest metric in `registry`, with the bounded label values pre-created
+    /// so that dashboards see zeros rather than gaps.
+    pub fn new(registry: &Registry) -> prometheus::Result<Self> {
+        let m = IngestMetrics {
+            received: counter(
+                registry,
+                "citypulse_ingest_received_total",
+                "Messages taken from RAW (a redelivery counts again).",
+            )?,
+            accepted: counter_vec(
+                registry,
+                "citypulse_ingest_accepted_total",
+                "Readings that passed validation and were published to READINGS.",
+                &["kind"],
+            )?,
+            rejected: counter_vec(
+                registry,
+                "citypulse_ingest_rejected_total",
+                "Messages rejected and dead-lettered on dlq.<reason>, by reason.",
+                &["reason"],
+            )?,
+            adjusted: counter_vec(
+                registry,
+                "citypulse_ingest_adjusted_total",
+                "Accepted readings changed by a documented normalisation.",
+                &["adjustment", "field"],
+            )?,
+            duplicates: counter_vec(
+                registry,
+                "citypulse_ingest_duplicates_total",
+                "Publishes the server recognised as duplicates (same Nats-Msg-Id) and stored once.",
+                &["stream"],
+            )?,
+            retried: counter_vec(
+                registry,
+                "citypulse_ingest_retried_total",
+                "RAW messages handed back for redelivery (nak) because their output was not acknowledged.",
+                &["reason"],
+            )?,
+            ack_failures: counter(
+                registry,
+                "citypulse_ingest_ack_failures_total",
+                "Acks that could not be sent; the server redelivers and the duplicate is absorbed.",
+            )?,
+            consume_errors: counter_vec(
+                registry,
+                "citypulse_ingest_consume_errors_total",
+                "Errors while pulling from a consumer.",
+                &["consumer", "reason"],
+            )?,
+            in_flight: gauge(
+                registry,
+                "citypulse_ingest_in_flight_publishes",
+                "Publishes to READINGS/DLQ awaiting their ack.",
+            )?,
+            archived_rows: counter(
+                registry,
+                "citypulse_ingest_archived_rows_total",
+                "Rows inserted into the PostgreSQL readings table.",
+            )?,
+            archive_duplicate_rows: counter(
+                registry,
+                "citypulse_ingest_archive_duplicate_rows_total",
+                "Archived messages whose row already existed (redeliveries), skipped.",
+            )?,
+            archive_errors: counter_vec(
+                registry,
+                "citypulse_ingest_archive_errors_total",
+                "Archive failures by reason; a failed batch is retried, never dropped.",
+                &["reason"],
+            )?,
+            archive_up: gauge(
+                registry,
+                "citypulse_ingest_archive_up",
+                "1 when the archive is connected to PostgreSQL.",
+            )?,
+            archive_lag_messages: gauge(
+                registry,
+                "citypulse_ingest_archive_lag_messages",
+                "READINGS messages not yet archived (pending + unacked on the archive consumer).",
+            )?,
+            archive_lag_seconds: {
+                let g = prometheus::Gauge::new(
+                    "citypulse_ingest_archive_lag_seconds",
+                    "Age of the oldest READINGS message not yet archived (0 when caught up).",
+                )?;
+                registry.register(Box::new(g.clone()))?;
+                g
+            },
+            archive_batch_size: histogram(
+                registry,
+                "citypulse_ingest_archive_batch_size_rows",
+                "Readings per archive batch.",
+                vec![1.0, 10.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0],
+            )?,
+            archive_write_seconds: histogram(
+                registry,
+                "citypulse_ingest_archive_write_duration_seconds",
+                "Duration of one archive batch write (one statement, one transaction).",
+                prometheus::exponential_buckets(0.001, 2.0, 14)?,
+            )?,
+        };
+        for k in Kind::ALL {
+            m.accepted.with_label_values(&[k.as_str()]);
+        }
+        for r in Rejection::reasons() {
+            m.rejected.with_label_values(&[r]);
+        }
+        for s in ["readings", "dlq"] {
+            m.duplicates.with_label_values(&[s]);
+        }
+        m.retried.with_label_values(&["publish_failed"]);
+        for r in ["connect", "write", "undecodable", "fetch"] {
+            m.archive_errors.with_label_values(&[r]);
+        }
+        Ok(m)
+    }
+
+    /// A message was taken from RAW.
+    pub fn received(&self) {
+        self.received.inc();
+    }
+
+    /// A reading was accepted.
+    pub fn accepted(&self, kind: Kind, adjustments: &[Adjustment]) {
+        self.accepted.with_label_values(&[kind.as_str()]).inc();
+        for a in adjustments {
+            self.adjusted
+                .with_label_values(&[a.reason(), a.field()])
+                .inc();
+        }
+    }
+
+    /// A message was rejected.
+    pub fn rejected(&self, reason: &'static str) {
+        self.rejected.with_label_values(&[reason]).inc();
+    }
+
+    /// A publish was acknowledged as a duplicate by `stream` (`readings` or `dlq`).
+    pub fn duplicate(&self, stream: &'static str) {
+        self.duplicates.with_label_values(&[stream]).inc();
+    }
+
+    /// A RAW message was handed back for redelivery.
+    pub fn retried(&self, reason: &'static str) {
+        self.retried.with_label_values(&[reason]).inc();
+    }
+
+    /// An ack or nak could not be sent.
+    pub fn ack_failed(&self) {
+        self.ack_failures.inc();
+    }
+
+    /// Pulling from `consumer` failed.
+    pub fn consume_error(&self, consumer: &'static str, reason: &'static str) {
+        self.consume_errors
+            .with_label_values(&[consumer, reason])
+            .inc();
+    }
+
+    /// Publishes awaiting their ack.
+    pub fn set_in_flight(&self, n: usize) {
+        self.in_flight.set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// A batch of `batch` readings was written in `seconds`, `inserted` of them new rows.
+    pub fn archived(&self, batch: usize, inserted: u64, seconds: f64) {
+        let batch_u64 = u64::try_from(batch).unwrap_or(u64::MAX);
+        self.archived_rows.inc_by(inserted);
+        self.archive_duplicate_rows
+            .inc_by(batch_u64.saturating_sub(inserted));
+        // Precision loss above 2^53 rows per batch is not a concern.
+        #[allow(clippy::cast_precision_loss)]
+        self.archive_batch_size.observe(batch as f64);
+        self.archive_write_seconds.observe(seconds);
+    }
+
+    /// The archive failed (`connect`, `write`, `undecodable`, `fetch`).
+    pub fn archive_error(&self, reason: &'static str) {
+        self.archive_errors.with_label_values(&[reason]).inc();
+    }
+
+    /// Whether the archive is connected to PostgreSQL.
+    pub fn set_archive_up(&self, up: bool) {
+        self.archive_up.set(i64::from(up));
+    }
+
+    /// The archive's backlog.
+    pub fn set_archive_lag(&self, messages: u64, seconds: f64) {
+        self.archive_lag_messages
+            .set(i64::try_from(messages).unwrap_or(i64::MAX));
+        self.archive_lag_seconds.set(seconds);
+    }
+}

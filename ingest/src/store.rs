@@ -1,0 +1,347 @@
+//! ADAPTER: the PostgreSQL readings archive. One [`Store`] owns one connection; the archive task
+//! owns the store.
+//!
+//! The table is created idempotently at connect. Its natural key is `(sensor, seq)`, so a batch
+//! written twice (a redelivery after a crash between COMMIT and ack) inserts nothing the second
+//! time. A batch is one `INSERT … SELECT FROM unnest($1, …) ON CONFLICT DO NOTHING`: one round
+//! trip, one statement, one transaction, however many rows.
+//!
+//! Queries by district or sensor over a time range use `(district, ts)` and `(sensor, ts)`.
+//! To convert to a TimescaleDB hypertable or a natively range-partitioned table, the
+//! partitioning column must be part of every unique index, so the key becomes
+//! `(sensor, seq, ts)` — still a natural key, because a reading's `ts` is fixed by its
+//! `(sensor, seq)`; the insert names no conflict target, so it needs no change (recipe in
+//! `ingest/README.md`).
+
+use citypulse_schema::{Measurement, Reading};
+use std::time::Duration;
+use tokio_postgres::{Client, NoTls, Statement};
+
+/// Creates the readings table and its indexes if they do not exist.
+pub const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS readings (
+    sensor      text             NOT NULL,
+    seq         bigint           NOT NULL CHECK (seq >= 0),
+    district    text             NOT NULL,
+    kind        text             NOT NULL CHECK (kind IN ('traffic', 'air')),
+    ts          timestamptz      NOT NULL,
+    count       integer,
+    interval_s  integer,
+    occupancy   double precision,
+    speed_kmh   double precision,
+    lanes       integer,
+    pm25_ugm3   double precision,
+    pm10_ugm3   double precision,
+    o3_ppb      double precision,
+    no2_ppb     double precision,
+    so2_ppb     double precision,
+    co_ppm      double precision,
+    temp_c      double precision,
+    rh_pct      double precision,
+    archived_at timestamptz      NOT NULL DEFAULT now(),
+    PRIMARY KEY (sensor, seq)
+);
+CREATE INDEX IF NOT EXISTS readings_district_ts ON readings (district, ts);
+CREATE INDEX IF NOT EXISTS readings_sensor_ts ON readings (sensor, ts);
+";
+
+/// Inserts a batch given as parallel arrays; a row whose key exists is skipped. No conflict
+/// target: whatever the key is (`(sensor, seq)`, or `(sensor, seq, ts)` after a conversion to a
+/// hypertable or partitioned table), a duplicate is skipped.
+const INSERT: &str = "
+INSERT INTO readings (sensor, seq, district, kind, ts, count, interval_s, occupancy, speed_kmh,
+                      lanes, pm25_ugm3, pm10_ugm3, o3_ppb, no2_ppb, so2_ppb, co_ppm, temp_c, rh_pct)
+SELECT sensor, seq, district, kind, timestamptz 'epoch' + ts_ms * interval '1 millisecond',
+       count, interval_s, occupancy, speed_kmh, lanes,
+       pm25_ugm3, pm10_ugm3, o3_ppb, no2_ppb, so2_ppb, co_ppm, temp_c, rh_pct
+FROM unnest($1::text[], $2::int8[], $3::text[], $4::text[], $5::int8[],
+            $6::int4[], $7::int4[], $8::float8[], $9::float8[], $10::int4[],
+            $11::float8[], $12::float8[], $13::float8[], $14::float8[], $15::float8[],
+            $16::float8[], $17::float8[], $18::float8[])
+     AS t(sensor, seq, district, kind, ts_ms, count, interval_s, occupancy, speed_kmh, lanes,
+          pm25_ugm3, pm10_ugm3, o3_ppb, no2_ppb, so2_ppb, co_ppm, temp_c, rh_pct)
+ON CONFLICT DO NOTHING
+";
+
+/// Why the archive could not write.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Connecting, creating the schema or preparing the insert failed.
+    #[error("connecting to PostgreSQL: {0}")]
+    Connect(#[source] tokio_postgres::Error),
+    /// Connecting took longer than the timeout.
+    #[error("connecting to PostgreSQL timed out after {0:?}")]
+    ConnectTimeout(Duration),
+    /// The batch insert failed (nothing of it was written).
+    #[error("writing {rows} rows: {source}")]
+    Write {
+        /// Rows in the failed batch.
+        rows: usize,
+        /// The driver's error.
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    /// The batch insert did not answer in time (it may still commit; the key makes that
+    /// harmless).
+    #[error("writing {rows} rows timed out after {timeout:?}")]
+    WriteTimeout {
+        /// Rows in the batch.
+        rows: usize,
+        /// The timeout.
+        timeout: Duration,
+    },
+    /// A reading does not fit the table (a value the validator should have refused).
+    #[error("reading {msg_id} does not fit the table: {what}")]
+    Unfit {
+        /// The reading's natural key.
+        msg_id: String,
+        /// What does not fit.
+        what: &'static str,
+    },
+}
+
+impl StoreError {
+    /// A bounded label for metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            StoreError::Connect(_) | StoreError::ConnectTimeout(_) => "connect",
+            StoreError::Write { .. } | StoreError::WriteTimeout { .. } => "write",
+            StoreError::Unfit { .. } => "undecodable",
+        }
+    }
+}
+
+/// A batch of rows as parallel column arrays, reusable across batches.
+#[derive(Debug, Default)]
+pub struct Rows {
+    sensor: Vec<String>,
+    seq: Vec<i64>,
+    district: Vec<String>,
+    kind: Vec<&'static str>,
+    ts_ms: Vec<i64>,
+    count: Vec<Option<i32>>,
+    interval_s: Vec<Option<i32>>,
+    occupancy: Vec<Option<f64>>,
+    speed_kmh: Vec<Option<f64>>,
+    lanes: Vec<Option<i32>>,
+    pm25_ugm3: Vec<Option<f64>>,
+    pm10_ugm3: Vec<Option<f64>>,
+    o3_ppb: Vec<Option<f64>>,
+    no2_ppb: Vec<Option<f64>>,
+    so2_ppb: Vec<Option<f64>>,
+    co_ppm: Vec<Option<f64>>,
+    temp_c: Vec<Option<f64>>,
+    rh_pct: Vec<Option<f64>>,
+}
+
+impl Rows {
+    /// Number of rows.
+    pub fn len(&self) -> usize {
+        self.sensor.len()
+    }
+
+    /// True when there are no rows.
+    pub fn is_empty(&self) -> bool {
+        self.sensor.is_empty()
+    }
+
+    /// Empties the batch, keeping the allocations.
+    pub fn clear(&mut self) {
+        self.sensor.clear();
+        self.seq.clear();
+        self.district.clear();
+        self.kind.clear();
+        self.ts_ms.clear();
+        self.count.clear();
+        self.interval_s.clear();
+        self.occupancy.clear();
+        self.speed_kmh.clear();
+        self.lanes.clear();
+        self.pm25_ugm3.clear();
+        self.pm10_ugm3.clear();
+        self.o3_ppb.clear();
+        self.no2_ppb.clear();
+        self.so2_ppb.clear();
+        self.co_ppm.clear();
+        self.temp_c.clear();
+        self.rh_pct.clear();
+    }
+
+    /// Appends a reading; refuses one whose numbers do not fit the columns (nothing is pushed
+    /// then).
+    pub fn push(&mut self, r: &Reading) -> Result<(), StoreError> {
+        let unfit = |what| StoreError::Unfit {
+            msg_id: r.msg_id(),
+            what,
+        };
+        let seq = i64::try_from(r.seq).map_err(|_| unfit("seq above 2^63-1"))?;
+        let ts = i64::try_from(r.ts).map_err(|_| unfit("ts above 2^63-1"))?;
+        let (mut count, mut interval_s, mut occupancy, mut speed_kmh, mut lanes) =
+            (None, None, None, None, None);
+        let mut air = citypulse_schema::Air::default();
+        match &r.data {
+            Measurement::Traffic(t) => {
+                count = Some(i32::try_from(t.count).map_err(|_| unfit("count above 2^31-1"))?);
+                interval_s = Some(
+                    i32::try_from(t.interval_s).map_err(|_| unfit("interval_s above 2^31-1"))?,
+                );
+                lanes = Some(i32::try_from(t.lanes).map_err(|_| unfit("lanes above 2^31-1"))?);
+                occupancy = Some(t.occupancy);
+                speed_kmh = t.speed_kmh;
+            }
+            Measurement::Air(a) => air = a.clone(),
+        }
+        self.sensor.push(r.sensor.clone());
+        self.seq.push(seq);
+        self.district.push(r.district.clone());
+        self.kind.push(r.kind().as_str());
+        self.ts_ms.push(ts);
+        self.count.push(count);
+        self.interval_s.push(interval_s);
+        self.occupancy.push(occupancy);
+        self.speed_kmh.push(speed_kmh);
+        self.lanes.push(lanes);
+        self.pm25_ugm3.push(air.pm25_ugm3);
+        self.pm10_ugm3.push(air.pm10_ugm3);
+        self.o3_ppb.push(air.o3_ppb);
+        self.no2_ppb.push(air.no2_ppb);
+        self.so2_ppb.push(air.so2_ppb);
+        self.co_ppm.push(air.co_ppm);
+        self.temp_c.push(air.temp_c);
+        self.rh_pct.push(air.rh_pct);
+        Ok(())
+    }
+}
+
+/// A connection to the archive with the insert prepared.
+pub struct Store {
+    client: Client,
+    insert: Statement,
+    connection: tokio::task::JoinHandle<()>,
+}
+
+impl Store {
+    /// Connects, creates the schema if needed and prepares the insert, within `timeout`.
+    pub async fn connect(url: &str, timeout: Duration) -> Result<Store, StoreError> {
+        let connecting = async {
+            let (client, connection) = tokio_postgres::connect(url, NoTls)
+                .await
+                .map_err(StoreError::Connect)?;
+            let connection = tokio::spawn(async move {
+                if let Err(e) = connection.await {
+                    tracing::debug!(error = %e, "PostgreSQL connection ended");
+                }
+            });
+            client
+                .batch_execute(SCHEMA)
+                .await
+                .map_err(StoreError::Connect)?;
+            let insert = client.prepare(INSERT).await.map_err(StoreError::Connect)?;
+            Ok(Store {
+                client,
+                insert,
+                connection,
+            })
+        };
+        match tokio::time::timeout(timeout, connecting).await {
+            Ok(result) => result,
+            Err(_) => Err(StoreError::ConnectTimeout(timeout)),
+        }
+    }
+
+    /// Writes `rows` in one statement; returns how many were new. Bounded by `timeout`; on
+    /// timeout the statement may still commit, which the natural key makes harmless.
+    pub async fn insert(&self, rows: &Rows, timeout: Duration) -> Result<u64, StoreError> {
+        let r = rows;
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 18] = [
+            &r.sensor,
+            &r.seq,
+            &r.district,
+            &r.kind,
+            &r.ts_ms,
+            &r.count,
+            &r.interval_s,
+            &r.occupancy,
+            &r.speed_kmh,
+            &r.lanes,
+            &r.pm25_ugm3,
+            &r.pm10_ugm3,
+            &r.o3_ppb,
+            &r.no2_ppb,
+            &r.so2_ppb,
+            &r.co_ppm,
+            &r.temp_c,
+            &r.rh_pct,
+        ];
+        let write = self.client.execute(&self.insert, &params);
+        match tokio::time::timeout(timeout, write).await {
+            Ok(Ok(n)) => Ok(n),
+            Ok(Err(source)) => Err(StoreError::Write {
+                rows: rows.len(),
+                source,
+            }),
+            Err(_) => Err(StoreError::WriteTimeout {
+                rows: rows.len(),
+                timeout,
+            }),
+        }
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        self.connection.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use citypulse_schema::{Air, Traffic};
+
+    #[test]
+    fn rows_are_parallel_columns() {
+        let mut rows = Rows::default();
+        rows.push(&Reading {
+            sensor: "l1".into(),
+            district: "d1".into(),
+            ts: 5,
+            seq: 1,
+            data: Measurement::Traffic(Traffic {
+                count: 3,
+                interval_s: 30,
+                occupancy: 0.1,
+                speed_kmh: None,
+                lanes: 2,
+            }),
+        })
+        .unwrap();
+        rows.push(&Reading {
+            sensor: "a1".into(),
+            district: "d1".into(),
+            ts: 6,
+            seq: 2,
+            data: Measurement::Air(Air {
+                pm25_ugm3: Some(9.1),
+                ..Air::default()
+            }),
+        })
+        .unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows.kind, vec!["traffic", "air"]);
+        assert_eq!(rows.count, vec![Some(3), None]);
+        assert_eq!(rows.pm25_ugm3, vec![None, Some(9.1)]);
+        let too_big = Reading {
+            sensor: "a1".into(),
+            district: "d1".into(),
+            ts: 6,
+            seq: u64::MAX,
+            data: Measurement::Air(Air::default()),
+        };
+        assert!(rows.push(&too_big).is_err());
+        assert_eq!(rows.len(), 2);
+        rows.clear();
+        assert!(rows.is_empty());
+        assert!(rows.seq.is_empty());
+    }
+}

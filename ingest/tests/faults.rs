@@ -1,0 +1,200 @@
+//! Faults against real servers: the real `citypulse-ingest` binary SIGKILLed mid-stream again and
+//! again, a nats-server crash, a PostgreSQL outage. Every reading sent ends up on READINGS exactly
+//! once and in the archive exactly once.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use async_nats::HeaderMap;
+use citypulse_harness::{wait_for, NatsServer, Postgres};
+use citypulse_runtime::jetstream::publish_durably;
+use citypulse_runtime::shutdown::Shutdown;
+use common::*;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+const WAIT: Duration = Duration::from_secs(60);
+const SENSORS: u32 = 40;
+
+/// Publishes readings `from..to` to RAW, each retried until acknowledged (so each one counts as
+/// sent), counting them in `sent`. Before reading `hold_at` it waits until `go` turns true.
+async fn publish(
+    js: async_nats::jetstream::Context,
+    from: u32,
+    to: u32,
+    sent: Arc<AtomicU32>,
+    hold_at: u32,
+    mut go: watch::Receiver<bool>,
+) {
+    let shutdown = Shutdown::new();
+    for i in from..to {
+        if i == hold_at {
+            go.wait_for(|go| *go).await.unwrap();
+        }
+        let r = reading(i % SENSORS, u64::from(i / SENSORS), now_ms());
+        publish_durably(
+            &js,
+            raw_subject(&r),
+            &r.msg_id(),
+            HeaderMap::new(),
+            r.encode().into(),
+            &shutdown,
+            |_| {},
+        )
+        .await
+        .unwrap();
+        sent.fetch_add(1, Ordering::Relaxed);
+        // Rate shaping (not synchronisation): keeps the stream flowing while ingest is killed.
+        if i % 10 == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+/// Publishes without holding.
+async fn publish_all(js: async_nats::jetstream::Context, from: u32, to: u32, sent: Arc<AtomicU32>) {
+    let (_go, rx) = watch::channel(true);
+    publish(js, from, to, sent, from, rx).await;
+}
+
+/// Every reading `0..k` exactly once on READINGS and exactly once in the archive.
+async fn assert_exactly_once(js: &async_nats::jetstream::Context, database_url: &str, k: u32) {
+    let ids = readings_per_id(js).await;
+    assert_eq!(ids.len(), k as usize, "distinct readings on READINGS");
+    for i in 0..k {
+        let id = reading(i % SENSORS, u64::from(i / SENSORS), 0).msg_id();
+        assert_eq!(ids.get(&id), Some(&1), "{id} on READINGS");
+    }
+    assert_eq!(
+        archived(database_url).await,
+        Some((i64::from(k), i64::from(k)))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkilled_ingest_and_a_nats_crash_lose_and_duplicate_nothing() {
+    const K: u32 = 6000;
+    const KILLS: u32 = 4;
+    let mut nats = NatsServer::start();
+    let pg = Postgres::start();
+    let args = args(&nats.url(), Some(&pg.url()));
+    let spawn = || {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_citypulse-ingest"))
+            .args(&args)
+            .env("RUST_LOG", "error")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap()
+    };
+    let js = jetstream(&nats.url()).await;
+    let mut child = spawn();
+    wait_for(WAIT, "RAW provisioned", || async {
+        js.get_stream("RAW").await.is_ok()
+    })
+    .await;
+
+    let sent = Arc::new(AtomicU32::new(0));
+    // The last sixth of the stream waits for the last kill, so every kill lands mid-stream.
+    let hold_at = K * (KILLS + 1) / (KILLS + 2);
+    let (go, go_rx) = watch::channel(false);
+    let publisher = tokio::spawn(publish(js.clone(), 0, K, sent.clone(), hold_at, go_rx));
+    for round in 0..KILLS {
+        let before = stream_len(&js, "READINGS").await;
+        wait_for(WAIT, "ingest making progress", || async {
+            stream_len(&js, "READINGS").await > before + 100
+        })
+        .await;
+        if round == 1 {
+            // Crash nats-server under a live ingest and publisher.
+            tokio::task::block_in_place(|| nats.restart());
+            let before = stream_len(&js, "READINGS").await;
+            wait_for(
+                WAIT,
+                "ingest making progress after the NATS restart",
+                || async { stream_len(&js, "READINGS").await > before + 100 },
+            )
+            .await;
+        }
+        // Kill in mid-stream: the publisher is still going.
+        let target = K * (round + 1) / (KILLS + 2);
+        wait_for(WAIT, "the publisher past the kill point", || async {
+            sent.load(Ordering::Relaxed) >= target
+        })
+        .await;
+        child.kill().await.unwrap(); // SIGKILL
+        child = spawn();
+    }
+    go.send(true).unwrap();
+    publisher.await.unwrap();
+    assert_eq!(sent.load(Ordering::Relaxed), K);
+
+    wait_for(WAIT, "every reading on READINGS and archived", || async {
+        // At least K: a duplicate would show as more, and fail the exact check below.
+        stream_len(&js, "READINGS").await >= u64::from(K)
+            && archived(&pg.url()).await.map(|(n, _)| n) >= Some(i64::from(K))
+    })
+    .await;
+    assert_exactly_once(&js, &pg.url(), K).await;
+    child.kill().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_outage_delays_the_archive_but_loses_and_duplicates_nothing() {
+    const FIRST: u32 = 600;
+    const K: u32 = 1500;
+    let nats = NatsServer::start();
+    let mut pg = Postgres::start();
+    let running = Running::start(config(&args(&nats.url(), Some(&pg.url())), &[])).await;
+    let js = jetstream(&nats.url()).await;
+    wait_for(WAIT, "RAW provisioned", || async {
+        js.get_stream("RAW").await.is_ok()
+    })
+    .await;
+    let sent = Arc::new(AtomicU32::new(0));
+
+    publish_all(js.clone(), 0, FIRST, sent.clone()).await;
+    wait_for(WAIT, "the first readings archived", || async {
+        archived(&pg.url()).await == Some((i64::from(FIRST), i64::from(FIRST)))
+    })
+    .await;
+
+    tokio::task::block_in_place(|| pg.stop());
+    publish_all(js.clone(), FIRST, K, sent.clone()).await;
+    // Validation does not wait for the archive.
+    wait_for(
+        WAIT,
+        "every reading validated while PostgreSQL is down",
+        || async { stream_len(&js, "READINGS").await == u64::from(K) },
+    )
+    .await;
+    wait_for(WAIT, "the backlog visible as archive lag", || async {
+        running.metric("citypulse_ingest_archive_lag_messages", &[]) == f64::from(K - FIRST)
+            && running.metric("citypulse_ingest_archive_lag_seconds", &[]) > 0.0
+            && running.metric("citypulse_ingest_archive_up", &[]) == 0.0
+    })
+    .await;
+    assert!(
+        running.metric(
+            "citypulse_ingest_archive_errors_total",
+            &[("reason", "connect")]
+        ) >= 1.0
+    );
+
+    tokio::task::block_in_place(|| pg.start_again());
+    wait_for(WAIT, "the archive caught up", || async {
+        archived(&pg.url()).await.map(|(n, _)| n) == Some(i64::from(K))
+            && running.metric("citypulse_ingest_archive_lag_messages", &[]) == 0.0
+    })
+    .await;
+    assert_exactly_once(&js, &pg.url(), K).await;
+    assert_eq!(
+        running.metric("citypulse_ingest_archived_rows_total", &[]),
+        f64::from(K)
+    );
+    running.stop().await;
+}
