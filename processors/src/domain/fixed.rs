@@ -7,6 +7,7 @@
 //! averaged with exact integer sums ([`Mean`]). Floats enter once, at [`Fixed::from_f64`], rounded to
 //! the nearest thousandth.
 
+use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
 
@@ -14,7 +15,12 @@ use std::str::FromStr;
 ///
 /// A thousandth is finer than every truncation step of the EPA tables (0.1 µg/m³ for PM2.5,
 /// 0.001 ppm = 1 ppb for O3, 0.1 ppm for CO), so truncating a `Fixed` is exact.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+///
+/// Serializes as the bare integer count of thousandths (checkpoints hold it).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
+#[serde(transparent)]
 pub struct Fixed(i64);
 
 /// Largest magnitude [`Fixed::from_f64`] accepts, in units. Far above any physical
@@ -138,7 +144,9 @@ impl FromStr for Fixed {
 /// thousandth. Rounding down (rather than to nearest) composes with the EPA's later truncation:
 /// `floor(floor(x · 1000) / 100) = floor(x · 10)`, so the truncated mean is exactly the truncation
 /// of the true mean. The mean of equal values is that value, exactly.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+///
+/// Serializes as its exact sum and count, so a checkpointed mean resumes without loss.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Mean {
     sum: i128,
     count: u64,

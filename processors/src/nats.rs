@@ -1,0 +1,450 @@
+//! ADAPTER: what the processors provision and exchange on NATS — the METRICS stream, the
+//! READINGS consumers, the checkpoint bucket, window results (with `Nats-Msg-Id`) and dead
+//! letters.
+
+use crate::checkpoint::{self, CheckpointError, Manifest, OutboxEntry};
+use crate::config::Settings;
+use crate::metrics::ProcessorMetrics;
+use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy, PullConsumer};
+use async_nats::jetstream::context::PublishErrorKind;
+use async_nats::jetstream::kv::{self, Operation};
+use async_nats::jetstream::stream::{self, DiscardPolicy, StorageType};
+use async_nats::jetstream::Context;
+use async_nats::HeaderMap;
+use bytes::Bytes;
+use citypulse_runtime::jetstream::{publish_durably, PublishError};
+use citypulse_runtime::shutdown::Shutdown;
+use citypulse_schema::streams;
+use std::time::{Duration, Instant};
+
+/// KV bucket of the partitions' checkpoints.
+pub const CHECKPOINT_BUCKET: &str = "citypulse_processors";
+
+/// How long the server waits for an ack before redelivering. Acks follow checkpoints, at most
+/// `--checkpoint-interval` apart while readings flow; redeliveries are skipped by sequence anyway.
+const ACK_WAIT: Duration = Duration::from_secs(120);
+
+/// Results published concurrently before waiting for their acks.
+const PUBLISH_WINDOW: usize = 512;
+
+/// The name of partition `p`'s durable consumer.
+pub fn consumer_name(partition: u32) -> String {
+    format!("processors-p{partition}")
+}
+
+/// The subject filter of partition `p`: `readings.<p>.>`.
+pub fn partition_filter(partition: u32) -> String {
+    format!("readings.{partition}.>")
+}
+
+/// METRICS: one message per closed window, deduplicated on `WindowResult::msg_id()` for at least
+/// 10 minutes.
+pub fn metrics_stream(settings: &Settings) -> stream::Config {
+    stream::Config {
+        name: streams::METRICS.to_owned(),
+        subjects: vec![streams::METRICS_SUBJECTS.to_owned()],
+        storage: StorageType::File,
+        max_age: settings.metrics_max_age,
+        max_bytes: -1,
+        num_replicas: 1,
+        discard: DiscardPolicy::Old,
+        duplicate_window: settings.duplicate_window,
+        ..Default::default()
+    }
+}
+
+/// Waits until READINGS exists (ingest creates it) and checks that it is partitioned into
+/// `partition_count` partitions. `None` on shutdown.
+pub async fn wait_for_readings(
+    js: &Context,
+    partition_count: u32,
+    shutdown: &Shutdown,
+) -> anyhow::Result<Option<stream::Stream>> {
+    let mut warned = false;
+    loop {
+        match js.get_stream(streams::READINGS).await {
+            Ok(mut s) => {
+                let info = s.info().await?;
+                let want = streams::readings_transform_destination(partition_count);
+                let have = info
+                    .config
+                    .subject_transform
+                    .as_ref()
+                    .map(|t| t.destination.clone());
+                if have.as_deref() != Some(want.as_str()) {
+                    anyhow::bail!(
+                        "stream {} is not partitioned as --partition-count {partition_count} expects: \
+                         its subject transform is {have:?}, expected {want:?}; use ingest's partition count",
+                        streams::READINGS
+                    );
+                }
+                return Ok(Some(s));
+            }
+            Err(e) => {
+                if !warned {
+                    tracing::warn!(stream = streams::READINGS, error = %e,
+                        "waiting for the READINGS stream (ingest creates it)");
+                    warned = true;
+                }
+            }
+        }
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => return Ok(None),
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+    }
+}
+
+/// The checkpoint bucket, created when missing (one value per key: history is not needed).
+pub async fn checkpoint_bucket(js: &Context) -> anyhow::Result<kv::Store> {
+    let mut last = None;
+    for _ in 0..3 {
+        if let Ok(store) = js.get_key_value(CHECKPOINT_BUCKET).await {
+            return Ok(store);
+        }
+        match js
+            .create_key_value(kv::Config {
+                bucket: CHECKPOINT_BUCKET.to_owned(),
+                description: "citypulse processors: partition checkpoints".to_owned(),
+                history: 1,
+                storage: StorageType::File,
+                ..Default::default()
+            })
+            .await
+        {
+            Ok(store) => {
+                tracing::info!(bucket = CHECKPOINT_BUCKET, "created checkpoint bucket");
+                return Ok(store);
+            }
+            // Another instance may have created it meanwhile: read it again.
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(anyhow::anyhow!(
+        "checkpoint bucket {CHECKPOINT_BUCKET} can neither be read nor created: {last:?}"
+    ))
+}
+
+/// Partition `p`'s consumer, starting right after `last_seq`, with cumulative acks.
+pub fn consumer_config(partition: u32, last_seq: u64, max_ack_pending: i64) -> pull::Config {
+    pull::Config {
+        durable_name: Some(consumer_name(partition)),
+        description: Some(format!("citypulse processors, partition {partition}")),
+        filter_subject: partition_filter(partition),
+        deliver_policy: if last_seq == 0 {
+            DeliverPolicy::All
+        } else {
+            DeliverPolicy::ByStartSequence {
+                start_sequence: last_seq + 1,
+            }
+        },
+        ack_policy: AckPolicy::All,
+        ack_wait: ACK_WAIT,
+        max_deliver: -1,
+        max_ack_pending,
+        ..Default::default()
+    }
+}
+
+/// (Re)creates partition `p`'s durable consumer so that it delivers, in stream order, every
+/// message after the checkpoint's `last_seq`.
+///
+/// The checkpoint, not the consumer's ack floor, is the source of truth: a consumer left with
+/// messages delivered but not acked would hand out newer messages first and redeliver the older
+/// ones only after the ack wait, out of event-time order.
+pub async fn open_consumer(
+    readings: &stream::Stream,
+    partition: u32,
+    last_seq: u64,
+    max_ack_pending: i64,
+) -> anyhow::Result<PullConsumer> {
+    let name = consumer_name(partition);
+    // Not found is the normal first start.
+    let _ = readings.delete_consumer(&name).await;
+    readings
+        .create_consumer(consumer_config(partition, last_seq, max_ack_pending))
+        .await
+        .map_err(|e| anyhow::anyhow!("creating consumer {name} on READINGS: {e}"))
+}
+
+/// Why a checkpoint could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Someone else wrote the partition's checkpoint since this process last did.
+    #[error(
+        "the checkpoint of partition {partition} was written by another process (its manifest is \
+         at revision {found:?}, this process wrote {expected:?}); does another instance own the \
+         partition?"
+    )]
+    Fenced {
+        /// The partition.
+        partition: u32,
+        /// The revision this process expected.
+        expected: Option<u64>,
+        /// The revision found.
+        found: Option<u64>,
+    },
+    /// The stored checkpoint is unusable.
+    #[error("checkpoint of partition {partition}: {source}")]
+    Invalid {
+        /// The partition.
+        partition: u32,
+        /// What is wrong.
+        source: CheckpointError,
+    },
+    /// NATS did not answer; worth retrying.
+    #[error("checkpoint storage unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// A partition's checkpoint in the KV bucket: manifest `p<N>`, chunks `p<N>.<slot>.<i>`.
+#[derive(Debug, Clone)]
+pub struct CheckpointStore {
+    kv: kv::Store,
+    partition: u32,
+    /// Revision of the manifest this process last read or wrote.
+    revision: Option<u64>,
+    /// Slot of the current chunks.
+    slot: u8,
+    max_chunk: usize,
+}
+
+impl CheckpointStore {
+    /// The store of `partition`; `max_payload` is the server's message limit.
+    pub fn new(kv: kv::Store, partition: u32, max_payload: usize) -> CheckpointStore {
+        // Leave room for headers and the manifest's own fields.
+        let max_chunk = max_payload.saturating_sub(16 * 1024).max(4 * 1024);
+        CheckpointStore {
+            kv,
+            partition,
+            revision: None,
+            slot: 0,
+            max_chunk,
+        }
+    }
+
+    fn unavailable(e: impl std::fmt::Display) -> StoreError {
+        StoreError::Unavailable(e.to_string())
+    }
+
+    fn invalid(&self, source: CheckpointError) -> StoreError {
+        StoreError::Invalid {
+            partition: self.partition,
+            source,
+        }
+    }
+
+    async fn manifest(&self) -> Result<Option<(u64, Manifest)>, StoreError> {
+        let key = checkpoint::manifest_key(self.partition);
+        let Some(entry) = self.kv.entry(key).await.map_err(Self::unavailable)? else {
+            return Ok(None);
+        };
+        if entry.operation != Operation::Put {
+            return Ok(None);
+        }
+        let m = Manifest::decode(&entry.value).map_err(|e| self.invalid(e))?;
+        Ok(Some((entry.revision, m)))
+    }
+
+    /// The current checkpoint's bytes, verified; `None` when the partition has none.
+    pub async fn load(&mut self) -> Result<Option<Vec<u8>>, StoreError> {
+        let Some((revision, m)) = self.manifest().await? else {
+            return Ok(None);
+        };
+        let bytes = match &m.inline {
+            Some(b) => b.0.clone(),
+            None => {
+                let mut bytes = Vec::with_capacity(usize::try_from(m.len).unwrap_or(0));
+                for i in 0..m.chunks {
+                    let key = checkpoint::chunk_key(self.partition, m.slot, i);
+                    let chunk = self.kv.get(&key).await.map_err(Self::unavailable)?;
+                    let chunk = chunk.ok_or_else(|| {
+                        self.invalid(CheckpointError::Torn(format!("chunk {key} is missing")))
+                    })?;
+                    bytes.extend_from_slice(&chunk);
+                }
+                bytes
+            }
+        };
+        m.verify(&bytes).map_err(|e| self.invalid(e))?;
+        self.revision = Some(revision);
+        self.slot = m.slot;
+        Ok(Some(bytes))
+    }
+
+    /// Writes `bytes` as the partition's checkpoint: chunks into the free slot first, then the
+    /// manifest, compare-and-set on the revision this process last saw.
+    pub async fn save(&mut self, bytes: &[u8]) -> Result<(), StoreError> {
+        let slot = 1 - self.slot.min(1);
+        let m = Manifest::describe(bytes, slot, self.max_chunk, self.max_chunk);
+        if m.inline.is_none() {
+            let puts = bytes.chunks(self.max_chunk).enumerate().map(|(i, c)| {
+                let key = checkpoint::chunk_key(self.partition, slot, i as u32);
+                let kv = self.kv.clone();
+                let value = Bytes::copy_from_slice(c);
+                async move { kv.put(key, value).await }
+            });
+            futures::future::try_join_all(puts)
+                .await
+                .map_err(Self::unavailable)?;
+        }
+        let key = checkpoint::manifest_key(self.partition);
+        let value = Bytes::from(m.encode());
+        let written = match self.revision {
+            None => self.kv.create(&key, value).await.map_err(|e| e.to_string()),
+            Some(r) => self
+                .kv
+                .update(&key, value, r)
+                .await
+                .map_err(|e| e.to_string()),
+        };
+        match written {
+            Ok(revision) => {
+                self.revision = Some(revision);
+                self.slot = slot;
+                Ok(())
+            }
+            Err(e) => {
+                // A retried write whose first attempt landed looks like a conflict: accept it
+                // when the stored manifest is exactly ours.
+                match self.manifest().await? {
+                    Some((revision, current)) if current == m => {
+                        self.revision = Some(revision);
+                        self.slot = slot;
+                        Ok(())
+                    }
+                    Some((revision, _)) if Some(revision) != self.revision => {
+                        Err(StoreError::Fenced {
+                            partition: self.partition,
+                            expected: self.revision,
+                            found: Some(revision),
+                        })
+                    }
+                    None if self.revision.is_some() => Err(StoreError::Fenced {
+                        partition: self.partition,
+                        expected: self.revision,
+                        found: None,
+                    }),
+                    _ => Err(Self::unavailable(e)),
+                }
+            }
+        }
+    }
+}
+
+/// Publishes window results with their `Nats-Msg-Id`, up to 512 in flight, and
+/// waits for every ack; a failed one is retried with the same id until acked or shutdown.
+///
+/// The acks of a group are awaited together: each ack's timeout starts when it is awaited, so
+/// awaiting them one by one after a server restart (which loses them all) would take a timeout
+/// per message.
+pub async fn publish_results(
+    js: &Context,
+    entries: &[OutboxEntry],
+    shutdown: &Shutdown,
+    metrics: &ProcessorMetrics,
+) -> Result<(), PublishError> {
+    for group in entries.chunks(PUBLISH_WINDOW) {
+        let started = Instant::now();
+        let mut sent = Vec::with_capacity(group.len());
+        for e in group {
+            let mut headers = HeaderMap::new();
+            headers.insert(async_nats::header::NATS_MESSAGE_ID, e.msg_id.as_str());
+            let payload = Bytes::from(e.payload.0.clone());
+            sent.push(
+                js.publish_with_headers(e.subject.clone(), headers, payload)
+                    .await
+                    .ok(),
+            );
+        }
+        let acks = futures::future::join_all(sent.into_iter().map(|s| async move {
+            match s {
+                Some(ack) => ack.await.ok(),
+                None => None,
+            }
+        }))
+        .await;
+        for (e, ack) in group.iter().zip(acks) {
+            let ack = match ack {
+                Some(ack) => ack,
+                None => {
+                    metrics.publish_retry("ack");
+                    publish_durably(
+                        js,
+                        e.subject.clone(),
+                        &e.msg_id,
+                        HeaderMap::new(),
+                        Bytes::from(e.payload.0.clone()),
+                        shutdown,
+                        |reason| metrics.publish_retry(reason),
+                    )
+                    .await?
+                }
+            };
+            metrics.published(started.elapsed(), ack.duplicate);
+        }
+    }
+    Ok(())
+}
+
+/// A reading the processors refuse, to dead-letter.
+#[derive(Debug, Clone)]
+pub struct DeadLetter {
+    /// Bounded reason: the subject's last token and the `Citypulse-Reason` header.
+    pub reason: &'static str,
+    /// Human explanation with the offending value.
+    pub detail: String,
+    /// The READINGS subject it was stored under.
+    pub subject: String,
+    /// Its READINGS stream sequence.
+    pub sequence: u64,
+    /// The original payload.
+    pub payload: Bytes,
+}
+
+/// Publishes dead letters on `dlq.<reason>` (id `readings:<sequence>`, so a replay is
+/// deduplicated). When no stream takes `dlq.>` (DLQ is ingest's), the letter is dropped with a
+/// warning: the rejection is already counted and logged.
+pub async fn publish_dead_letters(
+    js: &Context,
+    letters: &[DeadLetter],
+    shutdown: &Shutdown,
+    metrics: &ProcessorMetrics,
+) -> Result<(), PublishError> {
+    for l in letters {
+        let subject = citypulse_schema::subject::dlq_subject(l.reason);
+        let msg_id = format!("readings:{}", l.sequence);
+        let mut h = HeaderMap::new();
+        h.insert(streams::HEADER_REASON, l.reason);
+        let detail: String = l.detail.chars().take(256).collect();
+        h.insert(streams::HEADER_DETAIL, detail.as_str());
+        h.insert(streams::HEADER_SOURCE_SUBJECT, l.subject.as_str());
+        h.insert(
+            streams::HEADER_SOURCE_SEQUENCE,
+            l.sequence.to_string().as_str(),
+        );
+        let mut first = h.clone();
+        first.insert(async_nats::header::NATS_MESSAGE_ID, msg_id.as_str());
+        let attempt = async {
+            js.publish_with_headers(subject.clone(), first, l.payload.clone())
+                .await?
+                .await
+        };
+        match attempt.await {
+            Ok(_) => {}
+            Err(e) if e.kind() == PublishErrorKind::StreamNotFound => {
+                tracing::warn!(%subject, sequence = l.sequence,
+                    "no stream stores dead letters (DLQ is created by ingest); rejection counted only");
+            }
+            Err(_) => {
+                metrics.publish_retry("dead_letter");
+                publish_durably(js, subject, &msg_id, h, l.payload.clone(), shutdown, |r| {
+                    metrics.publish_retry(r)
+                })
+                .await?;
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,190 @@
+//! The segment registry: what the city file says about the road segment under each detector
+//! (free-flow speed, capacity per lane). PURE: it parses text.
+//!
+//! The file is the simulator's city file (`--city`, TOML, see `simulator/src/city/file.rs`).
+//! Only what the processors need is read, and unknown keys are ignored, so the registry keeps
+//! working when the city format grows:
+//!
+//! ```toml
+//! [[district]]
+//! id = "d01"
+//! [[district.segment]]
+//! id = "seg-d01-001"
+//! free_flow_kmh = 50.0
+//! capacity_vphpl = 1900.0
+//! detectors = ["loop-d01-001"]
+//! ```
+
+use crate::domain::traffic::SegmentParams;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+/// Free-flow speed and capacity by detector (sensor id).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SegmentRegistry {
+    by_detector: BTreeMap<String, SegmentParams>,
+}
+
+/// Why a city file cannot serve as a registry.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum RegistryError {
+    /// Not TOML, or a needed key has the wrong type.
+    #[error("city file is not valid: {0}")]
+    Syntax(String),
+    /// A segment's free-flow speed or capacity is not a positive number.
+    #[error("segment `{segment}`: {field} must be a positive number, got {value}")]
+    Value {
+        /// Segment id.
+        segment: String,
+        /// The key.
+        field: &'static str,
+        /// The offending value.
+        value: f64,
+    },
+    /// A detector is listed under two segments.
+    #[error("detector `{0}` is listed under more than one segment")]
+    DuplicateDetector(String),
+}
+
+/// Every problem found, in file order.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{} problem(s) in the city file: {}", .0.len(), .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+pub struct RegistryErrors(pub Vec<RegistryError>);
+
+#[derive(Deserialize)]
+struct RawCity {
+    #[serde(default)]
+    district: Vec<RawDistrict>,
+}
+
+#[derive(Deserialize)]
+struct RawDistrict {
+    #[serde(default)]
+    segment: Vec<RawSegment>,
+}
+
+#[derive(Deserialize)]
+struct RawSegment {
+    #[serde(default)]
+    id: String,
+    free_flow_kmh: Option<f64>,
+    capacity_vphpl: Option<f64>,
+    #[serde(default)]
+    detectors: Vec<String>,
+}
+
+impl SegmentRegistry {
+    /// An empty registry: every free-flow speed is learned.
+    pub fn empty() -> SegmentRegistry {
+        SegmentRegistry::default()
+    }
+
+    /// Parses a city file, reporting every problem at once.
+    pub fn from_toml(text: &str) -> Result<SegmentRegistry, RegistryErrors> {
+        let raw: RawCity = toml::from_str(text)
+            .map_err(|e| RegistryErrors(vec![RegistryError::Syntax(e.to_string())]))?;
+        let mut errors = Vec::new();
+        let mut by_detector = BTreeMap::new();
+        for seg in raw.district.iter().flat_map(|d| &d.segment) {
+            let mut positive = |field: &'static str, v: Option<f64>| match v {
+                Some(x) if !(x.is_finite() && x > 0.0) => {
+                    errors.push(RegistryError::Value {
+                        segment: seg.id.clone(),
+                        field,
+                        value: x,
+                    });
+                    None
+                }
+                other => other,
+            };
+            let params = SegmentParams {
+                free_flow_kmh: positive("free_flow_kmh", seg.free_flow_kmh),
+                capacity_vphpl: positive("capacity_vphpl", seg.capacity_vphpl),
+            };
+            for d in &seg.detectors {
+                if by_detector.insert(d.clone(), params).is_some() {
+                    errors.push(RegistryError::DuplicateDetector(d.clone()));
+                }
+            }
+        }
+        if errors.is_empty() {
+            Ok(SegmentRegistry { by_detector })
+        } else {
+            Err(RegistryErrors(errors))
+        }
+    }
+
+    /// What the registry knows about `detector`'s segment (empty when unlisted).
+    pub fn params(&self, detector: &str) -> SegmentParams {
+        self.by_detector.get(detector).copied().unwrap_or_default()
+    }
+
+    /// Detectors listed.
+    pub fn len(&self) -> usize {
+        self.by_detector.len()
+    }
+
+    /// Whether no detector is listed.
+    pub fn is_empty(&self) -> bool {
+        self.by_detector.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CITY: &str = r#"
+        name = "Springfield"
+        utc_offset_minutes = 60
+        [[district]]
+        id = "d01"
+        pm25_background_ugm3 = 9.0
+        [[district.segment]]
+        id = "seg-1"
+        corridor = "c01"
+        lanes = 2
+        free_flow_kmh = 50.0
+        capacity_vphpl = 1900.0
+        peak_demand = 0.95
+        detectors = ["loop-1", "loop-2"]
+        [[district.station]]
+        id = "aq-1"
+        pollutants = ["pm25"]
+        [[district]]
+        id = "d02"
+        [[district.segment]]
+        id = "seg-2"
+        lanes = 3
+        free_flow_kmh = 90
+        capacity_vphpl = 2100.0
+        detectors = ["loop-3"]
+    "#;
+
+    #[test]
+    fn reads_free_flow_and_capacity_by_detector_ignoring_the_rest() {
+        let r = SegmentRegistry::from_toml(CITY).expect("valid");
+        assert_eq!(r.len(), 3);
+        assert_eq!(r.params("loop-2").free_flow_kmh, Some(50.0));
+        assert_eq!(r.params("loop-3").capacity_vphpl, Some(2100.0));
+        assert_eq!(r.params("aq-1"), SegmentParams::default());
+    }
+
+    #[test]
+    fn reports_every_problem() {
+        let bad = r#"
+            [[district]]
+            [[district.segment]]
+            id = "a"
+            free_flow_kmh = -5.0
+            detectors = ["x"]
+            [[district.segment]]
+            id = "b"
+            capacity_vphpl = 0.0
+            detectors = ["x"]
+        "#;
+        let errs = SegmentRegistry::from_toml(bad).expect_err("invalid");
+        assert_eq!(errs.0.len(), 3, "{errs}");
+        assert!(SegmentRegistry::from_toml("district = 3").is_err());
+    }
+}

@@ -1,0 +1,503 @@
+//! PURE: the windowing core. Event-time windows over one partition's readings, closed by a
+//! watermark, producing [`WindowResult`]s. Synchronous and deterministic: processing time is a
+//! parameter, there is no I/O, and the whole state serializes (serde) for checkpoints.
+//!
+//! The API follows Vector's transforms and Arroyo's window operators:
+//! - [`PartitionState::observe`] takes one reading and says what became of it ([`Observed`]):
+//!   accepted into its windows, late (behind the watermark: counted by [`LateReason`], never
+//!   merged), or rejected ([`Rejection`]). Every reading gets exactly one outcome, so
+//!   accepted + late + rejected = input.
+//! - [`PartitionState::advance_idle`] moves the watermark of a quiet partition
+//!   ([`Watermark`] explains how).
+//! - [`PartitionState::close_ready`] appends the results of every window whose end the
+//!   watermark has reached, in a deterministic order: by window end, then district, then kind
+//!   (traffic before air), each district's per-sensor results by sensor id followed by the
+//!   district result.
+//!
+//! State is kept per **pane**, one hop of event time ([`WindowSpec`]); a window is the union of
+//! its `size / hop` panes, so a reading is stored once however many hopping windows cover it.
+//! Open panes live in a `BTreeMap` keyed by pane start; windows close in order of their end.
+//! Per sensor the state keeps a duplicate guard, air hourly history ([`air`]) and a learned
+//! free-flow speed ([`traffic`]). Sensors silent for 25 hours of event time are forgotten.
+//!
+//! Module map: [`spec`] (window shapes), [`watermark`], [`traffic`], [`air`], [`seq`] (duplicate
+//! guard).
+
+pub mod air;
+pub mod seq;
+pub mod spec;
+pub mod traffic;
+pub mod watermark;
+
+pub use spec::{SpecError, WindowSpec};
+pub use watermark::{LateReason, Watermark};
+
+use crate::domain::traffic::{DistrictTrafficAccumulator, InvalidInterval};
+use crate::registry::SegmentRegistry;
+use air::{AirSample, AirStation, Concentrations, HOUR_MS};
+use citypulse_schema::{Measurement, Pollutant, Reading, WindowMetrics, WindowResult};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::sync::Arc;
+use traffic::{TrafficSample, TrafficSensor};
+
+/// Event time after which a silent sensor's state (duplicate guard, air history, learned
+/// free-flow speed) is dropped: longer than the 24 hours the 24-h means look back.
+pub const SENSOR_RETENTION_MS: u64 = 25 * HOUR_MS;
+
+/// The settings the core runs with.
+#[derive(Debug, Clone)]
+pub struct CoreConfig {
+    /// Window shape.
+    pub spec: WindowSpec,
+    /// How far behind the newest event time a reading may be and still be accepted, ms.
+    pub allowed_lateness_ms: u64,
+    /// Processing time without readings after which the watermark advances by itself, ms.
+    pub idle_timeout_ms: u64,
+    /// Free-flow speed and capacity by detector.
+    pub registry: SegmentRegistry,
+}
+
+/// What became of an observed reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Observed {
+    /// Added to its windows.
+    Accepted,
+    /// Behind the watermark: counted, not merged.
+    Late(LateReason),
+    /// Not usable.
+    Rejected(Rejection),
+}
+
+/// Why the core refused a reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    /// A traffic interval the accumulator cannot take.
+    #[error("invalid traffic interval: {0}")]
+    Interval(InvalidInterval),
+    /// A concentration that is not a finite number within ±10¹² units.
+    #[error("{0} concentration is not a finite number within ±1e12")]
+    Concentration(Pollutant),
+    /// The sensor's sequence number was already accepted.
+    #[error("sequence number already accepted for this sensor")]
+    Duplicate,
+}
+
+impl Rejection {
+    /// A bounded metric label and dead-letter reason.
+    pub const fn reason(self) -> &'static str {
+        match self {
+            Rejection::Interval(e) => e.reason(),
+            Rejection::Concentration(_) => "concentration_not_finite",
+            Rejection::Duplicate => "duplicate",
+        }
+    }
+
+    /// Every reason the core can give, for pre-registering metric labels.
+    pub const REASONS: [&'static str; 6] = [
+        "zero_duration",
+        "zero_lanes",
+        "occupancy_out_of_range",
+        "speed_not_positive",
+        "concentration_not_finite",
+        "duplicate",
+    ];
+}
+
+/// One pane's readings of one district, by sensor.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+struct PaneDistrict {
+    #[serde(rename = "t", default)]
+    traffic: BTreeMap<String, Vec<TrafficSample>>,
+    #[serde(rename = "a", default)]
+    air: BTreeMap<String, Vec<AirSample>>,
+}
+
+/// The per-sensor state of one district.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+struct DistrictSensors {
+    #[serde(rename = "t", default)]
+    traffic: BTreeMap<String, TrafficSensor>,
+    #[serde(rename = "a", default)]
+    air: BTreeMap<String, AirStation>,
+}
+
+/// Everything a partition remembers; what a checkpoint holds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StateData {
+    spec: WindowSpec,
+    watermark: Watermark,
+    /// Largest window end closed so far.
+    closed_through: Option<u64>,
+    /// Hour boundary of the last sweep (hour completion, sensor expiry).
+    swept_hour: Option<u64>,
+    /// Open panes by start, then district.
+    panes: BTreeMap<u64, BTreeMap<String, PaneDistrict>>,
+    /// Per-sensor state by district.
+    sensors: BTreeMap<String, DistrictSensors>,
+}
+
+/// A checkpoint that does not fit the running configuration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RestoreError {
+    /// The checkpoint was cut with another window shape.
+    #[error(
+        "the checkpoint has {checkpoint} windows but the service is configured for {configured}; \
+         restore the previous --window/--hop, or delete the checkpoint to start over"
+    )]
+    SpecChanged {
+        /// The checkpoint's shape.
+        checkpoint: WindowSpec,
+        /// The configured shape.
+        configured: WindowSpec,
+    },
+}
+
+/// The windowing state of one READINGS partition.
+#[derive(Debug, Clone)]
+pub struct PartitionState {
+    cfg: Arc<CoreConfig>,
+    data: StateData,
+}
+
+enum Sample {
+    Traffic(TrafficSample),
+    Air(AirSample),
+}
+
+fn district_mut<'m, V: Default>(map: &'m mut BTreeMap<String, V>, key: &str) -> &'m mut V {
+    if !map.contains_key(key) {
+        map.insert(key.to_owned(), V::default());
+    }
+    // Inserted just above when missing.
+    map.get_mut(key)
+        .unwrap_or_else(|| unreachable!("key inserted above"))
+}
+
+impl PartitionState {
+    /// An empty partition.
+    pub fn new(cfg: Arc<CoreConfig>) -> PartitionState {
+        let data = StateData {
+            spec: cfg.spec,
+            watermark: Watermark::new(),
+            closed_through: None,
+            swept_hour: None,
+            panes: BTreeMap::new(),
+            sensors: BTreeMap::new(),
+        };
+        PartitionState { cfg, data }
+    }
+
+    /// A partition resumed from checkpointed state.
+    pub fn restore(cfg: Arc<CoreConfig>, data: StateData) -> Result<PartitionState, RestoreError> {
+        if data.spec != cfg.spec {
+            return Err(RestoreError::SpecChanged {
+                checkpoint: data.spec,
+                configured: cfg.spec,
+            });
+        }
+        Ok(PartitionState { cfg, data })
+    }
+
+    /// The state to checkpoint.
+    pub fn data(&self) -> &StateData {
+        &self.data
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &CoreConfig {
+        &self.cfg
+    }
+
+    /// The watermark, ms of event time.
+    pub fn watermark(&self) -> Option<u64> {
+        self.data.watermark.value()
+    }
+
+    /// Takes one reading at processing time `now_ms`.
+    pub fn observe(&mut self, r: &Reading, now_ms: u64) -> Observed {
+        let lateness = self.cfg.allowed_lateness_ms;
+        let d = &mut self.data;
+        d.watermark.touch(now_ms);
+        let sample = match &r.data {
+            Measurement::Traffic(t) => match TrafficSample::from_traffic(t) {
+                Ok(s) => Sample::Traffic(s),
+                Err(e) => return Observed::Rejected(Rejection::Interval(e)),
+            },
+            Measurement::Air(a) => match AirSample::from_air(a) {
+                Ok(s) => Sample::Air(s),
+                Err(p) => return Observed::Rejected(Rejection::Concentration(p)),
+            },
+        };
+        if let Some(reason) = d.watermark.lateness_of(r.ts, lateness) {
+            return Observed::Late(reason);
+        }
+        let sensors = district_mut(&mut d.sensors, &r.district);
+        let pane = d.spec.pane_of(r.ts);
+        match sample {
+            Sample::Traffic(s) => {
+                match sensors.traffic.get_mut(&r.sensor) {
+                    Some(st) => {
+                        if !st.guard.admit(r.seq, r.ts > st.newest_ts) {
+                            return Observed::Rejected(Rejection::Duplicate);
+                        }
+                        st.newest_ts = st.newest_ts.max(r.ts);
+                    }
+                    None => {
+                        sensors
+                            .traffic
+                            .insert(r.sensor.clone(), TrafficSensor::new(r.seq, r.ts));
+                    }
+                }
+                let pd = district_mut(d.panes.entry(pane).or_default(), &r.district);
+                district_mut(&mut pd.traffic, &r.sensor).push(s);
+            }
+            Sample::Air(s) => {
+                match sensors.air.get_mut(&r.sensor) {
+                    Some(st) => {
+                        if !st.guard.admit(r.seq, r.ts > st.newest_ts) {
+                            return Observed::Rejected(Rejection::Duplicate);
+                        }
+                        st.record(r.ts, &s);
+                    }
+                    None => {
+                        let mut st = AirStation::new(r.seq, r.ts);
+                        st.record(r.ts, &s);
+                        sensors.air.insert(r.sensor.clone(), st);
+                    }
+                }
+                let pd = district_mut(d.panes.entry(pane).or_default(), &r.district);
+                district_mut(&mut pd.air, &r.sensor).push(s);
+            }
+        }
+        d.watermark.observe(r.ts, lateness, now_ms);
+        Observed::Accepted
+    }
+
+    /// Idle advance at processing time `now_ms`; returns whether the watermark moved.
+    pub fn advance_idle(&mut self, now_ms: u64) -> bool {
+        self.data.watermark.advance_idle(
+            now_ms,
+            self.cfg.idle_timeout_ms,
+            self.cfg.allowed_lateness_ms,
+        )
+    }
+
+    /// Closes every window whose end the watermark has reached, appending their results to
+    /// `out` in the documented order; returns how many results were appended.
+    pub fn close_ready(&mut self, out: &mut Vec<WindowResult>) -> usize {
+        let Some(wm) = self.data.watermark.value() else {
+            return 0;
+        };
+        let before = out.len();
+        let spec = self.data.spec;
+        let through = spec.end_at_or_before(wm);
+        let closed = self.data.closed_through;
+        if closed.is_none_or(|c| through > c) {
+            let ends: BTreeSet<u64> = self
+                .data
+                .panes
+                .keys()
+                .flat_map(|&p| spec.window_ends(p))
+                .filter(|&e| e <= through && closed.is_none_or(|c| e > c))
+                .collect();
+            for end in ends {
+                self.close_window(end, out);
+            }
+            self.data.closed_through = Some(through);
+            // A pane is needed until the last window covering it (ending at start + size)
+            // has closed.
+            let keep_from = (through + spec.hop_ms()).saturating_sub(spec.size_ms());
+            self.data.panes = self.data.panes.split_off(&keep_from);
+        }
+        self.sweep(wm);
+        out.len() - before
+    }
+
+    /// Windows with readings that have not closed yet.
+    pub fn open_windows(&self) -> usize {
+        let spec = self.data.spec;
+        let closed = self.data.closed_through;
+        self.data
+            .panes
+            .keys()
+            .flat_map(|&p| spec.window_ends(p))
+            .filter(|&e| closed.is_none_or(|c| e > c))
+            .collect::<BTreeSet<_>>()
+            .len()
+    }
+
+    /// Readings held in open panes.
+    pub fn buffered_readings(&self) -> usize {
+        self.data
+            .panes
+            .values()
+            .flat_map(|p| p.values())
+            .map(|pd| {
+                pd.traffic.values().map(Vec::len).sum::<usize>()
+                    + pd.air.values().map(Vec::len).sum::<usize>()
+            })
+            .sum()
+    }
+
+    /// Sensors with state.
+    pub fn sensors(&self) -> usize {
+        self.data
+            .sensors
+            .values()
+            .map(|d| d.traffic.len() + d.air.len())
+            .sum()
+    }
+
+    /// Once per hour of watermark: completes air hours everywhere and forgets silent sensors.
+    fn sweep(&mut self, wm: u64) {
+        let hour = wm - wm % HOUR_MS;
+        if self.data.swept_hour.is_some_and(|h| h >= hour) {
+            return;
+        }
+        self.data.swept_hour = Some(hour);
+        let alive = |newest: u64| newest.saturating_add(SENSOR_RETENTION_MS) >= wm;
+        for ds in self.data.sensors.values_mut() {
+            ds.traffic.retain(|_, s| alive(s.newest_ts));
+            ds.air.retain(|_, s| alive(s.newest_ts));
+            for st in ds.air.values_mut() {
+                st.finalize_through(wm);
+            }
+        }
+        self.data
+            .sensors
+            .retain(|_, ds| !(ds.traffic.is_empty() && ds.air.is_empty()));
+    }
+
+    fn close_window(&mut self, end: u64, out: &mut Vec<WindowResult>) {
+        let spec = self.data.spec;
+        let start = spec.start_of(end);
+        let last_pane = end - spec.hop_ms();
+        let registry = &self.cfg.registry;
+        let StateData { panes, sensors, .. } = &mut self.data;
+
+        type Gathered<'p> = (
+            BTreeMap<&'p str, Vec<&'p TrafficSample>>,
+            BTreeMap<&'p str, Vec<&'p AirSample>>,
+        );
+        let mut by_district: BTreeMap<&str, Gathered<'_>> = BTreeMap::new();
+        for pane in panes.range(start..end).map(|(_, p)| p) {
+            for (district, pd) in pane {
+                let (t, a) = by_district.entry(district.as_str()).or_default();
+                for (sensor, samples) in &pd.traffic {
+                    t.entry(sensor.as_str()).or_default().extend(samples);
+                }
+                for (sensor, samples) in &pd.air {
+                    a.entry(sensor.as_str()).or_default().extend(samples);
+                }
+            }
+        }
+
+        let result =
+            |district: &str, sensor: Option<&str>, readings: usize, sensors: u64, m| WindowResult {
+                window_start: start,
+                window_end: end,
+                district: district.to_owned(),
+                sensor: sensor.map(str::to_owned),
+                readings: readings as u64,
+                sensors,
+                metrics: m,
+            };
+
+        for (district, (traffic, air)) in by_district {
+            let mut ds = sensors.get_mut(district);
+            let last = panes.get(&last_pane).and_then(|p| p.get(district));
+
+            if !traffic.is_empty() {
+                let mut acc = DistrictTrafficAccumulator::new();
+                let mut readings = 0;
+                for (sensor, samples) in &traffic {
+                    let mut params = registry.params(sensor);
+                    if params.free_flow_kmh.is_none() {
+                        if let Some(st) = ds.as_mut().and_then(|d| d.traffic.get_mut(*sensor)) {
+                            for s in last
+                                .and_then(|pd| pd.traffic.get(*sensor))
+                                .into_iter()
+                                .flatten()
+                            {
+                                st.learned.learn(s);
+                            }
+                            params.free_flow_kmh = st.learned.value();
+                        }
+                    }
+                    let Some(f) = traffic::sensor_figures(samples.iter().copied(), &params) else {
+                        continue;
+                    };
+                    acc.add(&f);
+                    readings += samples.len();
+                    out.push(result(
+                        district,
+                        Some(sensor),
+                        samples.len(),
+                        1,
+                        WindowMetrics::Traffic(traffic::sensor_metrics(&f)),
+                    ));
+                }
+                if let Some(f) = acc.figures() {
+                    out.push(result(
+                        district,
+                        None,
+                        readings,
+                        u64::from(f.segments),
+                        WindowMetrics::Traffic(traffic::district_metrics(&f)),
+                    ));
+                }
+            }
+
+            if !air.is_empty() {
+                let mut worst: Option<Concentrations> = None;
+                let mut readings = 0;
+                for (station, samples) in &air {
+                    let window = air::window_means(samples.iter().copied());
+                    let c = match ds.as_mut().and_then(|d| d.air.get_mut(*station)) {
+                        Some(st) => {
+                            st.finalize_through(end);
+                            st.concentrations_at(end, window)
+                        }
+                        None => Concentrations {
+                            window,
+                            ..Concentrations::default()
+                        },
+                    };
+                    readings += samples.len();
+                    out.push(result(
+                        district,
+                        Some(station),
+                        samples.len(),
+                        1,
+                        WindowMetrics::Air(c.metrics()),
+                    ));
+                    worst = Some(worst.map_or(c, |w| w.max(c)));
+                }
+                if let Some(w) = worst {
+                    out.push(result(
+                        district,
+                        None,
+                        readings,
+                        air.len() as u64,
+                        WindowMetrics::Air(w.metrics()),
+                    ));
+                }
+            }
+        }
+    }
+}
+
+impl fmt::Display for Observed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Observed::Accepted => f.write_str("accepted"),
+            Observed::Late(r) => write!(f, "late ({})", r.reason()),
+            Observed::Rejected(r) => write!(f, "rejected ({r})"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
