@@ -1,9 +1,20 @@
-//! End-to-end and deployment tests for citypulse. This crate has no code of its own: its
-//! `tests/` run the real service binaries, the configs in `deploy/`, and clients written in
-//! another language against real servers started by `citypulse-harness`.
+//! End-to-end and deployment tests for citypulse. Its `tests/` run the real service binaries,
+//! the configs in `deploy/`, and clients written in another language against real servers
+//! started by `citypulse-harness`. Its only code is a dev-only helper for them:
+//!
+//! - [`pipeline`]: [`pipeline::Pipeline`] starts the whole system (nats-server, PostgreSQL and
+//!   the four service binaries as child processes) and [`pipeline::Prometheus`] scrapes it.
+//!
+//! The tests:
 //!
 //! - `tests/deploy_nats.rs`: the nats-server configs load, and their permissions hold.
 //! - `tests/contract_python.rs`: a subscriber written with another NATS client and CBOR library
 //!   (Python's nats-py and cbor2) receives readings that match the contract.
 //! - `tests/deploy_manifests.rs`: `scripts/validate-deploy` accepts the compose file and the
 //!   Kubernetes manifests, and rejects broken copies of them.
+//! - `tests/observability.rs`: promtool accepts the Prometheus configs and alert rules (and their
+//!   unit tests pass); against the running pipeline, every PromQL expression of the Grafana
+//!   dashboards returns data, every alert rule evaluates, and stopping a stage fires its stall
+//!   alert.
+
+pub mod pipeline;
