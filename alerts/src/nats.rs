@@ -1,0 +1,381 @@
+//! NATS adapter: stream provisioning, the METRICS consumer, publishing alert transitions and
+//! dead letters, and the checkpoint in the KV bucket.
+
+use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
+use async_nats::jetstream::kv;
+use async_nats::jetstream::stream::{self, Stream};
+use async_nats::jetstream::Context;
+use async_nats::HeaderMap;
+use bytes::Bytes;
+use citypulse_runtime::jetstream::{ensure_stream, publish_durably, PublishError};
+use citypulse_runtime::shutdown::Shutdown;
+use citypulse_schema::streams;
+use citypulse_schema::AlertEvent;
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// Header on a published `resolved` event that a silence matches (it is published because its
+/// firing was).
+pub const HEADER_SILENCED: &str = "Citypulse-Silenced";
+
+/// Deduplication window of METRICS and ALERTS: longer than any restart, so a re-publication
+/// after a crash is dropped by the server.
+pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(600);
+
+/// Defaults as the server reports them back (no byte limit, one replica), so that comparing an
+/// existing stream with the desired settings shows only real differences.
+fn unlimited() -> stream::Config {
+    stream::Config {
+        max_bytes: -1,
+        num_replicas: 1,
+        ..Default::default()
+    }
+}
+
+/// How long METRICS keeps window results when this service creates it (the processors'
+/// default).
+pub const METRICS_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// METRICS, as the processors provision it by default: `metrics.>`, file storage, 7 days,
+/// 10-minute duplicate window. Whoever starts first creates it.
+pub fn metrics_stream() -> stream::Config {
+    stream::Config {
+        name: streams::METRICS.into(),
+        subjects: vec![streams::METRICS_SUBJECTS.into()],
+        storage: stream::StorageType::File,
+        max_age: METRICS_MAX_AGE,
+        discard: stream::DiscardPolicy::Old,
+        duplicate_window: DUPLICATE_WINDOW,
+        ..unlimited()
+    }
+}
+
+/// ALERTS: `alerts.>`, file storage, 10-minute duplicate window.
+pub fn alerts_stream() -> stream::Config {
+    stream::Config {
+        name: streams::ALERTS.into(),
+        subjects: vec![streams::ALERTS_SUBJECTS.into()],
+        storage: stream::StorageType::File,
+        duplicate_window: DUPLICATE_WINDOW,
+        ..unlimited()
+    }
+}
+
+/// DLQ as ingest provisions it by default: `dlq.>`, file storage, 30 days, 128 MiB (oldest
+/// dropped first), 2-minute duplicate window. Whoever starts first creates it.
+pub fn dlq_stream() -> stream::Config {
+    stream::Config {
+        name: streams::DLQ.into(),
+        subjects: vec![streams::DLQ_SUBJECTS.into()],
+        storage: stream::StorageType::File,
+        max_age: Duration::from_secs(30 * 24 * 3600),
+        max_bytes: 128 * 1024 * 1024,
+        discard: stream::DiscardPolicy::Old,
+        duplicate_window: Duration::from_secs(120),
+        ..unlimited()
+    }
+}
+
+/// Provisions METRICS, ALERTS and DLQ idempotently; returns METRICS.
+pub async fn provision(js: &Context) -> anyhow::Result<Stream> {
+    let metrics = ensure_stream(js, metrics_stream()).await?;
+    ensure_stream(js, alerts_stream()).await?;
+    ensure_stream(js, dlq_stream()).await?;
+    Ok(metrics)
+}
+
+/// The durable pull consumer on METRICS, positioned after `checkpoint_seq`. `AckPolicy::All`:
+/// acking a message acks every earlier one, which is how a checkpoint "acks up to" its sequence.
+///
+/// The checkpoint is the position of record. When the consumer already delivered messages past
+/// it (to a process that died before checkpointing them), the consumer is recreated to start
+/// right after the checkpoint instead of waiting `ack_wait` for the server to redeliver them.
+/// Without a checkpoint an existing consumer is kept as it is (its ack floor is then the only
+/// position there is); a new one starts at the beginning of METRICS.
+pub async fn consumer(
+    metrics: &Stream,
+    name: &str,
+    checkpoint_seq: Option<u64>,
+    max_ack_pending: u32,
+    ack_wait: Duration,
+) -> anyhow::Result<async_nats::jetstream::consumer::Consumer<pull::Config>> {
+    let config = |deliver_policy| pull::Config {
+        durable_name: Some(name.to_owned()),
+        description: Some("citypulse-alerts: window results → alert rules".into()),
+        deliver_policy,
+        ack_policy: AckPolicy::All,
+        ack_wait,
+        max_ack_pending: i64::from(max_ack_pending),
+        ..Default::default()
+    };
+    let resume = |seq: u64| DeliverPolicy::ByStartSequence {
+        start_sequence: seq + 1,
+    };
+    let existing = metrics.get_consumer::<pull::Config>(name).await.ok();
+    match (existing, checkpoint_seq) {
+        (Some(mut c), Some(seq)) => {
+            let delivered = c
+                .info()
+                .await
+                .map_err(|e| anyhow::anyhow!("reading consumer {name}: {e}"))?
+                .delivered
+                .stream_sequence;
+            if delivered <= seq {
+                return Ok(c);
+            }
+            tracing::info!(
+                consumer = name,
+                delivered,
+                checkpoint_seq = seq,
+                "consumer is ahead of the checkpoint: recreating it after the checkpoint"
+            );
+            metrics
+                .delete_consumer(name)
+                .await
+                .map_err(|e| anyhow::anyhow!("deleting consumer {name}: {e}"))?;
+            metrics
+                .create_consumer(config(resume(seq)))
+                .await
+                .map_err(|e| anyhow::anyhow!("creating consumer {name} on METRICS: {e}"))
+        }
+        (Some(c), None) => {
+            tracing::warn!(consumer = name,
+                "no checkpoint but the consumer exists: continuing from its ack floor with empty state");
+            Ok(c)
+        }
+        (None, seq) => metrics
+            .create_consumer(config(seq.map(resume).unwrap_or(DeliverPolicy::All)))
+            .await
+            .map_err(|e| anyhow::anyhow!("creating consumer {name} on METRICS: {e}")),
+    }
+}
+
+/// Publishes one transition to `alerts.<severity>.<kind>.<district>` with
+/// `Nats-Msg-Id` = [`AlertEvent::msg_id`], waiting for the stream's ack (retrying until then).
+pub async fn publish_alert(
+    js: &Context,
+    event: &AlertEvent,
+    silenced: bool,
+    shutdown: &Shutdown,
+    on_retry: impl FnMut(&'static str),
+) -> Result<(), PublishError> {
+    let mut headers = HeaderMap::new();
+    if silenced {
+        headers.insert(HEADER_SILENCED, "true");
+    }
+    publish_durably(
+        js,
+        event.subject(),
+        &event.msg_id(),
+        headers,
+        Bytes::from(event.encode()),
+        shutdown,
+        on_retry,
+    )
+    .await
+    .map(|_| ())
+}
+
+/// Dead-letters a METRICS message that is not a window result: `dlq.<reason>`, original
+/// payload, reason/detail/source headers; deduplicated by source sequence.
+#[allow(clippy::too_many_arguments)]
+pub async fn dead_letter(
+    js: &Context,
+    reason: &str,
+    detail: &str,
+    source_subject: &str,
+    source_seq: u64,
+    payload: Bytes,
+    shutdown: &Shutdown,
+    on_retry: impl FnMut(&'static str),
+) -> Result<(), PublishError> {
+    let mut headers = HeaderMap::new();
+    headers.insert(streams::HEADER_REASON, reason);
+    headers.insert(streams::HEADER_DETAIL, detail);
+    headers.insert(streams::HEADER_SOURCE_SUBJECT, source_subject);
+    headers.insert(
+        streams::HEADER_SOURCE_SEQUENCE,
+        source_seq.to_string().as_str(),
+    );
+    publish_durably(
+        js,
+        format!("dlq.{reason}"),
+        &format!("alerts:metrics:{source_seq}"),
+        headers,
+        payload,
+        shutdown,
+        on_retry,
+    )
+    .await
+    .map(|_| ())
+}
+
+/// Why a checkpoint could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    /// The KV bucket could not be opened or created.
+    #[error("opening KV bucket {bucket}: {detail}")]
+    Bucket {
+        /// Bucket name.
+        bucket: String,
+        /// Server or client error.
+        detail: String,
+    },
+    /// Reading a key failed.
+    #[error("reading checkpoint key {key}: {detail}")]
+    Read {
+        /// Key.
+        key: String,
+        /// Server or client error.
+        detail: String,
+    },
+    /// Writing a key failed.
+    #[error("writing checkpoint key {key}: {detail}")]
+    Write {
+        /// Key.
+        key: String,
+        /// Server or client error.
+        detail: String,
+    },
+    /// The manifest names a chunk that is missing, or does not parse.
+    #[error("checkpoint is corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// Largest chunk of a checkpoint stored under one key (below the server's default 1 MiB
+/// max_payload).
+const CHUNK: usize = 512 * 1024;
+const MANIFEST: &str = "manifest";
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+struct Manifest {
+    generation: u64,
+    chunks: usize,
+    bytes: usize,
+}
+
+/// The evaluator checkpoint in JetStream KV: chunks `state.<generation>.<i>`, then a `manifest`
+/// naming the generation. The manifest is written last, so a crash mid-write leaves the
+/// previous checkpoint intact; the previous generation's chunks are purged afterwards.
+#[derive(Debug, Clone)]
+pub struct Checkpoints {
+    kv: kv::Store,
+    generation: u64,
+    chunks: usize,
+}
+
+impl Checkpoints {
+    /// Opens (or creates) the bucket.
+    pub async fn open(js: &Context, bucket: &str) -> Result<Checkpoints, CheckpointError> {
+        let err = |e: String| CheckpointError::Bucket {
+            bucket: bucket.to_owned(),
+            detail: e,
+        };
+        let kv = match js.get_key_value(bucket).await {
+            Ok(kv) => kv,
+            Err(_) => match js
+                .create_key_value(kv::Config {
+                    bucket: bucket.to_owned(),
+                    description: "citypulse-alerts evaluator checkpoint".into(),
+                    history: 1,
+                    storage: stream::StorageType::File,
+                    ..Default::default()
+                })
+                .await
+            {
+                Ok(kv) => kv,
+                // Created concurrently by another instance: open it.
+                Err(_) => js
+                    .get_key_value(bucket)
+                    .await
+                    .map_err(|e| err(e.to_string()))?,
+            },
+        };
+        Ok(Checkpoints {
+            kv,
+            generation: 0,
+            chunks: 0,
+        })
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Bytes>, CheckpointError> {
+        self.kv.get(key).await.map_err(|e| CheckpointError::Read {
+            key: key.to_owned(),
+            detail: e.to_string(),
+        })
+    }
+
+    /// The latest checkpoint, or `None` on a first start.
+    pub async fn load(&mut self) -> Result<Option<Vec<u8>>, CheckpointError> {
+        let Some(raw) = self.get(MANIFEST).await? else {
+            return Ok(None);
+        };
+        let m: Manifest = serde_json::from_slice(&raw)
+            .map_err(|e| CheckpointError::Corrupt(format!("manifest: {e}")))?;
+        let mut bytes = Vec::with_capacity(m.bytes);
+        for i in 0..m.chunks {
+            let key = chunk_key(m.generation, i);
+            let chunk = self
+                .get(&key)
+                .await?
+                .ok_or_else(|| CheckpointError::Corrupt(format!("missing {key}")))?;
+            bytes.extend_from_slice(&chunk);
+        }
+        if bytes.len() != m.bytes {
+            return Err(CheckpointError::Corrupt(format!(
+                "{} bytes, manifest says {}",
+                bytes.len(),
+                m.bytes
+            )));
+        }
+        self.generation = m.generation;
+        self.chunks = m.chunks;
+        Ok(Some(bytes))
+    }
+
+    /// Writes a new checkpoint.
+    pub async fn save(&mut self, bytes: &[u8]) -> Result<(), CheckpointError> {
+        let generation = self.generation + 1;
+        let pieces: Vec<&[u8]> = if bytes.is_empty() {
+            vec![]
+        } else {
+            bytes.chunks(CHUNK).collect()
+        };
+        for (i, piece) in pieces.iter().enumerate() {
+            let key = chunk_key(generation, i);
+            self.kv
+                .put(&key, Bytes::copy_from_slice(piece))
+                .await
+                .map_err(|e| CheckpointError::Write {
+                    key: key.clone(),
+                    detail: e.to_string(),
+                })?;
+        }
+        let manifest = Manifest {
+            generation,
+            chunks: pieces.len(),
+            bytes: bytes.len(),
+        };
+        let body = serde_json::to_vec(&manifest)
+            .map_err(|e| CheckpointError::Corrupt(format!("encoding manifest: {e}")))?;
+        self.kv
+            .put(MANIFEST, body.into())
+            .await
+            .map_err(|e| CheckpointError::Write {
+                key: MANIFEST.to_owned(),
+                detail: e.to_string(),
+            })?;
+        let (old_gen, old_chunks) = (self.generation, self.chunks);
+        self.generation = generation;
+        self.chunks = pieces.len();
+        for i in 0..old_chunks {
+            // Best effort: a leftover chunk is only wasted space, never read again.
+            let _ = self.kv.purge(chunk_key(old_gen, i)).await;
+        }
+        Ok(())
+    }
+}
+
+fn chunk_key(generation: u64, i: usize) -> String {
+    format!("state.{generation}.{i}")
+}

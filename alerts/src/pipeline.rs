@@ -1,0 +1,538 @@
+//! The shell: one `select!` loop (shutdown first) around the pure evaluator and notifier.
+//!
+//! Per METRICS message: decode → [`Evaluator::evaluate`] → for each transition,
+//! [`Notifier::route`] → publish to ALERTS and wait for the ack (or record it as suppressed) →
+//! queue its history row. Every `--checkpoint-every` messages or `--checkpoint-interval`, the
+//! whole state (evaluator, notifier, uncommitted history rows, and the METRICS stream sequence
+//! it includes) is written to the KV bucket, and only then is that sequence acked (`AckPolicy::All`).
+//! After a crash the consumer redelivers everything after the last ack; messages at or below the
+//! checkpoint's sequence are acked and skipped, the rest are evaluated again from the
+//! checkpointed state — deterministically, so they produce the same transitions with the same
+//! `Nats-Msg-Id`s, which the server deduplicates.
+
+use crate::api::{self, Effect};
+use crate::config::RunConfig;
+use crate::engine::{Evaluator, Notifier, Outcome, Route, RuleSet, State};
+use crate::metrics::AlertsMetrics;
+use crate::nats::{self as adapter, Checkpoints};
+use crate::store::{Row, Store};
+use async_nats::jetstream::consumer::{pull, Consumer};
+use async_nats::jetstream::{self, Context};
+use citypulse_runtime::jetstream::PublishError;
+use citypulse_runtime::shutdown::Shutdown;
+use citypulse_schema::{AlertEvent, WindowResult};
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Format version of the checkpoint.
+const CHECKPOINT_VERSION: u32 = 1;
+/// History rows kept for PostgreSQL while it is unreachable; beyond this the oldest are dropped
+/// (counted and logged at ERROR) rather than stalling alert delivery.
+const OUTBOX_CAP: usize = 100_000;
+
+#[derive(Serialize)]
+struct CheckpointRef<'a> {
+    version: u32,
+    stream_seq: u64,
+    evaluator: &'a State,
+    notifier: &'a Notifier,
+    outbox: &'a VecDeque<(u64, Row)>,
+    next_serial: u64,
+}
+
+#[derive(Deserialize)]
+struct Checkpoint {
+    version: u32,
+    stream_seq: u64,
+    evaluator: State,
+    notifier: Notifier,
+    #[serde(default)]
+    outbox: VecDeque<(u64, Row)>,
+    #[serde(default)]
+    next_serial: u64,
+}
+
+/// Wall-clock ms, for operator actions (silences, acks).
+pub fn wall_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// The running service's state and connections.
+pub struct Pipeline {
+    js: Context,
+    client: async_nats::Client,
+    evaluator: Evaluator,
+    notifier: Notifier,
+    checkpoints: Checkpoints,
+    store: Option<Store>,
+    outbox: VecDeque<(u64, Row)>,
+    next_serial: u64,
+    dropped_rows: u64,
+    processed_seq: u64,
+    checkpointed_seq: u64,
+    last_msg: Option<jetstream::Message>,
+    since_checkpoint: u32,
+    dirty: bool,
+    /// False once a transition could not be published at shutdown: the in-memory state is then
+    /// ahead of what was delivered, so it must not be checkpointed (the replay redoes it).
+    consistent: bool,
+    metrics: AlertsMetrics,
+    shutdown: Shutdown,
+    checkpoint_every: u32,
+    grace_ms: u64,
+    /// A checkpoint was restored at start.
+    restored: bool,
+}
+
+impl Pipeline {
+    /// Restores the checkpoint (if any) under `rules`, resolves alerts of removed rules, and
+    /// re-queues uncommitted history rows.
+    pub async fn start(
+        client: async_nats::Client,
+        rules: Arc<RuleSet>,
+        mut checkpoints: Checkpoints,
+        store: Option<Store>,
+        metrics: AlertsMetrics,
+        shutdown: Shutdown,
+        cfg: &RunConfig,
+    ) -> anyhow::Result<Pipeline> {
+        let js = jetstream::new(client.clone());
+        let loaded = checkpoints.load().await?;
+        let mut events = Vec::new();
+        let mut p = Pipeline {
+            js,
+            client,
+            evaluator: Evaluator::new(Arc::clone(&rules)),
+            notifier: Notifier::new(),
+            checkpoints,
+            store,
+            outbox: VecDeque::new(),
+            next_serial: 0,
+            dropped_rows: 0,
+            processed_seq: 0,
+            checkpointed_seq: 0,
+            last_msg: None,
+            since_checkpoint: 0,
+            dirty: false,
+            consistent: true,
+            metrics,
+            shutdown,
+            checkpoint_every: cfg.checkpoint_every,
+            grace_ms: u64::try_from(cfg.district_silence_grace.as_millis()).unwrap_or(u64::MAX),
+            restored: false,
+        };
+        match loaded {
+            None => {
+                tracing::info!(bucket = %cfg.kv_bucket, "no checkpoint: starting with empty state")
+            }
+            Some(bytes) => {
+                let cp: Checkpoint = ciborium::from_reader(&bytes[..]).map_err(|e| {
+                    anyhow::anyhow!(
+                        "checkpoint in KV bucket {} does not decode ({e}); refusing to start \
+                         rather than re-fire every alert (delete the bucket's keys to start afresh)",
+                        cfg.kv_bucket
+                    )
+                })?;
+                if cp.version != CHECKPOINT_VERSION {
+                    anyhow::bail!(
+                        "checkpoint version {} in KV bucket {} is not {CHECKPOINT_VERSION}",
+                        cp.version,
+                        cfg.kv_bucket
+                    );
+                }
+                p.evaluator = Evaluator::restore(rules, cp.evaluator, &mut events);
+                p.notifier = cp.notifier;
+                p.restored = true;
+                p.processed_seq = cp.stream_seq;
+                p.checkpointed_seq = cp.stream_seq;
+                p.next_serial = cp.next_serial;
+                p.outbox = cp.outbox;
+                if let Some(store) = &p.store {
+                    for (serial, row) in &p.outbox {
+                        store.send(*serial, row.clone());
+                    }
+                } else {
+                    p.outbox.clear();
+                }
+                tracing::info!(
+                    stream_seq = cp.stream_seq,
+                    active = p.evaluator.active().count(),
+                    resolved_by_rule_change = events.len(),
+                    "restored checkpoint"
+                );
+            }
+        }
+        if !events.is_empty() {
+            // Routed while the notifier still knows they were published.
+            p.emit(events, None).await?;
+            p.dirty = true;
+        }
+        p.notifier.retain_active(p.evaluator.active());
+        if p.dirty {
+            p.checkpoint().await;
+        }
+        p.update_gauges();
+        Ok(p)
+    }
+
+    /// The METRICS sequence the restored checkpoint includes (`None` without a checkpoint).
+    pub fn resume_after(&self) -> Option<u64> {
+        self.restored.then_some(self.checkpointed_seq)
+    }
+
+    /// The evaluator (for tests and benches).
+    pub fn evaluator(&self) -> &Evaluator {
+        &self.evaluator
+    }
+
+    /// Runs until shutdown: METRICS messages, operator requests, checkpoints, housekeeping.
+    pub async fn run(
+        mut self,
+        consumer: Consumer<pull::Config>,
+        mut requests: async_nats::Subscriber,
+        checkpoint_interval: Duration,
+        housekeeping_interval: Duration,
+    ) -> anyhow::Result<()> {
+        let mut messages = consumer.messages().await?;
+        let mut checkpoint_timer = tokio::time::interval(checkpoint_interval);
+        checkpoint_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut housekeeping = tokio::time::interval(housekeeping_interval);
+        housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tracing::info!(
+            rules = self.evaluator.rules().rule_count(),
+            resume_after = self.processed_seq,
+            "evaluating window results"
+        );
+        let shutdown = self.shutdown.clone();
+        loop {
+            let step: Result<(), PublishError> = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                Some(req) = requests.next() => self.on_request(req).await,
+                msg = messages.next() => match msg {
+                    Some(Ok(m)) => self.on_message(m).await,
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e, "METRICS consumer error; continuing");
+                        Ok(())
+                    }
+                    None => {
+                        tracing::warn!("METRICS message stream ended; reopening");
+                        messages = consumer.messages().await?;
+                        Ok(())
+                    }
+                },
+                _ = checkpoint_timer.tick() => {
+                    self.checkpoint().await;
+                    Ok(())
+                }
+                _ = housekeeping.tick() => self.housekeeping().await,
+            };
+            if step.is_err() {
+                // Only a shutdown interrupts a publish.
+                self.consistent = false;
+                break;
+            }
+        }
+        if self.consistent {
+            self.checkpoint().await;
+        } else {
+            tracing::info!(
+                checkpointed_seq = self.checkpointed_seq,
+                "stopped mid-message; the next start replays from the last checkpoint"
+            );
+        }
+        tracing::info!(checkpointed_seq = self.checkpointed_seq, "alerts stopped");
+        Ok(())
+    }
+
+    async fn on_message(&mut self, m: jetstream::Message) -> Result<(), PublishError> {
+        let received = Instant::now();
+        let seq = match m.info() {
+            Ok(info) => info.stream_sequence,
+            Err(e) => {
+                self.metrics.rejected("no_info");
+                tracing::warn!(error = %e, subject = %m.subject, reason = "no_info", "message without JetStream metadata; skipped");
+                return Ok(());
+            }
+        };
+        if seq <= self.checkpointed_seq {
+            self.metrics.redelivered();
+            // Its effect is in the checkpoint: ack (AckAll covers nothing newer than it).
+            if let Err(e) = m.ack().await {
+                tracing::debug!(error = %e, seq, "ack of a redelivered message failed");
+            }
+            return Ok(());
+        }
+        if seq <= self.processed_seq {
+            // Applied, not yet checkpointed: the next checkpoint's ack covers it.
+            self.metrics.redelivered();
+            return Ok(());
+        }
+        match WindowResult::decode(&m.payload) {
+            Err(e) => {
+                self.dead_letter(&m, seq, e.reason(), &e.to_string())
+                    .await?;
+            }
+            Ok(w) => {
+                let mut events = Vec::new();
+                let outcome = self.evaluator.evaluate(&w, &mut events);
+                self.metrics.window_result(w.kind(), outcome);
+                if outcome == Outcome::Invalid {
+                    let detail = format!(
+                        "window_end {} is not after window_start {}",
+                        w.window_end, w.window_start
+                    );
+                    self.dead_letter(&m, seq, "invalid_window", &detail).await?;
+                }
+                self.emit(events, Some(received)).await?;
+            }
+        }
+        self.processed_seq = seq;
+        self.last_msg = Some(m);
+        self.since_checkpoint += 1;
+        self.dirty = true;
+        if self.since_checkpoint >= self.checkpoint_every {
+            self.checkpoint().await;
+        }
+        Ok(())
+    }
+
+    async fn dead_letter(
+        &mut self,
+        m: &jetstream::Message,
+        seq: u64,
+        reason: &'static str,
+        detail: &str,
+    ) -> Result<(), PublishError> {
+        self.metrics.rejected(reason);
+        tracing::warn!(seq, subject = %m.subject, reason, detail, "not a window result; dead-lettered");
+        let metrics = self.metrics.clone();
+        adapter::dead_letter(
+            &self.js,
+            reason,
+            detail,
+            m.subject.as_str(),
+            seq,
+            m.payload.clone(),
+            &self.shutdown,
+            |r| metrics.publish_retry(r),
+        )
+        .await
+    }
+
+    /// Routes, publishes and records transitions, in order.
+    async fn emit(
+        &mut self,
+        events: Vec<AlertEvent>,
+        received: Option<Instant>,
+    ) -> Result<(), PublishError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let now = wall_ms();
+        self.dirty = true;
+        for e in events {
+            tracing::debug!(id = %e.id, state = %e.state, severity = %e.severity, at = e.at, "transition");
+            match self.notifier.route(&e, now) {
+                Route::Publish { silenced } => {
+                    self.metrics.transition(&e, true);
+                    let metrics = self.metrics.clone();
+                    adapter::publish_alert(&self.js, &e, silenced, &self.shutdown, |r| {
+                        metrics.publish_retry(r)
+                    })
+                    .await?;
+                    if let Some(t) = received {
+                        self.metrics.latency(t.elapsed());
+                    }
+                    self.record(Row::Event {
+                        event: e,
+                        published: true,
+                        silence: None,
+                    });
+                }
+                Route::Suppress { silence } => {
+                    self.metrics.transition(&e, false);
+                    self.record(Row::Event {
+                        event: e,
+                        published: false,
+                        silence,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Queues a history row (kept in the outbox until PostgreSQL commits it).
+    fn record(&mut self, row: Row) {
+        let Some(store) = &self.store else {
+            return;
+        };
+        self.next_serial += 1;
+        store.send(self.next_serial, row.clone());
+        self.outbox.push_back((self.next_serial, row));
+        if self.outbox.len() > OUTBOX_CAP {
+            self.outbox.pop_front();
+            self.dropped_rows += 1;
+            self.metrics.store_rows("dropped", 1);
+            if self.dropped_rows % 1000 == 1 {
+                tracing::error!(
+                    dropped = self.dropped_rows,
+                    cap = OUTBOX_CAP,
+                    "PostgreSQL unreachable for long: alert history rows are being dropped"
+                );
+            }
+        }
+    }
+
+    /// Writes the checkpoint and then acks the METRICS messages it includes.
+    async fn checkpoint(&mut self) {
+        if !self.dirty {
+            return;
+        }
+        if let Some(store) = &self.store {
+            let committed = store.committed();
+            while self.outbox.front().is_some_and(|(s, _)| *s <= committed) {
+                self.outbox.pop_front();
+            }
+        }
+        self.metrics.store_pending(self.outbox.len());
+        let cp = CheckpointRef {
+            version: CHECKPOINT_VERSION,
+            stream_seq: self.processed_seq,
+            evaluator: self.evaluator.state(),
+            notifier: &self.notifier,
+            outbox: &self.outbox,
+            next_serial: self.next_serial,
+        };
+        let mut bytes = Vec::new();
+        if let Err(e) = ciborium::into_writer(&cp, &mut bytes) {
+            self.metrics.checkpoint(false, 0, self.processed_seq);
+            tracing::error!(error = %e, "encoding the checkpoint failed");
+            return;
+        }
+        match self.checkpoints.save(&bytes).await {
+            Ok(()) => {
+                self.metrics
+                    .checkpoint(true, bytes.len(), self.processed_seq);
+                self.checkpointed_seq = self.processed_seq;
+                self.dirty = false;
+                self.since_checkpoint = 0;
+                if let Some(m) = self.last_msg.take() {
+                    if let Err(e) = m.ack().await {
+                        // Redelivered later and skipped by sequence: no harm.
+                        tracing::debug!(error = %e, "ack after checkpoint failed");
+                    }
+                }
+            }
+            Err(e) => {
+                self.metrics
+                    .checkpoint(false, bytes.len(), self.processed_seq);
+                tracing::warn!(error = %e, "checkpoint failed; retrying at the next interval");
+            }
+        }
+    }
+
+    /// Silence expiry (publishing what they hid), quiet-district judgement, gauges.
+    async fn housekeeping(&mut self) -> Result<(), PublishError> {
+        self.catch_up().await?;
+        let clock = self.evaluator.clock();
+        if self.grace_ms > 0 && clock > self.grace_ms {
+            let mut events = Vec::new();
+            self.evaluator.tick(clock - self.grace_ms, &mut events);
+            self.emit(events, None).await?;
+        }
+        self.update_gauges();
+        Ok(())
+    }
+
+    /// Ends expired silences and publishes firing alerts no silence hides any more.
+    async fn catch_up(&mut self) -> Result<(), PublishError> {
+        let now = wall_ms();
+        let (expired, due) = self.notifier.catch_up(now, self.evaluator.active());
+        for s in expired {
+            let at = s.ends_at;
+            self.record(Row::Silence {
+                silence: s,
+                removed: Some(("expired".into(), at)),
+            });
+            self.dirty = true;
+        }
+        for e in due {
+            self.dirty = true;
+            let metrics = self.metrics.clone();
+            adapter::publish_alert(&self.js, &e, false, &self.shutdown, |r| {
+                metrics.publish_retry(r)
+            })
+            .await?;
+            self.record(Row::Event {
+                event: e,
+                published: true,
+                silence: None,
+            });
+        }
+        Ok(())
+    }
+
+    fn update_gauges(&self) {
+        let now = wall_ms();
+        let hidden = self
+            .evaluator
+            .active()
+            .filter(|e| self.notifier.silenced_by(e, now).is_some())
+            .count();
+        self.metrics.set_firing(
+            &self.evaluator.firing_by_severity(),
+            hidden,
+            self.notifier.silences(now).count(),
+        );
+    }
+
+    async fn on_request(&mut self, req: async_nats::Message) -> Result<(), PublishError> {
+        let op = req.subject.as_str().rsplit('.').next().unwrap_or("");
+        let now = wall_ms();
+        let h = api::handle(op, &req.payload, now, &mut self.notifier, &self.evaluator);
+        self.metrics.request(h.op, !h.failed);
+        let changed = h.effect != Effect::None;
+        match h.effect {
+            Effect::None => {}
+            Effect::Acked(a) => {
+                tracing::info!(id = %a.id, by = %a.by, "alert acknowledged");
+                self.record(Row::Ack(a));
+            }
+            Effect::Silenced(s) => {
+                tracing::info!(id = %s.id, by = %s.by, matcher = ?s.matcher, ends_at = s.ends_at, "silence created");
+                self.record(Row::Silence {
+                    silence: s,
+                    removed: None,
+                });
+            }
+            Effect::Unsilenced(s, by) => {
+                tracing::info!(id = %s.id, %by, "silence removed");
+                self.record(Row::Silence {
+                    silence: s,
+                    removed: Some((by, now)),
+                });
+                self.catch_up().await?;
+            }
+        }
+        if changed {
+            // Persist before answering: an acknowledged request survives a crash.
+            self.dirty = true;
+            self.checkpoint().await;
+            self.update_gauges();
+        }
+        if let Some(reply) = req.reply {
+            if let Err(e) = self.client.publish(reply, h.reply.into()).await {
+                tracing::warn!(error = %e, op = h.op, "reply to an operator request failed");
+            }
+        }
+        Ok(())
+    }
+}
