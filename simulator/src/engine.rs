@@ -375,8 +375,11 @@ impl Simulator {
             }
             Some(Fault::ClockSkew) => {
                 let mut reading = reading;
+                // Ahead by 25 hours to 7 days (a clock that lost its date): beyond the 24 hours
+                // of history an accelerated run replays by default, so ingest's wall-clock check
+                // (`future_timestamp`) catches every one of them, in real time and in catch-up.
                 let shift = if draw::chance(&mut rng, 0.5) {
-                    draw::uniform(&mut rng, 600_000.0, 43_200_000.0) as i64
+                    draw::uniform(&mut rng, 90_000_000.0, 604_800_000.0) as i64
                 } else {
                     -(draw::uniform(&mut rng, 7_200_000.0, 172_800_000.0) as i64)
                 };

@@ -24,7 +24,8 @@ pub enum Fault {
     Spike,
     /// One value negative.
     Negative,
-    /// `ts` far off: 10 minutes to 12 hours ahead, or 2 to 48 hours behind.
+    /// `ts` far off: 25 hours to 7 days ahead (caught by ingest as `future_timestamp` even while
+    /// an accelerated run replays the last 24 hours), or 2 to 48 hours behind.
     ClockSkew,
     /// Held back and delivered 2 to 10 intervals later (out of order).
     Late,
