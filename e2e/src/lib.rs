@@ -10,8 +10,6 @@
 //! - `tests/deploy_nats.rs`: the nats-server configs load, and their permissions hold.
 //! - `tests/demo_alerts.rs`: the simulator's episode and incident, through every service as a real
 //!   process, fire alerts that resolve.
-//! - `tests/observability.rs`: Prometheus scrapes the running pipeline; every dashboard query
-//!   returns data and a stopped stage fires its stall alert.
 //! - `tests/contract_python.rs`: a subscriber written with another NATS client and CBOR library
 //!   (Python's nats-py and cbor2) receives readings that match the contract.
 //! - `tests/deploy_manifests.rs`: `scripts/validate-deploy` accepts the compose file and the
