@@ -68,10 +68,20 @@ pub fn config_differences(existing: &Config, desired: &Config) -> Vec<String> {
         format!("{:?}", existing.max_age),
         format!("{:?}", desired.max_age),
     );
+    // The server reports "no limit" as -1 and "default replicas" as 1; a config built with
+    // `..Default::default()` says 0 for both. Compare meanings, not spellings.
+    let bytes = |b: i64| {
+        if b <= 0 {
+            "unlimited".to_owned()
+        } else {
+            b.to_string()
+        }
+    };
+    let replicas = |r: usize| r.max(1).to_string();
     cmp(
         "max_bytes",
-        existing.max_bytes.to_string(),
-        desired.max_bytes.to_string(),
+        bytes(existing.max_bytes),
+        bytes(desired.max_bytes),
     );
     cmp(
         "duplicate_window",
@@ -80,8 +90,8 @@ pub fn config_differences(existing: &Config, desired: &Config) -> Vec<String> {
     );
     cmp(
         "num_replicas",
-        existing.num_replicas.to_string(),
-        desired.num_replicas.to_string(),
+        replicas(existing.num_replicas),
+        replicas(desired.num_replicas),
     );
     cmp(
         "subject_transform",
@@ -142,5 +152,48 @@ pub async fn publish_durably(
             _ = tokio::time::sleep(backoff) => {}
         }
         backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> Config {
+        Config {
+            name: "S".into(),
+            subjects: vec!["b.>".into(), "a.>".into()],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn server_defaults_are_not_reported_as_differences() {
+        let desired = config();
+        let mut existing = config();
+        existing.max_bytes = -1;
+        existing.num_replicas = 1;
+        existing.subjects.reverse();
+        assert_eq!(
+            config_differences(&existing, &desired),
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn real_differences_are_each_reported() {
+        let desired = config();
+        let mut existing = config();
+        existing.max_bytes = 1024;
+        existing.max_age = Duration::from_secs(60);
+        existing.num_replicas = 3;
+        let diffs = config_differences(&existing, &desired);
+        assert_eq!(diffs.len(), 3, "{diffs:?}");
+        assert!(diffs[0].starts_with("max_age"), "{diffs:?}");
+        assert!(
+            diffs[1].contains("existing 1024, desired unlimited"),
+            "{diffs:?}"
+        );
+        assert!(diffs[2].contains("existing 3, desired 1"), "{diffs:?}");
     }
 }
