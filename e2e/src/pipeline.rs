@@ -28,17 +28,14 @@
 // test environment, and a panic carrying the reason and the logs is the most useful report.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
-use citypulse_harness::{NatsServer, Postgres};
+use citypulse_harness::{free_port, http_get, NatsServer, Postgres};
 use serde_json::Value;
-use std::collections::hash_map::RandomState;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
-use std::hash::BuildHasher;
-use std::io::{self, Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::io::Write;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 use tempfile::TempDir;
 
@@ -911,60 +908,6 @@ fn stream_names(body: &str) -> Vec<String> {
         .flat_map(|a| a["stream_detail"].as_array().cloned().unwrap_or_default())
         .filter_map(|s| s["name"].as_str().map(str::to_owned))
         .collect()
-}
-
-/// A port on 127.0.0.1 that nothing listens on now and this process has not handed out before,
-/// drawn below the kernel's ephemeral range (so a client's outgoing connection cannot take it
-/// while its service is down for a restart test), like the harness's.
-fn free_port() -> u16 {
-    static TAKEN: OnceLock<Mutex<HashSet<u16>>> = OnceLock::new();
-    let mut taken = TAKEN
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
-    let ceiling = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
-        .unwrap_or(32_768);
-    // Above the harness's usual draws is not needed: both skip ports something listens on.
-    let floor: u16 = 10_000;
-    if ceiling > floor + 1_000 {
-        let hasher = RandomState::new();
-        for attempt in 0u32..1_000 {
-            let port = floor + (hasher.hash_one(attempt) % u64::from(ceiling - floor)) as u16;
-            if !taken.contains(&port) && TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok() {
-                taken.insert(port);
-                return port;
-            }
-        }
-    }
-    loop {
-        let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-            .and_then(|l| l.local_addr())
-            .expect("binding 127.0.0.1:0")
-            .port();
-        if taken.insert(port) {
-            return port;
-        }
-    }
-}
-
-/// `GET path` over HTTP/1.0 (so the body is never chunked): the status and the body.
-fn http_get(addr: SocketAddr, path: &str) -> io::Result<(u16, String)> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(500))?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    stream.set_write_timeout(Some(Duration::from_secs(5)))?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw)?;
-    let text = String::from_utf8_lossy(&raw);
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no HTTP status line"))?;
-    let body = text.split_once("\r\n\r\n").map_or("", |(_, body)| body);
-    Ok((status, body.to_owned()))
 }
 
 /// Percent-encodes a query parameter value (RFC 3986 unreserved characters stay).

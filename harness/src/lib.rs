@@ -7,7 +7,8 @@
 //! - [`NatsCluster`]: three JetStream nodes with routes, ready once a meta leader is elected.
 //! - [`Postgres`]: a throwaway PostgreSQL cluster (`initdb` in a temp dir), run as an unprivileged
 //!   user when the tests run as root.
-//! - [`wait_for`]: poll a condition instead of sleeping.
+//! - [`wait_for`]: poll a condition instead of sleeping; [`free_port`] and [`http_get`] for tests
+//!   that start processes of their own.
 //!
 //! Every start waits on a readiness signal (the monitoring `/healthz` endpoint and the client
 //! port's `INFO` line for NATS, `pg_ctl -w` for PostgreSQL), never on a blind sleep, and fails
@@ -34,6 +35,7 @@ use std::future::Future;
 use std::time::Duration;
 
 pub use nats::{nats_server_bin, NatsCluster, NatsServer};
+pub use net::{free_port, http_get};
 pub use postgres::Postgres;
 
 /// Polls `f` every 20 ms until it returns `true`; panics with `what` once `deadline` has passed.

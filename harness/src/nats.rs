@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
-use crate::net::{free_port, http_get, nats_info, tail};
+use crate::net::{free_port, http_get, local, nats_info, tail};
 
 /// How long one server may take to become ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -328,7 +328,7 @@ impl NatsServer {
                     NotReady::Exited(status.to_string())
                 });
             }
-            let last = match http_get(self.monitor_port, "/healthz") {
+            let last = match http_get(local(self.monitor_port), "/healthz") {
                 Ok((200, _)) if nats_info(self.port) => return Ok(()),
                 Ok((200, _)) => "healthz ok, client port not greeting yet".to_owned(),
                 Ok((status, body)) => format!("healthz {status}: {}", body.trim()),
@@ -452,7 +452,7 @@ impl NatsCluster {
         let deadline = Instant::now() + CLUSTER_READY_TIMEOUT;
         cluster.wait_until(deadline, "a JetStream meta leader", |nodes| {
             nodes.iter().try_for_each(|node| {
-                let (status, body) = http_get(node.monitor_port, "/jsz")
+                let (status, body) = http_get(local(node.monitor_port), "/jsz")
                     .map_err(|e| format!("{} /jsz: {e}", node.name))?;
                 if status == 200 && has_meta_leader(&body) {
                     Ok(())
@@ -503,7 +503,7 @@ impl NatsCluster {
         let what = format!("routes from {} to {peers:?}", self.nodes[i].name);
         self.wait_until(deadline, &what, |nodes| {
             let node = &nodes[i];
-            let (_, body) = http_get(node.monitor_port, "/routez")
+            let (_, body) = http_get(local(node.monitor_port), "/routez")
                 .map_err(|e| format!("{} /routez: {e}", node.name))?;
             let body: String = body.split_whitespace().collect();
             match peers

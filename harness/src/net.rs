@@ -19,7 +19,7 @@ const PORT_FLOOR: u16 = 10_000;
 /// so while a server is down for an outage test a reconnecting client could take its port and
 /// make the restart fail. Below the range only another listener can collide, and callers retry
 /// on "address in use" at first start.
-pub(crate) fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     static TAKEN: OnceLock<Mutex<HashSet<u16>>> = OnceLock::new();
     let mut taken = TAKEN
         .get_or_init(Default::default)
@@ -62,17 +62,14 @@ fn ephemeral_floor() -> u16 {
         .unwrap_or(32_768)
 }
 
-/// `GET path` on 127.0.0.1:`port` over HTTP/1.0 (so the body is never chunked); returns the
-/// status code and the body.
-pub(crate) fn http_get(port: u16, path: &str) -> io::Result<(u16, String)> {
-    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+/// `GET path` from `addr` over HTTP/1.0 (so the body is never chunked); returns the status code
+/// and the body. Enough for monitoring, health and metrics endpoints, with no HTTP client
+/// dependency.
+pub fn http_get(addr: SocketAddr, path: &str) -> io::Result<(u16, String)> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(500))?;
-    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
-    stream.set_write_timeout(Some(Duration::from_secs(2)))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n"
-    )?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    stream.set_write_timeout(Some(Duration::from_secs(5)))?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw)?;
     let text = String::from_utf8_lossy(&raw);
@@ -83,6 +80,11 @@ pub(crate) fn http_get(port: u16, path: &str) -> io::Result<(u16, String)> {
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no HTTP status line"))?;
     let body = text.split_once("\r\n\r\n").map_or("", |(_, body)| body);
     Ok((status, body.to_owned()))
+}
+
+/// 127.0.0.1:`port`.
+pub(crate) fn local(port: u16) -> SocketAddr {
+    SocketAddr::from((Ipv4Addr::LOCALHOST, port))
 }
 
 /// Whether 127.0.0.1:`port` accepts a connection and greets with a NATS `INFO` line.
