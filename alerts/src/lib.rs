@@ -37,6 +37,7 @@ pub mod store;
 
 use anyhow::Context as _;
 use citypulse_runtime::admin::{self, Health};
+use citypulse_runtime::jetstream::{watch_consumer_lag, CONSUMER_LAG_INTERVAL};
 use citypulse_runtime::shutdown::Shutdown;
 use config::RunConfig;
 use engine::RuleSet;
@@ -98,6 +99,7 @@ pub async fn run(
         source = %cfg.rules.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "embedded defaults".into()),
         "rules loaded"
     );
+    let (lag_pending, lag_ack_pending) = metrics.consumer_lag();
     let pipeline = pipeline::Pipeline::start(
         client.clone(),
         rules,
@@ -123,6 +125,15 @@ pub async fn run(
         )
         .await
         .context("subscribing to operator requests")?;
+    let lag = tokio::spawn(watch_consumer_lag(
+        js.clone(),
+        citypulse_schema::streams::METRICS.to_owned(),
+        cfg.consumer.clone(),
+        lag_pending,
+        lag_ack_pending,
+        CONSUMER_LAG_INTERVAL,
+        shutdown.clone(),
+    ));
     let result = pipeline
         .run(
             consumer,
@@ -133,6 +144,7 @@ pub async fn run(
         .await;
     shutdown.trigger();
     let _ = admin_task.await;
+    let _ = lag.await;
     if let Some(t) = store_task {
         let _ = t.await;
     }

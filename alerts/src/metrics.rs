@@ -30,6 +30,8 @@ pub struct AlertsMetrics {
     store_rows: IntCounterVec,
     store_errors: IntCounter,
     store_pending: IntGauge,
+    consumer_pending: IntGauge,
+    consumer_ack_pending: IntGauge,
     requests: IntCounterVec,
 }
 
@@ -139,6 +141,14 @@ impl AlertsMetrics {
                 "citypulse_alerts_store_pending_rows",
                 "Alert history rows not yet committed to PostgreSQL (kept in the checkpoint).",
             )?,
+            consumer_pending: gauge(
+                "citypulse_alerts_consumer_pending_messages",
+                "METRICS messages not yet delivered to the alerts consumer.",
+            )?,
+            consumer_ack_pending: gauge(
+                "citypulse_alerts_consumer_ack_pending_messages",
+                "METRICS messages delivered to the alerts consumer and not yet acknowledged (acks follow checkpoints).",
+            )?,
             requests: counter_vec(
                 "citypulse_alerts_requests_total",
                 "Operator requests (list, ack, silence, unsilence), by result.",
@@ -187,6 +197,15 @@ impl AlertsMetrics {
             .set(i64::try_from(silenced).unwrap_or(i64::MAX));
         self.silences
             .set(i64::try_from(silences).unwrap_or(i64::MAX));
+    }
+
+    /// The gauges of the METRICS consumer's pending and unacknowledged messages (for
+    /// [`citypulse_runtime::jetstream::watch_consumer_lag`]).
+    pub fn consumer_lag(&self) -> (IntGauge, IntGauge) {
+        (
+            self.consumer_pending.clone(),
+            self.consumer_ack_pending.clone(),
+        )
     }
 
     /// Rules loaded.

@@ -38,8 +38,9 @@ pub mod validate;
 
 use anyhow::Context as _;
 use async_nats::jetstream::{self, stream};
-use citypulse_runtime::jetstream::ensure_stream;
+use citypulse_runtime::jetstream::{ensure_stream, watch_consumer_lag, CONSUMER_LAG_INTERVAL};
 use citypulse_runtime::shutdown::Shutdown;
+use citypulse_schema::streams;
 use prometheus::Registry;
 use std::time::Duration;
 
@@ -96,6 +97,16 @@ pub async fn run(
         }
     };
 
+    let (pending, ack_pending) = metrics.consumer_lag("validator");
+    let lag = tokio::spawn(watch_consumer_lag(
+        js.clone(),
+        streams::RAW.to_owned(),
+        config.consumer_name.clone(),
+        pending,
+        ack_pending,
+        CONSUMER_LAG_INTERVAL,
+        shutdown.clone(),
+    ));
     tracing::info!(consumer = %config.consumer_name, partitions = config.partitions,
         max_future_skew = ?config.max_future_skew, max_age = ?config.max_age, "validating RAW");
     let validating = pipeline::Validating {
@@ -112,6 +123,8 @@ pub async fn run(
     if let Some(archive) = archive {
         archive.await.context("archive task")?;
     }
+    // The validator returns only on shutdown, which stops the watcher too.
+    lag.await.context("consumer lag task")?;
     tracing::info!("ingest stopped");
     Ok(())
 }

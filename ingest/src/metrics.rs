@@ -11,6 +11,8 @@
 //! | `citypulse_ingest_ack_failures_total` | counter | |
 //! | `citypulse_ingest_consume_errors_total` | counter | `consumer`, `reason` |
 //! | `citypulse_ingest_in_flight_publishes` | gauge | |
+//! | `citypulse_ingest_consumer_pending_messages` | gauge | `consumer` (`validator`) |
+//! | `citypulse_ingest_consumer_ack_pending_messages` | gauge | `consumer` (`validator`) |
 //! | `citypulse_ingest_archived_rows_total` | counter | |
 //! | `citypulse_ingest_archive_duplicate_rows_total` | counter | |
 //! | `citypulse_ingest_archive_errors_total` | counter | `reason` (`connect`, `write`, `undecodable`) |
@@ -24,7 +26,9 @@
 
 use crate::validate::{Adjustment, Rejection};
 use citypulse_schema::Kind;
-use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{
+    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
 
 /// Ingest's metrics. Cheap to clone (handles to shared series).
 #[derive(Debug, Clone)]
@@ -38,6 +42,8 @@ pub struct IngestMetrics {
     ack_failures: IntCounter,
     consume_errors: IntCounterVec,
     in_flight: IntGauge,
+    consumer_pending: IntGaugeVec,
+    consumer_ack_pending: IntGaugeVec,
     archived_rows: IntCounter,
     archive_duplicate_rows: IntCounter,
     archive_errors: IntCounterVec,
@@ -67,6 +73,17 @@ fn counter_vec(
 
 fn gauge(registry: &Registry, name: &str, help: &str) -> prometheus::Result<IntGauge> {
     let g = IntGauge::new(name, help)?;
+    registry.register(Box::new(g.clone()))?;
+    Ok(g)
+}
+
+fn gauge_vec(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> prometheus::Result<IntGaugeVec> {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels)?;
     registry.register(Box::new(g.clone()))?;
     Ok(g)
 }
@@ -137,6 +154,18 @@ impl IngestMetrics {
                 registry,
                 "citypulse_ingest_in_flight_publishes",
                 "Publishes to READINGS/DLQ awaiting their ack.",
+            )?,
+            consumer_pending: gauge_vec(
+                registry,
+                "citypulse_ingest_consumer_pending_messages",
+                "Messages not yet delivered to the consumer (RAW for the validator).",
+                &["consumer"],
+            )?,
+            consumer_ack_pending: gauge_vec(
+                registry,
+                "citypulse_ingest_consumer_ack_pending_messages",
+                "Messages delivered to the consumer and not yet acknowledged.",
+                &["consumer"],
             )?,
             archived_rows: counter(
                 registry,
@@ -246,6 +275,15 @@ impl IngestMetrics {
     /// Publishes awaiting their ack.
     pub fn set_in_flight(&self, n: usize) {
         self.in_flight.set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// The gauges of `consumer`'s pending and unacknowledged messages (for
+    /// [`citypulse_runtime::jetstream::watch_consumer_lag`]).
+    pub fn consumer_lag(&self, consumer: &'static str) -> (IntGauge, IntGauge) {
+        (
+            self.consumer_pending.with_label_values(&[consumer]),
+            self.consumer_ack_pending.with_label_values(&[consumer]),
+        )
     }
 
     /// A batch of `batch` readings was written in `seconds`, `inserted` of them new rows.

@@ -60,7 +60,7 @@ pub mod registry;
 pub mod window;
 
 use anyhow::Context as _;
-use citypulse_runtime::jetstream::ensure_stream;
+use citypulse_runtime::jetstream::{ensure_stream, watch_consumer_lag, CONSUMER_LAG_INTERVAL};
 use citypulse_runtime::shutdown::Shutdown;
 use config::Settings;
 use metrics::ProcessorMetrics;
@@ -100,6 +100,20 @@ pub async fn run(
             stop.trigger();
         })
     };
+    // Each partition's consumer lag, until the partitions stop.
+    let mut watchers = tokio::task::JoinSet::new();
+    for &p in &settings.partitions {
+        let (pending, ack_pending) = metrics.consumer_lag(p);
+        watchers.spawn(watch_consumer_lag(
+            js.clone(),
+            citypulse_schema::streams::READINGS.to_owned(),
+            nats::consumer_name(p),
+            pending,
+            ack_pending,
+            CONSUMER_LAG_INTERVAL,
+            stop.clone(),
+        ));
+    }
     let shared = pipeline::Shared {
         js,
         readings,
@@ -121,6 +135,8 @@ pub async fn run(
             first_error.get_or_insert(e);
         }
     }
+    stop.trigger();
+    while watchers.join_next().await.is_some() {}
     relay.abort();
     first_error.map_or(Ok(()), Err)
 }

@@ -11,6 +11,8 @@
 //! | `citypulse_processors_windows_closed_total` | counter | `kind`, `scope` (sensor, district) |
 //! | `citypulse_processors_watermark_lag_seconds` | gauge | `partition`: wall clock − watermark |
 //! | `citypulse_processors_state_bytes` | gauge | `partition`: size of the last checkpoint |
+//! | `citypulse_processors_consumer_pending_messages` | gauge | `partition`: READINGS messages not yet delivered |
+//! | `citypulse_processors_consumer_ack_pending_messages` | gauge | `partition`: delivered, not yet acknowledged |
 //! | `citypulse_processors_publish_latency_seconds` | histogram | — (send to ack of a result) |
 //! | `citypulse_processors_publish_retries_total` | counter | `reason` |
 //! | `citypulse_processors_published_duplicates_total` | counter | — (results the server had already: replays) |
@@ -23,7 +25,8 @@
 use crate::window::{LateReason, Rejection};
 use citypulse_schema::{Kind, Los, WindowMetrics, WindowResult};
 use prometheus::{
-    GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
+    GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
 };
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -43,6 +46,8 @@ pub struct ProcessorMetrics {
     windows_closed: IntCounterVec,
     watermark_lag: GaugeVec,
     state_bytes: IntGaugeVec,
+    consumer_pending: IntGaugeVec,
+    consumer_ack_pending: IntGaugeVec,
     publish_latency: Histogram,
     publish_retries: IntCounterVec,
     published_duplicates: IntCounter,
@@ -118,6 +123,10 @@ impl ProcessorMetrics {
                 "Wall clock minus the partition's event-time watermark, seconds.", &["partition"])?,
             state_bytes: int_gauge("citypulse_processors_state_bytes",
                 "Size of the partition's last checkpoint, bytes.", &["partition"])?,
+            consumer_pending: int_gauge("citypulse_processors_consumer_pending_messages",
+                "READINGS messages not yet delivered to the partition's consumer.", &["partition"])?,
+            consumer_ack_pending: int_gauge("citypulse_processors_consumer_ack_pending_messages",
+                "READINGS messages delivered to the partition's consumer and not yet acknowledged (acks follow checkpoints).", &["partition"])?,
             publish_latency: histogram(r, "citypulse_processors_publish_latency_seconds",
                 "Time from sending a window result to its JetStream ack, seconds.",
                 prometheus::exponential_buckets(0.0005, 2.0, 16)?)?,
@@ -201,6 +210,16 @@ impl ProcessorMetrics {
                 .with_label_values(&[&p])
                 .set(lag.as_secs_f64());
         }
+    }
+
+    /// The gauges of the partition consumer's pending and unacknowledged messages (for
+    /// [`citypulse_runtime::jetstream::watch_consumer_lag`]).
+    pub fn consumer_lag(&self, partition: u32) -> (IntGauge, IntGauge) {
+        let p = partition.to_string();
+        (
+            self.consumer_pending.with_label_values(&[&p]),
+            self.consumer_ack_pending.with_label_values(&[&p]),
+        )
     }
 
     /// The size of a written checkpoint.

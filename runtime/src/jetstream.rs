@@ -1,4 +1,4 @@
-//! JetStream plumbing: idempotent stream provisioning and durable publishing.
+//! JetStream plumbing: idempotent stream provisioning, durable publishing, and consumer lag.
 
 use crate::shutdown::Shutdown;
 use async_nats::jetstream::context::CreateStreamErrorKind;
@@ -7,6 +7,7 @@ use async_nats::jetstream::stream::{Config, Stream};
 use async_nats::jetstream::Context;
 use async_nats::HeaderMap;
 use bytes::Bytes;
+use prometheus::IntGauge;
 use std::time::Duration;
 
 /// Creates the stream when it does not exist; when it does, keeps it as it is (never destroys
@@ -152,6 +153,59 @@ pub async fn publish_durably(
             _ = tokio::time::sleep(backoff) => {}
         }
         backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+}
+
+/// How often the services read their consumers' lag.
+pub const CONSUMER_LAG_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Shortest polling period [`watch_consumer_lag`] accepts (a zero period would spin).
+const MIN_LAG_INTERVAL: Duration = Duration::from_millis(10);
+
+/// Reads the durable `consumer` of `stream` every `every` (at least 10 ms) until shutdown and
+/// sets `pending` to its `num_pending` (messages not yet delivered) and `ack_pending` to its
+/// `num_ack_pending` (delivered, not yet acknowledged). A failed read (the consumer not created
+/// yet, or being recreated; NATS unreachable) is logged at DEBUG and leaves the gauges as they
+/// were until the next read succeeds.
+pub async fn watch_consumer_lag(
+    js: Context,
+    stream: String,
+    consumer: String,
+    pending: IntGauge,
+    ack_pending: IntGauge,
+    every: Duration,
+    shutdown: Shutdown,
+) {
+    // A handle without a request: the stream may not exist yet either.
+    let handle = match js.get_stream_no_info(&stream).await {
+        Ok(handle) => handle,
+        Err(e) => {
+            tracing::warn!(%stream, %consumer, error = %e, "cannot watch consumer lag");
+            return;
+        }
+    };
+    let mut tick = tokio::time::interval(every.max(MIN_LAG_INTERVAL));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            biased;
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let info = tokio::select! {
+            biased;
+            () = shutdown.cancelled() => return,
+            info = handle.consumer_info(&consumer) => info,
+        };
+        match info {
+            Ok(info) => {
+                pending.set(i64::try_from(info.num_pending).unwrap_or(i64::MAX));
+                ack_pending.set(i64::try_from(info.num_ack_pending).unwrap_or(i64::MAX));
+            }
+            Err(e) => {
+                tracing::debug!(%stream, %consumer, error = %e, "cannot read consumer info; lag not updated");
+            }
+        }
     }
 }
 

@@ -7,7 +7,8 @@
 //! - [`nats`]: [`nats::NatsArgs`] and [`nats::connect`], with connection events logged and counted
 //!   ([`nats::NatsMetrics`]).
 //! - [`jetstream`]: idempotent stream provisioning ([`jetstream::ensure_stream`]) and publishing
-//!   with acks and retries under a stable `Nats-Msg-Id` ([`jetstream::publish_durably`]).
+//!   with acks and retries under a stable `Nats-Msg-Id` ([`jetstream::publish_durably`]), and
+//!   consumer lag as gauges ([`jetstream::watch_consumer_lag`]).
 //! - [`duration`]: human durations ("30s", "2h") for clap.
 //!
 //! Nothing here knows the domain; all of it is I/O plumbing.

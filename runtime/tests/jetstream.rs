@@ -1,9 +1,9 @@
-//! Stream provisioning and durable publishing against a real nats-server.
+//! Stream provisioning, durable publishing and consumer lag against a real nats-server.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use async_nats::jetstream::{self, stream};
 use citypulse_harness::NatsServer;
-use citypulse_runtime::jetstream::{ensure_stream, publish_durably};
+use citypulse_runtime::jetstream::{ensure_stream, publish_durably, watch_consumer_lag};
 use citypulse_runtime::shutdown::Shutdown;
 use futures::StreamExt;
 use std::time::Duration;
@@ -142,4 +142,83 @@ async fn publish_durably_stops_on_shutdown() {
     )
     .await;
     assert!(result.is_err());
+}
+
+#[tokio::test]
+async fn consumer_lag_follows_pending_then_unacked_then_acked_messages() {
+    const N: i64 = 25;
+    let server = NatsServer::start();
+    let client = async_nats::connect(server.url()).await.unwrap();
+    let js = jetstream::new(client);
+    let stream = ensure_stream(&js, config(Duration::from_secs(3600)))
+        .await
+        .unwrap();
+    let pending = prometheus::IntGauge::new("pending", "pending").unwrap();
+    let ack_pending = prometheus::IntGauge::new("ack_pending", "ack pending").unwrap();
+    // Unset gauges must not pass for a measured backlog.
+    pending.set(-1);
+    ack_pending.set(-1);
+    let shutdown = Shutdown::new();
+
+    // Started before the consumer exists: the failed reads do not end the watcher.
+    let watcher = tokio::spawn(watch_consumer_lag(
+        js.clone(),
+        "TEST".into(),
+        "worker".into(),
+        pending.clone(),
+        ack_pending.clone(),
+        Duration::from_millis(50),
+        shutdown.clone(),
+    ));
+    for i in 0..N {
+        js.publish(format!("test.{i}"), "m".into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    let consumer = stream
+        .create_consumer(jetstream::consumer::pull::Config {
+            durable_name: Some("worker".into()),
+            ack_policy: jetstream::consumer::AckPolicy::Explicit,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let lag = || (pending.get(), ack_pending.get());
+    citypulse_harness::wait_for(Duration::from_secs(10), "N pending", || async {
+        lag() == (N, 0)
+    })
+    .await;
+
+    // Delivered but not acknowledged: pending moves to ack pending.
+    let mut batch = consumer
+        .fetch()
+        .max_messages(usize::try_from(N).unwrap())
+        .messages()
+        .await
+        .unwrap();
+    let mut delivered = Vec::new();
+    while let Some(m) = batch.next().await {
+        delivered.push(m.unwrap());
+    }
+    assert_eq!(delivered.len(), usize::try_from(N).unwrap());
+    citypulse_harness::wait_for(Duration::from_secs(10), "N unacked", || async {
+        lag() == (0, N)
+    })
+    .await;
+
+    for m in delivered {
+        m.double_ack().await.unwrap();
+    }
+    citypulse_harness::wait_for(Duration::from_secs(10), "no lag", || async {
+        lag() == (0, 0)
+    })
+    .await;
+
+    shutdown.trigger();
+    tokio::time::timeout(Duration::from_secs(5), watcher)
+        .await
+        .expect("the watcher stops on shutdown")
+        .unwrap();
 }
