@@ -4,10 +4,15 @@
 //!
 //! - [`pipeline`]: [`pipeline::Pipeline`] starts the whole system (nats-server, PostgreSQL and
 //!   the four service binaries as child processes) and [`pipeline::Prometheus`] scrapes it.
+//! - [`deploy`]: a copy of `deploy/nats` to start servers from, dev TLS certificates, sensor
+//!   credentials from `citypulse-nats-auth`, MQTT publishes with `mosquitto_pub`.
 //!
 //! The tests:
 //!
 //! - `tests/deploy_nats.rs`: the nats-server configs load, and their permissions hold.
+//! - `tests/deploy_pipeline.rs`: every service binary runs with its own deploy credential against
+//!   the deploy accounts over TLS, and a sensor's MQTT readings come out of the processors as a
+//!   window result.
 //! - `tests/demo_alerts.rs`: the simulator's episode and incident, through every service as a real
 //!   process, fire alerts that resolve.
 //! - `tests/contract_python.rs`: a subscriber written with another NATS client and CBOR library
@@ -19,4 +24,5 @@
 //!   dashboards returns data, every alert rule evaluates, and stopping a stage fires its stall
 //!   alert.
 
+pub mod deploy;
 pub mod pipeline;

@@ -160,6 +160,13 @@ pub struct PipelineOptions {
     pub alerts_args: Vec<String>,
     /// `RUST_LOG` of every service.
     pub rust_log: String,
+    /// `None`: the harness's plain nats-server ([`NatsServer::start`]). `Some(text)`: one started
+    /// with [`NatsServer::start_with_config`]`(text)`, e.g. the deploy accounts and TLS
+    /// ([`crate::deploy::DeployCopy::config`]); give the services their credentials in `env`.
+    pub nats_config: Option<String>,
+    /// Extra environment variables per service, set after the pipeline's own (so they override
+    /// them), e.g. `NATS_USER`, `NATS_PASSWORD`, `SSL_CERT_FILE` or a `tls://` `NATS_URL`.
+    pub env: BTreeMap<Service, Vec<(String, String)>>,
 }
 
 impl Default for PipelineOptions {
@@ -172,6 +179,8 @@ impl Default for PipelineOptions {
             processors_args: Vec::new(),
             alerts_args: Vec::new(),
             rust_log: "info".to_owned(),
+            nats_config: None,
+            env: BTreeMap::new(),
         }
     }
 }
@@ -188,6 +197,8 @@ struct Proc {
     child: Option<Child>,
     /// Length of the log when the current process was spawned.
     log_mark: u64,
+    /// Extra environment ([`PipelineOptions::env`]).
+    env: Vec<(String, String)>,
 }
 
 /// The whole pipeline: nats-server, PostgreSQL and the services as child processes.
@@ -198,6 +209,7 @@ struct Proc {
 /// READINGS 128 MiB, DLQ 32 MiB, as `CITYPULSE_INGEST_*_MAX_BYTES`). No other `CITYPULSE_*`,
 /// `NATS_*` or `DATABASE_URL` variable of the test's own environment reaches them. Logs (stdout
 /// and stderr, every restart appended) are in the pipeline's temp dir: [`Pipeline::log`].
+/// [`PipelineOptions::env`] comes last.
 #[derive(Debug)]
 pub struct Pipeline {
     procs: BTreeMap<Service, Proc>,
@@ -230,7 +242,10 @@ impl Pipeline {
                 path.display()
             );
         }
-        let nats = NatsServer::start();
+        let nats = match &options.nats_config {
+            None => NatsServer::start(),
+            Some(config) => NatsServer::start_with_config(config),
+        };
         let postgres = Postgres::start();
         let dir = tempfile::Builder::new()
             .prefix("citypulse-pipeline-")
@@ -261,9 +276,14 @@ impl Pipeline {
 
         // One after the other, each once its streams exist, so that every stream gets the
         // settings of the service that owns it (the others create a missing one with theirs).
-        pipeline.add(Service::Ingest, &bin_dir, options.ingest_args.clone());
-        pipeline.add(Service::Processors, &bin_dir, processors_args);
-        pipeline.add(Service::Alerts, &bin_dir, alerts_args);
+        pipeline.add(
+            Service::Ingest,
+            &bin_dir,
+            options.ingest_args.clone(),
+            &options,
+        );
+        pipeline.add(Service::Processors, &bin_dir, processors_args, &options);
+        pipeline.add(Service::Alerts, &bin_dir, alerts_args, &options);
         for (s, streams) in [
             (Service::Ingest, &["RAW", "READINGS", "DLQ"][..]),
             (Service::Processors, &["METRICS"][..]),
@@ -292,7 +312,7 @@ impl Pipeline {
                 args.extend(["--duration".to_owned(), format!("{}s", d.as_secs().max(1))]);
             }
             args.extend(sim.args.iter().cloned());
-            pipeline.add(Service::Simulator, &bin_dir, args);
+            pipeline.add(Service::Simulator, &bin_dir, args, &options);
             if options.start_simulator {
                 pipeline.spawn(Service::Simulator);
                 pipeline.first_start(Service::Simulator);
@@ -493,7 +513,13 @@ impl Pipeline {
         path
     }
 
-    fn add(&mut self, service: Service, bin_dir: &Path, args: Vec<String>) {
+    fn add(
+        &mut self,
+        service: Service,
+        bin_dir: &Path,
+        args: Vec<String>,
+        options: &PipelineOptions,
+    ) {
         let proc = Proc {
             service,
             binary: bin_dir.join(service.binary()),
@@ -502,6 +528,7 @@ impl Pipeline {
             log: self.dir.path().join(format!("{}.log", service.name())),
             child: None,
             log_mark: 0,
+            env: options.env.get(&service).cloned().unwrap_or_default(),
         };
         self.procs.insert(service, proc);
     }
@@ -544,6 +571,7 @@ impl Pipeline {
             .env("DATABASE_URL", database_url)
             .env("RUST_LOG", rust_log)
             .env_remove("LOG_FORMAT")
+            .envs(p.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null());
         let _ = writeln!(
             log,

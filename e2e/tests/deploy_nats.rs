@@ -2,7 +2,7 @@
 //! `accounts.conf` hold under a real server.
 //!
 //! The permission tests copy `deploy/nats/` into a temp dir (byte for byte, plus a sensor issued
-//! by `deploy/nats/citypulse-nats-auth`) and start the harness's server with an `include` of the
+//! by `deploy/nats/citypulse-nats-auth`; helpers in `citypulse_e2e::deploy`) and start the harness's server with an `include` of the
 //! copy's `accounts.conf`: what is tested is what is deployed. A refusal is checked twice: the
 //! client is told "Permissions Violation" (async-nats reports it as a server error event), and
 //! the forbidden message never reaches an admin subscriber (it would have arrived between two
@@ -22,6 +22,9 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer::pull, kv, stream};
 use async_nats::{Client, ConnectOptions, Event};
+use citypulse_e2e::deploy::{
+    auth_tool, copy_nats_dir, dev_certs, dev_password, issue_sensor, mqtt_publish, repo, DeployCopy,
+};
 use citypulse_harness::{nats_server_bin, wait_for, NatsServer};
 use citypulse_schema::{partition_of, streams, Air, Measurement, Reading};
 use futures::StreamExt;
@@ -687,23 +690,6 @@ async fn alerts_credential_evaluates_metrics_answers_the_cli_and_nothing_else() 
 // Helpers
 // ---------------------------------------------------------------------------------------------
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .canonicalize()
-        .unwrap()
-}
-
-/// A dev password from the committed `deploy/nats/passwords.conf` (`NAME: "value"` lines).
-fn dev_password(var: &str) -> String {
-    let text = std::fs::read_to_string(repo().join("deploy/nats/passwords.conf")).unwrap();
-    text.lines()
-        .filter_map(|l| l.split_once(':'))
-        .find(|(k, _)| k.trim() == var)
-        .map(|(_, v)| v.trim().trim_matches('"').to_owned())
-        .unwrap_or_else(|| panic!("{var} not in deploy/nats/passwords.conf"))
-}
-
 fn conf_files(dir: &Path) -> BTreeSet<String> {
     std::fs::read_dir(dir)
         .unwrap()
@@ -732,19 +718,6 @@ fn include_graph(dir: &Path) -> (BTreeSet<String>, BTreeSet<String>) {
     (top, included)
 }
 
-/// Copies `deploy/nats/` (files only) into `<under>/nats` and returns that dir.
-fn copy_nats_dir(under: &Path) -> PathBuf {
-    let dst = under.join("nats");
-    std::fs::create_dir_all(&dst).unwrap();
-    for entry in std::fs::read_dir(repo().join("deploy/nats")).unwrap() {
-        let entry = entry.unwrap();
-        if entry.file_type().unwrap().is_file() {
-            std::fs::copy(entry.path(), dst.join(entry.file_name())).unwrap();
-        }
-    }
-    dst
-}
-
 /// Rewrites the certificate directory of the copied server.conf to `certs`.
 fn point_tls_at(conf_dir: &Path, certs: &Path) {
     let path = conf_dir.join("server.conf");
@@ -759,22 +732,6 @@ fn point_tls_at(conf_dir: &Path, certs: &Path) {
         text.replace("/etc/nats/tls/", &format!("{}/", certs.display())),
     )
     .unwrap();
-}
-
-/// Runs deploy/tls/gen-dev-certs.sh into `<under>/tls` and returns that dir.
-fn dev_certs(under: &Path) -> PathBuf {
-    let out = under.join("tls");
-    let status = Command::new(repo().join("deploy/tls/gen-dev-certs.sh"))
-        .arg(&out)
-        .output()
-        .unwrap_or_else(|e| panic!("running deploy/tls/gen-dev-certs.sh: {e}"));
-    assert!(
-        status.status.success(),
-        "gen-dev-certs.sh failed (needs openssl):\n{}{}",
-        String::from_utf8_lossy(&status.stdout),
-        String::from_utf8_lossy(&status.stderr)
-    );
-    out
 }
 
 struct Output {
@@ -799,103 +756,12 @@ fn nats_test_config(path: &Path) -> Output {
     }
 }
 
-/// An `include` line for nats-server that reaches `path` from the harness's temp dir.
-///
-/// nats-server joins an include path to the including file's directory even when it is
-/// absolute, so the path climbs to the root first: extra `..` at the root are no-ops.
-fn include_line(path: &Path) -> String {
-    let abs = path.to_str().unwrap().trim_start_matches('/');
-    format!("include \"{}{abs}\"\n", "../".repeat(64))
-}
-
 fn free_port() -> u16 {
     TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
         .unwrap()
         .local_addr()
         .unwrap()
         .port()
-}
-
-/// A copy of deploy/nats in a temp dir, to add sensors to and start servers from.
-struct DeployCopy {
-    work: tempfile::TempDir,
-    conf_dir: PathBuf,
-}
-
-impl DeployCopy {
-    fn new() -> Self {
-        let work = tempfile::tempdir().unwrap();
-        let conf_dir = copy_nats_dir(work.path());
-        DeployCopy { work, conf_dir }
-    }
-
-    /// A harness server (127.0.0.1, JetStream) with the copy's accounts.conf and `extra`.
-    fn start(&self, extra: &str) -> NatsServer {
-        NatsServer::start_with_config(&format!(
-            "{}{extra}",
-            include_line(&self.conf_dir.join("accounts.conf"))
-        ))
-    }
-}
-
-struct Credential {
-    user: String,
-    password: String,
-}
-
-/// Installs the deploy Python tools (bcrypt) once per test process; a no-op when present.
-fn ensure_python_tools() {
-    static DONE: std::sync::OnceLock<()> = std::sync::OnceLock::new();
-    DONE.get_or_init(|| {
-        let out = Command::new(repo().join("scripts/validate-deploy"))
-            .arg("--install-only")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "scripts/validate-deploy --install-only failed (needs python3 and pip):\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    });
-}
-
-fn auth_tool(conf_dir: &Path) -> Command {
-    ensure_python_tools();
-    let mut cmd = Command::new(conf_dir.join("citypulse-nats-auth"));
-    cmd.env("PYTHONPATH", repo().join(".tools/python-deploy"));
-    cmd
-}
-
-/// Issues a sensor credential into `conf_dir/sensors.conf` with deploy/nats/citypulse-nats-auth.
-fn issue_sensor(conf_dir: &Path, district: &str, kind: &str, id: &str) -> Credential {
-    let out = auth_tool(conf_dir)
-        .args([
-            "sensor",
-            "add",
-            "--district",
-            district,
-            "--kind",
-            kind,
-            "--id",
-            id,
-            "--cost",
-            "4",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "citypulse-nats-auth sensor add failed (bcrypt missing? run scripts/validate-deploy --install-only):\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).unwrap();
-    let kv: HashMap<&str, &str> = text.lines().filter_map(|l| l.split_once('=')).collect();
-    assert_eq!(kv["subject"], format!("sensors.{district}.{kind}.{id}"));
-    assert_eq!(kv["mqtt_topic"], format!("sensors/{district}/{kind}/{id}"));
-    Credential {
-        user: kv["user"].to_owned(),
-        password: kv["password"].to_owned(),
-    }
 }
 
 /// Server errors a connection was told about ("Permissions Violation for ...").
@@ -1115,60 +981,6 @@ async fn collect_until(sub: &mut async_nats::Subscriber, last: &str) -> Vec<(Str
             return got;
         }
     }
-}
-
-/// Publishes `payload` with mosquitto_pub over MQTT+TLS at QoS 1; Err(output) when it fails.
-fn mqtt_publish(
-    port: &str,
-    certs: &Path,
-    user: &str,
-    password: &str,
-    topic: &str,
-    payload: &[u8],
-) -> Result<(), String> {
-    let file = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(file.path(), payload).unwrap();
-    let out = Command::new(mosquitto_pub())
-        .args([
-            "-h",
-            "localhost",
-            "-p",
-            port,
-            "-q",
-            "1",
-            "-t",
-            topic,
-            "-u",
-            user,
-            "-P",
-            password,
-        ])
-        .arg("--cafile")
-        .arg(certs.join("ca.pem"))
-        .arg("-f")
-        .arg(file.path())
-        .output()
-        .unwrap();
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ))
-    }
-}
-
-fn mosquitto_pub() -> PathBuf {
-    std::env::var_os("PATH")
-        .iter()
-        .flat_map(std::env::split_paths)
-        .map(|d| d.join("mosquitto_pub"))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| {
-            panic!("mosquitto_pub not found on PATH: apt-get install mosquitto-clients (scripts/install-deps)")
-        })
 }
 
 /// The three compose node configs (nats-1..3.conf) run on 127.0.0.1: each node gets its own copy
