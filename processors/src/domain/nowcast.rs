@@ -117,6 +117,18 @@ mod tests {
     }
 
     #[test]
+    fn published_omak_wildfire_example_gives_54_8() {
+        // Mazama Science, PWFSLSmoke "NowCast" vignette, Example 1: PM2.5 at Omak, WA, hours
+        // ending 2015-08-21 11:00, most recent first. w* = 27.4/215.4 < 0.5 → w = 0.5;
+        // Σ wⁱcᵢ / Σ wⁱ = 54.811… → 54.8 (the vignette's published result).
+        let h = all([
+            "46.3", "27.4", "59.8", "129.2", "130.6", "215.4", "143.2", "93.7", "101.8", "49.3",
+            "80.2", "123.3",
+        ]);
+        assert_eq!(nowcast(Pm25, &h), Some(fx("54.8")));
+    }
+
+    #[test]
     fn a_missing_hour_drops_its_term_without_shifting_exponents() {
         // Worked by hand (not AirNow-Tech's published data, which we could not reconstruct):
         // hours 0, 2, 3 present: 30, 20, 60; w* = 20/60 < 0.5 → w = 0.5.
