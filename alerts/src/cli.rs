@@ -139,10 +139,11 @@ pub async fn tail(args: TailArgs) -> anyhow::Result<()> {
     let client = connect(&args.nats).await?;
     let subject = format!(
         "alerts.*.{}.{}",
-        args.kind
+        args.filter
+            .kind
             .map(|k| k.as_str().to_owned())
             .unwrap_or_else(|| "*".into()),
-        args.district.clone().unwrap_or_else(|| "*".into())
+        args.filter.district.clone().unwrap_or_else(|| "*".into())
     );
     let mut sub = client.subscribe(subject.clone()).await?;
     client.flush().await?;
@@ -164,7 +165,7 @@ pub async fn tail(args: TailArgs) -> anyhow::Result<()> {
                 continue;
             }
         };
-        if args.severity.is_some_and(|s| e.severity < s) {
+        if args.filter.severity.is_some_and(|s| e.severity < s) {
             continue;
         }
         let silenced = msg
@@ -181,9 +182,9 @@ pub async fn tail(args: TailArgs) -> anyhow::Result<()> {
 pub async fn list(args: ListArgs) -> anyhow::Result<()> {
     let client = connect(&args.client.nats).await?;
     let req = ListRequest {
-        severity: args.severity,
-        district: args.district,
-        kind: args.kind,
+        severity: args.filter.severity,
+        district: args.filter.district,
+        kind: args.filter.kind,
     };
     let resp: ListResponse = request(&client, api::SUBJECT_LIST, &req, args.client.timeout).await?;
     if args.json {

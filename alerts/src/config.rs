@@ -153,13 +153,10 @@ pub struct ClientArgs {
     pub timeout: Duration,
 }
 
-/// `tail`.
+/// The filter `tail` and `list` share.
 #[derive(Debug, Clone, Args)]
-pub struct TailArgs {
-    /// NATS connection.
-    #[command(flatten)]
-    pub nats: NatsArgs,
-    /// Only transitions at least this severe.
+pub struct AlertFilter {
+    /// Only alerts at least this severe.
     #[arg(long)]
     pub severity: Option<Severity>,
     /// Only this district.
@@ -168,6 +165,17 @@ pub struct TailArgs {
     /// Only this kind.
     #[arg(long)]
     pub kind: Option<Kind>,
+}
+
+/// `tail`.
+#[derive(Debug, Clone, Args)]
+pub struct TailArgs {
+    /// NATS connection.
+    #[command(flatten)]
+    pub nats: NatsArgs,
+    /// Which alerts to show.
+    #[command(flatten)]
+    pub filter: AlertFilter,
     /// No ANSI colours (also off when stdout is not a terminal).
     #[arg(long)]
     pub no_color: bool,
@@ -179,15 +187,9 @@ pub struct ListArgs {
     /// Connection.
     #[command(flatten)]
     pub client: ClientArgs,
-    /// Only alerts at least this severe.
-    #[arg(long)]
-    pub severity: Option<Severity>,
-    /// Only this district.
-    #[arg(long)]
-    pub district: Option<String>,
-    /// Only this kind.
-    #[arg(long)]
-    pub kind: Option<Kind>,
+    /// Which alerts to list.
+    #[command(flatten)]
+    pub filter: AlertFilter,
     /// Print the JSON reply instead of a table.
     #[arg(long)]
     pub json: bool,
