@@ -86,7 +86,7 @@ async fn services_with_their_own_credentials_turn_mqtt_readings_into_window_resu
         .parse()
         .unwrap();
     for s in [Service::Ingest, Service::Processors, Service::Alerts] {
-        assert_connected_over_tls(monitor, s.name());
+        assert_connected_over_tls(monitor, s.name()).await;
     }
 
     // Eight traffic readings, one every 30 s, starting on a window boundary six minutes ago:
@@ -191,10 +191,30 @@ async fn services_with_their_own_credentials_turn_mqtt_readings_into_window_resu
 
     // The simulator feeds RAW with its credential: ingest accepts more than the device's eight.
     p.start(Service::Simulator);
-    assert_connected_over_tls(monitor, Service::Simulator.name());
+    assert_connected_over_tls(monitor, Service::Simulator.name()).await;
     wait_for(DEADLINE, "ingest accepting simulated readings", || {
         let n = metric_sum(&p, Service::Ingest, "citypulse_ingest_accepted_total");
         async move { n > 8.0 }
+    })
+    .await;
+
+    // With PostgreSQL down the archive falls behind, and ingest measures how far: the age of the
+    // oldest unarchived reading, read from READINGS (a STREAM.MSG.GET the permissions must allow;
+    // the gauge stays 0 when that read is refused). Back up, the archive catches up.
+    p.postgres().stop();
+    wait_for(
+        DEADLINE,
+        "ingest reporting the archive lag in seconds",
+        || {
+            let s = metric_sum(&p, Service::Ingest, "citypulse_ingest_archive_lag_seconds");
+            async move { s > 0.0 }
+        },
+    )
+    .await;
+    p.postgres().start_again();
+    wait_for(DEADLINE, "the archive catching up", || {
+        let n = metric_sum(&p, Service::Ingest, "citypulse_ingest_archive_lag_messages");
+        async move { n == 0.0 }
     })
     .await;
     p.wait_healthy();
@@ -221,14 +241,22 @@ async fn services_with_their_own_credentials_turn_mqtt_readings_into_window_resu
     assert!(!server_log.contains("Violation"), "{server_log}");
 }
 
-/// A connection authenticated as `user` exists, over TLS, in the CITYPULSE account.
-fn assert_connected_over_tls(monitor: SocketAddr, user: &str) {
-    let (status, body) = http_get(monitor, "/connz?auth=true&limit=1000").unwrap();
-    assert_eq!(status, 200, "{body}");
-    let connz: Value = serde_json::from_str(&body).unwrap();
-    let conns = connz["connections"].as_array().cloned().unwrap_or_default();
-    let found = conns.iter().find(|c| c["authorized_user"] == user);
-    let c = found.unwrap_or_else(|| panic!("no connection as {user}: {body}"));
+/// A connection authenticated as `user` appears (a service may report healthy before its NATS
+/// connection is up) and is over TLS, in the CITYPULSE account.
+async fn assert_connected_over_tls(monitor: SocketAddr, user: &str) {
+    let connection = || {
+        let (status, body) = http_get(monitor, "/connz?auth=true&limit=1000").unwrap();
+        assert_eq!(status, 200, "{body}");
+        let connz: Value = serde_json::from_str(&body).unwrap();
+        let conns = connz["connections"].as_array().cloned().unwrap_or_default();
+        conns.into_iter().find(|c| c["authorized_user"] == user)
+    };
+    wait_for(DEADLINE, &format!("a connection as {user}"), || {
+        let found = connection().is_some();
+        async move { found }
+    })
+    .await;
+    let c = connection().expect("the connection found above");
     assert_eq!(c["account"], "CITYPULSE", "{c}");
     assert!(
         c["tls_version"].as_str().is_some_and(|v| !v.is_empty()),
