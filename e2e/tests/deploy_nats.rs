@@ -14,7 +14,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{BTreeSet, HashMap};
-use std::net::{Ipv4Addr, TcpListener};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex};
@@ -25,7 +25,7 @@ use async_nats::{Client, ConnectOptions, Event};
 use citypulse_e2e::deploy::{
     auth_tool, copy_nats_dir, dev_certs, dev_password, issue_sensor, mqtt_publish, repo, DeployCopy,
 };
-use citypulse_harness::{nats_server_bin, wait_for, NatsServer};
+use citypulse_harness::{free_port, nats_server_bin, wait_for, NatsServer};
 use citypulse_schema::{partition_of, streams, Air, Measurement, Reading};
 use futures::StreamExt;
 
@@ -756,14 +756,6 @@ fn nats_test_config(path: &Path) -> Output {
     }
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Server errors a connection was told about ("Permissions Violation for ...").
 #[derive(Clone, Default)]
 struct Errors(Arc<Mutex<Vec<String>>>);
@@ -999,8 +991,35 @@ struct LocalNode {
     child: std::process::Child,
 }
 
+/// Why a cluster start did not come up.
+enum NotFormed {
+    /// A node could not bind one of its drawn ports: draw again.
+    PortInUse,
+    /// Anything else: the message carries every node's log tail.
+    Failed(String),
+}
+
+/// Draws of fresh ports before a port clash fails the test.
+const PORT_ATTEMPTS: usize = 5;
+
 impl LocalCluster {
     fn start(work: &Path, certs: &Path) -> Self {
+        for attempt in 1..=PORT_ATTEMPTS {
+            match Self::try_start(&work.join(format!("attempt{attempt}")), certs) {
+                Ok(cluster) => return cluster,
+                Err(NotFormed::PortInUse) if attempt < PORT_ATTEMPTS => {}
+                Err(NotFormed::PortInUse) => {
+                    panic!("ports still in use after {PORT_ATTEMPTS} draws")
+                }
+                Err(NotFormed::Failed(why)) => panic!("{why}"),
+            }
+        }
+        unreachable!("the last attempt returns or panics")
+    }
+
+    fn try_start(work: &Path, certs: &Path) -> Result<Self, NotFormed> {
+        // The harness's ports lie below the kernel's ephemeral range, so no outgoing connection
+        // (a route dialing a peer, a test client) can take one before its node binds it.
         let ports: Vec<[u16; 5]> = (0..3)
             .map(|_| {
                 [
@@ -1074,13 +1093,13 @@ impl LocalCluster {
                 child,
             });
         }
-        cluster.wait_healthy();
-        cluster
+        cluster.wait_formed()?;
+        Ok(cluster)
     }
 
     /// Every node answers /healthz 200 (JetStream current with a meta leader) and has routes to
     /// both others.
-    fn wait_healthy(&self) {
+    fn wait_formed(&mut self) -> Result<(), NotFormed> {
         let start = std::time::Instant::now();
         loop {
             let ready = self.nodes.iter().all(|n| {
@@ -1094,21 +1113,51 @@ impl LocalCluster {
                         .all(|p| routez.contains(&format!("\"remote_name\":\"nats-{p}\"")))
             });
             if ready {
-                return;
+                return Ok(());
             }
-            if start.elapsed() > Duration::from_secs(30) {
-                let logs: Vec<String> = self
-                    .nodes
-                    .iter()
-                    .map(|n| std::fs::read_to_string(n.dir.join("nats.log")).unwrap_or_default())
-                    .collect();
-                panic!(
-                    "the cluster did not form in 30 s:\n{}",
-                    logs.join("\n----\n")
-                );
+            let exited = self
+                .nodes
+                .iter_mut()
+                .any(|n| n.child.try_wait().is_ok_and(|status| status.is_some()));
+            if exited && self.logs().contains("address already in use") {
+                return Err(NotFormed::PortInUse);
+            }
+            if exited || start.elapsed() > Duration::from_secs(30) {
+                let why = if exited {
+                    "a node exited"
+                } else {
+                    "the cluster did not form in 30 s"
+                };
+                return Err(NotFormed::Failed(format!("{why}:\n{}", self.log_tails())));
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    fn logs(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| std::fs::read_to_string(n.dir.join("nats.log")).unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// The last lines of each node's log, without the repeated health-check warnings that
+    /// would crowd out the cause.
+    fn log_tails(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| {
+                let log = std::fs::read_to_string(n.dir.join("nats.log")).unwrap_or_default();
+                let lines: Vec<&str> = log
+                    .lines()
+                    .filter(|l| !l.contains("Healthcheck failed"))
+                    .collect();
+                let tail = lines[lines.len().saturating_sub(60)..].join("\n");
+                format!("---- {} ----\n{tail}", n.name)
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     fn client_urls(&self) -> Vec<String> {
@@ -1164,18 +1213,8 @@ impl Drop for LocalCluster {
     }
 }
 
-/// A minimal HTTP/1.0 GET on 127.0.0.1 for the monitoring port: (status, body).
+/// `GET path` from the monitoring port on 127.0.0.1: (status, body), or `None` while it does
+/// not answer.
 fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect((Ipv4Addr::LOCALHOST, port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
-    let mut text = String::new();
-    stream.read_to_string(&mut text).ok()?;
-    let status = text.split_whitespace().nth(1)?.parse().ok()?;
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    Some((status, body))
+    citypulse_harness::http_get(SocketAddr::from((Ipv4Addr::LOCALHOST, port)), path).ok()
 }
