@@ -129,9 +129,41 @@ mod tests {
     }
 
     #[test]
+    fn airnow_tech_example_with_a_missing_hour_gives_28_4() {
+        // AirNow-Tech, "The NowCast for PM2.5 and PM10" (forum.airnowtech.org/t/172), worked
+        // example, most recent hour first; the hour before the latest is missing.
+        // w* = 21/69.2 < 0.5 → w = 0.5; the missing hour 1 drops out, hour 2 keeps 0.5².
+        // Σ wⁱcᵢ = 21 + 8.75 + 6.15 + 3.0375 + 1.678125 + 1.034375 + 0.540625 + 0.25351…
+        //        + 0.09765625 + 0.0419921875 + 0.01704101… = 42.6008…
+        // Σ wⁱ   = 1 + (0.5² + … + 0.5¹¹) = 1.49951171875 → 28.4099… → 28.4 µg/m³.
+        let h = hours([
+            Some("21"),
+            None,
+            Some("35"),
+            Some("49.2"),
+            Some("48.6"),
+            Some("53.7"),
+            Some("66.2"),
+            Some("69.2"),
+            Some("64.9"),
+            Some("50"),
+            Some("43"),
+            Some("34.9"),
+        ]);
+        let c = nowcast(Pm25, &h).expect("two of the three latest hours are present");
+        assert_eq!(c, fx("28.4"));
+        // The page gives AQI 85 with the 2012 breakpoints (12.1–35.4 → 51–100); with the 2024
+        // breakpoints (9.1–35.4 → 51–100): 51 + 49·(28.4 − 9.1)/(35.4 − 9.1) = 86.96… → 87.
+        use super::super::aqi::{sub_index, Averaging, SubIndex};
+        assert_eq!(
+            sub_index(Pm25, Averaging::TwentyFourHours, c),
+            SubIndex::Value(87)
+        );
+    }
+
+    #[test]
     fn a_missing_hour_drops_its_term_without_shifting_exponents() {
-        // Worked by hand (not AirNow-Tech's published data, which we could not reconstruct):
-        // hours 0, 2, 3 present: 30, 20, 60; w* = 20/60 < 0.5 → w = 0.5.
+        // Worked by hand: hours 0, 2, 3 present: 30, 20, 60; w* = 20/60 < 0.5 → w = 0.5.
         // Σ wⁱcᵢ = 1·30 + 0.25·20 + 0.125·60 = 42.5;  Σ wⁱ = 1 + 0.25 + 0.125 = 1.375
         // NowCast = 30.909… → 30.9. (Shifted exponents would give (30 + 10 + 15) / 1.75 = 31.4.)
         let mut h = [None; HOURS];
