@@ -5,7 +5,7 @@
 mod common;
 
 use citypulse_alerts::engine::{rules, Evaluator};
-use citypulse_harness::{NatsServer, Postgres};
+use citypulse_harness::{free_port, NatsServer, Postgres};
 use citypulse_schema::{AlertEvent, WindowResult};
 use common::*;
 use std::sync::Arc;
@@ -37,14 +37,6 @@ fn expected() -> Vec<AlertEvent> {
         ev.evaluate(w, &mut out);
     }
     out
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn spawn(
