@@ -9,6 +9,7 @@ use async_nats::HeaderMap;
 use bytes::Bytes;
 use citypulse_runtime::jetstream::{ensure_stream, publish_durably, PublishError};
 use citypulse_runtime::shutdown::Shutdown;
+use citypulse_runtime::stream_config::{self, Limits};
 use citypulse_schema::streams;
 use citypulse_schema::AlertEvent;
 use serde::{Deserialize, Serialize};
@@ -18,69 +19,17 @@ use std::time::Duration;
 /// firing was).
 pub const HEADER_SILENCED: &str = "Citypulse-Silenced";
 
-/// Deduplication window of METRICS and ALERTS: longer than any restart, so a re-publication
-/// after a crash is dropped by the server.
-pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(600);
-
-/// Defaults as the server reports them back (no byte limit, one replica), so that comparing an
-/// existing stream with the desired settings shows only real differences.
-fn unlimited() -> stream::Config {
-    stream::Config {
-        max_bytes: -1,
-        num_replicas: 1,
-        ..Default::default()
-    }
-}
-
-/// How long METRICS keeps window results when this service creates it (the processors'
-/// default).
-pub const METRICS_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
-
-/// METRICS, as the processors provision it by default: `metrics.>`, file storage, 7 days,
-/// 10-minute duplicate window. Whoever starts first creates it.
+/// METRICS as the processors provision it by default; whoever starts first creates it.
 pub fn metrics_stream() -> stream::Config {
-    stream::Config {
-        name: streams::METRICS.into(),
-        subjects: vec![streams::METRICS_SUBJECTS.into()],
-        storage: stream::StorageType::File,
-        max_age: METRICS_MAX_AGE,
-        discard: stream::DiscardPolicy::Old,
-        duplicate_window: DUPLICATE_WINDOW,
-        ..unlimited()
-    }
+    stream_config::metrics(Limits::METRICS)
 }
 
-/// ALERTS: `alerts.>`, file storage, 10-minute duplicate window.
-pub fn alerts_stream() -> stream::Config {
-    stream::Config {
-        name: streams::ALERTS.into(),
-        subjects: vec![streams::ALERTS_SUBJECTS.into()],
-        storage: stream::StorageType::File,
-        duplicate_window: DUPLICATE_WINDOW,
-        ..unlimited()
-    }
-}
-
-/// DLQ as ingest provisions it by default: `dlq.>`, file storage, 30 days, 128 MiB (oldest
-/// dropped first), 2-minute duplicate window. Whoever starts first creates it.
-pub fn dlq_stream() -> stream::Config {
-    stream::Config {
-        name: streams::DLQ.into(),
-        subjects: vec![streams::DLQ_SUBJECTS.into()],
-        storage: stream::StorageType::File,
-        max_age: Duration::from_secs(30 * 24 * 3600),
-        max_bytes: 128 * 1024 * 1024,
-        discard: stream::DiscardPolicy::Old,
-        duplicate_window: Duration::from_secs(120),
-        ..unlimited()
-    }
-}
-
-/// Provisions METRICS, ALERTS and DLQ idempotently; returns METRICS.
+/// Provisions ALERTS (owned here) and, with their owners' defaults when they are missing,
+/// METRICS and DLQ, idempotently; returns METRICS.
 pub async fn provision(js: &Context) -> anyhow::Result<Stream> {
     let metrics = ensure_stream(js, metrics_stream()).await?;
-    ensure_stream(js, alerts_stream()).await?;
-    ensure_stream(js, dlq_stream()).await?;
+    ensure_stream(js, stream_config::alerts(Limits::ALERTS)).await?;
+    ensure_stream(js, stream_config::dlq(Limits::DLQ)).await?;
     Ok(metrics)
 }
 

@@ -3,6 +3,7 @@
 use crate::validate::TimeLimits;
 use citypulse_runtime::duration;
 use citypulse_runtime::nats::NatsArgs;
+use citypulse_runtime::stream_config::Limits;
 use citypulse_runtime::telemetry::LogArgs;
 use clap::Parser;
 use std::net::SocketAddr;
@@ -162,6 +163,33 @@ impl Config {
         }
     }
 
+    /// RAW's limits from `--raw-max-age`, `--raw-max-bytes`, `--duplicate-window` and
+    /// `--stream-replicas`.
+    pub fn raw_limits(&self) -> Limits {
+        self.limits(self.raw_max_age, self.raw_max_bytes)
+    }
+
+    /// READINGS' limits from `--readings-max-age`, `--readings-max-bytes`,
+    /// `--duplicate-window` and `--stream-replicas`.
+    pub fn readings_limits(&self) -> Limits {
+        self.limits(self.readings_max_age, self.readings_max_bytes)
+    }
+
+    /// DLQ's limits from `--dlq-max-age`, `--dlq-max-bytes`, `--duplicate-window` and
+    /// `--stream-replicas`.
+    pub fn dlq_limits(&self) -> Limits {
+        self.limits(self.dlq_max_age, self.dlq_max_bytes)
+    }
+
+    fn limits(&self, max_age: Duration, max_bytes: i64) -> Limits {
+        Limits {
+            max_age,
+            max_bytes,
+            duplicate_window: self.duplicate_window,
+            replicas: usize::from(self.stream_replicas),
+        }
+    }
+
     /// Name of the archive's durable consumer on READINGS.
     pub fn archive_consumer_name(&self) -> String {
         format!("{}-archive", self.consumer_name)
@@ -200,6 +228,36 @@ mod tests {
     fn parse(args: &[&str]) -> Config {
         Config::try_parse_from(std::iter::once("citypulse-ingest").chain(args.iter().copied()))
             .unwrap()
+    }
+
+    #[test]
+    fn default_stream_limits_are_the_canonical_ones() {
+        // The simulator and alerts create RAW and DLQ with these when ingest has not yet.
+        let c = parse(&[]);
+        assert_eq!(c.raw_limits(), Limits::RAW);
+        assert_eq!(c.readings_limits(), Limits::READINGS);
+        assert_eq!(c.dlq_limits(), Limits::DLQ);
+    }
+
+    #[test]
+    fn stream_flags_set_the_limits() {
+        let c = parse(&[
+            "--dlq-max-age",
+            "1d",
+            "--dlq-max-bytes",
+            "2MiB",
+            "--duplicate-window",
+            "5m",
+            "--stream-replicas",
+            "3",
+        ]);
+        let want = Limits {
+            max_age: Duration::from_secs(24 * 3600),
+            max_bytes: 2 << 20,
+            duplicate_window: Duration::from_secs(300),
+            replicas: 3,
+        };
+        assert_eq!(c.dlq_limits(), want);
     }
 
     #[test]

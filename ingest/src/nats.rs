@@ -4,9 +4,10 @@
 use crate::config::Config;
 use crate::validate::Rejection;
 use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
-use async_nats::jetstream::stream::{self, DiscardPolicy, StorageType, SubjectTransform};
+use async_nats::jetstream::stream;
 use async_nats::jetstream::{AckKind, Message};
 use async_nats::HeaderMap;
+use citypulse_runtime::stream_config;
 use citypulse_schema::streams;
 use std::time::Duration;
 
@@ -27,56 +28,21 @@ const ACK_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long the server waits before redelivering a message whose output was not acknowledged.
 pub const RETRY_DELAY: Duration = Duration::from_secs(1);
 
-/// RAW: what devices publish, replayable, bounded by age and size; a device (or gateway) that
-/// sets `Nats-Msg-Id` is deduplicated within the window.
+/// RAW with this process's limits: what devices publish, replayable; a device (or gateway)
+/// that sets `Nats-Msg-Id` is deduplicated within the window.
 pub fn raw_stream(config: &Config) -> stream::Config {
-    stream::Config {
-        name: streams::RAW.to_owned(),
-        subjects: vec![streams::RAW_SUBJECTS.to_owned()],
-        storage: StorageType::File,
-        max_age: config.raw_max_age,
-        max_bytes: config.raw_max_bytes,
-        discard: DiscardPolicy::Old,
-        duplicate_window: config.duplicate_window,
-        num_replicas: usize::from(config.stream_replicas),
-        ..Default::default()
-    }
+    stream_config::raw(config.raw_limits())
 }
 
-/// READINGS: validated readings, stored as `readings.<partition>.<district>.<kind>.<sensor>`
-/// by the server's `partition(N,1)` subject transform, deduplicated on `<sensor>:<seq>`.
+/// READINGS with this process's limits and partition count, deduplicated on `<sensor>:<seq>`.
 pub fn readings_stream(config: &Config) -> stream::Config {
-    stream::Config {
-        name: streams::READINGS.to_owned(),
-        subjects: vec![streams::READINGS_SUBJECTS.to_owned()],
-        subject_transform: Some(SubjectTransform {
-            source: streams::READINGS_SUBJECTS.to_owned(),
-            destination: streams::readings_transform_destination(config.partitions),
-        }),
-        storage: StorageType::File,
-        max_age: config.readings_max_age,
-        max_bytes: config.readings_max_bytes,
-        discard: DiscardPolicy::Old,
-        duplicate_window: config.duplicate_window,
-        num_replicas: usize::from(config.stream_replicas),
-        ..Default::default()
-    }
+    stream_config::readings(config.readings_limits(), config.partitions)
 }
 
-/// DLQ: dead letters on `dlq.<reason>`, deduplicated on the RAW sequence so a redelivered bad
+/// DLQ with this process's limits, deduplicated on the RAW sequence so a redelivered bad
 /// message is dead-lettered once.
 pub fn dlq_stream(config: &Config) -> stream::Config {
-    stream::Config {
-        name: streams::DLQ.to_owned(),
-        subjects: vec![streams::DLQ_SUBJECTS.to_owned()],
-        storage: StorageType::File,
-        max_age: config.dlq_max_age,
-        max_bytes: config.dlq_max_bytes,
-        discard: DiscardPolicy::Old,
-        duplicate_window: config.duplicate_window,
-        num_replicas: usize::from(config.stream_replicas),
-        ..Default::default()
-    }
+    stream_config::dlq(config.dlq_limits())
 }
 
 /// A durable pull consumer with explicit acks that never gives up on a message.

@@ -9,11 +9,11 @@
 //! `cargo bench -p citypulse-processors --bench nats`
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
-use async_nats::jetstream::stream::{self, StorageType, SubjectTransform};
 use async_nats::HeaderMap;
 use citypulse_harness::NatsServer;
 use citypulse_processors::config::Config;
 use citypulse_runtime::shutdown::Shutdown;
+use citypulse_runtime::stream_config::{self, Limits};
 use citypulse_schema::{streams, Reading, SensorSubject};
 use citypulse_simulator::city::City;
 use citypulse_simulator::engine::{run_window, Settings};
@@ -65,19 +65,14 @@ fn main() {
         let server = NatsServer::start();
         let client = async_nats::connect(server.url()).await.unwrap();
         let js = async_nats::jetstream::new(client.clone());
-        js.create_stream(stream::Config {
-            name: streams::READINGS.to_owned(),
-            subjects: vec![streams::READINGS_SUBJECTS.to_owned()],
-            subject_transform: Some(SubjectTransform {
-                source: streams::READINGS_SUBJECTS.to_owned(),
-                destination: streams::readings_transform_destination(8),
-            }),
-            storage: StorageType::File,
-            duplicate_window: Duration::from_secs(120),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+        // Capped to fit the harness's 1 GB JetStream store next to METRICS.
+        let limits = Limits {
+            max_bytes: 256 << 20,
+            ..Limits::READINGS
+        };
+        js.create_stream(stream_config::readings(limits, 8))
+            .await
+            .unwrap();
         let started = Instant::now();
         for chunk in readings.chunks(1_000) {
             let mut acks = Vec::with_capacity(chunk.len());

@@ -5,6 +5,7 @@ use crate::registry::SegmentRegistry;
 use crate::window::{CoreConfig, WindowSpec};
 use citypulse_runtime::duration;
 use citypulse_runtime::nats::NatsArgs;
+use citypulse_runtime::stream_config::Limits;
 use citypulse_runtime::telemetry::LogArgs;
 use clap::Parser;
 use std::net::SocketAddr;
@@ -152,10 +153,9 @@ pub struct Settings {
     pub checkpoint_interval: Duration,
     /// Most readings per flush.
     pub batch_size: usize,
-    /// METRICS duplicate window.
-    pub duplicate_window: Duration,
-    /// METRICS max age.
-    pub metrics_max_age: Duration,
+    /// METRICS' limits: `--metrics-max-age` and `--duplicate-window`, no byte limit, one
+    /// replica.
+    pub metrics_limits: Limits,
 }
 
 fn ms(d: Duration) -> u64 {
@@ -203,8 +203,11 @@ impl Config {
             partition_count: self.partition_count,
             checkpoint_interval: self.checkpoint_interval,
             batch_size: self.batch_size,
-            duplicate_window: self.duplicate_window,
-            metrics_max_age: self.metrics_max_age,
+            metrics_limits: Limits {
+                max_age: self.metrics_max_age,
+                duplicate_window: self.duplicate_window,
+                ..Limits::METRICS
+            },
         })
     }
 }
@@ -228,6 +231,8 @@ mod tests {
         assert_eq!(s.core.allowed_lateness_ms, 30_000);
         assert_eq!(s.partitions, (0..8).collect::<Vec<_>>());
         assert!(s.core.registry.is_empty());
+        // Alerts creates METRICS with these when the processors have not yet.
+        assert_eq!(s.metrics_limits, Limits::METRICS);
     }
 
     #[test]

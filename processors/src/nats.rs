@@ -8,12 +8,13 @@ use crate::metrics::ProcessorMetrics;
 use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy, PullConsumer};
 use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::kv::{self, Operation};
-use async_nats::jetstream::stream::{self, DiscardPolicy, StorageType};
+use async_nats::jetstream::stream::{self, StorageType};
 use async_nats::jetstream::Context;
 use async_nats::HeaderMap;
 use bytes::Bytes;
 use citypulse_runtime::jetstream::{publish_durably, PublishError};
 use citypulse_runtime::shutdown::Shutdown;
+use citypulse_runtime::stream_config;
 use citypulse_schema::streams;
 use std::time::{Duration, Instant};
 
@@ -37,20 +38,10 @@ pub fn partition_filter(partition: u32) -> String {
     format!("readings.{partition}.>")
 }
 
-/// METRICS: one message per closed window, deduplicated on `WindowResult::msg_id()` for at least
-/// 10 minutes.
+/// METRICS with this process's limits: one message per closed window, deduplicated on
+/// `WindowResult::msg_id()` for at least 10 minutes.
 pub fn metrics_stream(settings: &Settings) -> stream::Config {
-    stream::Config {
-        name: streams::METRICS.to_owned(),
-        subjects: vec![streams::METRICS_SUBJECTS.to_owned()],
-        storage: StorageType::File,
-        max_age: settings.metrics_max_age,
-        max_bytes: -1,
-        num_replicas: 1,
-        discard: DiscardPolicy::Old,
-        duplicate_window: settings.duplicate_window,
-        ..Default::default()
-    }
+    stream_config::metrics(settings.metrics_limits)
 }
 
 /// Waits until READINGS exists (ingest creates it) and checks that it is partitioned into

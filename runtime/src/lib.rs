@@ -9,13 +9,17 @@
 //! - [`jetstream`]: idempotent stream provisioning ([`jetstream::ensure_stream`]) and publishing
 //!   with acks and retries under a stable `Nats-Msg-Id` ([`jetstream::publish_durably`]), and
 //!   consumer lag as gauges ([`jetstream::watch_consumer_lag`]).
+//! - [`stream_config`]: every JetStream stream's settings ([`stream_config::Limits`] and one builder per
+//!   stream), so the owner of a stream and a service that merely needs it create it alike.
 //! - [`duration`]: human durations ("30s", "2h") for clap.
 //!
-//! Nothing here knows the domain; all of it is I/O plumbing.
+//! Nothing here knows the domain beyond the wire contract's stream names; all of it is I/O
+//! plumbing.
 
 pub mod admin;
 pub mod duration;
 pub mod jetstream;
 pub mod nats;
 pub mod shutdown;
+pub mod stream_config;
 pub mod telemetry;

@@ -46,9 +46,9 @@ use crate::pacer::Pacer;
 use crate::publish::{Mode, PublishFailure, Publisher};
 use crate::truth::TruthWriter;
 use anyhow::Context as _;
-use async_nats::jetstream::stream::{Config as StreamConfig, StorageType};
+use async_nats::jetstream::stream::Config as StreamConfig;
 use citypulse_runtime::shutdown::Shutdown;
-use citypulse_schema::streams;
+use citypulse_runtime::stream_config::{self, Limits};
 use prometheus::Registry;
 use std::fs::File;
 use std::time::{Duration, Instant, UNIX_EPOCH};
@@ -60,17 +60,11 @@ const MIN_SLEEP: Duration = Duration::from_millis(20);
 /// Longest sleep, so progress and shutdown stay responsive.
 const MAX_SLEEP: Duration = Duration::from_millis(500);
 
-/// The RAW stream as the simulator provisions it when missing: subjects `sensors.>`, file
-/// storage, duplicate window 2 minutes, max age 7 days.
+/// The RAW stream as the simulator provisions it when missing: ingest's defaults
+/// ([`Limits::RAW`]: `sensors.>`, file storage, 7 days or 1 GiB, 2-minute duplicate window), so
+/// RAW is the same whichever of the two starts first.
 pub fn raw_stream_config() -> StreamConfig {
-    StreamConfig {
-        name: streams::RAW.to_owned(),
-        subjects: vec![streams::RAW_SUBJECTS.to_owned()],
-        storage: StorageType::File,
-        duplicate_window: Duration::from_secs(120),
-        max_age: Duration::from_secs(7 * 24 * 3600),
-        ..StreamConfig::default()
-    }
+    stream_config::raw(Limits::RAW)
 }
 
 /// What a finished run did.

@@ -4,11 +4,11 @@
 #![allow(dead_code)]
 
 use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
-use async_nats::jetstream::stream::{self, StorageType, SubjectTransform};
 use async_nats::jetstream::Context;
 use async_nats::HeaderMap;
 use citypulse_processors::config::Config;
 use citypulse_runtime::shutdown::Shutdown;
+use citypulse_runtime::stream_config::{self, Limits};
 use citypulse_schema::{
     partition_of, streams, Air, Measurement, Reading, SensorSubject, Traffic, WindowResult,
 };
@@ -188,21 +188,16 @@ pub fn all_windows(e: &[naive::Expected]) -> BTreeMap<String, WindowResult> {
     e.iter().flat_map(|p| p.results.clone()).collect()
 }
 
-/// READINGS as ingest provisions it: `readings.*.*.*`, stored with the partition in front.
+/// READINGS as ingest provisions it by default (`readings.*.*.*`, stored with the partition in
+/// front), capped at 256 MiB to leave room for METRICS in the harness's 1 GB JetStream store.
 pub async fn create_readings_stream(js: &Context) {
-    js.create_stream(stream::Config {
-        name: streams::READINGS.to_owned(),
-        subjects: vec![streams::READINGS_SUBJECTS.to_owned()],
-        subject_transform: Some(SubjectTransform {
-            source: streams::READINGS_SUBJECTS.to_owned(),
-            destination: streams::readings_transform_destination(PARTITIONS),
-        }),
-        storage: StorageType::File,
-        duplicate_window: Duration::from_secs(120),
-        ..Default::default()
-    })
-    .await
-    .expect("creating READINGS");
+    let limits = Limits {
+        max_bytes: 256 << 20,
+        ..Limits::READINGS
+    };
+    js.create_stream(stream_config::readings(limits, PARTITIONS))
+        .await
+        .expect("creating READINGS");
 }
 
 /// Publishes readings as ingest does (`readings.<district>.<kind>.<sensor>`, `Nats-Msg-Id`),
