@@ -61,6 +61,8 @@ impl NatsMetrics {
             "slow_consumer",
             "server_error",
             "client_error",
+            "draining",
+            "closed",
             "other",
         ] {
             events.with_label_values(&[e]);
@@ -76,6 +78,9 @@ impl NatsMetrics {
             Event::SlowConsumer(_) => "slow_consumer",
             Event::ServerError(_) => "server_error",
             Event::ClientError(_) => "client_error",
+            Event::Draining => "draining",
+            Event::Closed => "closed",
+            #[allow(unreachable_patterns)] // async-nats may add events
             _ => "other",
         };
         self.events.with_label_values(&[label]).inc();
@@ -121,6 +126,11 @@ pub async fn connect(
                 Event::Disconnected => {
                     health.set("nats", false);
                     tracing::warn!(event = label, "NATS disconnected; reconnecting");
+                }
+                // What a shutdown does: not a problem.
+                Event::Draining | Event::Closed => {
+                    health.set("nats", false);
+                    tracing::info!(event = label, "NATS connection {label}");
                 }
                 other => tracing::warn!(event = label, detail = %other, "NATS event"),
             }
