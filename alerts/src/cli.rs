@@ -55,19 +55,10 @@ pub fn check_rules(path: &Path) -> ExitCode {
 }
 
 async fn connect(args: &NatsArgs) -> anyhow::Result<async_nats::Client> {
-    let mut opts = async_nats::ConnectOptions::new()
-        .name("citypulse-alerts-cli")
-        .connection_timeout(Duration::from_secs(5));
-    if let Some(creds) = &args.nats_creds {
-        opts = opts
-            .credentials_file(creds)
-            .await
-            .with_context(|| format!("reading NATS credentials {}", creds.display()))?;
-    }
-    if let (Some(user), Some(pass)) = (&args.nats_user, &args.nats_password) {
-        opts = opts.user_and_password(user.clone(), pass.clone());
-    }
-    opts.connect(args.nats_url.as_str())
+    args.options("citypulse-alerts-cli")
+        .await?
+        .connection_timeout(Duration::from_secs(5))
+        .connect(args.nats_url.as_str())
         .await
         .with_context(|| format!("connecting to NATS at {}", args.nats_url))
 }

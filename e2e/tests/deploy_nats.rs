@@ -291,7 +291,13 @@ async fn generated_service_passwords_replace_the_dev_ones() {
     let plain: HashMap<&str, &str> = env.lines().filter_map(|l| l.split_once('=')).collect();
     let server = deploy.start("");
 
-    let (ingest, _) = connect_as(&server, "ingest", plain["INGEST_PASSWORD"]).await;
+    let (ingest, _) = connect_with_inbox(
+        &server,
+        "ingest",
+        plain["INGEST_PASSWORD"],
+        "_INBOX.citypulse-ingest",
+    )
+    .await;
     jetstream::new(ingest)
         .create_stream(raw_config())
         .await
@@ -423,6 +429,34 @@ async fn simulator_credential_feeds_raw_and_nothing_else() {
     refused_subscribe(&sim, &errors, "sensors.>").await;
     refused_js_create(&js, &errors, "METRICS", "metrics.>").await;
     assert_stream_count(&server, streams::RAW, 1).await;
+}
+
+#[tokio::test]
+async fn each_service_reads_its_own_inbox_only() {
+    let deploy = DeployCopy::new();
+    let server = deploy.start("");
+    let users = [
+        ("simulator", "SIMULATOR_PASSWORD"),
+        ("ingest", "INGEST_PASSWORD"),
+        ("processors", "PROCESSORS_PASSWORD"),
+        ("alerts", "ALERTS_PASSWORD"),
+        ("alerts-cli", "ALERTS_CLI_PASSWORD"),
+    ];
+    for (i, (user, password)) in users.iter().enumerate() {
+        let (client, errors) = connect_service(&server, user, password).await;
+        // Its own inbox works: a JetStream API request is answered there (the CLI, which may
+        // not call the JetStream API, gets its answers in the alerts test).
+        if *user != "alerts-cli" {
+            jetstream::new(client.clone())
+                .query_account()
+                .await
+                .unwrap_or_else(|e| panic!("{user} asking JetStream for its account: {e}"));
+        }
+        // Every reply in the account, and the next service's replies, are refused.
+        refused_subscribe(&client, &errors, "_INBOX.>").await;
+        let (next, _) = users[(i + 1) % users.len()];
+        refused_subscribe(&client, &errors, &format!("_INBOX.citypulse-{next}.>")).await;
+    }
 }
 
 #[tokio::test]
@@ -774,9 +808,19 @@ impl Errors {
 }
 
 async fn connect_as(server: &NatsServer, user: &str, password: &str) -> (Client, Errors) {
+    connect_with_inbox(server, user, password, "_INBOX").await
+}
+
+async fn connect_with_inbox(
+    server: &NatsServer,
+    user: &str,
+    password: &str,
+    inbox_prefix: &str,
+) -> (Client, Errors) {
     let errors = Errors::default();
     let sink = errors.clone();
     let client = ConnectOptions::with_user_and_password(user.into(), password.into())
+        .custom_inbox_prefix(inbox_prefix)
         .event_callback(move |event| {
             let sink = sink.clone();
             async move {
@@ -791,8 +835,11 @@ async fn connect_as(server: &NatsServer, user: &str, password: &str) -> (Client,
     (client, errors)
 }
 
+/// Connects as a service user with the inbox prefix the service uses (`_INBOX.citypulse-<user>`,
+/// the runtime's default for client `citypulse-<user>`).
 async fn connect_service(server: &NatsServer, user: &str, password_var: &str) -> (Client, Errors) {
-    connect_as(server, user, &dev_password(password_var)).await
+    let prefix = format!("_INBOX.citypulse-{user}");
+    connect_with_inbox(server, user, &dev_password(password_var), &prefix).await
 }
 
 async fn connect_admin(server: &NatsServer) -> Client {

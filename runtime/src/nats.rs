@@ -23,6 +23,11 @@ pub struct NatsArgs {
     /// Password for `--nats-user`.
     #[arg(long, env = "NATS_PASSWORD", hide_env_values = true)]
     pub nats_password: Option<String>,
+    /// Prefix of this client's reply subjects (request replies, JetStream API answers and pull
+    /// deliveries). Default: `_INBOX.<client name>`, e.g. `_INBOX.citypulse-ingest`, so the
+    /// server's permissions can let each service subscribe to its own replies only.
+    #[arg(long, env = "NATS_INBOX_PREFIX", value_parser = parse_inbox_prefix)]
+    pub nats_inbox_prefix: Option<String>,
 }
 
 impl NatsArgs {
@@ -33,7 +38,48 @@ impl NatsArgs {
             nats_creds: None,
             nats_user: None,
             nats_password: None,
+            nats_inbox_prefix: None,
         }
+    }
+
+    /// The inbox prefix of a client named `client_name`: `--nats-inbox-prefix`, else
+    /// `_INBOX.<client_name>`.
+    pub fn inbox_prefix(&self, client_name: &str) -> String {
+        self.nats_inbox_prefix
+            .clone()
+            .unwrap_or_else(|| format!("_INBOX.{client_name}"))
+    }
+
+    /// Connect options with this client's name, inbox prefix and credentials; callers add
+    /// their timeouts and reconnect policy.
+    pub async fn options(&self, client_name: &str) -> anyhow::Result<ConnectOptions> {
+        let mut opts = ConnectOptions::new()
+            .name(client_name)
+            .custom_inbox_prefix(self.inbox_prefix(client_name));
+        if let Some(creds) = &self.nats_creds {
+            opts = opts
+                .credentials_file(creds)
+                .await
+                .with_context(|| format!("reading NATS credentials {}", creds.display()))?;
+        }
+        if let (Some(user), Some(pass)) = (&self.nats_user, &self.nats_password) {
+            opts = opts.user_and_password(user.clone(), pass.clone());
+        }
+        Ok(opts)
+    }
+}
+
+/// A subject prefix of literal tokens: no wildcards, spaces or empty tokens.
+fn parse_inbox_prefix(s: &str) -> Result<String, String> {
+    let valid = s
+        .split('.')
+        .all(|t| !t.is_empty() && !t.contains(['*', '>']) && !t.chars().any(char::is_whitespace));
+    if valid {
+        Ok(s.to_owned())
+    } else {
+        Err(format!(
+            "`{s}` is not a subject prefix (dot-separated tokens without wildcards or spaces)"
+        ))
     }
 }
 
@@ -96,21 +142,13 @@ pub async fn connect(
     metrics: NatsMetrics,
     health: Health,
 ) -> anyhow::Result<async_nats::Client> {
-    let mut opts = ConnectOptions::new()
-        .name(client_name)
+    let mut opts = args
+        .options(client_name)
+        .await?
         .retry_on_initial_connect()
         .max_reconnects(None)
         .connection_timeout(Duration::from_secs(5))
         .request_timeout(Some(Duration::from_secs(10)));
-    if let Some(creds) = &args.nats_creds {
-        opts = opts
-            .credentials_file(creds)
-            .await
-            .with_context(|| format!("reading NATS credentials {}", creds.display()))?;
-    }
-    if let (Some(user), Some(pass)) = (&args.nats_user, &args.nats_password) {
-        opts = opts.user_and_password(user.clone(), pass.clone());
-    }
     health.set("nats", false);
     let h = health.clone();
     opts = opts.event_callback(move |event| {
@@ -141,4 +179,34 @@ pub async fn connect(
         .await
         .with_context(|| format!("connecting to NATS at {}", args.nats_url))?;
     Ok(client)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_inbox_prefix_defaults_to_the_client_name() {
+        let args = NatsArgs::url("nats://127.0.0.1:4222");
+        assert_eq!(
+            args.inbox_prefix("citypulse-ingest"),
+            "_INBOX.citypulse-ingest"
+        );
+        let args = NatsArgs {
+            nats_inbox_prefix: Some("_R.ingest-2".into()),
+            ..args
+        };
+        assert_eq!(args.inbox_prefix("citypulse-ingest"), "_R.ingest-2");
+    }
+
+    #[test]
+    fn an_inbox_prefix_is_literal_tokens() {
+        assert_eq!(
+            parse_inbox_prefix("_INBOX.a-b_c"),
+            Ok("_INBOX.a-b_c".into())
+        );
+        for bad in ["", "_INBOX.", "_INBOX.*", "_INBOX.>", "a..b", "a b"] {
+            assert!(parse_inbox_prefix(bad).is_err(), "{bad:?}");
+        }
+    }
 }
