@@ -20,13 +20,8 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-# The four binaries: admin/metrics port, NATS user, password variable (deploy/nats/passwords.conf).
-SERVICES = {
-    "simulator": (9100, "simulator", "SIMULATOR_PASSWORD"),
-    "ingest": (9101, "ingest", "INGEST_PASSWORD"),
-    "processors": (9102, "processors", "PROCESSORS_PASSWORD"),
-    "alerts": (9103, "alerts", "ALERTS_PASSWORD"),
-}
+# The four binaries and their admin/metrics ports.
+SERVICES = {"simulator": 9100, "ingest": 9101, "processors": 9102, "alerts": 9103}
 
 
 class Report:
@@ -168,7 +163,7 @@ def check_compose(deploy: Path, report: Report, bins: set[str]) -> None:
                 report.check(env.get(var) == passwords.get(var),
                              f".env {var} differs from deploy/nats/passwords.conf")
         if name in SERVICES and isinstance(environment, dict):
-            port = SERVICES[name][0]
+            port = SERVICES[name]
             addr = environment.get(f"CITYPULSE_{name.upper()}_METRICS_ADDR", "")
             report.check(addr.endswith(f":{port}"), f"{path}: {name} metrics address {addr!r}, want port {port}")
             report.check(prom.get(f"citypulse-{name}") == [f"{name}:{port}"],
@@ -207,7 +202,7 @@ def check_prometheus(deploy: Path, report: Report) -> None:
     local = prometheus_targets(deploy / "prometheus/prometheus.yml", report)
     compose = prometheus_targets(deploy / "prometheus/prometheus-compose.yml", report)
     report.check(set(local) == set(compose), f"prometheus.yml jobs {sorted(local)} != prometheus-compose.yml {sorted(compose)}")
-    for name, (port, _, _) in SERVICES.items():
+    for name, port in SERVICES.items():
         report.check(local.get(f"citypulse-{name}") == [f"127.0.0.1:{port}"],
                      f"prometheus.yml: job citypulse-{name} should scrape 127.0.0.1:{port}")
 
@@ -313,7 +308,7 @@ def check_kubernetes(deploy: Path, report: Report, k8s_version: str) -> None:
                              f"{f}: {name} starts nats-server with {conf}, not a file of deploy/nats")
             svc = cmd[0].removeprefix("citypulse-") if cmd else ""
             if svc in SERVICES:
-                port = SERVICES[svc][0]
+                port = SERVICES[svc]
                 ports = [p.get("containerPort") for p in c.get("ports") or []]
                 addr = (env.get(f"CITYPULSE_{svc.upper()}_METRICS_ADDR") or {}).get("value", "")
                 annotation = tmpl.get("metadata", {}).get("annotations", {}).get("prometheus.io/port")
@@ -333,7 +328,6 @@ def check_kubernetes(deploy: Path, report: Report, k8s_version: str) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--deploy-dir", type=Path, required=True)
-    ap.add_argument("--bin-dir", type=Path)
     ap.add_argument("--kubernetes-version", default="1.33.0")
     args = ap.parse_args()
     deploy = args.deploy_dir.resolve()

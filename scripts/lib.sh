@@ -28,11 +28,11 @@ citypulse_pg_bindir() {
         printf '%s\n' "$dir"
         return 0
     fi
-    local best=
-    for dir in /usr/lib/postgresql/*/bin; do
-        [[ -x $dir/initdb && -x $dir/pg_ctl && -x $dir/postgres ]] || continue
-        best=$(printf '%s\n' "$best" "$dir" | sed '/^$/d' | sort -V | tail -n 1)
-    done
-    [[ -n $best ]] || return 1
-    printf '%s\n' "$best"
+    while read -r dir; do
+        if [[ -x $dir/initdb && -x $dir/pg_ctl && -x $dir/postgres ]]; then
+            printf '%s\n' "$dir"
+            return 0
+        fi
+    done < <(printf '%s\n' /usr/lib/postgresql/*/bin | sort -rV)
+    return 1
 }

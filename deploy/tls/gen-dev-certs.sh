@@ -10,8 +10,8 @@
 #   server.pem, server-key.pem  one certificate for every node, valid for server AND client auth,
 #                               because cluster routes use it both ways (mutual TLS between nodes)
 # The certificate names every host a node is reached by: the compose service names (nats-1..3),
-# the Kubernetes StatefulSet pods and services (nats-0..2.nats.citypulse.svc...), localhost and
-# 127.0.0.1. Extra SANs (e.g. DNS:nats.example.org, IP:10.0.0.5) may follow OUT_DIR.
+# the Kubernetes pods and services (nats-0..2.nats-headless.citypulse.svc, nats...), localhost
+# and 127.0.0.1. Extra SANs (e.g. DNS:nats.example.org, IP:10.0.0.5) may follow OUT_DIR.
 # Existing files are kept (rerun after deleting OUT_DIR to rotate).
 set -euo pipefail
 
