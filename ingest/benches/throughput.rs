@@ -23,7 +23,7 @@ use clap::Parser;
 use futures::stream::{FuturesUnordered, StreamExt};
 use std::future::IntoFuture;
 use std::process::Stdio;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 const WINDOW: usize = 1000;
 const SENSORS: u64 = 1000;
@@ -147,13 +147,7 @@ async fn run(k: u64, with_archive: bool) {
         .unwrap();
 
     // 1. Raw publish rate into RAW.
-    let now = u64::try_from(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_millis(),
-    )
-    .unwrap();
+    let now = citypulse_ingest::pipeline::now_ms();
     let payloads: Vec<(String, bytes::Bytes)> = (0..k)
         .map(|i| {
             let r = reading(i, now);

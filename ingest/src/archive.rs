@@ -10,6 +10,7 @@
 
 use crate::metrics::IngestMetrics;
 use crate::nats;
+use crate::pause;
 use crate::pipeline::now_ms;
 use crate::store::{Rows, Store};
 use async_nats::jetstream::consumer::pull;
@@ -21,8 +22,6 @@ use citypulse_schema::Reading;
 use futures::StreamExt;
 use std::time::{Duration, Instant};
 
-/// Longest pause between reconnection attempts.
-const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// Bound on connecting (and creating the schema).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bound on one batch write.
@@ -48,17 +47,6 @@ pub struct Archiving {
     pub metrics: IngestMetrics,
 }
 
-/// Doubles `backoff` up to [`MAX_BACKOFF`] after sleeping it; `false` on shutdown.
-async fn pause(backoff: &mut Duration, shutdown: &Shutdown) -> bool {
-    let slept = tokio::select! {
-        biased;
-        () = shutdown.cancelled() => false,
-        () = tokio::time::sleep(*backoff) => true,
-    };
-    *backoff = (*backoff * 2).min(MAX_BACKOFF);
-    slept
-}
-
 impl Archiving {
     /// Runs until `shutdown`.
     pub async fn run(self, shutdown: Shutdown) {
@@ -74,13 +62,14 @@ impl Archiving {
                 break;
             };
             self.metrics.set_archive_up(true);
-            let outcome = tokio::select! {
+            // `archive` returns when the connection is presumed lost: reconnect.
+            let stopped = tokio::select! {
                 biased;
-                () = shutdown.cancelled() => None,
-                lost = self.archive(&store, consumer, &mut rows, &shutdown) => Some(lost),
+                () = shutdown.cancelled() => true,
+                () = self.archive(&store, consumer, &mut rows, &shutdown) => false,
             };
             self.metrics.set_archive_up(false);
-            if outcome.is_none() {
+            if stopped {
                 break;
             }
         }

@@ -51,6 +51,21 @@ pub use metrics::IngestMetrics;
 /// starting).
 const PROVISION_PATIENCE: Duration = Duration::from_secs(60);
 
+/// Longest pause between retries (provisioning a stream, opening a consumer, reconnecting).
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+/// Sleeps `backoff` unless shutdown comes first, then doubles it up to [`MAX_BACKOFF`]; `false`
+/// on shutdown.
+pub(crate) async fn pause(backoff: &mut Duration, shutdown: &Shutdown) -> bool {
+    let slept = tokio::select! {
+        biased;
+        () = shutdown.cancelled() => false,
+        () = tokio::time::sleep(*backoff) => true,
+    };
+    *backoff = (*backoff * 2).min(MAX_BACKOFF);
+    slept
+}
+
 /// Runs ingest until `shutdown`: provisions RAW, READINGS and DLQ, starts the archive when
 /// `config.database_url` is set, and validates RAW. Registers its metrics in `registry`.
 pub async fn run(
@@ -151,11 +166,8 @@ async fn provision(
             }
             Err(e) => return Err(e.context(format!("provisioning stream {name}"))),
         }
-        tokio::select! {
-            biased;
-            () = shutdown.cancelled() => return Ok(None),
-            () = tokio::time::sleep(backoff) => {}
+        if !pause(&mut backoff, shutdown).await {
+            return Ok(None);
         }
-        backoff = (backoff * 2).min(Duration::from_secs(2));
     }
 }

@@ -15,7 +15,7 @@
 //! | `citypulse_ingest_consumer_ack_pending_messages` | gauge | `consumer` (`validator`) |
 //! | `citypulse_ingest_archived_rows_total` | counter | |
 //! | `citypulse_ingest_archive_duplicate_rows_total` | counter | |
-//! | `citypulse_ingest_archive_errors_total` | counter | `reason` (`connect`, `write`, `undecodable`) |
+//! | `citypulse_ingest_archive_errors_total` | counter | `reason` (`connect`, `write`, `undecodable`, `fetch`) |
 //! | `citypulse_ingest_archive_up` | gauge | |
 //! | `citypulse_ingest_archive_lag_messages` | gauge | |
 //! | `citypulse_ingest_archive_lag_seconds` | gauge | |

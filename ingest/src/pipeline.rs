@@ -10,6 +10,7 @@
 
 use crate::metrics::IngestMetrics;
 use crate::nats;
+use crate::pause;
 use crate::validate::Validator;
 use async_nats::jetstream::consumer::pull::{self, MessagesErrorKind};
 use async_nats::jetstream::consumer::PullConsumer;
@@ -27,8 +28,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// Idle heartbeat of the pull stream: a dead pull is noticed after two missed beats.
 const HEARTBEAT: Duration = Duration::from_secs(5);
-/// Longest pause between attempts to (re)open the consumer.
-const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
 /// What a RAW message became.
 #[derive(Debug, Clone, Copy)]
@@ -147,19 +146,15 @@ impl Validating {
                     }
                 },
             }
-            tokio::select! {
-                biased;
-                () = shutdown.cancelled() => return None,
-                () = tokio::time::sleep(backoff) => {}
+            if !pause(&mut backoff, shutdown).await {
+                return None;
             }
-            backoff = (backoff * 2).min(MAX_BACKOFF);
         }
     }
 
     /// Validates one RAW message and sends its output; returns the future of the publish ack.
     async fn start(&self, raw: Message) -> BoxFuture<'static, Completion> {
         self.metrics.received();
-        let raw_sequence = nats::stream_sequence(&raw);
         let (output, subject, headers, payload) =
             match self
                 .validator
@@ -176,6 +171,8 @@ impl Validating {
                     )
                 }
                 Err(rejection) => {
+                    // Parsed from the reply subject; only a dead letter needs it.
+                    let raw_sequence = nats::stream_sequence(&raw);
                     let reason = rejection.reason();
                     tracing::debug!(reason, detail = %rejection, subject = %raw.subject,
                         raw_sequence, "rejected; dead-lettering");

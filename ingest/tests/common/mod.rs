@@ -10,18 +10,8 @@ use clap::Parser;
 use prometheus::proto::MetricType;
 use prometheus::Registry;
 use std::collections::HashMap;
-use std::time::{SystemTime, UNIX_EPOCH};
 
-/// Now, ms since the epoch.
-pub fn now_ms() -> u64 {
-    u64::try_from(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_millis(),
-    )
-    .unwrap()
-}
+pub use citypulse_ingest::pipeline::now_ms;
 
 /// A valid reading of sensor `n`: even sensors are loop detectors, odd ones air stations,
 /// spread over 7 districts.
