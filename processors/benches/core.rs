@@ -6,7 +6,7 @@
 use citypulse_processors::registry::SegmentRegistry;
 use citypulse_processors::window::{CoreConfig, PartitionState, WindowSpec};
 use citypulse_schema::{Air, Measurement, Reading, Traffic};
-use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use std::sync::Arc;
 
 const T0: u64 = 1_767_225_600_000;
@@ -108,7 +108,7 @@ fn core(c: &mut Criterion) {
     ] {
         group.throughput(Throughput::Elements(readings.len() as u64));
         group.bench_function(name, |b| {
-            b.iter_batched(|| (), |()| feed(&spec, &readings), BatchSize::PerIteration);
+            b.iter(|| feed(&spec, &readings));
         });
     }
     group.finish();

@@ -22,6 +22,7 @@ const PARTITIONS: u32 = 8;
 struct Run {
     states: Vec<PartitionState>,
     out: Vec<citypulse_schema::WindowResult>,
+    readings: u64,
     results: usize,
 }
 
@@ -38,12 +39,18 @@ impl Run {
                 .map(|_| PartitionState::new(cfg.clone()))
                 .collect(),
             out: Vec::new(),
+            readings: 0,
             results: 0,
         }
     }
 
+    /// Feeds one reading, closing ready windows after every 10,000.
     fn feed(&mut self, r: &Reading) {
         self.states[partition_of(&r.district, PARTITIONS) as usize].observe(r, 0);
+        self.readings += 1;
+        if self.readings % 10_000 == 0 {
+            self.close();
+        }
     }
 
     fn close(&mut self) {
@@ -124,12 +131,13 @@ fn traffic_readings(city: &City, from: u64, minutes: u64, mut each: impl FnMut(&
     }
 }
 
-fn report(what: &str, run: &Run, readings: u64, took: f64) {
+fn report(what: &str, run: &Run, took: f64) {
     let (total, largest, encode_ms, sensors) = run.measure();
     println!(
-        "{what}: {sensors} sensors, {readings} readings in {took:.1} s, {} results; \
+        "{what}: {sensors} sensors, {} readings in {took:.1} s, {} results; \
          checkpoints {:.1} MiB in all = {:.0} bytes per active sensor; largest partition {:.2} MiB, \
          encoded in {encode_ms:.0} ms",
+        run.readings,
         run.results,
         total as f64 / (1024.0 * 1024.0),
         total as f64 / sensors as f64,
@@ -152,27 +160,13 @@ fn main() {
     // Everything: a day of air history, then half an hour of traffic, registry speeds.
     let started = Instant::now();
     let mut all = Run::new(&registry);
-    let mut n = 0;
-    air_readings(&city, 25, |r| {
-        all.feed(r);
-        n += 1;
-        if n % 10_000 == 0 {
-            all.close();
-        }
-    });
+    air_readings(&city, 25, |r| all.feed(r));
     all.close();
-    traffic_readings(&city, traffic_from, 30, |r| {
-        all.feed(r);
-        n += 1;
-        if n % 10_000 == 0 {
-            all.close();
-        }
-    });
+    traffic_readings(&city, traffic_from, 30, |r| all.feed(r));
     all.close();
     report(
         "all sensors (free-flow speed from the city file)",
         &all,
-        n,
         started.elapsed().as_secs_f64(),
     );
 
@@ -189,34 +183,19 @@ fn main() {
     ] {
         let started = Instant::now();
         let mut run = Run::new(&registry);
-        let mut n = 0;
-        traffic_readings(&city, traffic_from, 30, |r| {
-            run.feed(r);
-            n += 1;
-            if n % 10_000 == 0 {
-                run.close();
-            }
-        });
+        traffic_readings(&city, traffic_from, 30, |r| run.feed(r));
         run.close();
-        report(what, &run, n, started.elapsed().as_secs_f64());
+        report(what, &run, started.elapsed().as_secs_f64());
     }
 
     // Stations alone, after a day.
     let started = Instant::now();
     let mut run = Run::new(&registry);
-    let mut n = 0;
-    air_readings(&city, 25, |r| {
-        run.feed(r);
-        n += 1;
-        if n % 10_000 == 0 {
-            run.close();
-        }
-    });
+    air_readings(&city, 25, |r| run.feed(r));
     run.close();
     report(
         "air stations only, after 25 h",
         &run,
-        n,
         started.elapsed().as_secs_f64(),
     );
 }

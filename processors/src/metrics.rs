@@ -31,9 +31,6 @@ use prometheus::{
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-/// Reasons a reading is rejected before the core sees it.
-pub const SHELL_REJECTIONS: [&str; 4] = ["no_sequence", "subject", "wrong_partition", "mismatch"];
-
 /// The processors' metrics.
 #[derive(Debug, Clone)]
 pub struct ProcessorMetrics {
@@ -58,6 +55,12 @@ pub struct ProcessorMetrics {
     district_los_share: GaugeVec,
 }
 
+fn int_counter(r: &Registry, name: &str, help: &str) -> prometheus::Result<IntCounter> {
+    let c = IntCounter::new(name, help)?;
+    r.register(Box::new(c.clone()))?;
+    Ok(c)
+}
+
 fn counter(
     r: &Registry,
     name: &str,
@@ -71,6 +74,17 @@ fn counter(
 
 fn gauge(r: &Registry, name: &str, help: &str, labels: &[&str]) -> prometheus::Result<GaugeVec> {
     let g = GaugeVec::new(Opts::new(name, help), labels)?;
+    r.register(Box::new(g.clone()))?;
+    Ok(g)
+}
+
+fn int_gauge(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> prometheus::Result<IntGaugeVec> {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels)?;
     r.register(Box::new(g.clone()))?;
     Ok(g)
 }
@@ -90,12 +104,6 @@ impl ProcessorMetrics {
     /// Registers the metrics in `registry`.
     pub fn new(registry: &Registry) -> prometheus::Result<ProcessorMetrics> {
         let r = registry;
-        let int_gauge =
-            |name: &str, help: &str, labels: &[&str]| -> prometheus::Result<IntGaugeVec> {
-                let g = IntGaugeVec::new(Opts::new(name, help), labels)?;
-                r.register(Box::new(g.clone()))?;
-                Ok(g)
-            };
         let m = ProcessorMetrics {
             readings: counter(r, "citypulse_processors_readings_total",
                 "Readings processed, by kind and outcome (accepted, late, rejected).", &["kind", "outcome"])?,
@@ -103,41 +111,29 @@ impl ProcessorMetrics {
                 "Readings behind the watermark, counted and not merged, by kind and reason.", &["kind", "reason"])?,
             rejected: counter(r, "citypulse_processors_rejected_readings_total",
                 "Readings refused, by kind (unknown when undecodable) and reason.", &["kind", "reason"])?,
-            redelivered: {
-                let c = IntCounter::new("citypulse_processors_redelivered_readings_total",
-                    "Deliveries skipped because the state already includes their stream sequence.")?;
-                r.register(Box::new(c.clone()))?;
-                c
-            },
-            delivery_gaps: {
-                let c = IntCounter::new("citypulse_processors_delivery_gaps_total",
-                    "Deliveries lost in flight (a reconnect); the consumer was reopened after the last folded sequence.")?;
-                r.register(Box::new(c.clone()))?;
-                c
-            },
-            windows_open: int_gauge("citypulse_processors_windows_open",
+            redelivered: int_counter(r, "citypulse_processors_redelivered_readings_total",
+                "Deliveries skipped because the state already includes their stream sequence.")?,
+            delivery_gaps: int_counter(r, "citypulse_processors_delivery_gaps_total",
+                "Deliveries lost in flight (a reconnect); the consumer was reopened after the last folded sequence.")?,
+            windows_open: int_gauge(r, "citypulse_processors_windows_open",
                 "Windows holding readings and not yet closed, by partition.", &["partition"])?,
             windows_closed: counter(r, "citypulse_processors_windows_closed_total",
                 "Window results closed, by kind and scope (sensor, district).", &["kind", "scope"])?,
             watermark_lag: gauge(r, "citypulse_processors_watermark_lag_seconds",
                 "Wall clock minus the partition's event-time watermark, seconds.", &["partition"])?,
-            state_bytes: int_gauge("citypulse_processors_state_bytes",
+            state_bytes: int_gauge(r, "citypulse_processors_state_bytes",
                 "Size of the partition's last checkpoint, bytes.", &["partition"])?,
-            consumer_pending: int_gauge("citypulse_processors_consumer_pending_messages",
+            consumer_pending: int_gauge(r, "citypulse_processors_consumer_pending_messages",
                 "READINGS messages not yet delivered to the partition's consumer.", &["partition"])?,
-            consumer_ack_pending: int_gauge("citypulse_processors_consumer_ack_pending_messages",
+            consumer_ack_pending: int_gauge(r, "citypulse_processors_consumer_ack_pending_messages",
                 "READINGS messages delivered to the partition's consumer and not yet acknowledged (acks follow checkpoints).", &["partition"])?,
             publish_latency: histogram(r, "citypulse_processors_publish_latency_seconds",
                 "Time from sending a window result to its JetStream ack, seconds.",
                 prometheus::exponential_buckets(0.0005, 2.0, 16)?)?,
             publish_retries: counter(r, "citypulse_processors_publish_retries_total",
                 "Failed attempts to publish a window result or dead letter, by reason.", &["reason"])?,
-            published_duplicates: {
-                let c = IntCounter::new("citypulse_processors_published_duplicates_total",
-                    "Window results the server already had (republished after a restart), deduplicated.")?;
-                r.register(Box::new(c.clone()))?;
-                c
-            },
+            published_duplicates: int_counter(r, "citypulse_processors_published_duplicates_total",
+                "Window results the server already had (republished after a restart), deduplicated.")?,
             checkpoints: counter(r, "citypulse_processors_checkpoints_total",
                 "Checkpoint writes, by outcome.", &["outcome"])?,
             checkpoint_seconds: histogram(r, "citypulse_processors_checkpoint_seconds",
@@ -201,7 +197,8 @@ impl ProcessorMetrics {
         self.delivery_gaps.inc();
     }
 
-    /// The partition's open windows, watermark lag and checkpoint size.
+    /// The partition's open windows and watermark lag (`None`: no watermark yet, or ahead of the
+    /// wall clock).
     pub fn partition(&self, partition: u32, open: usize, lag: Option<Duration>) {
         let p = partition.to_string();
         self.windows_open.with_label_values(&[&p]).set(open as i64);

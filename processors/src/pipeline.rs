@@ -300,7 +300,7 @@ impl Partition {
                 return Ok(());
             }
         };
-        let own = subject.split('.').nth(1) == Some(self.id.to_string().as_str())
+        let own = subject.split('.').nth(1).and_then(|t| t.parse().ok()) == Some(self.id)
             && partition_of(&claimed.district, self.settings.partition_count) == self.id;
         if !own {
             let detail = format!(

@@ -21,14 +21,12 @@ struct Binary {
 
 impl Binary {
     fn spawn(args: Vec<String>, log: std::path::PathBuf) -> Binary {
-        let mut b = Binary {
+        Binary {
             child: Self::start(&args, &log),
             args,
             log,
             starts: 1,
-        };
-        b.starts = 1;
-        b
+        }
     }
 
     fn start(args: &[String], log: &std::path::Path) -> tokio::process::Child {

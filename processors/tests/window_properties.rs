@@ -317,6 +317,12 @@ fn a_complete_day_gives_24_hour_means_and_eight_hour_ozone() {
         .results
         .values()
         .any(|w| w.value("o3_8h_ppb").is_some()));
-    let got = run(&core(60_000, 60_000), &readings, 17, Some(1_000));
+    // Checkpointed and restored halfway through.
+    let got = run(
+        &core(60_000, 60_000),
+        &readings,
+        17,
+        Some(readings.len() / 2),
+    );
     naive::assert_same_windows(&want.results, &by_id(&got.results));
 }

@@ -48,15 +48,6 @@ const fn limits(p: Pollutant) -> Option<[i128; 5]> {
     }
 }
 
-const BANDS: [EaqiBand; 6] = [
-    EaqiBand::Good,
-    EaqiBand::Fair,
-    EaqiBand::Moderate,
-    EaqiBand::Poor,
-    EaqiBand::VeryPoor,
-    EaqiBand::ExtremelyPoor,
-];
-
 /// The band of an hourly concentration `c` in the wire unit of `p` (µg/m³ for PM, ppb for O3,
 /// NO2 and SO2). `None` for CO, which the EAQI does not cover.
 pub fn band(p: Pollutant, c: Fixed) -> Option<EaqiBand> {
@@ -71,7 +62,8 @@ pub fn band(p: Pollutant, c: Fixed) -> Option<EaqiBand> {
         .iter()
         .position(|&limit| lhs <= limit * rhs_scale)
         .unwrap_or(limits.len());
-    BANDS.get(index).copied()
+    // `EaqiBand::ALL` runs best to worst: the band after the last limit is Extremely poor.
+    EaqiBand::ALL.get(index).copied()
 }
 
 /// A gas concentration in ppb as µg/m³ at 20 °C and 1 atm, rounded to the nearest thousandth
@@ -142,8 +134,8 @@ mod tests {
             for (i, limit) in limits.into_iter().enumerate() {
                 let at = Fixed::from_milli(limit * 1_000);
                 let above = Fixed::from_milli(limit * 1_000 + 1);
-                assert_eq!(band(p, at), Some(BANDS[i]), "{p} at {at}");
-                assert_eq!(band(p, above), Some(BANDS[i + 1]), "{p} at {above}");
+                assert_eq!(band(p, at), Some(EaqiBand::ALL[i]), "{p} at {at}");
+                assert_eq!(band(p, above), Some(EaqiBand::ALL[i + 1]), "{p} at {above}");
             }
         }
         assert_eq!(band(Pm25, fx("4.999")), Some(Good));
@@ -166,13 +158,17 @@ mod tests {
                 let (below, at, above) = ppb_of(p, i128::from(limit));
                 assert_eq!(
                     band(p, below),
-                    Some(BANDS[i]),
+                    Some(EaqiBand::ALL[i]),
                     "{p} {below} ppb (limit {limit})"
                 );
-                assert_eq!(band(p, at), Some(BANDS[i]), "{p} {at} ppb (limit {limit})");
+                assert_eq!(
+                    band(p, at),
+                    Some(EaqiBand::ALL[i]),
+                    "{p} {at} ppb (limit {limit})"
+                );
                 assert_eq!(
                     band(p, above),
-                    Some(BANDS[i + 1]),
+                    Some(EaqiBand::ALL[i + 1]),
                     "{p} {above} ppb (limit {limit})"
                 );
             }

@@ -18,6 +18,7 @@
 //! point, but not on it, would be rounded up, and its error (< 10⁻⁹ µg/m³) is far below any
 //! instrument's resolution.
 
+use super::aqi::{self, Averaging};
 use super::fixed::Fixed;
 use citypulse_schema::Pollutant;
 
@@ -38,12 +39,9 @@ const GUARD_PER_MILLI: i64 = 1_000_000;
 /// ozone NowCast is a different, regression-based method). Negative hourly means (instrument
 /// noise) count as zero, so that `c_min / c_max` stays a weight in `[0, 1]`.
 pub fn nowcast(p: Pollutant, hours: &[Option<Fixed>; HOURS]) -> Option<Fixed> {
-    let step = match p {
-        Pollutant::Pm25 => 100,
-        Pollutant::Pm10 => 1_000,
-        _ => return None,
-    };
-    if hours[..3].iter().filter(|h| h.is_some()).count() < 2 {
+    if !matches!(p, Pollutant::Pm25 | Pollutant::Pm10)
+        || hours[..3].iter().filter(|h| h.is_some()).count() < 2
+    {
         return None;
     }
     let valid = || {
@@ -71,11 +69,12 @@ pub fn nowcast(p: Pollutant, hours: &[Option<Fixed>; HOURS]) -> Option<Fixed> {
         num += weight * c as f64;
         den += weight;
     }
-    // Weighted mean in thousandths, rounded to 10⁻⁶ thousandths (the guard), then truncated in
-    // integers. Concentrations below 9·10⁹ µg/m³ keep the guarded value within i64.
+    // Weighted mean in thousandths, rounded to 10⁻⁶ thousandths (the guard), then floored to the
+    // thousandth and truncated by the 24-h table, in integers (a floor of a floor is the floor).
+    // Concentrations below 9·10⁹ µg/m³ keep the guarded value within i64.
     let guarded = (num / den * GUARD_PER_MILLI as f64).round() as i64;
-    let truncated = guarded.div_euclid(step * GUARD_PER_MILLI) * step;
-    Some(Fixed::from_milli(truncated))
+    let mean = Fixed::from_milli(guarded.div_euclid(GUARD_PER_MILLI));
+    aqi::truncated(p, Averaging::TwentyFourHours, mean)
 }
 
 #[cfg(test)]

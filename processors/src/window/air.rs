@@ -180,9 +180,6 @@ impl AirStation {
     /// [`finalize_through`](Self::finalize_through)`(end)` first.
     pub fn concentrations_at(&self, end: u64, window: [Option<Fixed>; 6]) -> Concentrations {
         let h0 = end - end % HOUR_MS;
-        let series = |p: Pollutant, n: u64| -> Vec<Option<Fixed>> {
-            (0..n).map(|age| self.hour(h0, age, p)).collect()
-        };
         let now_cast = |p: Pollutant| {
             let mut hours = [None; NOWCAST_HOURS];
             for (age, slot) in hours.iter_mut().enumerate() {
@@ -191,7 +188,7 @@ impl AirStation {
             nowcast(p, &hours)
         };
         let mean_of = |p: Pollutant, n: u64, at_least: usize| {
-            let valid: Vec<Fixed> = series(p, n).into_iter().flatten().collect();
+            let valid: Vec<Fixed> = (0..n).filter_map(|age| self.hour(h0, age, p)).collect();
             if valid.len() >= at_least {
                 valid.into_iter().collect::<Mean>().value()
             } else {

@@ -205,11 +205,6 @@ impl PartitionState {
         &self.data
     }
 
-    /// The configuration.
-    pub fn config(&self) -> &CoreConfig {
-        &self.cfg
-    }
-
     /// The watermark, ms of event time.
     pub fn watermark(&self) -> Option<u64> {
         self.data.watermark.value()
@@ -293,17 +288,9 @@ impl PartitionState {
         let before = out.len();
         let spec = self.data.spec;
         let through = spec.end_at_or_before(wm);
-        let closed = self.data.closed_through;
-        if closed.is_none_or(|c| through > c) {
-            let ends: BTreeSet<u64> = self
-                .data
-                .panes
-                .keys()
-                .flat_map(|&p| spec.window_ends(p))
-                .filter(|&e| e <= through && closed.is_none_or(|c| e > c))
-                .collect();
-            for end in ends {
-                self.close_window(end, out);
+        if self.data.closed_through.is_none_or(|c| through > c) {
+            for end in self.open_ends().range(..=through) {
+                self.close_window(*end, out);
             }
             self.data.closed_through = Some(through);
             // A pane is needed until the last window covering it (ending at start + size)
@@ -317,6 +304,11 @@ impl PartitionState {
 
     /// Windows with readings that have not closed yet.
     pub fn open_windows(&self) -> usize {
+        self.open_ends().len()
+    }
+
+    /// The ends of the windows with readings that have not closed yet.
+    fn open_ends(&self) -> BTreeSet<u64> {
         let spec = self.data.spec;
         let closed = self.data.closed_through;
         self.data
@@ -324,8 +316,7 @@ impl PartitionState {
             .keys()
             .flat_map(|&p| spec.window_ends(p))
             .filter(|&e| closed.is_none_or(|c| e > c))
-            .collect::<BTreeSet<_>>()
-            .len()
+            .collect()
     }
 
     /// Readings held in open panes.

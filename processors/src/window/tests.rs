@@ -325,7 +325,13 @@ fn a_checkpoint_resumes_exactly_and_refuses_another_window_shape() {
     for st in [&mut s, &mut r] {
         st.observe(&traffic("l1", 2, T0 + 2 * MIN, 5, 40.0), 0);
     }
-    assert_eq!(close(&mut s), close(&mut r));
+    let closed = close(&mut s);
+    assert_eq!(
+        closed.len(),
+        4,
+        "the first minute: sensor and district, traffic and air"
+    );
+    assert_eq!(closed, close(&mut r));
     assert!(matches!(
         PartitionState::restore(cfg(2 * MIN, MIN, ""), data),
         Err(RestoreError::SpecChanged { .. })

@@ -67,11 +67,6 @@ impl Watermark {
         self.value
     }
 
-    /// The newest accepted event time, ms.
-    pub fn newest(&self) -> Option<u64> {
-        self.newest
-    }
-
     /// Whether a reading at `ts` is late, and why.
     pub fn lateness_of(&self, ts: u64, allowed_lateness_ms: u64) -> Option<LateReason> {
         let wm = self.value?;

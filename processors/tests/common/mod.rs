@@ -223,26 +223,6 @@ pub async fn publish_readings(js: &Context, readings: &[Reading]) {
     }
 }
 
-/// Publishes readings as a device does, on `sensors.<district>.<kind>.<sensor>`.
-pub async fn publish_raw(js: &Context, readings: &[Reading]) {
-    for chunk in readings.chunks(500) {
-        let mut acks = Vec::with_capacity(chunk.len());
-        for r in chunk {
-            let subject = SensorSubject::new(&r.district, r.kind(), &r.sensor)
-                .expect("valid tokens")
-                .sensors_subject();
-            acks.push(
-                js.publish(subject, r.encode().into())
-                    .await
-                    .expect("publish sent"),
-            );
-        }
-        for a in acks {
-            a.await.expect("publish acked");
-        }
-    }
-}
-
 /// Messages in METRICS.
 pub async fn metrics_count(js: &Context) -> u64 {
     match js.get_stream(streams::METRICS).await {

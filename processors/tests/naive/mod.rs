@@ -180,7 +180,6 @@ impl Model {
         struct Seg {
             flow: f64,
             occ: f64,
-            speed: Option<f64>,
             speed_vehicles: u64,
             density: Option<f64>,
             ci: Option<f64>,
@@ -252,7 +251,6 @@ impl Model {
             segs.push(Seg {
                 flow,
                 occ,
-                speed,
                 speed_vehicles: n as u64,
                 density,
                 ci,
@@ -283,10 +281,7 @@ impl Model {
             metrics: WindowMetrics::Traffic(TrafficMetrics {
                 flow_vph: segs.iter().map(|s| s.flow).sum::<f64>() / k,
                 occupancy: segs.iter().map(|s| s.occ).sum::<f64>() / k,
-                speed_kmh: segs
-                    .iter()
-                    .any(|s| s.speed.is_some() && s.speed_vehicles > 0)
-                    .then(|| all_n as f64 / all_n_over_v),
+                speed_kmh: (all_n > 0).then(|| all_n as f64 / all_n_over_v),
                 density_vpkm: density,
                 los: density.map(los_of),
                 congestion_index: (ci_weight > 0).then(|| ci_sum / ci_weight as f64),
