@@ -177,23 +177,11 @@ async fn main() {
     }
     let total = batch.len();
     let start = Instant::now();
-    let acks = futures::stream::iter(batch.into_iter().map(|w| {
-        let js = js.clone();
-        async move {
-            let mut h = HeaderMap::new();
-            h.insert(async_nats::header::NATS_MESSAGE_ID, w.msg_id().as_str());
-            // Await each ack inside the window: the client bounds unacknowledged publishes.
-            js.publish_with_headers(w.subject(), h, w.encode().into())
-                .await
-                .unwrap()
-                .await
-                .unwrap()
-                .sequence
-        }
-    }))
-    .buffer_unordered(256)
-    .collect::<Vec<_>>()
-    .await;
+    // Each publish awaits its ack inside the window: the client bounds unacknowledged publishes.
+    let acks = futures::stream::iter(batch.into_iter().map(publish))
+        .buffer_unordered(256)
+        .collect::<Vec<_>>()
+        .await;
     let last = acks.into_iter().max().unwrap_or(0);
     let published = start.elapsed();
     let stream = js.get_stream("METRICS").await.unwrap();

@@ -148,7 +148,7 @@ pub async fn dead_letter(
     );
     publish_durably(
         js,
-        format!("dlq.{reason}"),
+        citypulse_schema::subject::dlq_subject(reason),
         &format!("alerts:metrics:{source_seq}"),
         headers,
         payload,

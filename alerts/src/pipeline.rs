@@ -186,11 +186,6 @@ impl Pipeline {
         self.restored.then_some(self.checkpointed_seq)
     }
 
-    /// The evaluator (for tests and benches).
-    pub fn evaluator(&self) -> &Evaluator {
-        &self.evaluator
-    }
-
     /// Runs until shutdown: METRICS messages, operator requests, checkpoints, housekeeping.
     pub async fn run(
         mut self,

@@ -277,12 +277,40 @@ async fn write(client: &mut Client, rows: &[(u64, Row)]) -> Result<(), tokio_pos
     tx.commit().await
 }
 
+/// `INSERT INTO alert_events … VALUES` with `rows` rows of placeholders, upserting `published`.
+fn insert_events_sql(rows: usize) -> String {
+    let mut sql = String::from(
+        "INSERT INTO alert_events (id, state, severity, at, rule, kind, district, sensor, metric,
+           value, threshold, started_at, summary, published, silence_id) VALUES ",
+    );
+    for i in 0..rows {
+        if i > 0 {
+            sql.push(',');
+        }
+        sql.push('(');
+        for c in 0..EVENT_COLS {
+            if c > 0 {
+                sql.push(',');
+            }
+            sql.push_str(&format!("${}", i * EVENT_COLS + c + 1));
+        }
+        sql.push(')');
+    }
+    sql.push_str(
+        " ON CONFLICT (id, state, severity, at) DO UPDATE SET
+            published = alert_events.published OR EXCLUDED.published",
+    );
+    sql
+}
+
+/// Columns of an `alert_events` insert.
+const EVENT_COLS: usize = 15;
+
 /// One multi-row upsert for the transitions of a batch.
 async fn write_events(
     tx: &tokio_postgres::Transaction<'_>,
     events: &[(&AlertEvent, bool, &Option<String>)],
 ) -> Result<(), tokio_postgres::Error> {
-    const COLS: usize = 15;
     struct Owned {
         state: &'static str,
         severity: &'static str,
@@ -300,23 +328,8 @@ async fn write_events(
             started_at: time(e.started_at),
         })
         .collect();
-    let mut sql = String::from(
-        "INSERT INTO alert_events (id, state, severity, at, rule, kind, district, sensor, metric,
-           value, threshold, started_at, summary, published, silence_id) VALUES ",
-    );
-    let mut params: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(events.len() * COLS);
-    for (i, ((e, published, silence), o)) in events.iter().zip(&owned).enumerate() {
-        if i > 0 {
-            sql.push(',');
-        }
-        sql.push('(');
-        for c in 0..COLS {
-            if c > 0 {
-                sql.push(',');
-            }
-            sql.push_str(&format!("${}", i * COLS + c + 1));
-        }
-        sql.push(')');
+    let mut params: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(events.len() * EVENT_COLS);
+    for ((e, published, silence), o) in events.iter().zip(&owned) {
         params.extend_from_slice(&[
             &e.id,
             &o.state,
@@ -335,36 +348,41 @@ async fn write_events(
             *silence,
         ]);
     }
-    sql.push_str(
-        " ON CONFLICT (id, state, severity, at) DO UPDATE SET
-            published = alert_events.published OR EXCLUDED.published",
-    );
     // ON CONFLICT cannot touch the same row twice in one statement: check the batch first.
     let mut seen = std::collections::BTreeSet::new();
     let unique = events
         .iter()
         .all(|(e, _, _)| seen.insert((e.id.as_str(), e.state, e.severity, e.at)));
     if unique {
-        tx.execute(sql.as_str(), &params).await?;
+        tx.execute(insert_events_sql(events.len()).as_str(), &params)
+            .await?;
     } else {
         // Rare (a suppressed firing published within the same batch): one row at a time.
-        for chunk in params.chunks(COLS) {
-            let mut one = String::from(
-                "INSERT INTO alert_events (id, state, severity, at, rule, kind, district, sensor, metric,
-                   value, threshold, started_at, summary, published, silence_id) VALUES (",
-            );
-            for c in 0..COLS {
-                if c > 0 {
-                    one.push(',');
-                }
-                one.push_str(&format!("${}", c + 1));
-            }
-            one.push_str(
-                ") ON CONFLICT (id, state, severity, at) DO UPDATE SET
-                   published = alert_events.published OR EXCLUDED.published",
-            );
-            tx.execute(one.as_str(), chunk).await?;
+        let one = insert_events_sql(1);
+        for row in params.chunks(EVENT_COLS) {
+            tx.execute(one.as_str(), row).await?;
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_row_of_an_insert_numbers_its_own_placeholders() {
+        let sql = insert_events_sql(2);
+        let values = (1..=2 * EVENT_COLS)
+            .map(|i| format!("${i}"))
+            .collect::<Vec<_>>()
+            .chunks(EVENT_COLS)
+            .map(|row| format!("({})", row.join(",")))
+            .collect::<Vec<_>>()
+            .join(",");
+        assert!(
+            sql.contains(&format!("VALUES {values} ON CONFLICT")),
+            "{sql}"
+        );
+    }
 }

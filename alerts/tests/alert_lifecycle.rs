@@ -8,12 +8,11 @@ mod common;
 
 use citypulse_alerts::api::{AckRequest, ListResponse, SilenceRequest, UnsilenceRequest};
 use citypulse_alerts::cli::request;
-use citypulse_alerts::engine::{Ack, Evaluator, Matcher, RuleSet, Silence};
+use citypulse_alerts::engine::{Ack, Matcher, RuleSet, Silence};
 use citypulse_harness::NatsServer;
 use citypulse_schema::{AlertState::*, Kind, Severity::*, WindowResult};
 use common::*;
 use futures::StreamExt;
-use std::sync::Arc;
 use std::time::Duration;
 
 /// d1's AQI climbs, escalates, steps down and clears; sensor b goes quiet and comes back.
@@ -67,15 +66,8 @@ async fn crossing_and_recrossing_thresholds_publishes_exactly_the_expected_event
     assert_eq!(in_stream[1].event.summary, "AQI 160 (unhealthy) in d1");
 
     // The same as the pure evaluator decides.
-    let mut ev = Evaluator::new(Arc::new(
-        citypulse_alerts::engine::rules::load(TEST_RULES).unwrap(),
-    ));
-    let mut expected = Vec::new();
-    for w in &windows {
-        ev.evaluate(w, &mut expected);
-    }
     let got: Vec<_> = in_stream.iter().map(|p| p.event.clone()).collect();
-    assert_eq!(got, expected);
+    assert_eq!(got, evaluate_all(&windows));
 
     // A plain subscriber received exactly these messages.
     let mut received = Vec::new();
@@ -290,7 +282,12 @@ async fn a_metrics_message_that_is_not_a_window_result_is_dead_lettered_and_the_
 
     let dlq = js.get_stream("DLQ").await.unwrap();
     let m = dlq.get_raw_message(1).await.unwrap();
-    assert!(m.subject.starts_with("dlq."), "{}", m.subject);
+    let reason = WindowResult::decode(b"not cbor").unwrap_err().reason();
+    assert_eq!(m.subject.as_str(), format!("dlq.{reason}"));
+    assert_eq!(
+        m.headers.get("Citypulse-Reason").map(|v| v.as_str()),
+        Some(reason)
+    );
     assert_eq!(&m.payload[..], b"not cbor");
     assert_eq!(
         m.headers
@@ -369,18 +366,11 @@ async fn a_nats_server_restart_mid_stream_loses_no_transition_and_duplicates_non
     }
     wait_processed(&js, last).await;
 
-    let mut ev = Evaluator::new(Arc::new(
-        citypulse_alerts::engine::rules::load(TEST_RULES).unwrap(),
-    ));
-    let mut expected = Vec::new();
-    for w in &windows {
-        ev.evaluate(w, &mut expected);
-    }
     let got: Vec<_> = alerts_stream(&js)
         .await
         .into_iter()
         .map(|p| p.event)
         .collect();
-    assert_eq!(got, expected);
+    assert_eq!(got, evaluate_all(&windows));
     svc.stop().await;
 }

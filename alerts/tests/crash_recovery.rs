@@ -4,13 +4,11 @@
 
 mod common;
 
-use citypulse_alerts::engine::{rules, Evaluator};
-use citypulse_harness::{free_port, NatsServer, Postgres};
-use citypulse_schema::{AlertEvent, WindowResult};
+use citypulse_harness::{free_port, http_get, NatsServer, Postgres};
+use citypulse_schema::WindowResult;
 use common::*;
-use std::sync::Arc;
+use std::net::SocketAddr;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Minutes 0-1: AQI pending (for 3m). 2-4: fires, escalates. 5-12: steps down, resolves; sensor
 /// b is silent from minute 5 to 11 (offline, then back).
@@ -30,24 +28,15 @@ fn phases() -> [Vec<WindowResult>; 3] {
     [range(0..2), range(2..5), range(5..13)]
 }
 
-fn expected() -> Vec<AlertEvent> {
-    let mut ev = Evaluator::new(Arc::new(rules::load(TEST_RULES).unwrap()));
-    let mut out = Vec::new();
-    for w in phases().iter().flatten() {
-        ev.evaluate(w, &mut out);
-    }
-    out
-}
-
 fn spawn(
     url: &str,
     rules: &std::path::Path,
     dir: &std::path::Path,
     name: &str,
     extra: &[&str],
-) -> (Binary, u16) {
-    let port = free_port();
-    let addr = format!("127.0.0.1:{port}");
+) -> (Binary, SocketAddr) {
+    let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let addr = admin.to_string();
     let mut args = vec![
         "run",
         "--nats-url",
@@ -60,7 +49,7 @@ fn spawn(
         "100ms",
     ];
     args.extend_from_slice(extra);
-    (Binary::spawn(&args, dir, name), port)
+    (Binary::spawn(&args, dir, name), admin)
 }
 
 async fn wait_ready(url: &str, bin: &mut Binary) {
@@ -83,23 +72,6 @@ async fn wait_ready(url: &str, bin: &mut Binary) {
     .await;
 }
 
-async fn http_get(port: u16, path: &str) -> (u16, String) {
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .unwrap();
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut body = String::new();
-    s.read_to_string(&mut body).await.unwrap();
-    let status = body
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (status, body)
-}
-
 const FAST: [&str; 4] = ["--checkpoint-interval", "100ms", "--ack-wait", "5s"];
 /// No checkpoint during the run: everything after the last one is replayed after a kill.
 const NEVER: [&str; 8] = [
@@ -117,16 +89,16 @@ async fn uninterrupted_run(dir: &std::path::Path, rules: &std::path::Path) -> Ve
     let server = NatsServer::start();
     let url = server.url();
     let (_client, js) = jetstream(&url).await;
-    let (mut bin, port) = spawn(&url, rules, dir, "uninterrupted", &FAST);
+    let (mut bin, admin) = spawn(&url, rules, dir, "uninterrupted", &FAST);
     wait_ready(&url, &mut bin).await;
     let mut last = 0;
     for phase in phases() {
         last = publish_all(&js, &phase).await;
     }
     wait_processed(&js, last).await;
-    let (status, health) = http_get(port, "/healthz").await;
+    let (status, health) = http_get(admin, "/healthz").unwrap();
     assert_eq!(status, 200, "{health}");
-    let (_, metrics) = http_get(port, "/metrics").await;
+    let (_, metrics) = http_get(admin, "/metrics").unwrap();
     for name in [
         "citypulse_alerts_firing{severity=\"critical\"} 0",
         "citypulse_alerts_transitions_total{severity=\"warning\",state=\"resolved\"} 2",
@@ -145,7 +117,7 @@ async fn sigkill_mid_for_and_mid_firing_publishes_what_an_uninterrupted_run_does
 ) {
     let dir = tempfile::tempdir().unwrap();
     let (_rules_dir, rules) = rules_file(TEST_RULES);
-    let want = expected();
+    let want = evaluate_all(phases().iter().flatten());
     assert_eq!(want.len(), 6, "{want:#?}");
 
     let reference = uninterrupted_run(dir.path(), &rules).await;

@@ -243,7 +243,7 @@ impl Evaluator {
             return Outcome::Invalid;
         }
         let kind = w.kind();
-        let rules = Arc::clone(&self.rules);
+        let rules = &*self.rules;
         let district = self
             .state
             .kinds
@@ -281,16 +281,20 @@ impl Evaluator {
                 .iter()
                 .filter(|g| g.applies(kind, &w.district, s.sensor))
             {
-                let gs = subject.groups.entry(group.name.clone()).or_default();
+                let groups = &mut subject.groups;
                 match group.base().condition {
-                    Condition::Threshold { .. } => threshold_step(group, s, gs, w, interval, out),
+                    Condition::Threshold { .. } => {
+                        let gs = groups.entry(group.name.clone()).or_default();
+                        threshold_step(group, s, gs, w, interval, out)
+                    }
                     Condition::Stuck { tolerance } => {
+                        let gs = groups.entry(group.name.clone()).or_default();
                         stuck_step(group, s, gs, w, interval, tolerance, out)
                     }
+                    // Offline incidents fire in `check_subject`; a result only ends one.
                     Condition::Offline { .. } => {
-                        if let Some(f) = &gs.firing {
-                            let at = w.window_end.max(f.at);
-                            resolve(group, s, gs, at, 0.0, None, out);
+                        if let Some(gs) = groups.get_mut(&group.name) {
+                            resolve(group, s, gs, w.window_end, 0.0, None, out);
                         }
                     }
                 }
@@ -300,7 +304,7 @@ impl Evaluator {
         self.state.clock = self.state.clock.max(w.window_end);
         if w.window_end > district.clock {
             district.clock = w.window_end;
-            check_district(&rules, kind, &w.district, district, district.clock, out);
+            check_district(rules, kind, &w.district, district, district.clock, out);
         }
         Outcome::Applied
     }
@@ -309,11 +313,10 @@ impl Evaluator {
     /// and their district's own clock). The shell calls it periodically with the newest event
     /// time minus a grace, so that a district whose results all stopped is still judged.
     pub fn tick(&mut self, now: u64, out: &mut Vec<AlertEvent>) {
-        let rules = Arc::clone(&self.rules);
         for (kind, districts) in &mut self.state.kinds {
             for (name, d) in districts.iter_mut() {
                 let reference = d.clock.max(now);
-                check_district(&rules, *kind, name, d, reference, out);
+                check_district(&self.rules, *kind, name, d, reference, out);
             }
         }
     }

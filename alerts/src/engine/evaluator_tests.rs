@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::engine::rules::load;
-use citypulse_schema::{AirMetrics, TrafficMetrics, WindowMetrics};
+use citypulse_schema::{AirMetrics, Los, TrafficMetrics, WindowMetrics};
 use proptest::prelude::*;
 use std::collections::BTreeMap;
 
@@ -474,6 +474,13 @@ fn district_filter_and_scope_limit_the_watched_subjects() {
         windows.push(air("d04", Some("s"), m, 200));
     }
     assert!(feed(&mut ev, &windows).is_empty());
+    // The one watched subject, d04's aggregate, does fire.
+    let out = feed(&mut ev, &series(&[200, 200, 200]));
+    assert_eq!(brief(&out), [(Firing, Critical, 3)]);
+    assert_eq!(
+        (out[0].district.as_str(), out[0].sensor.as_deref()),
+        ("d04", None)
+    );
 }
 
 #[test]
@@ -511,7 +518,6 @@ summary = "{district} {category}"
     assert_eq!(brief(&out), [(Firing, Warning, 3), (Resolved, Warning, 5)]);
     assert_eq!(out[0].summary, "d01 LOS F");
 }
-use citypulse_schema::Los;
 
 // ---- properties ------------------------------------------------------------------------------
 

@@ -399,13 +399,14 @@ pub fn load(text: &str) -> Result<RuleSet, RuleErrors> {
     let mut names = BTreeMap::new();
     for (start, raw) in raw_rules {
         let name = raw.name.get_ref().clone();
-        if let Some(first) = names.insert(name.clone(), errors.line_of(start)) {
+        let line = errors.line_of(start);
+        if let Some(first) = names.insert(name.clone(), line) {
             errors.at(
                 raw.name.span().start,
                 format!("duplicate rule name `{name}` (first defined on line {first})"),
             );
         }
-        if let Some(rule) = validate(raw, errors.line_of(start), &mut errors) {
+        if let Some(rule) = validate(raw, line, &mut errors) {
             rules.push(rule);
         }
     }
@@ -428,13 +429,10 @@ fn finish(mut list: Vec<RuleError>) -> RuleErrors {
 /// Parses a duration field ("15m"), reporting errors at the field.
 fn duration(errors: &mut Errors<'_>, field: &Option<Spanned<String>>, name: &str) -> Option<u64> {
     let f = field.as_ref()?;
-    match humantime::parse_duration(f.get_ref()) {
+    match citypulse_runtime::duration::parse(f.get_ref()) {
         Ok(d) => Some(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
         Err(e) => {
-            errors.at(
-                f.span().start,
-                format!("`{name}`: invalid duration `{}`: {e}", f.get_ref()),
-            );
+            errors.at(f.span().start, format!("`{name}`: {e}"));
             None
         }
     }
@@ -704,12 +702,8 @@ fn validate(raw: RawRule, line: usize, errors: &mut Errors<'_>) -> Option<Rule> 
             }
         }
         "stuck" => {
-            if for_ms.is_none_or(|f| f == 0)
-                && raw
-                    .for_
-                    .as_ref()
-                    .is_none_or(|f| humantime::parse_duration(f.get_ref()).is_ok())
-            {
+            // An unparseable `for` was reported above.
+            if raw.for_.is_none() || for_ms == Some(0) {
                 errors.at(
                     raw.for_
                         .as_ref()
@@ -780,7 +774,8 @@ fn group(rules: Vec<Rule>, errors: &mut Errors<'_>) -> Vec<Group> {
     }
     for g in &mut groups {
         g.levels.sort_by_key(|r| r.severity);
-        let base = g.levels[0].clone();
+        let g = &*g;
+        let base = g.base();
         for pair in g.levels.windows(2) {
             let (lo, hi) = (&pair[0], &pair[1]);
             let mut bad = |message: String| {

@@ -79,6 +79,18 @@ pub fn air(district: &str, sensor: Option<&str>, minute: u64, aqi: u16) -> Windo
     }
 }
 
+/// The transitions the pure evaluator decides for `windows` under [`TEST_RULES`]: what the
+/// service must publish.
+pub fn evaluate_all<'a>(windows: impl IntoIterator<Item = &'a WindowResult>) -> Vec<AlertEvent> {
+    let rules = citypulse_alerts::engine::rules::load(TEST_RULES).unwrap();
+    let mut ev = citypulse_alerts::engine::Evaluator::new(std::sync::Arc::new(rules));
+    let mut out = Vec::new();
+    for w in windows {
+        ev.evaluate(w, &mut out);
+    }
+    out
+}
+
 pub async fn jetstream(url: &str) -> (async_nats::Client, Context) {
     let client = async_nats::connect(url).await.unwrap();
     let js = jetstream::new(client.clone());
