@@ -177,7 +177,7 @@ pub struct FaultArgs {
     /// Fraction of readings with one negative value.
     #[arg(long, env = "CITYPULSE_SIM_FAULT_NEGATIVE", value_parser = parse_rate, value_name = "RATE")]
     pub fault_negative: Option<f64>,
-    /// Fraction of readings with ts far off (10 min to 12 h ahead, or 2 to 48 h behind).
+    /// Fraction of readings with ts far off (25 h to 7 days ahead, or 2 to 48 h behind).
     #[arg(long, env = "CITYPULSE_SIM_FAULT_CLOCK_SKEW", value_parser = parse_rate, value_name = "RATE")]
     pub fault_clock_skew: Option<f64>,
     /// Fraction of readings held back and delivered 2 to 10 intervals late (out of order).

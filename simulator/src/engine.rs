@@ -13,13 +13,13 @@
 //! reading's own ChaCha8 block ([`draw::ReadingRngs`]), so the output is a function of the city,
 //! the [`Settings`] and nothing else.
 
-use crate::city::events::{self, EventMode, Road, Schedule};
+use crate::city::events::{EventMode, Road, Schedule};
 use crate::city::patterns::{self, FundamentalDiagram, LocalTime, EFFECTIVE_VEHICLE_LENGTH_M};
 use crate::city::City;
 use crate::draw::{self, ReadingRngs};
 use crate::faults::{self, Fault, FaultRates, FaultState};
 use bytes::Bytes;
-use citypulse_schema::{Air, Kind, Measurement, Pollutant, Reading, Traffic};
+use citypulse_schema::{Air, Kind, Measurement, Pollutant, Reading, SensorSubject, Traffic};
 use rand_chacha::ChaCha8Rng;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -152,8 +152,9 @@ impl Simulator {
     pub fn new(city: &City, settings: Settings) -> Simulator {
         let traffic_ms = u64::from(settings.traffic_interval_s.max(1)) * 1000;
         let air_ms = u64::from(settings.air_interval_s.max(1)) * 1000;
+        let schedule = Schedule::new(city, settings.seed, settings.start_ms, settings.events);
+        let roads = schedule.roads();
         let mut sensors = Vec::with_capacity(city.sensor_count());
-        let roads = events::roads(city);
         let mut segment = 0;
         for (di, d) in city.districts.iter().enumerate() {
             for s in &d.segments {
@@ -204,7 +205,7 @@ impl Simulator {
             held: BTreeMap::new(),
             held_count: 0,
             rngs: ReadingRngs::new(settings.seed),
-            schedule: Schedule::new(city, settings.seed, settings.start_ms, settings.events),
+            schedule,
             settings,
         }
     }
@@ -212,11 +213,6 @@ impl Simulator {
     /// Number of sensors.
     pub fn sensor_count(&self) -> usize {
         self.sensors.len()
-    }
-
-    /// The settings of the run.
-    pub fn settings(&self) -> &Settings {
-        &self.settings
     }
 
     /// The event schedule (incidents and episodes in progress).
@@ -281,6 +277,7 @@ impl Simulator {
         let seq = due_ms / sensor.interval_ms;
         let mut rng = self.rngs.for_reading(sensor.stream, seq);
         let state = &mut self.states[i];
+        let t = LocalTime::at(due_ms, self.utc_offset_minutes);
         let honest = match &sensor.spec {
             Spec::Traffic {
                 road,
@@ -288,7 +285,6 @@ impl Simulator {
                 fd,
                 peak_demand_vphpl,
             } => {
-                let t = LocalTime::at(due_ms, self.utc_offset_minutes);
                 let noise = ar1(
                     state,
                     &mut rng,
@@ -310,7 +306,6 @@ impl Simulator {
                 pm25_background,
                 so2_background,
             } => {
-                let t = LocalTime::at(due_ms, self.utc_offset_minutes);
                 let noise = ar1(
                     state,
                     &mut rng,
@@ -424,11 +419,16 @@ impl Simulator {
 
 fn sensor(id: &str, district: &str, kind: Kind, interval_ms: u64, spec: Spec) -> Sensor {
     let stream = draw::sensor_stream(id);
+    let subject = SensorSubject {
+        district: district.to_owned(),
+        kind,
+        sensor: id.to_owned(),
+    };
     Sensor {
         rank: 0,
-        id: id.to_owned(),
-        district: district.to_owned(),
-        subject: Arc::from(format!("sensors.{district}.{kind}.{id}")),
+        subject: Arc::from(subject.sensors_subject()),
+        id: subject.sensor,
+        district: subject.district,
         stream,
         interval_ms,
         phase_ms: crate::city::builtin::mix(stream) % interval_ms,

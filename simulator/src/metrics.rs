@@ -141,14 +141,17 @@ impl SimMetrics {
 
     /// Totals so far, for the progress log.
     pub fn totals(&self) -> Totals {
-        let sum = |v: &IntCounterVec, labels: &[&str]| -> u64 {
-            labels.iter().map(|l| v.with_label_values(&[l]).get()).sum()
-        };
+        fn sum<'a>(v: &IntCounterVec, labels: impl IntoIterator<Item = &'a str>) -> u64 {
+            labels
+                .into_iter()
+                .map(|l| v.with_label_values(&[l]).get())
+                .sum()
+        }
         Totals {
-            generated: sum(&self.generated, &["traffic", "air"]),
+            generated: sum(&self.generated, Kind::ALL.iter().map(|k| k.as_str())),
             published: self.published.get(),
             acked: self.acked.get(),
-            errors: sum(&self.publish_errors, PUBLISH_ERROR_REASONS),
+            errors: sum(&self.publish_errors, PUBLISH_ERROR_REASONS.iter().copied()),
         }
     }
 }

@@ -80,14 +80,7 @@ impl Pacer {
     /// The simulated time reached at wall time `now_wall_ms`: messages emitted before it may be
     /// published. Never above `now_wall_ms`.
     pub fn sim_now(&self, now_wall_ms: u64) -> u64 {
-        match self.speed {
-            Speed::Max => now_wall_ms,
-            Speed::Factor(f) => {
-                let elapsed = now_wall_ms.saturating_sub(self.start_wall_ms) as f64;
-                let t = self.start_sim_ms.saturating_add((elapsed * f) as u64);
-                t.min(now_wall_ms)
-            }
-        }
+        self.paced(now_wall_ms).min(now_wall_ms)
     }
 
     /// The earliest wall time at which `sim_now` exceeds `sim_ms` (when a message emitted at
@@ -106,11 +99,16 @@ impl Pacer {
 
     /// True once simulated time has caught up with the wall clock (real time from then on).
     pub fn caught_up(&self, now_wall_ms: u64) -> bool {
+        self.paced(now_wall_ms) >= now_wall_ms
+    }
+
+    /// Simulated time at `speed` alone, before the wall-clock cap (`Max`: unbounded).
+    fn paced(&self, now_wall_ms: u64) -> u64 {
         match self.speed {
-            Speed::Max => true,
+            Speed::Max => u64::MAX,
             Speed::Factor(f) => {
                 let elapsed = now_wall_ms.saturating_sub(self.start_wall_ms) as f64;
-                self.start_sim_ms.saturating_add((elapsed * f) as u64) >= now_wall_ms
+                self.start_sim_ms.saturating_add((elapsed * f) as u64)
             }
         }
     }

@@ -90,16 +90,17 @@ impl Publisher {
         max_in_flight: usize,
         metrics: SimMetrics,
     ) -> Publisher {
+        let max_in_flight = max_in_flight.max(1);
         let js = ContextBuilder::new()
             .timeout(Duration::from_secs(10))
-            .max_ack_inflight(max_in_flight.max(1) * 2)
+            .max_ack_inflight(max_in_flight * 2)
             .build(client.clone());
         Publisher {
             mode,
             client,
             js,
             window: FuturesUnordered::new(),
-            max_in_flight: max_in_flight.max(1),
+            max_in_flight,
             metrics,
         }
     }
