@@ -372,6 +372,21 @@ impl Pipeline {
         }
     }
 
+    /// The sum over all label sets of metric `name` in `service`'s `/metrics`; 0 when the
+    /// metric is absent or the service does not answer.
+    pub fn metric_sum(&self, service: Service, name: &str) -> f64 {
+        let Ok(text) = self.metrics_text(service) else {
+            return 0.0;
+        };
+        text.lines()
+            .filter(|l| {
+                l.strip_prefix(name)
+                    .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
     /// The OS process id of `service`, while it runs.
     pub fn pid(&self, service: Service) -> Option<u32> {
         self.proc(service).child.as_ref().map(Child::id)
@@ -638,12 +653,7 @@ impl Pipeline {
 
     fn wait_streams(&self, names: &[&str]) {
         let deadline = Instant::now() + HEALTHY_TIMEOUT;
-        let addr: SocketAddr = self
-            .nats
-            .monitor_url()
-            .trim_start_matches("http://")
-            .parse()
-            .expect("the harness's monitoring URL is http://127.0.0.1:PORT");
+        let addr = self.nats.monitor_addr();
         let mut missing: Vec<&str> = names.to_vec();
         while Instant::now() < deadline {
             if let Ok((200, body)) = http_get(addr, "/jsz?accounts=true&streams=true") {

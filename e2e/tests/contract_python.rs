@@ -5,6 +5,7 @@
 //! the simulator's truth file says it injected a fault.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use citypulse_e2e::deploy::repo;
 use citypulse_harness::NatsServer;
 use citypulse_runtime::shutdown::Shutdown;
 use citypulse_simulator::config::{now_ms, Config};
@@ -15,15 +16,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, UNIX_EPOCH};
 
-fn workspace() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
 /// Where scripts/install-deps puts nats-py and cbor2.
 fn python_path() -> PathBuf {
     let dir = std::env::var_os("CITYPULSE_PYTHONPATH")
         .map(PathBuf::from)
-        .unwrap_or_else(|| workspace().join(".tools/python"));
+        .unwrap_or_else(|| repo().join(".tools/python"));
     assert!(
         dir.join("nats").is_dir() && dir.join("cbor2").is_dir(),
         "nats-py and cbor2 are not installed in {}; run scripts/install-deps",
@@ -41,7 +38,7 @@ impl Subscriber {
     /// Starts the Python subscriber and waits for its "ready" line (subscription registered).
     fn start(url: &str, count: usize) -> Subscriber {
         let mut child = Command::new("python3")
-            .arg(workspace().join("e2e/python/contract_subscriber.py"))
+            .arg(repo().join("e2e/python/contract_subscriber.py"))
             .args([
                 "--url",
                 url,

@@ -5,14 +5,13 @@
 
 use async_nats::jetstream;
 use citypulse_e2e::pipeline::{Pipeline, PipelineOptions, SimulatorOptions};
-use citypulse_schema::{AlertEvent, AlertState, Kind};
+use citypulse_schema::{streams, AlertEvent, AlertState, Kind};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// Every alert event in the ALERTS stream, in stream order.
-async fn alert_events(url: &str) -> Vec<AlertEvent> {
-    let js = jetstream::new(async_nats::connect(url).await.unwrap());
-    let Ok(mut stream) = js.get_stream("ALERTS").await else {
+async fn alert_events(js: &jetstream::Context) -> Vec<AlertEvent> {
+    let Ok(mut stream) = js.get_stream(streams::ALERTS).await else {
         return Vec::new();
     };
     let n = stream.info().await.unwrap().state.messages;
@@ -58,13 +57,13 @@ async fn the_demo_episode_and_incident_fire_alerts_that_resolve() {
         }),
         ..PipelineOptions::default()
     });
-    let url = pipeline.url();
+    let js = jetstream::new(async_nats::connect(pipeline.url()).await.unwrap());
 
     citypulse_harness::wait_for(
         Duration::from_secs(240),
         "an air alert and a traffic alert that both fired and resolved",
         || async {
-            let done = completed(&alert_events(&url).await);
+            let done = completed(&alert_events(&js).await);
             done.iter()
                 .any(|(k, rule, _)| *k == Kind::Air && rule.starts_with("aqi"))
                 && done.iter().any(|(k, _, _)| *k == Kind::Traffic)
@@ -72,7 +71,7 @@ async fn the_demo_episode_and_incident_fire_alerts_that_resolve() {
     )
     .await;
 
-    let events = alert_events(&url).await;
+    let events = alert_events(&js).await;
     // The lifecycle holds for every incident: a resolution always follows a firing of the same
     // id, and no incident resolves twice.
     let mut state: BTreeMap<&str, AlertState> = BTreeMap::new();

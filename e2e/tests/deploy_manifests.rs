@@ -5,15 +5,9 @@
 //! Needs python3 with pip (the script installs its pinned tools into .tools/python-deploy).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::{Path, PathBuf};
+use citypulse_e2e::deploy::repo;
+use std::path::Path;
 use std::process::{Command, Output};
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .canonicalize()
-        .unwrap()
-}
 
 fn validate(deploy_dir: Option<&Path>) -> Output {
     let mut cmd = Command::new(repo().join("scripts/validate-deploy"));

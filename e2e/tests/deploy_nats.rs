@@ -26,6 +26,7 @@ use citypulse_e2e::deploy::{
     auth_tool, copy_nats_dir, dev_certs, dev_password, issue_sensor, mqtt_publish, repo, DeployCopy,
 };
 use citypulse_harness::{free_port, nats_server_bin, wait_for, NatsServer};
+use citypulse_runtime::stream_config::{self, Limits};
 use citypulse_schema::{partition_of, streams, Air, Measurement, Reading};
 use futures::StreamExt;
 
@@ -322,13 +323,7 @@ async fn mqtt_reading_from_a_sensor_credential_reaches_nats_byte_identical() {
     ));
     let admin = connect_admin(&server).await;
     let js = jetstream::new(admin.clone());
-    js.create_stream(stream::Config {
-        name: streams::RAW.into(),
-        subjects: vec![streams::RAW_SUBJECTS.into()],
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    js.create_stream(raw_config()).await.unwrap();
     let mut seen = admin.subscribe("sensors.>").await.unwrap();
     wait_subscribed(&server, "sensors.>").await;
 
@@ -570,13 +565,9 @@ async fn processors_credential_windows_readings_and_nothing_else() {
     let msg = fetch_one(&consumer).await;
     msg.double_ack().await.expect("processors ack READINGS");
     // Window results to METRICS.
-    js.create_stream(stream::Config {
-        name: streams::METRICS.into(),
-        subjects: vec![streams::METRICS_SUBJECTS.into()],
-        ..Default::default()
-    })
-    .await
-    .expect("processors provision METRICS");
+    js.create_stream(metrics_config())
+        .await
+        .expect("processors provision METRICS");
     js.publish("metrics.air.d01", "w".into())
         .await
         .unwrap()
@@ -625,13 +616,9 @@ async fn alerts_credential_evaluates_metrics_answers_the_cli_and_nothing_else() 
     let js = jetstream::new(alerts.clone());
 
     // alerts may start before processors and ingest: it provisions METRICS and DLQ as they do.
-    js.create_stream(stream::Config {
-        name: streams::METRICS.into(),
-        subjects: vec![streams::METRICS_SUBJECTS.into()],
-        ..Default::default()
-    })
-    .await
-    .expect("alerts provision METRICS");
+    js.create_stream(metrics_config())
+        .await
+        .expect("alerts provision METRICS");
     js.create_stream(dlq_config())
         .await
         .expect("alerts provision DLQ");
@@ -663,13 +650,9 @@ async fn alerts_credential_evaluates_metrics_answers_the_cli_and_nothing_else() 
         .double_ack()
         .await
         .expect("alerts ack METRICS");
-    js.create_stream(stream::Config {
-        name: streams::ALERTS.into(),
-        subjects: vec![streams::ALERTS_SUBJECTS.into()],
-        ..Default::default()
-    })
-    .await
-    .expect("alerts provision ALERTS");
+    js.create_stream(alerts_config())
+        .await
+        .expect("alerts provision ALERTS");
     kv_round_trip(&js, "citypulse_alerts").await;
 
     // The CLI watches alert transitions and talks to the service by request/reply.
@@ -851,13 +834,7 @@ async fn connect_admin(server: &NatsServer) -> Client {
 /// Waits until the server has registered a subscription to `subject` (a client's flush only
 /// sends; a subscriber on one connection is not yet known to the server when another publishes).
 async fn wait_subscribed(server: &NatsServer, subject: &str) {
-    let port: u16 = server
-        .monitor_url()
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let port = server.monitor_addr().port();
     // Go's JSON encoder writes '>' as \u003e.
     let quoted = format!("\"{}\"", subject.replace('>', "\\u003e"));
     wait_for(DEADLINE, &format!("a subscription to {subject}"), || {
@@ -951,32 +928,33 @@ async fn kv_round_trip(js: &jetstream::Context, bucket: &str) {
     store.delete("p3.watermark").await.expect("KV delete");
 }
 
-fn raw_config() -> stream::Config {
-    stream::Config {
-        name: streams::RAW.into(),
-        subjects: vec![streams::RAW_SUBJECTS.into()],
-        ..Default::default()
+/// `limits` with a byte limit that lets several streams fit the deploy account's 1 GB of file
+/// storage; the streams below are otherwise the services' own ([`stream_config`]).
+fn fitting(limits: Limits) -> Limits {
+    Limits {
+        max_bytes: 16 * 1024 * 1024,
+        ..limits
     }
+}
+
+fn raw_config() -> stream::Config {
+    stream_config::raw(fitting(Limits::RAW))
 }
 
 fn dlq_config() -> stream::Config {
-    stream::Config {
-        name: streams::DLQ.into(),
-        subjects: vec![streams::DLQ_SUBJECTS.into()],
-        ..Default::default()
-    }
+    stream_config::dlq(fitting(Limits::DLQ))
 }
 
 fn readings_config() -> stream::Config {
-    stream::Config {
-        name: streams::READINGS.into(),
-        subjects: vec![streams::READINGS_SUBJECTS.into()],
-        subject_transform: Some(stream::SubjectTransform {
-            source: streams::READINGS_SUBJECTS.into(),
-            destination: streams::readings_transform_destination(8),
-        }),
-        ..Default::default()
-    }
+    stream_config::readings(fitting(Limits::READINGS), 8)
+}
+
+fn metrics_config() -> stream::Config {
+    stream_config::metrics(fitting(Limits::METRICS))
+}
+
+fn alerts_config() -> stream::Config {
+    stream_config::alerts(fitting(Limits::ALERTS))
 }
 
 /// The alerts service's bucket, made by an admin, so a refusal to open it is a permission and

@@ -79,12 +79,7 @@ async fn services_with_their_own_credentials_turn_mqtt_readings_into_window_resu
     });
 
     // Every service is connected as its own user, over TLS, in the CITYPULSE account.
-    let monitor: SocketAddr = p
-        .nats()
-        .monitor_url()
-        .trim_start_matches("http://")
-        .parse()
-        .unwrap();
+    let monitor = p.nats().monitor_addr();
     for s in [Service::Ingest, Service::Processors, Service::Alerts] {
         assert_connected_over_tls(monitor, s.name()).await;
     }
@@ -155,7 +150,7 @@ async fn services_with_their_own_credentials_turn_mqtt_readings_into_window_resu
 
     // ingest archived all eight; alerts consumed every window result in METRICS so far.
     wait_for(DEADLINE, "ingest archiving the eight readings", || {
-        let n = metric_sum(&p, Service::Ingest, "citypulse_ingest_archived_rows_total");
+        let n = p.metric_sum(Service::Ingest, "citypulse_ingest_archived_rows_total");
         async move { n == 8.0 }
     })
     .await;
@@ -170,7 +165,7 @@ async fn services_with_their_own_credentials_turn_mqtt_readings_into_window_resu
         .messages;
     assert!(metrics_count >= 3, "METRICS holds {metrics_count} messages");
     wait_for(DEADLINE, "alerts consuming the window results", || {
-        let n = metric_sum(&p, Service::Alerts, "citypulse_alerts_window_results_total");
+        let n = p.metric_sum(Service::Alerts, "citypulse_alerts_window_results_total");
         #[allow(clippy::cast_precision_loss)]
         let done = n >= metrics_count as f64;
         async move { done }
@@ -193,7 +188,7 @@ async fn services_with_their_own_credentials_turn_mqtt_readings_into_window_resu
     p.start(Service::Simulator);
     assert_connected_over_tls(monitor, Service::Simulator.name()).await;
     wait_for(DEADLINE, "ingest accepting simulated readings", || {
-        let n = metric_sum(&p, Service::Ingest, "citypulse_ingest_accepted_total");
+        let n = p.metric_sum(Service::Ingest, "citypulse_ingest_accepted_total");
         async move { n > 8.0 }
     })
     .await;
@@ -206,14 +201,14 @@ async fn services_with_their_own_credentials_turn_mqtt_readings_into_window_resu
         DEADLINE,
         "ingest reporting the archive lag in seconds",
         || {
-            let s = metric_sum(&p, Service::Ingest, "citypulse_ingest_archive_lag_seconds");
+            let s = p.metric_sum(Service::Ingest, "citypulse_ingest_archive_lag_seconds");
             async move { s > 0.0 }
         },
     )
     .await;
     p.postgres().start_again();
     wait_for(DEADLINE, "the archive catching up", || {
-        let n = metric_sum(&p, Service::Ingest, "citypulse_ingest_archive_lag_messages");
+        let n = p.metric_sum(Service::Ingest, "citypulse_ingest_archive_lag_messages");
         async move { n == 0.0 }
     })
     .await;
@@ -327,20 +322,6 @@ async fn sensor_windows(js: &jetstream::Context, subject: &str) -> BTreeMap<u64,
         );
     }
     out
-}
-
-/// The sum over all label sets of `name` in `service`'s `/metrics` (0 when absent or down).
-fn metric_sum(p: &Pipeline, service: Service, name: &str) -> f64 {
-    let Ok(text) = p.metrics_text(service) else {
-        return 0.0;
-    };
-    text.lines()
-        .filter(|l| {
-            l.strip_prefix(name)
-                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 fn traffic_reading(ts: u64, seq: u64) -> Vec<u8> {

@@ -16,6 +16,7 @@
 //! binaries (`cargo build --workspace --bins`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use citypulse_e2e::deploy::repo;
 use citypulse_e2e::pipeline::{
     Pipeline, PipelineOptions, Prometheus, Service, SimulatorOptions, StopSignal,
 };
@@ -24,13 +25,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant, SystemTime};
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .canonicalize()
-        .unwrap()
-}
 
 fn promtool(args: &[&str], dir: &Path) -> Output {
     Command::new(std::env::var("PROMTOOL_BIN").unwrap_or_else(|_| "promtool".to_owned()))
@@ -638,13 +632,6 @@ fn every_dashboard_query_returns_data_and_a_stopped_stage_fires_its_stall_alert(
     // Resume: the service is up again at once, and the processors close the windows they
     // missed. (The stall alert resolves at the next window closed after that, up to a minute
     // later in real time: the rules' unit tests cover it.)
-    let closed = |p: &Pipeline| -> f64 {
-        let text = p.metrics_text(Service::Processors).unwrap();
-        text.lines()
-            .filter(|l| l.starts_with("citypulse_processors_windows_closed_total{"))
-            .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
-            .sum()
-    };
     let before = prom
         .query("sum(citypulse_processors_windows_closed_total)")
         .unwrap()
@@ -660,7 +647,10 @@ fn every_dashboard_query_returns_data_and_a_stopped_stage_fires_its_stall_alert(
             "job",
             "citypulse-processors",
         );
-        let now = closed(&pipeline);
+        let now = pipeline.metric_sum(
+            Service::Processors,
+            "citypulse_processors_windows_closed_total",
+        );
         if down.is_empty() && now > before {
             Ok(())
         } else {

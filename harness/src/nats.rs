@@ -2,6 +2,7 @@
 
 use std::fmt::Write as _;
 use std::fs::{File, OpenOptions};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
@@ -176,7 +177,12 @@ impl NatsServer {
 
     /// The HTTP monitoring base URL, `http://127.0.0.1:MPORT` (append `/varz`, `/jsz`, ...).
     pub fn monitor_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.monitor_port)
+        format!("http://{}", self.monitor_addr())
+    }
+
+    /// The HTTP monitoring address, 127.0.0.1:MPORT, for [`crate::http_get`].
+    pub fn monitor_addr(&self) -> SocketAddr {
+        local(self.monitor_port)
     }
 
     /// The JetStream `store_dir` (the server keeps its data under `jetstream/` inside it).
@@ -328,7 +334,7 @@ impl NatsServer {
                     NotReady::Exited(status.to_string())
                 });
             }
-            let last = match http_get(local(self.monitor_port), "/healthz") {
+            let last = match http_get(self.monitor_addr(), "/healthz") {
                 Ok((200, _)) if nats_info(self.port) => return Ok(()),
                 Ok((200, _)) => "healthz ok, client port not greeting yet".to_owned(),
                 Ok((status, body)) => format!("healthz {status}: {}", body.trim()),
@@ -452,7 +458,7 @@ impl NatsCluster {
         let deadline = Instant::now() + CLUSTER_READY_TIMEOUT;
         cluster.wait_until(deadline, "a JetStream meta leader", |nodes| {
             nodes.iter().try_for_each(|node| {
-                let (status, body) = http_get(local(node.monitor_port), "/jsz")
+                let (status, body) = http_get(node.monitor_addr(), "/jsz")
                     .map_err(|e| format!("{} /jsz: {e}", node.name))?;
                 if status == 200 && has_meta_leader(&body) {
                     Ok(())
@@ -503,7 +509,7 @@ impl NatsCluster {
         let what = format!("routes from {} to {peers:?}", self.nodes[i].name);
         self.wait_until(deadline, &what, |nodes| {
             let node = &nodes[i];
-            let (_, body) = http_get(local(node.monitor_port), "/routez")
+            let (_, body) = http_get(node.monitor_addr(), "/routez")
                 .map_err(|e| format!("{} /routez: {e}", node.name))?;
             let body: String = body.split_whitespace().collect();
             match peers

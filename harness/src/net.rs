@@ -89,8 +89,8 @@ pub(crate) fn local(port: u16) -> SocketAddr {
 
 /// Whether 127.0.0.1:`port` accepts a connection and greets with a NATS `INFO` line.
 pub(crate) fn nats_info(port: u16) -> bool {
-    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-    let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(500)) else {
+    let Ok(mut stream) = TcpStream::connect_timeout(&local(port), Duration::from_millis(500))
+    else {
         return false;
     };
     if stream

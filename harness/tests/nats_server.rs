@@ -5,7 +5,7 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, stream};
-use citypulse_harness::{wait_for, NatsServer};
+use citypulse_harness::{http_get, wait_for, NatsServer};
 
 fn raw_stream() -> stream::Config {
     stream::Config {
@@ -76,12 +76,10 @@ async fn extra_config_is_applied() {
 #[test]
 fn monitoring_endpoint_answers() {
     let server = NatsServer::start();
-    let url = server.monitor_url();
-    let addr = url.trim_start_matches("http://");
-    assert!(
-        TcpStream::connect(addr).is_ok(),
-        "monitoring port {addr} closed"
-    );
+    let addr = server.monitor_addr();
+    assert_eq!(server.monitor_url(), format!("http://{addr}"));
+    let (status, body) = http_get(addr, "/healthz").expect("monitoring port answers");
+    assert_eq!(status, 200, "{body}");
 }
 
 #[test]
