@@ -180,9 +180,9 @@ pub fn handle(
         "silence" => (
             "silence",
             parse_required::<SilenceRequest>(body).and_then(|req| {
-                let d = humantime::parse_duration(&req.duration)
+                let d = citypulse_runtime::duration::parse(&req.duration)
                     .map_err(|_| ControlError::Duration(req.duration.clone()).to_string())?;
-                let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+                let ms = citypulse_runtime::duration::millis(d);
                 notifier
                     .silence(req.matcher, ms, &req.by, &req.comment, now_ms)
                     .map(|s| (json(&s), Effect::Silenced(s)))

@@ -25,7 +25,7 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 /// Format version of the checkpoint.
 const CHECKPOINT_VERSION: u32 = 1;
@@ -56,12 +56,7 @@ struct Checkpoint {
 }
 
 /// Wall-clock ms, for operator actions (silences, acks).
-pub fn wall_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
-}
+pub use citypulse_runtime::clock::now_ms as wall_ms;
 
 /// The running service's state and connections.
 pub struct Pipeline {
@@ -124,7 +119,7 @@ impl Pipeline {
             metrics,
             shutdown,
             checkpoint_every: cfg.checkpoint_every,
-            grace_ms: u64::try_from(cfg.district_silence_grace.as_millis()).unwrap_or(u64::MAX),
+            grace_ms: citypulse_runtime::duration::millis(cfg.district_silence_grace),
             restored: false,
         };
         match loaded {

@@ -156,10 +156,9 @@ impl Config {
 
     /// The validator's time limits.
     pub fn time_limits(&self) -> TimeLimits {
-        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
         TimeLimits {
-            max_future_skew_ms: ms(self.max_future_skew),
-            max_age_ms: ms(self.max_age),
+            max_future_skew_ms: duration::millis(self.max_future_skew),
+            max_age_ms: duration::millis(self.max_age),
         }
     }
 

@@ -54,16 +54,10 @@ const PROVISION_PATIENCE: Duration = Duration::from_secs(60);
 /// Longest pause between retries (provisioning a stream, opening a consumer, reconnecting).
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
-/// Sleeps `backoff` unless shutdown comes first, then doubles it up to [`MAX_BACKOFF`]; `false`
-/// on shutdown.
+/// The pause of every retry loop: `backoff` unless shutdown comes first, doubled up to
+/// [`MAX_BACKOFF`] ([`Shutdown::back_off`]); `false` on shutdown.
 pub(crate) async fn pause(backoff: &mut Duration, shutdown: &Shutdown) -> bool {
-    let slept = tokio::select! {
-        biased;
-        () = shutdown.cancelled() => false,
-        () = tokio::time::sleep(*backoff) => true,
-    };
-    *backoff = (*backoff * 2).min(MAX_BACKOFF);
-    slept
+    shutdown.back_off(backoff, MAX_BACKOFF).await
 }
 
 /// Runs ingest until `shutdown`: provisions RAW, READINGS and DLQ, starts the archive when

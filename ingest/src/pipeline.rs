@@ -21,7 +21,7 @@ use citypulse_runtime::shutdown::Shutdown;
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 /// How long shutdown waits for publishes in flight to be acknowledged (so their RAW messages
 /// can be acked rather than redelivered).
@@ -240,9 +240,4 @@ fn classify(kind: MessagesErrorKind) -> (&'static str, bool) {
 }
 
 /// The ingest clock, ms since the Unix epoch.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
-}
+pub use citypulse_runtime::clock::now_ms;

@@ -158,15 +158,12 @@ pub struct Settings {
     pub metrics_limits: Limits,
 }
 
-fn ms(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
 impl Config {
     /// Validates the flags and loads the city file, reporting the first problem.
     pub fn settings(&self) -> Result<Settings, String> {
         let hop = self.hop.unwrap_or(self.window);
-        let spec = WindowSpec::hopping(ms(self.window), ms(hop)).map_err(|e| e.to_string())?;
+        let spec = WindowSpec::hopping(duration::millis(self.window), duration::millis(hop))
+            .map_err(|e| e.to_string())?;
         if self.partition_count == 0 {
             return Err("--partition-count must be at least 1".to_owned());
         }
@@ -195,8 +192,8 @@ impl Config {
         Ok(Settings {
             core: Arc::new(CoreConfig {
                 spec,
-                allowed_lateness_ms: ms(self.allowed_lateness),
-                idle_timeout_ms: ms(self.idle_timeout),
+                allowed_lateness_ms: duration::millis(self.allowed_lateness),
+                idle_timeout_ms: duration::millis(self.idle_timeout),
                 registry,
             }),
             partitions,

@@ -92,14 +92,7 @@ pub async fn run(
         registry_detectors = settings.core.registry.len(), "processors running");
 
     // One stop signal for the partitions: the process's shutdown, or a fatal partition error.
-    let stop = Shutdown::new();
-    let relay = {
-        let (outer, stop) = (shutdown.clone(), stop.clone());
-        tokio::spawn(async move {
-            outer.cancelled().await;
-            stop.trigger();
-        })
-    };
+    let stop = shutdown.child();
     // Each partition's consumer lag, until the partitions stop.
     let mut watchers = tokio::task::JoinSet::new();
     for &p in &settings.partitions {
@@ -137,6 +130,5 @@ pub async fn run(
     }
     stop.trigger();
     while watchers.join_next().await.is_some() {}
-    relay.abort();
     first_error.map_or(Ok(()), Err)
 }

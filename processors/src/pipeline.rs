@@ -11,6 +11,7 @@ use crate::window::{Observed, PartitionState, Rejection};
 use async_nats::jetstream::consumer::pull;
 use async_nats::jetstream::message::Acker;
 use async_nats::jetstream::{self, kv, stream, Context};
+use citypulse_runtime::duration;
 use citypulse_runtime::shutdown::Shutdown;
 use citypulse_schema::{partition_of, Reading, SensorSubject, WindowResult};
 use futures::{FutureExt, StreamExt};
@@ -95,7 +96,7 @@ pub async fn run_partition(id: u32, shared: Shared, shutdown: Shutdown) -> anyho
             Ok(loaded) => break loaded,
             Err(StoreError::Unavailable(e)) => {
                 tracing::warn!(partition = id, error = %e, "loading the checkpoint failed; retrying");
-                if !back_off(&shutdown, &mut backoff).await {
+                if !shutdown.back_off(&mut backoff, MAX_BACKOFF).await {
                     return Ok(());
                 }
             }
@@ -139,20 +140,9 @@ pub async fn run_partition(id: u32, shared: Shared, shutdown: Shutdown) -> anyho
     p.run(&readings).await
 }
 
-/// Sleeps for `backoff` (doubling it, capped) unless shutdown comes first; false on shutdown.
-async fn back_off(shutdown: &Shutdown, backoff: &mut Duration) -> bool {
-    tokio::select! {
-        biased;
-        _ = shutdown.cancelled() => return false,
-        _ = tokio::time::sleep(*backoff) => {}
-    }
-    *backoff = (*backoff * 2).min(MAX_BACKOFF);
-    true
-}
-
 impl Partition {
     fn now_ms(&self) -> u64 {
-        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+        duration::millis(self.started.elapsed())
     }
 
     async fn run(&mut self, readings: &stream::Stream) -> anyhow::Result<()> {
@@ -168,7 +158,7 @@ impl Partition {
                     Err(e) => {
                         tracing::warn!(partition = self.id, error = %format!("{e:#}"),
                             "cannot open the READINGS consumer; retrying");
-                        if !back_off(&self.shutdown, &mut backoff).await {
+                        if !self.shutdown.back_off(&mut backoff, MAX_BACKOFF).await {
                             self.flush(true).await?;
                             return Ok(());
                         }
@@ -416,7 +406,7 @@ impl Partition {
                     self.metrics.checkpoint_failed();
                     tracing::warn!(partition = self.id, error = %e,
                         "writing the checkpoint failed; inputs stay unacked, retrying");
-                    if !back_off(&self.shutdown, &mut backoff).await {
+                    if !self.shutdown.back_off(&mut backoff, MAX_BACKOFF).await {
                         return Ok(Flow::Stop);
                     }
                 }

@@ -15,6 +15,12 @@ pub fn parse_positive(s: &str) -> Result<Duration, String> {
     }
 }
 
+/// Whole milliseconds of `d`, saturating at `u64::MAX` (the unit of every timestamp and
+/// interval in the pure cores).
+pub fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -26,5 +32,11 @@ mod tests {
         assert_eq!(parse("1m 30s"), Ok(Duration::from_secs(90)));
         assert!(parse("soon").is_err());
         assert!(parse_positive("0s").is_err());
+    }
+
+    #[test]
+    fn millis_saturate() {
+        assert_eq!(millis(Duration::from_millis(1_500)), 1_500);
+        assert_eq!(millis(Duration::MAX), u64::MAX);
     }
 }

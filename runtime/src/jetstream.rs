@@ -147,12 +147,12 @@ pub async fn publish_durably(
                 }
             },
         }
-        tokio::select! {
-            biased;
-            _ = shutdown.cancelled() => return Err(PublishError::Cancelled { subject }),
-            _ = tokio::time::sleep(backoff) => {}
+        if !shutdown
+            .back_off(&mut backoff, Duration::from_secs(2))
+            .await
+        {
+            return Err(PublishError::Cancelled { subject });
         }
-        backoff = (backoff * 2).min(Duration::from_secs(2));
     }
 }
 

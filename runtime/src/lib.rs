@@ -11,12 +11,14 @@
 //!   consumer lag as gauges ([`jetstream::watch_consumer_lag`]).
 //! - [`stream_config`]: every JetStream stream's settings ([`stream_config::Limits`] and one builder per
 //!   stream), so the owner of a stream and a service that merely needs it create it alike.
-//! - [`duration`]: human durations ("30s", "2h") for clap.
+//! - [`duration`]: human durations ("30s", "2h") for clap, and [`duration::millis`]; [`clock`]: the
+//!   wall clock in ms.
 //!
 //! Nothing here knows the domain beyond the wire contract's stream names; all of it is I/O
 //! plumbing.
 
 pub mod admin;
+pub mod clock;
 pub mod duration;
 pub mod jetstream;
 pub mod nats;

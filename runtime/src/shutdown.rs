@@ -1,5 +1,6 @@
 //! Graceful shutdown: one token, triggered by SIGINT/SIGTERM or by code, awaited everywhere.
 
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// A clonable shutdown signal. Every loop selects on [`Shutdown::cancelled`] first.
@@ -40,6 +41,26 @@ impl Shutdown {
     pub async fn cancelled(&self) {
         self.token.cancelled().await;
     }
+
+    /// A signal that this one triggers, and that can also be triggered on its own: stops a
+    /// group of tasks (say, after one of them failed) without stopping the process.
+    pub fn child(&self) -> Self {
+        Self {
+            token: self.token.child_token(),
+        }
+    }
+
+    /// The pause of a retry loop: sleeps `backoff` unless shutdown comes first, then doubles it
+    /// up to `max`. `false` on shutdown.
+    pub async fn back_off(&self, backoff: &mut Duration, max: Duration) -> bool {
+        let slept = tokio::select! {
+            biased;
+            () = self.cancelled() => false,
+            () = tokio::time::sleep(*backoff) => true,
+        };
+        *backoff = (*backoff * 2).min(max);
+        slept
+    }
 }
 
 async fn wait_for_signal() {
@@ -62,5 +83,34 @@ async fn wait_for_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn back_off_doubles_up_to_the_cap_and_stops_on_shutdown() {
+        let shutdown = Shutdown::new();
+        let mut backoff = Duration::from_millis(2);
+        let max = Duration::from_millis(5);
+        assert!(shutdown.back_off(&mut backoff, max).await);
+        assert_eq!(backoff, Duration::from_millis(4));
+        assert!(shutdown.back_off(&mut backoff, max).await);
+        assert_eq!(backoff, max);
+        shutdown.trigger();
+        assert!(!shutdown.back_off(&mut backoff, max).await);
+    }
+
+    #[test]
+    fn a_child_follows_its_parent_but_not_the_other_way() {
+        let parent = Shutdown::new();
+        let child = parent.child();
+        child.trigger();
+        assert!(child.is_triggered() && !parent.is_triggered());
+        let other = parent.child();
+        parent.trigger();
+        assert!(other.is_triggered());
     }
 }

@@ -11,7 +11,7 @@ use citypulse_runtime::telemetry::LogArgs;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 const ABOUT: &str = "Seeded, deterministic smart-city simulator: loop detectors and air-quality \
 stations publishing CBOR readings to sensors.<district>.<kind>.<sensor_id> through JetStream.";
@@ -318,11 +318,7 @@ impl Config {
 }
 
 /// Wall-clock now, ms since the Unix epoch.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
+pub use citypulse_runtime::clock::now_ms;
 
 /// A fault rate: a number in 0..=1.
 fn parse_rate(s: &str) -> Result<f64, String> {

@@ -430,7 +430,7 @@ fn finish(mut list: Vec<RuleError>) -> RuleErrors {
 fn duration(errors: &mut Errors<'_>, field: &Option<Spanned<String>>, name: &str) -> Option<u64> {
     let f = field.as_ref()?;
     match citypulse_runtime::duration::parse(f.get_ref()) {
-        Ok(d) => Some(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        Ok(d) => Some(citypulse_runtime::duration::millis(d)),
         Err(e) => {
             errors.at(f.span().start, format!("`{name}`: {e}"));
             None
