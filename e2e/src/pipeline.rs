@@ -112,6 +112,9 @@ pub struct SimulatorOptions {
     /// `--start` is this long before the launch (whole seconds): with `max`, the simulator
     /// catches up on that much history, then runs in real time.
     pub start_ago: Duration,
+    /// `--start` at exactly this time instead of `start_ago` before the launch: two pipelines
+    /// launched with the same `start_at` (and seed) publish the same readings.
+    pub start_at: Option<SystemTime>,
     /// `--duration` (simulated time); `None`: until stopped. A simulator that finishes exits,
     /// which its Prometheus job then reports as down.
     pub duration: Option<Duration>,
@@ -134,6 +137,7 @@ impl Default for SimulatorOptions {
         SimulatorOptions {
             speed: "max".to_owned(),
             start_ago: Duration::from_secs(3 * 3600),
+            start_at: None,
             duration: None,
             sensors: 36,
             seed: 42,
@@ -295,7 +299,9 @@ impl Pipeline {
         }
 
         if let (Some(sim), Some(city)) = (&options.simulator, &city) {
-            let start = SystemTime::now() - sim.start_ago;
+            let start = sim
+                .start_at
+                .unwrap_or_else(|| SystemTime::now() - sim.start_ago);
             let mut args = vec![
                 "--speed".to_owned(),
                 sim.speed.clone(),

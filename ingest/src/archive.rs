@@ -1,5 +1,6 @@
 //! SHELL: the archive — a durable pull consumer on READINGS (`<consumer-name>-archive`),
-//! independent of the validator, that writes readings to PostgreSQL in batches.
+//! independent of the validator, that writes readings to PostgreSQL in batches. A READINGS
+//! message is a batch of readings ([`citypulse_schema::batch`]) or, from ingest v0.1, one.
 //!
 //! Each round: fetch up to `archive_batch_size` messages (waiting at most `archive_max_delay`),
 //! write them in one statement, and ack them only after it committed. A failed write naks the
@@ -18,7 +19,7 @@ use async_nats::jetstream::consumer::PullConsumer;
 use async_nats::jetstream::stream::Stream;
 use async_nats::jetstream::{AckKind, Message};
 use citypulse_runtime::shutdown::Shutdown;
-use citypulse_schema::Reading;
+use citypulse_schema::{batch, Reading};
 use futures::StreamExt;
 use std::time::{Duration, Instant};
 
@@ -161,10 +162,7 @@ impl Archiving {
             rows.clear();
             let mut written = Vec::with_capacity(batch.len());
             for msg in batch.drain(..) {
-                match Reading::decode(&msg.payload)
-                    .map_err(|e| e.to_string())
-                    .and_then(|r| rows.push(&r).map_err(|e| e.to_string()))
-                {
+                match push_rows(rows, &msg) {
                     Ok(()) => written.push(msg),
                     Err(error) => {
                         // Only ingest publishes on READINGS; this is someone else's message.
@@ -226,6 +224,24 @@ impl Archiving {
             Err(_) => Err("fetch timed out".to_owned()),
         }
     }
+}
+
+/// Adds the rows of one READINGS message: a batch (every reading in it, or none when one is
+/// unusable) or a single reading written by ingest v0.1.
+fn push_rows(rows: &mut Rows, msg: &Message) -> Result<(), String> {
+    if !batch::is_batch_subject(&msg.subject) {
+        let r = Reading::decode(&msg.payload).map_err(|e| e.to_string())?;
+        return rows.push(&r).map_err(|e| e.to_string());
+    }
+    let items = batch::decode_batch(&msg.payload).map_err(|e| e.to_string())?;
+    let mut readings = Vec::with_capacity(items.len());
+    for item in items {
+        readings.push(Reading::decode(item).map_err(|e| e.to_string())?);
+    }
+    for r in &readings {
+        rows.push(r).map_err(|e| e.to_string())?;
+    }
+    Ok(())
 }
 
 /// Measures the archive's backlog every second: messages pending or unacked on its consumer,

@@ -86,13 +86,15 @@ pub struct Config {
     #[arg(long, env = "CITYPULSE_INGEST_DUPLICATE_WINDOW", default_value = "2m", value_parser = duration::parse_positive)]
     pub duplicate_window: Duration,
 
-    /// Messages requested per pull from RAW.
+    /// RAW messages per pull and per validated batch: a batch's readings become one READINGS
+    /// message per partition.
     #[arg(long, env = "CITYPULSE_INGEST_BATCH_SIZE", default_value_t = 1000,
           value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub batch_size: u32,
 
-    /// Publishes to READINGS/DLQ awaiting their ack at once.
-    #[arg(long, env = "CITYPULSE_INGEST_MAX_IN_FLIGHT", default_value_t = 512,
+    /// Deprecated and ignored since v0.2 (a RAW batch is now published as one READINGS message
+    /// per partition, all awaited together); still accepted so that v0.1 settings keep working.
+    #[arg(long, env = "CITYPULSE_INGEST_MAX_IN_FLIGHT", default_value_t = 512, hide = true,
           value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub max_in_flight: u32,
 

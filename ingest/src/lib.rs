@@ -89,7 +89,7 @@ pub async fn run(
         Some(url) => {
             tracing::info!(consumer = %config.archive_consumer_name(), "archiving READINGS to PostgreSQL");
             let archiving = archive::Archiving {
-                readings,
+                readings: readings.clone(),
                 consumer: nats::archive_consumer(&config),
                 database_url: url.clone(),
                 batch_size: usize::try_from(config.archive_batch_size).unwrap_or(1000),
@@ -123,9 +123,9 @@ pub async fn run(
         validator: validate::Validator::new(config.time_limits()),
         metrics,
         raw,
+        readings,
         consumer: nats::validator_consumer(&config),
-        batch_size: usize::try_from(config.batch_size).unwrap_or(1000),
-        max_in_flight: usize::try_from(config.max_in_flight).unwrap_or(512),
+        partitions: config.partitions,
     };
     validating.run(shutdown.clone()).await;
 

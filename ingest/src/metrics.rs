@@ -6,8 +6,8 @@
 //! | `citypulse_ingest_accepted_total` | counter | `kind` |
 //! | `citypulse_ingest_rejected_total` | counter | `reason` |
 //! | `citypulse_ingest_adjusted_total` | counter | `adjustment`, `field` |
-//! | `citypulse_ingest_duplicates_total` | counter | `stream` (`readings`, `dlq`) |
-//! | `citypulse_ingest_retried_total` | counter | `reason` (`publish_failed`) |
+//! | `citypulse_ingest_duplicates_total` | counter | `stream` (`readings`: a device's repeated reading, dropped; `readings_batch`: a replayed batch READINGS already held; `dlq`) |
+//! | `citypulse_ingest_retried_total` | counter | `reason` (`ack`, `publish`, `read_stored_batch`) |
 //! | `citypulse_ingest_ack_failures_total` | counter | |
 //! | `citypulse_ingest_consume_errors_total` | counter | `consumer`, `reason` |
 //! | `citypulse_ingest_in_flight_publishes` | gauge | |
@@ -130,7 +130,7 @@ impl IngestMetrics {
             duplicates: counter_vec(
                 registry,
                 "citypulse_ingest_duplicates_total",
-                "Publishes the server recognised as duplicates (same Nats-Msg-Id) and stored once.",
+                "Readings and dead letters stored once although seen again: a repeated reading, or a replayed publish the server recognised by Nats-Msg-Id.",
                 &["stream"],
             )?,
             retried: counter_vec(

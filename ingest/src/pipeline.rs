@@ -1,49 +1,41 @@
-//! SHELL: the validator loop — pull from RAW, validate, publish to READINGS or `dlq.<reason>`,
-//! settle the RAW message once the publish is acknowledged.
+//! SHELL: the validator loop — RAW in stream order, a batch at a time: validate every message,
+//! publish the batch's valid readings as one READINGS message per partition and its invalid
+//! ones as dead letters, wait for every ack, then ack RAW cumulatively up to the batch's last
+//! message.
 //!
-//! Up to `max_in_flight` publishes await their acks at once; each RAW message is acked (valid)
-//! or terminated (dead-lettered) when its own publish ack arrives, in whatever order they come
-//! (the consumer acks explicitly, one by one). A publish that is not acknowledged hands the RAW
-//! message back (nak with a delay): the server redelivers it, and `Nats-Msg-Id` makes the second
-//! publish a no-op if the first did land. Nothing here can fail on input: every message gets a
-//! verdict, every verdict a publish.
+//! **Order.** The next batch is published only once the previous one is acknowledged, and a
+//! partition receives one message per batch, so READINGS holds each partition's readings in RAW
+//! order — also across crashes: RAW is read through [`Source`], which resumes exactly after the
+//! last acked message (the consumer's ack floor) instead of relying on the server's redelivery
+//! after the ack wait (which would put the crashed batch behind newer readings, late for every
+//! event-time window downstream).
+//!
+//! **Exactly once on READINGS.** A READINGS batch's `Nats-Msg-Id` is `batch:<partition>:<raw>`,
+//! the RAW sequence of its first reading, and its header `Citypulse-Raw-Last` says through which
+//! RAW sequence it holds the partition's readings; a dead letter's id is `raw:<sequence>`. A
+//! retry is dropped by the server. A replay after a crash may cut the batch differently: when
+//! the server answers "duplicate", ingest reads the stored message's `Citypulse-Raw-Last`, skips
+//! the readings it already holds (in this batch and the next ones) and publishes only the rest.
+//! So every reading lands once, within the stream's duplicate window (`--duplicate-window`);
+//! beyond it (ingest down for longer with a batch in flight) a replayed reading can land twice,
+//! which the processors count as a duplicate by `(sensor, seq)` and the archive's key absorbs.
 
 use crate::metrics::IngestMetrics;
 use crate::nats;
-use crate::pause;
 use crate::validate::Validator;
-use async_nats::jetstream::consumer::pull::{self, MessagesErrorKind};
-use async_nats::jetstream::consumer::PullConsumer;
 use async_nats::jetstream::publish::PublishAck;
-use async_nats::jetstream::{self, context::PublishError, AckKind, Message};
+use async_nats::jetstream::{self, stream};
+use async_nats::HeaderMap;
 use bytes::Bytes;
+use citypulse_runtime::jetstream::PublishError;
+use citypulse_runtime::publish::{self, publish_all, Outgoing, Rejected};
 use citypulse_runtime::shutdown::Shutdown;
-use futures::future::BoxFuture;
-use futures::stream::FuturesUnordered;
-use futures::StreamExt;
+use citypulse_runtime::source::{ack_floor, Delivery, Source, SourceConfig, SourceEvent};
+use citypulse_schema::seq::SeqGuard;
+use citypulse_schema::{batch, partition_of};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
-
-/// How long shutdown waits for publishes in flight to be acknowledged (so their RAW messages
-/// can be acked rather than redelivered).
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
-/// Idle heartbeat of the pull stream: a dead pull is noticed after two missed beats.
-const HEARTBEAT: Duration = Duration::from_secs(5);
-
-/// What a RAW message became.
-#[derive(Debug, Clone, Copy)]
-enum Output {
-    /// A validated reading on READINGS: ack RAW when stored.
-    Reading,
-    /// A dead letter on DLQ: terminate RAW when stored.
-    DeadLetter,
-}
-
-/// A publish that finished, with the RAW message it settles.
-struct Completion {
-    raw: Message,
-    output: Output,
-    result: Result<PublishAck, PublishError>,
-}
 
 /// The validator stage and its dependencies.
 pub struct Validating {
@@ -54,188 +46,262 @@ pub struct Validating {
     /// Metrics.
     pub metrics: IngestMetrics,
     /// RAW stream.
-    pub raw: jetstream::stream::Stream,
-    /// The validator's consumer settings (created or updated at each open).
-    pub consumer: pull::Config,
-    /// Messages per pull request.
-    pub batch_size: usize,
-    /// Publishes awaiting acks at once.
-    pub max_in_flight: usize,
+    pub raw: stream::Stream,
+    /// READINGS stream (to read a stored batch back when a replay finds it).
+    pub readings: stream::Stream,
+    /// The validator's consumer: name and limits.
+    pub consumer: SourceConfig,
+    /// READINGS partitions (ingest's `--partitions`).
+    pub partitions: u32,
+}
+
+/// Header of a READINGS batch: the RAW sequence through which it holds its partition's readings.
+pub const HEADER_RAW_LAST: &str = "Citypulse-Raw-Last";
+
+/// Per sensor: which recent sequence numbers passed, and the newest event time, so a device's
+/// repeated reading is dropped before READINGS (in memory only: after a restart, a repeat of an
+/// older reading is caught by the processors' own guard and the archive's key).
+#[derive(Default)]
+struct Recent(HashMap<String, (SeqGuard, u64)>);
+
+impl Recent {
+    /// Whether `(sensor, seq)` at event time `ts` is new.
+    fn admit(&mut self, sensor: &str, seq: u64, ts: u64) -> bool {
+        match self.0.get_mut(sensor) {
+            Some((guard, newest)) => {
+                let fresh = guard.admit(seq, ts > *newest);
+                if fresh {
+                    *newest = (*newest).max(ts);
+                }
+                fresh
+            }
+            None => {
+                self.0
+                    .insert(sensor.to_owned(), (SeqGuard::starting_at(seq), ts));
+                true
+            }
+        }
+    }
+}
+
+/// The valid readings of one batch that fall in one partition, with their RAW sequences.
+#[derive(Default)]
+struct Group {
+    partition: u32,
+    district: String,
+    readings: Vec<(u64, Vec<u8>)>,
+}
+
+impl Group {
+    /// The READINGS message of the readings after RAW sequence `after`, holding the partition
+    /// through `last`; `None` when none is left.
+    fn message(&self, after: u64, last: u64) -> Option<Outgoing> {
+        let rest: Vec<&[u8]> = self
+            .readings
+            .iter()
+            .filter(|(seq, _)| *seq > after)
+            .map(|(_, r)| r.as_slice())
+            .collect();
+        let first = self.readings.iter().find(|(seq, _)| *seq > after)?.0;
+        let mut headers = HeaderMap::new();
+        headers.insert(HEADER_RAW_LAST, last.to_string().as_str());
+        Some(Outgoing {
+            subject: batch::batch_subject(&self.district),
+            msg_id: format!("batch:{}:{first}", self.partition),
+            headers,
+            payload: Bytes::from(batch::encode_batch(&rest)),
+        })
+    }
 }
 
 impl Validating {
-    /// Runs until `shutdown`, then waits briefly for publishes in flight.
+    /// Runs until `shutdown`.
     pub async fn run(self, shutdown: Shutdown) {
-        let Some(mut messages) = self.open(&shutdown).await else {
+        let Some(after) = self.resume_point(&shutdown).await else {
             return;
         };
-        let mut in_flight: FuturesUnordered<BoxFuture<'static, Completion>> =
-            FuturesUnordered::new();
-        loop {
-            self.metrics.set_in_flight(in_flight.len());
-            let busy = !in_flight.is_empty();
-            let room = in_flight.len() < self.max_in_flight;
-            tokio::select! {
-                biased;
-                () = shutdown.cancelled() => break,
-                Some(done) = in_flight.next(), if busy => {
-                    self.complete(done).await;
-                }
-                next = messages.next(), if room => match next {
-                    Some(Ok(msg)) => {
-                        // Not `in_flight.push(self.start(msg).await)`: the two-phase borrow
-                        // would hold a shared borrow of the set across the await.
-                        let publish = self.start(msg).await;
-                        in_flight.push(publish);
-                    }
-                    Some(Err(e)) => {
-                        let (reason, terminal) = classify(e.kind());
-                        self.metrics.consume_error("validator", reason);
-                        tracing::warn!(reason, error = %e, "pulling from RAW failed");
-                        if terminal {
-                            let Some(m) = self.open(&shutdown).await else { break };
-                            messages = m;
-                        }
-                    }
-                    None => {
-                        tracing::warn!("RAW pull stream ended; reopening");
-                        let Some(m) = self.open(&shutdown).await else { break };
-                        messages = m;
-                    }
-                },
+        tracing::info!(consumer = %self.consumer.durable, after, "reading RAW in order");
+        let metrics = self.metrics.clone();
+        let observer = Arc::new(move |e: SourceEvent| match e {
+            SourceEvent::AckFailed => metrics.ack_failed(),
+            e => metrics.consume_error("validator", e.label()),
+        });
+        let mut source = Source::new(self.raw.clone(), self.consumer.clone(), after, observer);
+        // Per partition: the RAW sequence through which READINGS is known to hold its readings
+        // (learned from a replayed batch the server already had).
+        let mut stored: HashMap<u32, u64> = HashMap::new();
+        let mut recent = Recent::default();
+        let mut batch = Vec::new();
+        while source.next_batch(&mut batch, &shutdown).await {
+            let Some(last) = batch.last() else { continue };
+            let (groups, letters) = self.verdicts(&batch, &mut recent);
+            self.metrics.set_in_flight(groups.len() + letters.len());
+            let published = self
+                .publish(groups, letters, last.seq, &mut stored, &shutdown)
+                .await;
+            self.metrics.set_in_flight(0);
+            if published.is_err() {
+                // Shutdown before every ack: the next start resumes with this batch.
+                break;
             }
+            source.ack(last).await;
+            batch.clear();
         }
-        let drain = async {
-            while let Some(done) = in_flight.next().await {
-                self.complete(done).await;
-            }
-        };
-        if tokio::time::timeout(DRAIN_TIMEOUT, drain).await.is_err() {
-            tracing::warn!("publishes still unacknowledged at shutdown; RAW will redeliver them");
-        }
-        self.metrics.set_in_flight(0);
     }
 
-    /// Creates (or updates) the durable consumer and opens its pull stream, retrying with
-    /// backoff; `None` on shutdown.
-    async fn open(&self, shutdown: &Shutdown) -> Option<pull::Stream> {
+    /// The RAW sequence after which to resume: the consumer's ack floor, read with retries.
+    async fn resume_point(&self, shutdown: &Shutdown) -> Option<u64> {
         let mut backoff = Duration::from_millis(50);
         loop {
-            let attempt = async {
-                let consumer: PullConsumer = self
-                    .raw
-                    .create_consumer(self.consumer.clone())
-                    .await
-                    .map_err(|e| e.to_string())?;
-                consumer
-                    .stream()
-                    .max_messages_per_batch(self.batch_size)
-                    .heartbeat(HEARTBEAT)
-                    .messages()
-                    .await
-                    .map_err(|e| e.to_string())
-            };
-            tokio::select! {
-                biased;
-                () = shutdown.cancelled() => return None,
-                result = attempt => match result {
-                    Ok(stream) => return Some(stream),
-                    Err(error) => {
-                        self.metrics.consume_error("validator", "open");
-                        tracing::warn!(%error, ?backoff, "cannot open the RAW consumer; retrying");
-                    }
-                },
+            match ack_floor(&self.raw, &self.consumer.durable).await {
+                Ok(after) => return Some(after),
+                Err(e) => {
+                    self.metrics.consume_error("validator", "open");
+                    tracing::warn!(error = %e, "cannot read the RAW consumer; retrying");
+                }
             }
-            if !pause(&mut backoff, shutdown).await {
+            if !crate::pause(&mut backoff, shutdown).await {
                 return None;
             }
         }
     }
 
-    /// Validates one RAW message and sends its output; returns the future of the publish ack.
-    async fn start(&self, raw: Message) -> BoxFuture<'static, Completion> {
-        self.metrics.received();
-        let (output, subject, headers, payload) =
-            match self
-                .validator
-                .validate(&raw.subject, &raw.payload, now_ms())
-            {
+    /// Validates a batch: its valid readings per partition (in RAW order) and its dead letters.
+    fn verdicts(&self, batch: &[Delivery], recent: &mut Recent) -> (Vec<Group>, Vec<Outgoing>) {
+        let now = now_ms();
+        let mut groups: BTreeMap<u32, Group> = BTreeMap::new();
+        let mut letters = Vec::new();
+        for d in batch {
+            self.metrics.received();
+            let (subject, payload) = (d.message.subject.as_str(), &d.message.payload);
+            match self.validator.validate(subject, payload, now) {
                 Ok(accepted) => {
                     self.metrics
                         .accepted(accepted.reading.kind(), &accepted.adjustments);
-                    (
-                        Output::Reading,
-                        accepted.subject.readings_subject(),
-                        nats::reading_headers(&accepted.reading.msg_id()),
-                        Bytes::from(accepted.reading.encode()),
-                    )
+                    let r = &accepted.reading;
+                    if !recent.admit(&r.sensor, r.seq, r.ts) {
+                        tracing::debug!(sensor = %r.sensor, seq = r.seq, "repeated reading dropped");
+                        self.metrics.duplicate("readings");
+                        continue;
+                    }
+                    let district = &accepted.subject.district;
+                    let partition = partition_of(district, self.partitions);
+                    let group = groups.entry(partition).or_insert_with(|| Group {
+                        partition,
+                        district: district.clone(),
+                        readings: Vec::new(),
+                    });
+                    group.readings.push((d.seq, accepted.reading.encode()));
                 }
                 Err(rejection) => {
-                    // Parsed from the reply subject; only a dead letter needs it.
-                    let raw_sequence = nats::stream_sequence(&raw);
                     let reason = rejection.reason();
-                    tracing::debug!(reason, detail = %rejection, subject = %raw.subject,
-                        raw_sequence, "rejected; dead-lettering");
+                    let detail = rejection.to_string();
+                    tracing::debug!(reason, %detail, subject, raw_sequence = d.seq, "rejected; dead-lettering");
                     self.metrics.rejected(reason);
-                    let (subject, headers, body) =
-                        nats::dead_letter(&rejection, &raw.subject, raw_sequence, &raw.payload);
-                    (Output::DeadLetter, subject, headers, body)
+                    let why = Rejected {
+                        reason,
+                        detail: &detail,
+                        source_subject: subject,
+                        source_sequence: d.seq,
+                    };
+                    letters.push(publish::dead_letter(
+                        why,
+                        nats::dead_letter_msg_id(d.seq),
+                        payload,
+                    ));
                 }
-            };
-        let sent = self
-            .js
-            .publish_with_headers(subject, headers, payload)
-            .await;
-        Box::pin(async move {
-            let result = match sent {
-                Ok(ack) => ack.await,
-                Err(e) => Err(e),
-            };
-            Completion {
-                raw,
-                output,
-                result,
             }
-        })
+        }
+        (groups.into_values().collect(), letters)
     }
 
-    /// Settles the RAW message of a finished publish.
-    async fn complete(&self, done: Completion) {
-        let kind = match done.result {
-            Ok(ack) => {
-                let (stream, kind) = match done.output {
-                    Output::Reading => ("readings", AckKind::Ack),
-                    Output::DeadLetter => ("dlq", AckKind::Term),
-                };
-                if ack.duplicate {
-                    self.metrics.duplicate(stream);
+    /// Publishes a batch — one message per partition holding its readings through RAW sequence
+    /// `last`, and the dead letters — until every reading is on READINGS once (see the module
+    /// docs) or shutdown.
+    async fn publish(
+        &self,
+        groups: Vec<Group>,
+        mut letters: Vec<Outgoing>,
+        last: u64,
+        stored: &mut HashMap<u32, u64>,
+        shutdown: &Shutdown,
+    ) -> Result<(), PublishError> {
+        let metrics = &self.metrics;
+        let on_retry = |reason| metrics.retried(reason);
+        // Per group: the RAW sequence after which its readings still have to be published.
+        let mut after: Vec<u64> = groups
+            .iter()
+            .map(|g| stored.get(&g.partition).copied().unwrap_or(0))
+            .collect();
+        loop {
+            let mut out = Vec::new();
+            let mut owner = Vec::new();
+            for (i, g) in groups.iter().enumerate() {
+                if let Some(m) = g.message(after[i], last) {
+                    out.push(m);
+                    owner.push(i);
                 }
-                kind
             }
-            Err(error) => {
-                tracing::debug!(%error, subject = %done.raw.subject,
-                    "output not acknowledged; handing the message back for redelivery");
-                self.metrics.retried("publish_failed");
-                AckKind::Nak(Some(nats::RETRY_DELAY))
+            let readings = out.len();
+            out.append(&mut letters);
+            if out.is_empty() {
+                return Ok(());
             }
-        };
-        if !nats::settle(&done.raw, kind).await {
-            tracing::debug!(subject = %done.raw.subject, "could not settle; the server will redeliver");
-            self.metrics.ack_failed();
+            let acks = publish_all(&self.js, &out, shutdown, &on_retry).await?;
+            for (k, ack) in acks.iter().enumerate() {
+                if k >= readings {
+                    if ack.duplicate {
+                        self.metrics.duplicate("dlq");
+                    }
+                    continue;
+                }
+                let i = owner[k];
+                after[i] = if ack.duplicate {
+                    self.metrics.duplicate("readings_batch");
+                    let through = self.stored_through(ack, last, shutdown).await?;
+                    let known = stored.entry(groups[i].partition).or_insert(0);
+                    *known = (*known).max(through);
+                    through
+                } else {
+                    last
+                };
+            }
         }
     }
-}
 
-/// A bounded label for a pull error, and whether the pull stream must be reopened.
-fn classify(kind: MessagesErrorKind) -> (&'static str, bool) {
-    match kind {
-        MessagesErrorKind::MissingHeartbeat => ("missing_heartbeat", false),
-        MessagesErrorKind::ConsumerDeleted => ("consumer_deleted", true),
-        MessagesErrorKind::Pull => ("pull", false),
-        MessagesErrorKind::PushBasedConsumer => ("push_based_consumer", true),
-        MessagesErrorKind::NoResponders => ("no_responders", false),
-        MessagesErrorKind::RequestLimitExceeded => ("request_limit_exceeded", true),
-        _ => ("other", false),
+    /// The `Citypulse-Raw-Last` of the stored batch a duplicate ack points at, read with
+    /// retries; `last` (nothing left to publish) when the stored message has none.
+    async fn stored_through(
+        &self,
+        ack: &PublishAck,
+        last: u64,
+        shutdown: &Shutdown,
+    ) -> Result<u64, PublishError> {
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            match self.readings.get_raw_message(ack.sequence).await {
+                Ok(m) => {
+                    let through = m
+                        .headers
+                        .get(HEADER_RAW_LAST)
+                        .and_then(|v| v.as_str().parse().ok());
+                    if through.is_none() {
+                        tracing::warn!(sequence = ack.sequence,
+                            "stored READINGS batch without {HEADER_RAW_LAST}; taking it as complete");
+                    }
+                    return Ok(through.unwrap_or(last));
+                }
+                Err(e) => {
+                    self.metrics.retried("read_stored_batch");
+                    tracing::debug!(error = %e, sequence = ack.sequence, "cannot read a stored batch; retrying");
+                }
+            }
+            if !crate::pause(&mut backoff, shutdown).await {
+                return Err(PublishError::Cancelled {
+                    subject: "READINGS".to_owned(),
+                });
+            }
+        }
     }
 }
 

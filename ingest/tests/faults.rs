@@ -84,9 +84,16 @@ async fn sigkilled_ingest_and_a_nats_crash_lose_and_duplicate_nothing() {
     let spawn = || {
         tokio::process::Command::new(env!("CARGO_BIN_EXE_citypulse-ingest"))
             .args(&args)
-            .env("RUST_LOG", "error")
+            .env(
+                "RUST_LOG",
+                std::env::var("DEBUG_LOG").unwrap_or("error".into()),
+            )
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(if std::env::var("DEBUG_LOG").is_ok() {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            })
             .kill_on_drop(true)
             .spawn()
             .unwrap()
@@ -104,19 +111,22 @@ async fn sigkilled_ingest_and_a_nats_crash_lose_and_duplicate_nothing() {
     let (go, go_rx) = watch::channel(false);
     let publisher = tokio::spawn(publish(js.clone(), 0, K, sent.clone(), hold_at, go_rx));
     for round in 0..KILLS {
-        let before = stream_len(&js, "READINGS").await;
+        let before = readings_len(&js).await;
+        // Progress, or caught up with everything sent so far (ingest keeps pace with the
+        // publisher, which holds before the last sixth).
         wait_for(WAIT, "ingest making progress", || async {
-            stream_len(&js, "READINGS").await > before + 100
+            let n = readings_len(&js).await;
+            n > before + 100 || n >= u64::from(sent.load(Ordering::Relaxed))
         })
         .await;
         if round == 1 {
             // Crash nats-server under a live ingest and publisher.
             tokio::task::block_in_place(|| nats.restart());
-            let before = stream_len(&js, "READINGS").await;
+            let before = readings_len(&js).await;
             wait_for(
                 WAIT,
                 "ingest making progress after the NATS restart",
-                || async { stream_len(&js, "READINGS").await > before + 100 },
+                || async { readings_len(&js).await > before + 100 },
             )
             .await;
         }
@@ -135,7 +145,7 @@ async fn sigkilled_ingest_and_a_nats_crash_lose_and_duplicate_nothing() {
 
     wait_for(WAIT, "every reading on READINGS and archived", || async {
         // At least K: a duplicate would show as more, and fail the exact check below.
-        stream_len(&js, "READINGS").await >= u64::from(K)
+        readings_len(&js).await >= u64::from(K)
             && archived(&pg.url()).await.map(|(n, _)| n) >= Some(i64::from(K))
     })
     .await;
@@ -169,7 +179,7 @@ async fn a_postgres_outage_delays_the_archive_but_loses_and_duplicates_nothing()
     wait_for(
         WAIT,
         "every reading validated while PostgreSQL is down",
-        || async { stream_len(&js, "READINGS").await == u64::from(K) },
+        || async { readings_len(&js).await == u64::from(K) },
     )
     .await;
     wait_for(WAIT, "the backlog visible as archive lag", || async {

@@ -12,7 +12,7 @@ use citypulse_ingest::validate::Rejection;
 use citypulse_schema::streams::{
     HEADER_DETAIL, HEADER_REASON, HEADER_SOURCE_SEQUENCE, HEADER_SOURCE_SUBJECT,
 };
-use citypulse_schema::{partition_of, Air, Measurement, Reading, SensorSubject};
+use citypulse_schema::{partition_of, Air, Measurement, Reading};
 use common::*;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
@@ -217,7 +217,7 @@ async fn every_reading_gets_one_verdict_valid_ones_archived_once_invalid_ones_de
     wait_for(WAIT, "N readings archived and M dead letters", || async {
         archived(&pg.url()).await == Some((n as i64, n as i64))
             && stream_len(&js, "DLQ").await == m as u64
-            && stream_len(&js, "READINGS").await == n as u64
+            && readings_len(&js).await == n as u64
     })
     .await;
     // Every RAW message settled: acked or terminated, none pending.
@@ -335,15 +335,16 @@ async fn readings_are_stored_in_the_partition_the_schema_predicts() {
             .unwrap();
     }
     wait_for(WAIT, "every reading on READINGS", || async {
-        stream_len(&js, "READINGS").await == districts.len() as u64
+        readings_len(&js).await == districts.len() as u64
     })
     .await;
     let mut seen = BTreeSet::new();
-    for m in all_messages(&js, "READINGS").await {
-        let tokens: Vec<&str> = m.subject.split('.').collect();
-        let (partition, district) = (tokens[1].parse::<u32>().unwrap(), tokens[2]);
-        assert_eq!(partition, partition_of(district, 5), "{}", m.subject);
-        assert!(SensorSubject::parse_readings(&m.subject).is_ok());
+    for (subject, r) in all_readings(&js).await {
+        let tokens: Vec<&str> = subject.split('.').collect();
+        let partition = tokens[1].parse::<u32>().unwrap();
+        // The batch is filed under its partition, and so is every reading in it.
+        assert_eq!(partition, partition_of(tokens[2], 5), "{subject}");
+        assert_eq!(partition, partition_of(&r.district, 5), "{subject}");
         seen.insert(partition);
     }
     assert_eq!(seen.len(), 5, "64 districts fill all 5 partitions");
@@ -368,7 +369,7 @@ async fn a_restart_with_other_settings_keeps_existing_streams_and_their_data() {
         .await
         .unwrap();
     wait_for(WAIT, "the reading validated", || async {
-        stream_len(&js, "READINGS").await == 1
+        readings_len(&js).await == 1
     })
     .await;
     first.stop().await;
@@ -381,7 +382,7 @@ async fn a_restart_with_other_settings_keeps_existing_streams_and_their_data() {
         .await
         .unwrap();
     wait_for(WAIT, "the second reading validated", || async {
-        stream_len(&js, "READINGS").await == 2
+        readings_len(&js).await == 2
     })
     .await;
     let mut raw = js.get_stream("RAW").await.unwrap();

@@ -5,7 +5,6 @@
 use crate::checkpoint::{self, CheckpointError, Manifest, OutboxEntry};
 use crate::config::Settings;
 use crate::metrics::ProcessorMetrics;
-use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy, PullConsumer};
 use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::kv::{self, Operation};
 use async_nats::jetstream::stream::{self, StorageType};
@@ -14,6 +13,7 @@ use async_nats::HeaderMap;
 use bytes::Bytes;
 use citypulse_runtime::jetstream::{publish_durably, PublishError};
 use citypulse_runtime::shutdown::Shutdown;
+use citypulse_runtime::source::SourceConfig;
 use citypulse_runtime::stream_config;
 use citypulse_schema::streams;
 use std::time::{Duration, Instant};
@@ -117,46 +117,25 @@ pub async fn checkpoint_bucket(js: &Context) -> anyhow::Result<kv::Store> {
     ))
 }
 
-/// Partition `p`'s consumer, starting right after `last_seq`, with cumulative acks.
-pub fn consumer_config(partition: u32, last_seq: u64, max_ack_pending: i64) -> pull::Config {
-    pull::Config {
-        durable_name: Some(consumer_name(partition)),
-        description: Some(format!("citypulse processors, partition {partition}")),
-        filter_subject: partition_filter(partition),
-        deliver_policy: if last_seq == 0 {
-            DeliverPolicy::All
-        } else {
-            DeliverPolicy::ByStartSequence {
-                start_sequence: last_seq + 1,
-            }
-        },
-        ack_policy: AckPolicy::All,
-        ack_wait: ACK_WAIT,
-        max_deliver: -1,
-        max_ack_pending,
-        ..Default::default()
-    }
-}
+/// Most messages a partition may have delivered and not acked.
+pub const MAX_ACK_PENDING: i64 = 100_000;
 
-/// (Re)creates partition `p`'s durable consumer so that it delivers, in stream order, every
-/// message after the checkpoint's `last_seq`.
-///
-/// The checkpoint, not the consumer's ack floor, is the source of truth: a consumer left with
-/// messages delivered but not acked would hand out newer messages first and redeliver the older
-/// ones only after the ack wait, out of event-time order.
-pub async fn open_consumer(
-    readings: &stream::Stream,
-    partition: u32,
-    last_seq: u64,
-    max_ack_pending: i64,
-) -> anyhow::Result<PullConsumer> {
-    let name = consumer_name(partition);
-    // Not found is the normal first start.
-    let _ = readings.delete_consumer(&name).await;
-    readings
-        .create_consumer(consumer_config(partition, last_seq, max_ack_pending))
-        .await
-        .map_err(|e| anyhow::anyhow!("creating consumer {name} on READINGS: {e}"))
+/// Pull heartbeat: a silent server is noticed within two of these.
+const HEARTBEAT: Duration = Duration::from_secs(5);
+
+/// Partition `p`'s source: its durable consumer, read in order from right after the
+/// checkpoint's `last_seq` (the checkpoint, not the consumer's ack floor, is the source of
+/// truth), `batch` messages per pull, with cumulative acks.
+pub fn source_config(partition: u32, batch: usize) -> SourceConfig {
+    SourceConfig {
+        durable: consumer_name(partition),
+        description: format!("citypulse processors, partition {partition}"),
+        filter_subject: partition_filter(partition),
+        ack_wait: ACK_WAIT,
+        max_ack_pending: MAX_ACK_PENDING,
+        batch,
+        heartbeat: HEARTBEAT,
+    }
 }
 
 /// Why a checkpoint could not be read or written.
@@ -390,6 +369,8 @@ pub struct DeadLetter {
     pub subject: String,
     /// Its READINGS stream sequence.
     pub sequence: u64,
+    /// Its index in a batch message (`None`: the whole message).
+    pub item: Option<u32>,
     /// The original payload.
     pub payload: Bytes,
 }
@@ -405,7 +386,10 @@ pub async fn publish_dead_letters(
 ) -> Result<(), PublishError> {
     for l in letters {
         let subject = citypulse_schema::subject::dlq_subject(l.reason);
-        let msg_id = format!("readings:{}", l.sequence);
+        let msg_id = match l.item {
+            None => format!("readings:{}", l.sequence),
+            Some(i) => format!("readings:{}:{i}", l.sequence),
+        };
         let mut h = HeaderMap::new();
         h.insert(streams::HEADER_REASON, l.reason);
         let detail: String = l.detail.chars().take(256).collect();

@@ -1,34 +1,29 @@
-//! SHELL: one task per owned READINGS partition. Each pulls its partition's readings in stream
-//! order, feeds them to its [`PartitionState`], and after every batch flushes: closed windows go
-//! to the outbox, the checkpoint (state + `last_seq` + outbox) is written, the outbox is
-//! published, and the inputs are acked up to `last_seq`.
+//! SHELL: one task per owned READINGS partition. Each reads its partition in stream order
+//! through a [`Source`] that resumes right after the checkpoint's `last_seq`, feeds every
+//! reading (a READINGS message is a batch of readings, or one from ingest v0.1) to its
+//! [`PartitionState`], and after every batch flushes: closed windows go to the outbox, the
+//! checkpoint (state + `last_seq` + outbox) is written, the outbox is published, and the inputs
+//! are acked up to `last_seq`.
 
 use crate::checkpoint::{self, OutboxEntry};
 use crate::config::Settings;
 use crate::metrics::ProcessorMetrics;
 use crate::nats::{self, CheckpointStore, DeadLetter, StoreError};
 use crate::window::{Observed, PartitionState, Rejection};
-use async_nats::jetstream::consumer::pull;
-use async_nats::jetstream::message::Acker;
-use async_nats::jetstream::{self, kv, stream, Context};
+use async_nats::jetstream::{kv, stream, Context};
+use bytes::Bytes;
 use citypulse_runtime::duration;
 use citypulse_runtime::shutdown::Shutdown;
-use citypulse_schema::{partition_of, Reading, SensorSubject, WindowResult};
-use futures::{FutureExt, StreamExt};
+use citypulse_runtime::source::{Delivery, Source, SourceEvent};
+use citypulse_schema::{batch, partition_of, Reading, SensorSubject, WindowResult};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-/// Most messages a partition may have delivered and not acked.
-const MAX_ACK_PENDING: i64 = 100_000;
-/// Unacked messages that force a checkpoint (and so an ack), well below the limit.
+/// Unacked messages that force a checkpoint (and so an ack), well below the consumer's
+/// `max_ack_pending` ([`nats::MAX_ACK_PENDING`]).
 const ACK_THRESHOLD: usize = 50_000;
-/// Pull heartbeat: a silent server is noticed within two of these.
-const HEARTBEAT: Duration = Duration::from_secs(5);
 /// Longest wait between retries of a checkpoint write.
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
-
-/// Deliveries were lost between the server and this process.
-#[derive(Debug)]
-struct DeliveryGap;
 
 /// Whether the loop goes on.
 enum Flow {
@@ -50,8 +45,8 @@ struct Partition {
     /// Closed windows not yet published.
     outbox: Vec<OutboxEntry>,
     dead_letters: Vec<DeadLetter>,
-    /// The acker of message `last_seq` (acks are cumulative).
-    acker: Option<Acker>,
+    /// Message `last_seq`, to ack once checkpointed (acks are cumulative).
+    last: Option<Delivery>,
     unacked: usize,
     /// The state differs from the last checkpoint.
     dirty: bool,
@@ -128,7 +123,7 @@ pub async fn run_partition(id: u32, shared: Shared, shutdown: Shutdown) -> anyho
         dirty: !outbox.is_empty(),
         outbox,
         dead_letters: Vec::new(),
-        acker: None,
+        last: None,
         unacked: 0,
         last_checkpoint: Instant::now(),
         started: Instant::now(),
@@ -150,147 +145,135 @@ impl Partition {
             Duration::from_millis((self.settings.core.idle_timeout_ms / 2).clamp(50, 1_000));
         let mut tick = tokio::time::interval(tick_every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        'consumer: loop {
-            let mut backoff = Duration::from_millis(50);
-            let mut messages = loop {
-                match self.open(readings).await {
-                    Ok(m) => break m,
-                    Err(e) => {
-                        tracing::warn!(partition = self.id, error = %format!("{e:#}"),
-                            "cannot open the READINGS consumer; retrying");
-                        if !self.shutdown.back_off(&mut backoff, MAX_BACKOFF).await {
-                            self.flush(true).await?;
-                            return Ok(());
-                        }
-                    }
-                }
-            };
-            // A fresh consumer numbers its deliveries from 1; a jump means deliveries were lost
-            // in flight (a reconnect): reopen after the last sequence folded in, in order.
-            let mut next_delivery = 1;
-            loop {
-                tokio::select! {
-                    biased;
-                    _ = self.shutdown.cancelled() => {
-                        self.flush(true).await?;
-                        tracing::info!(partition = self.id, last_seq = self.last_seq, "partition stopped");
-                        return Ok(());
-                    }
-                    next = messages.next() => {
-                        match next {
-                            Some(Ok(msg)) => {
-                                let mut gap = self.handle(msg, &mut next_delivery).is_err();
-                                for _ in 1..self.settings.batch_size {
-                                    if gap {
-                                        break;
-                                    }
-                                    match messages.next().now_or_never() {
-                                        Some(Some(Ok(msg))) => {
-                                            gap = self.handle(msg, &mut next_delivery).is_err();
-                                        }
-                                        _ => break,
-                                    }
-                                }
-                                if gap {
-                                    if matches!(self.flush(false).await?, Flow::Stop) {
-                                        return Ok(());
-                                    }
-                                    continue 'consumer;
-                                }
-                            }
-                            Some(Err(e)) => {
-                                use async_nats::jetstream::consumer::pull::MessagesErrorKind as K;
-                                if matches!(e.kind(), K::Pull | K::Other) {
-                                    tracing::debug!(partition = self.id, error = %e, "pull interrupted; continuing");
-                                    continue;
-                                }
-                                // The consumer is gone or silent: open it again after last_seq.
-                                tracing::warn!(partition = self.id, error = %e, "consumer unusable; reopening");
-                                continue 'consumer;
-                            }
-                            None => {
-                                tracing::warn!(partition = self.id, "consumer stream ended; reopening");
-                                continue 'consumer;
-                            }
-                        }
-                    }
-                    _ = tick.tick() => {
-                        let now = self.now_ms();
-                        self.state.advance_idle(now);
-                    }
-                }
-                if matches!(self.flush(false).await?, Flow::Stop) {
+        let metrics = self.metrics.clone();
+        let id = self.id;
+        let observer = Arc::new(move |e: SourceEvent| match e {
+            SourceEvent::Gap => metrics.delivery_gap(),
+            SourceEvent::Redelivered => metrics.redelivered(),
+            other => tracing::debug!(partition = id, event = other.label(), "READINGS source"),
+        });
+        let config = nats::source_config(self.id, self.settings.batch_size);
+        let mut source = Source::new(readings.clone(), config, self.last_seq, observer);
+        let mut batch = Vec::new();
+        loop {
+            tokio::select! {
+                biased;
+                _ = self.shutdown.cancelled() => {
+                    self.flush(true, &source).await?;
+                    tracing::info!(partition = self.id, last_seq = self.last_seq, "partition stopped");
                     return Ok(());
                 }
+                // On shutdown it returns false and the next turn takes the branch above.
+                _ = source.next_batch(&mut batch, &self.shutdown) => {
+                    for d in batch.drain(..) {
+                        self.handle(d);
+                    }
+                }
+                _ = tick.tick() => {
+                    let now = self.now_ms();
+                    self.state.advance_idle(now);
+                }
+            }
+            if matches!(self.flush(false, &source).await?, Flow::Stop) {
+                return Ok(());
             }
         }
     }
 
-    /// (Re)creates the consumer after `last_seq` and opens its pull stream.
-    async fn open(&self, readings: &stream::Stream) -> anyhow::Result<pull::Stream> {
-        let consumer =
-            nats::open_consumer(readings, self.id, self.last_seq, MAX_ACK_PENDING).await?;
-        consumer
-            .stream()
-            .max_messages_per_batch(self.settings.batch_size)
-            .heartbeat(HEARTBEAT)
-            .messages()
-            .await
-            .map_err(|e| anyhow::anyhow!("pulling partition {}: {e}", self.id))
-    }
-
-    /// Folds one delivered message into the state. `Err(DeliveryGap)` when deliveries before
-    /// this one were lost: the message is not used, and the consumer must be reopened.
-    fn handle(
-        &mut self,
-        msg: jetstream::Message,
-        next_delivery: &mut u64,
-    ) -> Result<(), DeliveryGap> {
-        let Ok((seq, delivery)) = msg.info().map(|i| (i.stream_sequence, i.consumer_sequence))
-        else {
-            self.metrics.rejected(None, "no_sequence");
-            tracing::warn!(partition = self.id, subject = %msg.subject, reason = "no_sequence",
-                "message without a JetStream sequence ignored");
-            return Ok(());
-        };
-        if delivery != *next_delivery {
-            self.metrics.delivery_gap();
-            tracing::warn!(
-                partition = self.id,
-                expected = *next_delivery,
-                delivered = delivery,
-                last_seq = self.last_seq,
-                "deliveries lost in flight; reopening the consumer after last_seq"
-            );
-            return Err(DeliveryGap);
-        }
-        *next_delivery += 1;
-        if seq <= self.last_seq {
-            // Already in the state: a redelivery after the ack wait.
-            self.metrics.redelivered();
-            return Ok(());
-        }
-        let (msg, acker) = msg.split();
+    /// Folds one delivered READINGS message (a batch, or a single v0.1 reading) into the state.
+    fn handle(&mut self, d: Delivery) {
+        let seq = d.seq;
         self.last_seq = seq;
-        self.acker = Some(acker);
         self.unacked += 1;
         self.dirty = true;
-        let subject = msg.subject.as_str();
+        let subject = d.message.subject.as_str();
+        let payload = d.message.payload.clone();
+        let in_partition = subject.split('.').nth(1).and_then(|t| t.parse().ok()) == Some(self.id);
+        if batch::is_batch_subject(subject) {
+            let subject = subject.to_owned();
+            self.fold_batch(&subject, seq, &payload, in_partition);
+        } else {
+            let subject = subject.to_owned();
+            self.fold_single(&subject, seq, &payload, in_partition);
+        }
+        self.last = Some(d);
+    }
+
+    /// The readings of a batch, each checked to belong to this partition.
+    fn fold_batch(&mut self, subject: &str, seq: u64, payload: &Bytes, in_partition: bool) {
+        let letter =
+            |reason: &'static str, detail: String, item: Option<u32>, body: Bytes| DeadLetter {
+                reason,
+                detail,
+                subject: subject.to_owned(),
+                sequence: seq,
+                item,
+                payload: body,
+            };
+        if !in_partition {
+            let detail = format!("batch is not in partition {}", self.id);
+            self.reject(
+                None,
+                letter("wrong_partition", detail, None, payload.clone()),
+            );
+            return;
+        }
+        let items = match batch::decode_batch(payload) {
+            Ok(items) => items,
+            Err(e) => {
+                self.reject(
+                    None,
+                    letter(e.reason(), e.to_string(), None, payload.clone()),
+                );
+                return;
+            }
+        };
+        for (i, item) in items.into_iter().enumerate() {
+            let index = u32::try_from(i).unwrap_or(u32::MAX);
+            let body = || payload.slice_ref(item);
+            let reading = match Reading::decode(item) {
+                Ok(r) => r,
+                Err(e) => {
+                    self.reject(None, letter(e.reason(), e.to_string(), Some(index), body()));
+                    continue;
+                }
+            };
+            if partition_of(&reading.district, self.settings.partition_count) != self.id {
+                let detail = format!(
+                    "district {} is not in partition {} of {}",
+                    reading.district, self.id, self.settings.partition_count
+                );
+                let l = letter("wrong_partition", detail, Some(index), body());
+                self.reject(Some(reading.kind()), l);
+                continue;
+            }
+            if let Some(why) = self.observe(&reading) {
+                self.reject(
+                    Some(reading.kind()),
+                    letter(why.reason(), why.to_string(), Some(index), body()),
+                );
+            }
+        }
+    }
+
+    /// A single reading stored by ingest v0.1 under its sensor's subject.
+    fn fold_single(&mut self, subject: &str, seq: u64, payload: &Bytes, in_partition: bool) {
         let letter = |reason: &'static str, detail: String| DeadLetter {
             reason,
             detail,
             subject: subject.to_owned(),
             sequence: seq,
-            payload: msg.payload.clone(),
+            item: None,
+            payload: payload.clone(),
         };
         let claimed = match SensorSubject::parse_readings(subject) {
             Ok(s) => s,
             Err(e) => {
                 self.reject(None, letter("subject", e.to_string()));
-                return Ok(());
+                return;
             }
         };
-        let own = subject.split('.').nth(1).and_then(|t| t.parse().ok()) == Some(self.id)
+        let own = in_partition
             && partition_of(&claimed.district, self.settings.partition_count) == self.id;
         if !own {
             let detail = format!(
@@ -298,13 +281,13 @@ impl Partition {
                 claimed.district, self.id, self.settings.partition_count
             );
             self.reject(Some(claimed.kind), letter("wrong_partition", detail));
-            return Ok(());
+            return;
         }
-        let reading = match Reading::decode(&msg.payload) {
+        let reading = match Reading::decode(payload) {
             Ok(r) => r,
             Err(e) => {
                 self.reject(None, letter(e.reason(), e.to_string()));
-                return Ok(());
+                return;
             }
         };
         let kind = reading.kind();
@@ -314,9 +297,18 @@ impl Partition {
                 reading.claimed_subject()
             );
             self.reject(Some(kind), letter("mismatch", detail));
-            return Ok(());
+            return;
         }
-        match self.state.observe(&reading, self.now_ms()) {
+        if let Some(why) = self.observe(&reading) {
+            self.reject(Some(kind), letter(why.reason(), why.to_string()));
+        }
+    }
+
+    /// Feeds one reading to the state and counts the outcome; the rejection to dead-letter, if
+    /// any.
+    fn observe(&mut self, reading: &Reading) -> Option<Rejection> {
+        let kind = reading.kind();
+        match self.state.observe(reading, self.now_ms()) {
             Observed::Accepted => self.metrics.accepted(kind),
             Observed::Late(reason) => {
                 self.metrics.late(kind, reason);
@@ -330,11 +322,9 @@ impl Partition {
                 tracing::debug!(partition = self.id, sensor = %reading.sensor, seq = reading.seq,
                     "duplicate reading ignored");
             }
-            Observed::Rejected(why) => {
-                self.reject(Some(kind), letter(why.reason(), why.to_string()));
-            }
+            Observed::Rejected(why) => return Some(why),
         }
-        Ok(())
+        None
     }
 
     fn reject(&mut self, kind: Option<citypulse_schema::Kind>, letter: DeadLetter) {
@@ -346,7 +336,7 @@ impl Partition {
 
     /// Closes ready windows and, when due, makes everything durable: dead letters, checkpoint,
     /// results, ack.
-    async fn flush(&mut self, force: bool) -> anyhow::Result<Flow> {
+    async fn flush(&mut self, force: bool, source: &Source) -> anyhow::Result<Flow> {
         self.scratch.clear();
         self.state.close_ready(&mut self.scratch);
         if !self.scratch.is_empty() {
@@ -384,11 +374,9 @@ impl Partition {
         if matches!(self.publish_outbox().await, Flow::Stop) {
             return Ok(Flow::Stop);
         }
-        if let Some(acker) = self.acker.take() {
-            if let Err(e) = acker.ack().await {
-                // The checkpoint is what counts; a lost ack only means a redelivery we skip.
-                tracing::debug!(partition = self.id, error = %e, "ack not sent");
-            }
+        if let Some(last) = self.last.take() {
+            // The checkpoint is what counts; a lost ack only means a redelivery the source skips.
+            source.ack(&last).await;
             self.unacked = 0;
         }
         Ok(Flow::Continue)

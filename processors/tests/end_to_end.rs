@@ -12,7 +12,7 @@ use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
 use async_nats::HeaderMap;
 use citypulse_harness::{wait_for, NatsServer};
 use citypulse_runtime::shutdown::Shutdown;
-use citypulse_schema::{partition_of, streams, Reading};
+use citypulse_schema::{batch, partition_of, streams, Reading};
 use citypulse_simulator::city::City;
 use citypulse_simulator::engine::{run_window, Settings};
 use citypulse_simulator::faults::FaultRates;
@@ -37,17 +37,23 @@ async fn readings_stored(js: &async_nats::jetstream::Context) -> Vec<(u32, Readi
         .await
         .unwrap();
     let mut messages = consumer.messages().await.unwrap();
-    let mut out = Vec::new();
-    while (out.len() as u64) < total {
+    let mut seen = 0u64;
+    let mut readings = Vec::new();
+    while seen < total {
         let msg = tokio::time::timeout(Duration::from_secs(10), messages.next())
             .await
             .expect("READINGS delivers")
             .unwrap()
             .unwrap();
         let partition: u32 = msg.subject.split('.').nth(1).unwrap().parse().unwrap();
-        out.push((partition, Reading::decode(&msg.payload).unwrap()));
+        // Ingest stores a batch of readings per partition and RAW pull.
+        assert!(batch::is_batch_subject(&msg.subject), "{}", msg.subject);
+        for item in batch::decode_batch(&msg.payload).unwrap() {
+            readings.push((partition, Reading::decode(item).unwrap()));
+        }
+        seen += 1;
     }
-    out
+    readings
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,6 +9,11 @@
 //! - [`jetstream`]: idempotent stream provisioning ([`jetstream::ensure_stream`]) and publishing
 //!   with acks and retries under a stable `Nats-Msg-Id` ([`jetstream::publish_durably`]), and
 //!   consumer lag as gauges ([`jetstream::watch_consumer_lag`]).
+//! - [`source`]: [`source::Source`], a durable consumer read strictly in stream order, in
+//!   batches, with cumulative acks and resumption from a checkpoint or the ack floor.
+//! - [`publish`]: [`publish::publish_all`], a group of messages published with bounded acks in
+//!   flight and retried under their `Nats-Msg-Id`; [`publish::dead_letter`], the one dead-letter
+//!   builder (sanitised headers).
 //! - [`stream_config`]: every JetStream stream's settings ([`stream_config::Limits`] and one builder per
 //!   stream), so the owner of a stream and a service that merely needs it create it alike.
 //! - [`duration`]: human durations ("30s", "2h") for clap, and [`duration::millis`]; [`clock`]: the
@@ -22,6 +27,8 @@ pub mod clock;
 pub mod duration;
 pub mod jetstream;
 pub mod nats;
+pub mod publish;
 pub mod shutdown;
+pub mod source;
 pub mod stream_config;
 pub mod telemetry;

@@ -10,6 +10,8 @@
 //!   [`reason`](DecodeError::reason) for metrics and dead-letter subjects.
 //! - [`vocab`]: the closed vocabularies ([`Kind`], [`Severity`], [`Pollutant`], [`Los`], …).
 //! - [`streams`]: names and subjects of the JetStream streams.
+//! - [`batch`]: the internal READINGS batch format (not public contract); [`seq`]: per-sensor
+//!   duplicate detection by sequence number.
 //!
 //! The contract is also written as CDDL (RFC 8610) in `schema/citypulse.cddl`, with golden CBOR
 //! fixtures in `schema/fixtures/` that the tests decode forever. Readers tolerate unknown keys; a
@@ -18,8 +20,10 @@
 //! This crate is pure: no async runtime, no NATS client, no clock.
 
 pub mod alert;
+pub mod batch;
 pub mod codec;
 pub mod reading;
+pub mod seq;
 pub mod streams;
 pub mod subject;
 pub mod vocab;

@@ -192,19 +192,48 @@ pub async fn all_messages(
     out
 }
 
-/// Per `<sensor>:<seq>`, how many READINGS messages carry it (from the decoded payload, and
-/// checked against the Nats-Msg-Id header).
+/// Every reading stored in READINGS, in order, with the stored subject of its message (ingest
+/// stores a batch per partition per RAW pull: [`citypulse_schema::batch`]).
+pub async fn all_readings(js: &jetstream::Context) -> Vec<(String, Reading)> {
+    let mut out = Vec::new();
+    for m in all_messages(js, "READINGS").await {
+        assert!(
+            citypulse_schema::batch::is_batch_subject(&m.subject),
+            "{}",
+            m.subject
+        );
+        for item in citypulse_schema::batch::decode_batch(&m.payload).unwrap() {
+            out.push((m.subject.to_string(), Reading::decode(item).unwrap()));
+        }
+    }
+    out
+}
+
+/// How many readings READINGS holds (0 while it does not exist or the server is unreachable;
+/// what it could count while the server restarts).
+pub async fn readings_len(js: &jetstream::Context) -> u64 {
+    let Ok(mut s) = js.get_stream("READINGS").await else {
+        return 0;
+    };
+    let Ok(info) = s.info().await else { return 0 };
+    let (first, last) = (info.state.first_sequence, info.state.last_sequence);
+    let mut n = 0;
+    if info.state.messages == 0 {
+        return 0;
+    }
+    for seq in first..=last {
+        let Ok(m) = s.get_raw_message(seq).await else {
+            continue;
+        };
+        n += citypulse_schema::batch::decode_batch(&m.payload).map_or(0, |b| b.len() as u64);
+    }
+    n
+}
+
+/// Per `<sensor>:<seq>`, how many times READINGS holds it.
 pub async fn readings_per_id(js: &jetstream::Context) -> HashMap<String, usize> {
     let mut counts = HashMap::new();
-    for m in all_messages(js, "READINGS").await {
-        let r = Reading::decode(&m.payload).unwrap();
-        assert_eq!(
-            m.headers
-                .get(async_nats::header::NATS_MESSAGE_ID)
-                .unwrap()
-                .as_str(),
-            r.msg_id()
-        );
+    for (_, r) in all_readings(js).await {
         *counts.entry(r.msg_id()).or_insert(0) += 1;
     }
     counts

@@ -1,0 +1,206 @@
+//! Publishing a group of messages durably ([`publish_all`]), and the one dead-letter builder
+//! ([`dead_letter`]) every service uses.
+
+use crate::jetstream::{publish_durably, PublishError};
+use crate::shutdown::Shutdown;
+use async_nats::jetstream::publish::PublishAck;
+use async_nats::jetstream::Context;
+use async_nats::HeaderMap;
+use bytes::Bytes;
+use citypulse_schema::streams;
+
+/// Publishes sent before their acks are awaited together.
+const WINDOW: usize = 1024;
+
+/// A dead letter's body is the original payload, cut to this size: large enough for any
+/// plausible message, small enough that a megabyte of garbage cannot make the dead letter itself
+/// unpublishable and stall the stream.
+pub const MAX_DEAD_LETTER_BODY: usize = 64 * 1024;
+
+/// Header of a dead letter whose body was cut: the original payload length in bytes.
+pub const HEADER_ORIGINAL_SIZE: &str = "Citypulse-Original-Size";
+
+/// Longest `Citypulse-Detail` value, in characters.
+const MAX_DETAIL_CHARS: usize = 256;
+
+/// One message to publish through JetStream with a deterministic `Nats-Msg-Id`.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    /// The subject.
+    pub subject: String,
+    /// `Nats-Msg-Id`: derived from the data, so a retry or a replay is deduplicated.
+    pub msg_id: String,
+    /// Other headers.
+    pub headers: HeaderMap,
+    /// The body.
+    pub payload: Bytes,
+}
+
+impl Outgoing {
+    /// A message with no headers but its id.
+    pub fn new(subject: String, msg_id: String, payload: Bytes) -> Outgoing {
+        Outgoing {
+            subject,
+            msg_id,
+            headers: HeaderMap::new(),
+            payload,
+        }
+    }
+}
+
+/// Publishes `messages` in order, up to 1,024 awaiting their acks at once, and returns every
+/// ack, in order. A publish that is not acknowledged is retried with the same `Nats-Msg-Id`
+/// (the server drops the copy if the first attempt landed) with capped back-off until acked or
+/// shutdown; `on_retry` gets a bounded reason per failed attempt.
+///
+/// The acks of a window are awaited together: each ack's timeout starts when it is awaited, so
+/// awaiting them one by one after a server restart (which loses them all) would take a timeout
+/// per message.
+pub async fn publish_all(
+    js: &Context,
+    messages: &[Outgoing],
+    shutdown: &Shutdown,
+    on_retry: &(dyn Fn(&'static str) + Sync),
+) -> Result<Vec<PublishAck>, PublishError> {
+    let mut acks = Vec::with_capacity(messages.len());
+    for window in messages.chunks(WINDOW) {
+        let mut sent = Vec::with_capacity(window.len());
+        for m in window {
+            let mut headers = m.headers.clone();
+            headers.insert(async_nats::header::NATS_MESSAGE_ID, m.msg_id.as_str());
+            sent.push(
+                js.publish_with_headers(m.subject.clone(), headers, m.payload.clone())
+                    .await
+                    .ok(),
+            );
+        }
+        let first = futures::future::join_all(sent.into_iter().map(|s| async move {
+            match s {
+                Some(ack) => ack.await.ok(),
+                None => None,
+            }
+        }))
+        .await;
+        for (m, ack) in window.iter().zip(first) {
+            let ack = match ack {
+                Some(ack) => ack,
+                None => {
+                    on_retry("ack");
+                    publish_durably(
+                        js,
+                        m.subject.clone(),
+                        &m.msg_id,
+                        m.headers.clone(),
+                        m.payload.clone(),
+                        shutdown,
+                        on_retry,
+                    )
+                    .await?
+                }
+            };
+            acks.push(ack);
+        }
+    }
+    Ok(acks)
+}
+
+/// What a dead letter says about the message it carries.
+#[derive(Debug, Clone, Copy)]
+pub struct Rejected<'a> {
+    /// Bounded reason: the subject's last token and `Citypulse-Reason`.
+    pub reason: &'a str,
+    /// One human line with the offending value (attacker-controlled: sanitised here).
+    pub detail: &'a str,
+    /// The subject the message came on.
+    pub source_subject: &'a str,
+    /// Its sequence in the source stream.
+    pub source_sequence: u64,
+}
+
+/// A dead letter on `dlq.<reason>`: headers `Citypulse-Reason`, `Citypulse-Detail` (one safe
+/// line), `Citypulse-Source-Subject`, `Citypulse-Source-Sequence`; body the original payload cut
+/// to [`MAX_DEAD_LETTER_BODY`] (with [`HEADER_ORIGINAL_SIZE`] when cut); id `msg_id`.
+pub fn dead_letter(why: Rejected<'_>, msg_id: String, payload: &Bytes) -> Outgoing {
+    let mut h = HeaderMap::new();
+    h.insert(streams::HEADER_REASON, why.reason);
+    h.insert(streams::HEADER_DETAIL, header_text(why.detail).as_str());
+    h.insert(
+        streams::HEADER_SOURCE_SUBJECT,
+        header_text(why.source_subject).as_str(),
+    );
+    h.insert(
+        streams::HEADER_SOURCE_SEQUENCE,
+        why.source_sequence.to_string().as_str(),
+    );
+    let body = if payload.len() > MAX_DEAD_LETTER_BODY {
+        h.insert(HEADER_ORIGINAL_SIZE, payload.len().to_string().as_str());
+        payload.slice(..MAX_DEAD_LETTER_BODY)
+    } else {
+        payload.clone()
+    };
+    Outgoing {
+        subject: citypulse_schema::subject::dlq_subject(why.reason),
+        msg_id,
+        headers: h,
+        payload: body,
+    }
+}
+
+/// Makes `s` safe as one header value: control characters (CR and LF would end the header)
+/// become spaces, and it is cut to a sane length.
+pub fn header_text(s: &str) -> String {
+    let mut out: String = s
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(MAX_DETAIL_CHARS)
+        .collect();
+    if s.chars().count() > MAX_DETAIL_CHARS {
+        out.push('…');
+    }
+    out.trim().to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_text_is_one_safe_line() {
+        assert_eq!(header_text("a\r\nb\tc"), "a  b c");
+        let long = "x".repeat(1000);
+        assert_eq!(header_text(&long).chars().count(), MAX_DETAIL_CHARS + 1);
+    }
+
+    #[test]
+    fn a_dead_letter_carries_its_reason_and_origin_and_is_cut_when_huge() {
+        let why = Rejected {
+            reason: "unknown_kind",
+            detail: "unknown kind `bus\r\nX-Evil: 1`",
+            source_subject: "sensors.d1.traffic.s1",
+            source_sequence: 42,
+        };
+        let small = Bytes::from_static(b"abc");
+        let d = dead_letter(why, "raw:42".into(), &small);
+        assert_eq!(d.subject, "dlq.unknown_kind");
+        assert_eq!(d.msg_id, "raw:42");
+        assert_eq!(d.payload, small);
+        let get = |k: &str| d.headers.get(k).map(|v| v.as_str().to_owned());
+        assert_eq!(get(streams::HEADER_REASON).as_deref(), Some("unknown_kind"));
+        assert_eq!(
+            get(streams::HEADER_DETAIL).as_deref(),
+            Some("unknown kind `bus  X-Evil: 1`")
+        );
+        assert_eq!(get(streams::HEADER_SOURCE_SEQUENCE).as_deref(), Some("42"));
+        assert!(get(HEADER_ORIGINAL_SIZE).is_none());
+
+        let huge = Bytes::from(vec![7u8; 1 << 20]);
+        let d = dead_letter(why, "raw:43".into(), &huge);
+        assert_eq!(d.payload.len(), MAX_DEAD_LETTER_BODY);
+        assert_eq!(
+            d.headers
+                .get(HEADER_ORIGINAL_SIZE)
+                .map(|v| v.as_str().to_owned()),
+            Some("1048576".to_owned())
+        );
+    }
+}

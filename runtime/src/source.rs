@@ -1,0 +1,352 @@
+//! An ordered, resumable JetStream source: one durable pull consumer read strictly in stream
+//! order, in batches, with cumulative acks.
+//!
+//! Every stage of citypulse reads its input this way ([`Source`]). The service says where to
+//! resume (its checkpoint's sequence, or the consumer's ack floor via [`ack_floor`]); the source
+//! (re)creates the durable consumer to deliver from the next sequence, hands out batches of
+//! [`Delivery`] in stream order, and acks cumulatively (`AckPolicy::All`) up to the delivery the
+//! service names once its effect is durable.
+//!
+//! Why not simply resume a durable consumer: a consumer left with messages delivered but not
+//! acked (its reader crashed) hands out *newer* messages first and redelivers the older ones only
+//! after the ack wait — out of order, which an event-time stage downstream turns into late data.
+//! So the source never relies on redelivery: whenever the order is in doubt (a jump in the
+//! delivery count after a reconnect, an unusable consumer, a pull stream that ended) it recreates
+//! the consumer from the sequence after the last one it handed out. Redeliveries of messages it
+//! already handed out are skipped.
+
+use crate::shutdown::Shutdown;
+use async_nats::jetstream::consumer::pull::{self, MessagesErrorKind};
+use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy};
+use async_nats::jetstream::message::Acker;
+use async_nats::jetstream::stream::Stream;
+use futures::{FutureExt, StreamExt};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long an ack may take to be handed to the client.
+const ACK_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest pause between attempts to (re)create the consumer.
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+/// What the source reports to its service's metrics (bounded labels via [`SourceEvent::label`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceEvent {
+    /// Deliveries were lost in flight (a jump in the consumer's delivery count): reopened.
+    Gap,
+    /// A message at or below the last handed-out sequence came again: skipped.
+    Redelivered,
+    /// The pull stream failed; `&'static str` is the bounded reason.
+    PullError(&'static str),
+    /// The consumer could not be (re)created; retried with back-off.
+    OpenFailed,
+    /// An ack could not be sent (the next one covers it).
+    AckFailed,
+}
+
+impl SourceEvent {
+    /// A bounded metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            SourceEvent::Gap => "delivery_gap",
+            SourceEvent::Redelivered => "redelivered",
+            SourceEvent::PullError(reason) => reason,
+            SourceEvent::OpenFailed => "open",
+            SourceEvent::AckFailed => "ack",
+        }
+    }
+}
+
+/// Receives the source's events (a service maps them onto its counters).
+pub type Observer = Arc<dyn Fn(SourceEvent) + Send + Sync>;
+
+/// Settings of a [`Source`].
+#[derive(Debug, Clone)]
+pub struct SourceConfig {
+    /// The durable consumer's name.
+    pub durable: String,
+    /// Its description (shown by `nats consumer info`).
+    pub description: String,
+    /// Subject filter; empty for the whole stream.
+    pub filter_subject: String,
+    /// Server-side redelivery timer (the source never waits for it).
+    pub ack_wait: Duration,
+    /// Delivered, unacked messages the server allows; at least a few batches.
+    pub max_ack_pending: i64,
+    /// Most messages per pull request and per batch handed out.
+    pub batch: usize,
+    /// Idle heartbeat of the pull: a silent server is noticed after two.
+    pub heartbeat: Duration,
+}
+
+impl SourceConfig {
+    /// The consumer configuration that delivers from the message after `after`.
+    pub fn consumer(&self, after: u64) -> pull::Config {
+        pull::Config {
+            durable_name: Some(self.durable.clone()),
+            description: Some(self.description.clone()),
+            filter_subject: self.filter_subject.clone(),
+            deliver_policy: if after == 0 {
+                DeliverPolicy::All
+            } else {
+                DeliverPolicy::ByStartSequence {
+                    start_sequence: after + 1,
+                }
+            },
+            ack_policy: AckPolicy::All,
+            ack_wait: self.ack_wait,
+            // Only ever settled by a cumulative ack.
+            max_deliver: -1,
+            max_ack_pending: self.max_ack_pending,
+            ..Default::default()
+        }
+    }
+}
+
+/// One delivered message, in stream order.
+pub struct Delivery {
+    /// Its stream sequence.
+    pub seq: u64,
+    /// Subject and payload (and headers).
+    pub message: async_nats::Message,
+    acker: Acker,
+}
+
+impl std::fmt::Debug for Delivery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Delivery")
+            .field("seq", &self.seq)
+            .field("subject", &self.message.subject)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The durable consumer's ack floor (the stream sequence below which everything was acked), 0
+/// when the consumer does not exist: where a service without a checkpoint of its own resumes.
+pub async fn ack_floor(stream: &Stream, durable: &str) -> anyhow::Result<u64> {
+    match stream.consumer_info(durable).await {
+        Ok(info) => Ok(info.ack_floor.stream_sequence),
+        Err(e) if e.to_string().contains("not found") => Ok(0),
+        Err(e) => Err(anyhow::anyhow!("reading consumer {durable}: {e}")),
+    }
+}
+
+/// A durable consumer read in order; see the module docs.
+pub struct Source {
+    stream: Stream,
+    config: SourceConfig,
+    observer: Observer,
+    messages: Option<pull::Stream>,
+    /// Last stream sequence handed out.
+    after: u64,
+    /// Delivery count expected next from the current consumer.
+    next_delivery: u64,
+}
+
+impl Source {
+    /// A source on `stream` that will deliver the messages after sequence `after`.
+    pub fn new(stream: Stream, config: SourceConfig, after: u64, observer: Observer) -> Source {
+        Source {
+            stream,
+            config,
+            observer,
+            messages: None,
+            after,
+            next_delivery: 1,
+        }
+    }
+
+    /// The last stream sequence handed out.
+    pub fn position(&self) -> u64 {
+        self.after
+    }
+
+    /// Waits for at least one message, then appends what has already arrived, up to the batch
+    /// size, to `out`, in stream order. `false` on shutdown. Cancel-safe: a message is handed
+    /// out only by a call that returns.
+    pub async fn next_batch(&mut self, out: &mut Vec<Delivery>, shutdown: &Shutdown) -> bool {
+        let start = out.len();
+        loop {
+            if self.messages.is_none() && !self.open(shutdown).await {
+                return false;
+            }
+            let Some(messages) = self.messages.as_mut() else {
+                continue;
+            };
+            let next = tokio::select! {
+                biased;
+                () = shutdown.cancelled() => return false,
+                next = messages.next() => next,
+            };
+            if !self.take(next, out) {
+                continue;
+            }
+            while out.len() - start < self.config.batch {
+                let Some(messages) = self.messages.as_mut() else {
+                    break;
+                };
+                match messages.next().now_or_never() {
+                    Some(next) => {
+                        if !self.take(next, out) && self.messages.is_none() {
+                            break;
+                        }
+                    }
+                    None => break,
+                }
+            }
+            if out.len() > start {
+                return true;
+            }
+        }
+    }
+
+    /// Handles one item of the pull stream; `true` when it handed out a delivery.
+    fn take(
+        &mut self,
+        next: Option<Result<async_nats::jetstream::Message, pull::MessagesError>>,
+        out: &mut Vec<Delivery>,
+    ) -> bool {
+        let msg = match next {
+            Some(Ok(msg)) => msg,
+            Some(Err(e)) => {
+                let (reason, reopen) = classify(e.kind());
+                (self.observer)(SourceEvent::PullError(reason));
+                tracing::debug!(consumer = %self.config.durable, reason, error = %e, "pull error");
+                if reopen {
+                    tracing::warn!(consumer = %self.config.durable, reason, error = %e,
+                        "consumer unusable; reopening after the last message handed out");
+                    self.messages = None;
+                }
+                return false;
+            }
+            None => {
+                tracing::warn!(consumer = %self.config.durable, "pull stream ended; reopening");
+                self.messages = None;
+                return false;
+            }
+        };
+        let Ok((seq, delivery)) = msg.info().map(|i| (i.stream_sequence, i.consumer_sequence))
+        else {
+            // A JetStream consumer delivers nothing else; treat it as a lost order.
+            self.messages = None;
+            return false;
+        };
+        if delivery != self.next_delivery {
+            (self.observer)(SourceEvent::Gap);
+            tracing::warn!(consumer = %self.config.durable, expected = self.next_delivery,
+                delivered = delivery, after = self.after,
+                "deliveries lost in flight; reopening after the last message handed out");
+            self.messages = None;
+            return false;
+        }
+        self.next_delivery += 1;
+        if seq <= self.after {
+            (self.observer)(SourceEvent::Redelivered);
+            return false;
+        }
+        self.after = seq;
+        let (message, acker) = msg.split();
+        out.push(Delivery {
+            seq,
+            message,
+            acker,
+        });
+        true
+    }
+
+    /// (Re)creates the consumer to deliver after [`Source::position`] and opens its pull
+    /// stream, retrying with back-off; `false` on shutdown.
+    async fn open(&mut self, shutdown: &Shutdown) -> bool {
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            let attempt = async {
+                // Not found is the normal first start.
+                let _ = self.stream.delete_consumer(&self.config.durable).await;
+                let consumer = self
+                    .stream
+                    .create_consumer(self.config.consumer(self.after))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                consumer
+                    .stream()
+                    .max_messages_per_batch(self.config.batch)
+                    .heartbeat(self.config.heartbeat)
+                    .messages()
+                    .await
+                    .map_err(|e| e.to_string())
+            };
+            let result = tokio::select! {
+                biased;
+                () = shutdown.cancelled() => return false,
+                result = attempt => result,
+            };
+            match result {
+                Ok(messages) => {
+                    self.messages = Some(messages);
+                    self.next_delivery = 1;
+                    return true;
+                }
+                Err(error) => {
+                    (self.observer)(SourceEvent::OpenFailed);
+                    tracing::warn!(consumer = %self.config.durable, %error, ?backoff,
+                        "cannot open the consumer; retrying");
+                }
+            }
+            if !shutdown.back_off(&mut backoff, MAX_BACKOFF).await {
+                return false;
+            }
+        }
+    }
+
+    /// Acks every message up to and including `delivery` (the consumer acks cumulatively). A
+    /// failed ack is counted, never raised: the next one covers it.
+    pub async fn ack(&self, delivery: &Delivery) {
+        let sent = tokio::time::timeout(ACK_TIMEOUT, delivery.acker.ack()).await;
+        if !matches!(sent, Ok(Ok(()))) {
+            (self.observer)(SourceEvent::AckFailed);
+            tracing::debug!(consumer = %self.config.durable, seq = delivery.seq, "ack not sent");
+        }
+    }
+}
+
+/// A bounded label for a pull error, and whether the consumer must be reopened.
+fn classify(kind: MessagesErrorKind) -> (&'static str, bool) {
+    match kind {
+        MessagesErrorKind::MissingHeartbeat => ("missing_heartbeat", false),
+        MessagesErrorKind::ConsumerDeleted => ("consumer_deleted", true),
+        MessagesErrorKind::Pull => ("pull", false),
+        MessagesErrorKind::PushBasedConsumer => ("push_based_consumer", true),
+        MessagesErrorKind::NoResponders => ("no_responders", false),
+        MessagesErrorKind::RequestLimitExceeded => ("request_limit_exceeded", true),
+        _ => ("other", false),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> SourceConfig {
+        SourceConfig {
+            durable: "c".into(),
+            description: "d".into(),
+            filter_subject: String::new(),
+            ack_wait: Duration::from_secs(30),
+            max_ack_pending: 10_000,
+            batch: 100,
+            heartbeat: Duration::from_secs(5),
+        }
+    }
+
+    #[test]
+    fn the_consumer_starts_right_after_the_position_and_acks_cumulatively() {
+        let c = config().consumer(41);
+        assert_eq!(
+            c.deliver_policy,
+            DeliverPolicy::ByStartSequence { start_sequence: 42 }
+        );
+        assert_eq!(c.ack_policy, AckPolicy::All);
+        assert_eq!(c.max_deliver, -1);
+        assert_eq!(config().consumer(0).deliver_policy, DeliverPolicy::All);
+    }
+}
