@@ -82,7 +82,7 @@ pub struct RunConfig {
     #[arg(long, env = "CITYPULSE_ALERTS_CHECKPOINT_INTERVAL", default_value = "1s", value_parser = duration::parse_positive)]
     pub checkpoint_interval: Duration,
     /// Checkpoint after this many METRICS messages at the latest.
-    #[arg(long, env = "CITYPULSE_ALERTS_CHECKPOINT_EVERY", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, env = "CITYPULSE_ALERTS_CHECKPOINT_EVERY", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
     pub checkpoint_every: u32,
     /// Unacknowledged METRICS messages the server may hand out (must exceed --checkpoint-every).
     #[arg(

@@ -39,6 +39,7 @@ use anyhow::Context as _;
 use citypulse_runtime::admin::{self, Health};
 use citypulse_runtime::jetstream::{watch_consumer_lag, CONSUMER_LAG_INTERVAL};
 use citypulse_runtime::shutdown::Shutdown;
+use citypulse_runtime::source::{ack_floor, Source};
 use config::RunConfig;
 use engine::RuleSet;
 use prometheus::Registry;
@@ -100,6 +101,7 @@ pub async fn run(
         "rules loaded"
     );
     let (lag_pending, lag_ack_pending) = metrics.consumer_lag();
+    let observer = metrics.source_observer();
     let pipeline = pipeline::Pipeline::start(
         client.clone(),
         rules,
@@ -110,14 +112,19 @@ pub async fn run(
         &cfg,
     )
     .await?;
-    let consumer = nats::consumer(
-        &metrics_stream,
-        &cfg.consumer,
-        pipeline.resume_after(),
-        cfg.max_ack_pending,
-        cfg.ack_wait,
-    )
-    .await?;
+    // Right after the checkpoint; without one, after the consumer's ack floor (empty state).
+    let after = match pipeline.resume_after() {
+        Some(seq) => seq,
+        None => {
+            let floor = ack_floor(&metrics_stream, &cfg.consumer).await?;
+            if floor > 0 {
+                tracing::warn!(consumer = %cfg.consumer, floor,
+                    "no checkpoint but the consumer has acked messages: continuing after its ack floor with empty state");
+            }
+            floor
+        }
+    };
+    let source = Source::new(metrics_stream, nats::source_config(&cfg), after, observer);
     let requests = client
         .queue_subscribe(
             format!("{}.*", api::SUBJECT_PREFIX),
@@ -136,7 +143,7 @@ pub async fn run(
     ));
     let result = pipeline
         .run(
-            consumer,
+            source,
             requests,
             cfg.checkpoint_interval,
             cfg.housekeeping_interval,

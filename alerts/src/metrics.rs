@@ -3,6 +3,7 @@
 //! a district list or a sensor id.
 
 use crate::engine::Outcome;
+use citypulse_runtime::source::SourceEvent;
 use citypulse_schema::{AlertEvent, AlertState, Kind, Severity};
 use prometheus::{
     Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
@@ -233,6 +234,16 @@ impl AlertsMetrics {
     /// A redelivered message was skipped.
     pub fn redelivered(&self) {
         self.redelivered.inc();
+    }
+
+    /// The METRICS source's events: a delivery gap or a skipped redelivery count as
+    /// redeliveries (the message comes again), the rest is logged at DEBUG.
+    pub fn source_observer(&self) -> citypulse_runtime::source::Observer {
+        let metrics = self.clone();
+        std::sync::Arc::new(move |e| match e {
+            SourceEvent::Gap | SourceEvent::Redelivered => metrics.redelivered(),
+            other => tracing::debug!(event = other.label(), "METRICS source"),
+        })
     }
 
     /// A publish attempt was retried.

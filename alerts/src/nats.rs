@@ -1,7 +1,7 @@
 //! NATS adapter: stream provisioning, the METRICS consumer, publishing alert transitions and
 //! dead letters, and the checkpoint in the KV bucket.
 
-use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
+use crate::config::RunConfig;
 use async_nats::jetstream::kv;
 use async_nats::jetstream::stream::{self, Stream};
 use async_nats::jetstream::Context;
@@ -9,6 +9,7 @@ use async_nats::HeaderMap;
 use bytes::Bytes;
 use citypulse_runtime::jetstream::{ensure_stream, publish_durably, PublishError};
 use citypulse_runtime::shutdown::Shutdown;
+use citypulse_runtime::source::SourceConfig;
 use citypulse_runtime::stream_config::{self, Limits};
 use citypulse_schema::streams;
 use citypulse_schema::AlertEvent;
@@ -33,69 +34,24 @@ pub async fn provision(js: &Context) -> anyhow::Result<Stream> {
     Ok(metrics)
 }
 
-/// The durable pull consumer on METRICS, positioned after `checkpoint_seq`. `AckPolicy::All`:
-/// acking a message acks every earlier one, which is how a checkpoint "acks up to" its sequence.
-///
-/// The checkpoint is the position of record. When the consumer already delivered messages past
-/// it (to a process that died before checkpointing them), the consumer is recreated to start
-/// right after the checkpoint instead of waiting `ack_wait` for the server to redeliver them.
-/// Without a checkpoint an existing consumer is kept as it is (its ack floor is then the only
-/// position there is); a new one starts at the beginning of METRICS.
-pub async fn consumer(
-    metrics: &Stream,
-    name: &str,
-    checkpoint_seq: Option<u64>,
-    max_ack_pending: u32,
-    ack_wait: Duration,
-) -> anyhow::Result<async_nats::jetstream::consumer::Consumer<pull::Config>> {
-    let config = |deliver_policy| pull::Config {
-        durable_name: Some(name.to_owned()),
-        description: Some("citypulse-alerts: window results → alert rules".into()),
-        deliver_policy,
-        ack_policy: AckPolicy::All,
-        ack_wait,
-        max_ack_pending: i64::from(max_ack_pending),
-        ..Default::default()
-    };
-    let resume = |seq: u64| DeliverPolicy::ByStartSequence {
-        start_sequence: seq + 1,
-    };
-    let existing = metrics.get_consumer::<pull::Config>(name).await.ok();
-    match (existing, checkpoint_seq) {
-        (Some(mut c), Some(seq)) => {
-            let delivered = c
-                .info()
-                .await
-                .map_err(|e| anyhow::anyhow!("reading consumer {name}: {e}"))?
-                .delivered
-                .stream_sequence;
-            if delivered <= seq {
-                return Ok(c);
-            }
-            tracing::info!(
-                consumer = name,
-                delivered,
-                checkpoint_seq = seq,
-                "consumer is ahead of the checkpoint: recreating it after the checkpoint"
-            );
-            metrics
-                .delete_consumer(name)
-                .await
-                .map_err(|e| anyhow::anyhow!("deleting consumer {name}: {e}"))?;
-            metrics
-                .create_consumer(config(resume(seq)))
-                .await
-                .map_err(|e| anyhow::anyhow!("creating consumer {name} on METRICS: {e}"))
-        }
-        (Some(c), None) => {
-            tracing::warn!(consumer = name,
-                "no checkpoint but the consumer exists: continuing from its ack floor with empty state");
-            Ok(c)
-        }
-        (None, seq) => metrics
-            .create_consumer(config(seq.map(resume).unwrap_or(DeliverPolicy::All)))
-            .await
-            .map_err(|e| anyhow::anyhow!("creating consumer {name} on METRICS: {e}")),
+/// Pull batch on METRICS (at most a quarter of `--max-ack-pending`).
+const PULL_BATCH: u32 = 1000;
+/// Idle heartbeat of the pull: a silent server is noticed after two.
+const HEARTBEAT: Duration = Duration::from_secs(5);
+
+/// The durable consumer on METRICS (`--consumer`), read in order with cumulative acks through
+/// [`citypulse_runtime::source::Source`], which recreates it to start right after the
+/// checkpoint instead of waiting `ack_wait` for the server to redeliver what a crashed process
+/// had been handed.
+pub fn source_config(cfg: &RunConfig) -> SourceConfig {
+    SourceConfig {
+        durable: cfg.consumer.clone(),
+        description: "citypulse-alerts: window results → alert rules".to_owned(),
+        filter_subject: String::new(),
+        ack_wait: cfg.ack_wait,
+        max_ack_pending: i64::from(cfg.max_ack_pending),
+        batch: PULL_BATCH.min(cfg.max_ack_pending / 4).max(1) as usize,
+        heartbeat: HEARTBEAT,
     }
 }
 

@@ -1,6 +1,7 @@
 //! The shell: one `select!` loop (shutdown first) around the pure evaluator and notifier.
 //!
-//! Per METRICS message: decode → [`Evaluator::evaluate`] → for each transition,
+//! METRICS is read in order, in batches, through [`Source`] (which resumes right after the
+//! checkpoint). Per message: decode → [`Evaluator::evaluate`] → for each transition,
 //! [`Notifier::route`] → publish to ALERTS and wait for the ack (or record it as suppressed) →
 //! queue its history row. Every `--checkpoint-every` messages or `--checkpoint-interval`, the
 //! whole state (evaluator, notifier, uncommitted history rows, and the METRICS stream sequence
@@ -16,10 +17,10 @@ use crate::engine::{Evaluator, Notifier, Outcome, Route, RuleSet, State};
 use crate::metrics::AlertsMetrics;
 use crate::nats::{self as adapter, Checkpoints};
 use crate::store::{Row, Store};
-use async_nats::jetstream::consumer::{pull, Consumer};
 use async_nats::jetstream::{self, Context};
 use citypulse_runtime::jetstream::PublishError;
 use citypulse_runtime::shutdown::Shutdown;
+use citypulse_runtime::source::{Delivery, Source};
 use citypulse_schema::{AlertEvent, WindowResult};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
@@ -71,7 +72,10 @@ pub struct Pipeline {
     dropped_rows: u64,
     processed_seq: u64,
     checkpointed_seq: u64,
-    last_msg: Option<jetstream::Message>,
+    /// The last message applied (acked, cumulatively, once a checkpoint includes it).
+    last: Option<Delivery>,
+    /// Checkpointed and not yet acked.
+    ackable: Option<Delivery>,
     since_checkpoint: u32,
     dirty: bool,
     /// False once a transition could not be published at shutdown: the in-memory state is then
@@ -112,7 +116,8 @@ impl Pipeline {
             dropped_rows: 0,
             processed_seq: 0,
             checkpointed_seq: 0,
-            last_msg: None,
+            last: None,
+            ackable: None,
             since_checkpoint: 0,
             dirty: false,
             consistent: true,
@@ -181,15 +186,15 @@ impl Pipeline {
         self.restored.then_some(self.checkpointed_seq)
     }
 
-    /// Runs until shutdown: METRICS messages, operator requests, checkpoints, housekeeping.
+    /// Runs until shutdown: METRICS messages (in order, in batches, from `source`), operator
+    /// requests, checkpoints, housekeeping.
     pub async fn run(
         mut self,
-        consumer: Consumer<pull::Config>,
+        mut source: Source,
         mut requests: async_nats::Subscriber,
         checkpoint_interval: Duration,
         housekeeping_interval: Duration,
     ) -> anyhow::Result<()> {
-        let mut messages = consumer.messages().await?;
         let mut checkpoint_timer = tokio::time::interval(checkpoint_interval);
         checkpoint_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut housekeeping = tokio::time::interval(housekeeping_interval);
@@ -200,29 +205,34 @@ impl Pipeline {
             "evaluating window results"
         );
         let shutdown = self.shutdown.clone();
+        let mut batch = Vec::new();
         loop {
             let step: Result<(), PublishError> = tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
                 Some(req) = requests.next() => self.on_request(req).await,
-                msg = messages.next() => match msg {
-                    Some(Ok(m)) => self.on_message(m).await,
-                    Some(Err(e)) => {
-                        tracing::warn!(error = %e, "METRICS consumer error; continuing");
-                        Ok(())
+                more = source.next_batch(&mut batch, &shutdown) => {
+                    let mut step = Ok(());
+                    if more {
+                        for d in batch.drain(..) {
+                            step = self.on_message(d).await;
+                            if step.is_err() {
+                                break;
+                            }
+                        }
                     }
-                    None => {
-                        tracing::warn!("METRICS message stream ended; reopening");
-                        messages = consumer.messages().await?;
-                        Ok(())
-                    }
-                },
+                    batch.clear();
+                    step
+                }
                 _ = checkpoint_timer.tick() => {
                     self.checkpoint().await;
                     Ok(())
                 }
                 _ = housekeeping.tick() => self.housekeeping().await,
             };
+            if let Some(d) = self.ackable.take() {
+                source.ack(&d).await;
+            }
             if step.is_err() {
                 // Only a shutdown interrupts a publish.
                 self.consistent = false;
@@ -231,6 +241,9 @@ impl Pipeline {
         }
         if self.consistent {
             self.checkpoint().await;
+            if let Some(d) = self.ackable.take() {
+                source.ack(&d).await;
+            }
         } else {
             tracing::info!(
                 checkpointed_seq = self.checkpointed_seq,
@@ -241,33 +254,18 @@ impl Pipeline {
         Ok(())
     }
 
-    async fn on_message(&mut self, m: jetstream::Message) -> Result<(), PublishError> {
+    async fn on_message(&mut self, d: Delivery) -> Result<(), PublishError> {
         let received = Instant::now();
-        let seq = match m.info() {
-            Ok(info) => info.stream_sequence,
-            Err(e) => {
-                self.metrics.rejected("no_info");
-                tracing::warn!(error = %e, subject = %m.subject, reason = "no_info", "message without JetStream metadata; skipped");
-                return Ok(());
-            }
-        };
-        if seq <= self.checkpointed_seq {
-            self.metrics.redelivered();
-            // Its effect is in the checkpoint: ack (AckAll covers nothing newer than it).
-            if let Err(e) = m.ack().await {
-                tracing::debug!(error = %e, seq, "ack of a redelivered message failed");
-            }
-            return Ok(());
-        }
+        let seq = d.seq;
         if seq <= self.processed_seq {
-            // Applied, not yet checkpointed: the next checkpoint's ack covers it.
+            // Applied already (the source resumed at the consumer's ack floor): skip.
             self.metrics.redelivered();
             return Ok(());
         }
+        let m = &d.message;
         match WindowResult::decode(&m.payload) {
             Err(e) => {
-                self.dead_letter(&m, seq, e.reason(), &e.to_string())
-                    .await?;
+                self.dead_letter(m, seq, e.reason(), &e.to_string()).await?;
             }
             Ok(w) => {
                 let mut events = Vec::new();
@@ -278,13 +276,13 @@ impl Pipeline {
                         "window_end {} is not after window_start {}",
                         w.window_end, w.window_start
                     );
-                    self.dead_letter(&m, seq, "invalid_window", &detail).await?;
+                    self.dead_letter(m, seq, "invalid_window", &detail).await?;
                 }
                 self.emit(events, Some(received)).await?;
             }
         }
         self.processed_seq = seq;
-        self.last_msg = Some(m);
+        self.last = Some(d);
         self.since_checkpoint += 1;
         self.dirty = true;
         if self.since_checkpoint >= self.checkpoint_every {
@@ -295,7 +293,7 @@ impl Pipeline {
 
     async fn dead_letter(
         &mut self,
-        m: &jetstream::Message,
+        m: &async_nats::Message,
         seq: u64,
         reason: &'static str,
         detail: &str,
@@ -414,11 +412,9 @@ impl Pipeline {
                 self.checkpointed_seq = self.processed_seq;
                 self.dirty = false;
                 self.since_checkpoint = 0;
-                if let Some(m) = self.last_msg.take() {
-                    if let Err(e) = m.ack().await {
-                        // Redelivered later and skipped by sequence: no harm.
-                        tracing::debug!(error = %e, "ack after checkpoint failed");
-                    }
+                // Acked by the run loop (cumulatively: everything up to it).
+                if let Some(d) = self.last.take() {
+                    self.ackable = Some(d);
                 }
             }
             Err(e) => {
