@@ -227,6 +227,34 @@ async fn a_graceful_restart_resumes_where_it_stopped_and_republishes_nothing() {
     p.stop().await;
 }
 
+/// The upgrade path from v0.1: READINGS holds single readings (as ingest v0.1 wrote them), then
+/// batches (as v0.2 writes them); the processors take both, in order, and the windows equal the
+/// naive model of all readings.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_v0_1_readings_stream_drains_and_then_batches_follow() {
+    let server = NatsServer::start();
+    let js = async_nats::jetstream::new(async_nats::connect(server.url()).await.unwrap());
+    create_readings_stream(&js).await;
+    let mut s = scenario(29, 6, 1);
+    s.free_flow.clear();
+    s.capacity.clear();
+    let want = all_windows(&expected(&s, 60_000, 60_000));
+    let (old, new) = s.readings.split_at(s.readings.len() / 3);
+    publish_readings(&js, old).await;
+    publish_batches(&js, new, 250).await;
+    let p = InProcess::start(&server.url(), &["--idle-timeout", "1h"]).await;
+    wait_for(Duration::from_secs(60), "every window result", || async {
+        metrics_count(&js).await >= want.len() as u64
+    })
+    .await;
+    naive::assert_same_windows(&want, &unique_by_id(&read_metrics(&js).await));
+    assert_eq!(
+        p.counter("citypulse_processors_readings_total", &[]) as usize,
+        s.readings.len()
+    );
+    p.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_readings_are_counted_and_dead_lettered_and_the_partition_goes_on() {
     let server = NatsServer::start();

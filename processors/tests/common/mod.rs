@@ -10,7 +10,7 @@ use citypulse_processors::config::Config;
 use citypulse_runtime::shutdown::Shutdown;
 use citypulse_runtime::stream_config::{self, Limits};
 use citypulse_schema::{
-    partition_of, streams, Air, Measurement, Reading, SensorSubject, Traffic, WindowResult,
+    batch, partition_of, streams, Air, Measurement, Reading, SensorSubject, Traffic, WindowResult,
 };
 use clap::Parser;
 use futures::StreamExt;
@@ -219,6 +219,36 @@ pub async fn publish_readings(js: &Context, readings: &[Reading]) {
         }
         for a in acks {
             a.await.expect("publish acked");
+        }
+    }
+}
+
+/// Publishes readings as ingest v0.2 does: `per_pull` readings at a time (one RAW pull), one
+/// batch message per partition on `readings.<district>.batch.v1`, in order.
+pub async fn publish_batches(js: &Context, readings: &[Reading], per_pull: usize) {
+    for (n, pull) in readings.chunks(per_pull).enumerate() {
+        let mut groups: BTreeMap<u32, (String, Vec<Vec<u8>>)> = BTreeMap::new();
+        for r in pull {
+            let g = groups
+                .entry(citypulse_schema::partition_of(&r.district, PARTITIONS))
+                .or_insert_with(|| (r.district.clone(), Vec::new()));
+            g.1.push(r.encode());
+        }
+        for (p, (district, items)) in groups {
+            let mut h = HeaderMap::new();
+            h.insert(
+                async_nats::header::NATS_MESSAGE_ID,
+                format!("batch:{p}:{n}").as_str(),
+            );
+            js.publish_with_headers(
+                batch::batch_subject(&district),
+                h,
+                batch::encode_batch(&items).into(),
+            )
+            .await
+            .expect("publish sent")
+            .await
+            .expect("publish acked");
         }
     }
 }
