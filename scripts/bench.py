@@ -237,6 +237,7 @@ class Snapshot:
                         "pending": c.get("num_pending", 0),
                         "ack_pending": c.get("num_ack_pending", 0),
                         "acked": (c.get("ack_floor") or {}).get("consumer_seq", 0),
+                        "delivered": (c.get("delivered") or {}).get("consumer_seq", 0),
                     }
 
     def messages(self, stream):
@@ -248,6 +249,15 @@ class Snapshot:
 
     def acked(self, keys):
         return sum(self.consumers[k]["acked"] for k in keys if k in self.consumers)
+
+    def delivered(self, keys):
+        """Like `drained`, but delivered rather than acknowledged: the service holds the
+        last message (acknowledgements may wait for a checkpoint)."""
+        if not keys or any(k not in self.consumers or self.consumers[k]["pending"]
+                           for k in keys):
+            return False
+        return all(sum(self.consumers[k]["delivered"] for k in keys if k[0] == s)
+                   >= self.messages(s) for s in {s for s, _ in keys})
 
     def drained(self, keys):
         """Every consumer in `keys` exists, nothing is pending or unacknowledged, and on each
@@ -362,10 +372,16 @@ class Run:
                 cleanup()
             except (OSError, BenchError) as e:
                 log(f"cleanup: {e}")
-        if ok and not self.args.keep:
-            shutil.rmtree(self.tmp, ignore_errors=True)
-        else:
+        if self.args.keep:
             log(f"logs and data kept in {self.tmp}")
+        elif ok:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+        else:  # the logs say what went wrong; the stores only take disk
+            for entry in os.listdir(self.tmp):
+                path = os.path.join(self.tmp, entry)
+                if path != self.logs and os.path.isdir(path):
+                    shutil.rmtree(path, ignore_errors=True)
+            log(f"logs kept in {self.logs}")
 
 
 def simulator_argv(run, nats):
@@ -498,7 +514,7 @@ def follow(run, nats, child, before, marks):
     service CPU s, service peak RSS KiB)} and the keys of the durable consumers that are not in
     `before` (those the service created)."""
     prev = None
-    reached, deadline = {}, child.started + run.args.stage_timeout
+    reached, deadline = {"delivered": None}, child.started + run.args.stage_timeout
     pending = list(marks)
     while pending:
         if not child.alive():
@@ -509,6 +525,8 @@ def follow(run, nats, child, before, marks):
         snap = nats.snapshot()
         cpu, rss = child.cpu(), child.peak_rss()
         keys = sorted(set(snap.consumers) - before)
+        if reached["delivered"] is None and keys == prev and snap.delivered(keys):
+            reached["delivered"] = round(snap.t - child.started, 3)
         while pending and keys == prev and pending[0][1](snap, keys):
             reached[pending.pop(0)[0]] = (snap, cpu, rss)
         prev = keys
@@ -557,6 +575,7 @@ def stage_simple(run, nats, db_url, service, label, unit, items_of, nats_cpu0, b
     snap, cpu, rss = reached["done"]
     return row(label, unit, items_of(snap), snap.t - child.started, cpu,
                snap.nats_cpu - nats_cpu0, rss, consumers=[f"{s}/{c}" for s, c in keys],
+               delivered_seconds=reached["delivered"],
                stream_messages=dict(snap.streams))
 
 
@@ -821,7 +840,8 @@ def parse_args(argv):
     ap.add_argument("--no-build", action="store_true",
                     help="scripts/bench: do not run `cargo build --release --bins` first")
     ap.add_argument("--keep", action="store_true",
-                    help="keep the temp dir (logs, stores) after a successful run")
+                    help="keep the temp dir (logs, nats-server stores, PostgreSQL) at the end; "
+                         "without it only a failed run's logs stay")
     args = ap.parse_args(argv)
     stages = [s.strip() for s in str(args.stages).split(",") if s.strip()]
     unknown = [s for s in stages if s not in STAGES]
@@ -906,7 +926,11 @@ def main(argv):
                                   if k.startswith("CITYPULSE_") and not k.startswith(
                                       ("CITYPULSE_BENCH_", "CITYPULSE_PYTHONPATH"))
                                   or k == "RUST_LOG")}
+    # Ctrl-C stops everything the run started, also when started from a shell that ignores
+    # SIGINT in background jobs; SIGTERM and SIGHUP too.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    signal.signal(signal.SIGHUP, lambda *_: sys.exit(129))
     run, ok = Run(args), False
     meta["start"] = run.start
     try:
