@@ -553,8 +553,9 @@ def stage_ingest(run, nats, pg, db, nats_cpu0, before):
     (s1, cpu1, rss1), (s2, cpu2, rss2) = reached["validate"], reached["archive"]
     rows = pg.rows("readings", db)
     valid = s2.messages(RAW) - s2.messages(DLQ)
-    if rows != valid:
-        raise BenchError(f"PostgreSQL holds {rows} readings, {valid} were valid")
+    if rows != valid or valid == 0:
+        raise BenchError(f"PostgreSQL holds {rows} readings, {valid} were valid and "
+                         f"{s2.messages(DLQ)} dead-lettered; log {child.log_path}")
     consumers = [f"{s}/{c}" for s, c in keys]
     return [
         row("ingest RAW -> READINGS", "readings", s1.messages(RAW), s1.t - child.started,
@@ -698,6 +699,8 @@ def stage_pipeline(run, nats_binary, pg):
     t0, last = sim.started, samples[-1]
     readings = last.messages(RAW)
     valid = readings - last.messages(DLQ)
+    if valid == 0:
+        raise BenchError(f"ingest dead-lettered all {readings} readings of the live run")
     publish_rate = readings / (marks["sim_end"] - t0)
     proc = marks["processors"]
     cpu = sum(last.cpu[n] - cpu0[n] for n in services)
