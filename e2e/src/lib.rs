@@ -23,6 +23,8 @@
 //!   unit tests pass); against the running pipeline, every PromQL expression of the Grafana
 //!   dashboards returns data, every alert rule evaluates, and stopping a stage fires its stall
 //!   alert.
+//! - `tests/bench_smoke.rs`: `scripts/bench`, tiny, on this build's binaries: every stage reports
+//!   a rate and the counts add up.
 
 pub mod deploy;
 pub mod pipeline;
