@@ -1,9 +1,12 @@
 //! SHELL: one task per owned READINGS partition. Each reads its partition in stream order
 //! through a [`Source`] that resumes right after the checkpoint's `last_seq`, feeds every
 //! reading (a READINGS message is a batch of readings, or one from ingest v0.1) to its
-//! [`PartitionState`], and after every batch flushes: closed windows go to the outbox, the
-//! checkpoint (state + `last_seq` + outbox) is written, the outbox is published, and the inputs
-//! are acked up to `last_seq`.
+//! [`PartitionState`], and after every batch flushes: closed windows are published at once
+//! (their `Nats-Msg-Id`s are deterministic, and a replay from the last checkpoint recomputes
+//! them identically, so the server drops the copies), and every `--checkpoint-interval` (or
+//! 50,000 messages) the checkpoint (state + `last_seq`) is written and the inputs are acked up
+//! to `last_seq`. Windows closed by idle advance — which depends on processing time, not on the
+//! input — are checkpointed with their results (the outbox) before they are published.
 
 use crate::checkpoint::{self, OutboxEntry};
 use crate::config::Settings;
@@ -50,6 +53,8 @@ struct Partition {
     unacked: usize,
     /// The state differs from the last checkpoint.
     dirty: bool,
+    /// The watermark moved by idle advance since the last flush.
+    idle_advanced: bool,
     last_checkpoint: Instant,
     /// Origin of processing time.
     started: Instant,
@@ -122,6 +127,7 @@ pub async fn run_partition(id: u32, shared: Shared, shutdown: Shutdown) -> anyho
         // (the server drops the copies it has by Nats-Msg-Id).
         dirty: !outbox.is_empty(),
         outbox,
+        idle_advanced: false,
         dead_letters: Vec::new(),
         last: None,
         unacked: 0,
@@ -171,7 +177,9 @@ impl Partition {
                 }
                 _ = tick.tick() => {
                     let now = self.now_ms();
-                    self.state.advance_idle(now);
+                    if self.state.advance_idle(now) {
+                        self.idle_advanced = true;
+                    }
                 }
             }
             if matches!(self.flush(false, &source).await?, Flow::Stop) {
@@ -351,13 +359,13 @@ impl Partition {
         self.metrics
             .partition(self.id, self.state.open_windows(), lag);
 
-        let due = force
-            || !self.outbox.is_empty()
-            || !self.dead_letters.is_empty()
-            || self.unacked >= ACK_THRESHOLD
-            || self.last_checkpoint.elapsed() >= self.settings.checkpoint_interval;
-        if !due || !self.dirty {
-            return Ok(Flow::Continue);
+        // An idle advance depends on processing time, which a replay would not repeat:
+        // checkpoint the moved watermark and the windows it closed (outbox included) before
+        // publishing them. Everything else a replay
+        // from the last checkpoint recomputes identically, with the same message ids.
+        if std::mem::take(&mut self.idle_advanced) && matches!(self.checkpoint().await?, Flow::Stop)
+        {
+            return Ok(Flow::Stop);
         }
         if !self.dead_letters.is_empty() {
             let letters = std::mem::take(&mut self.dead_letters);
@@ -368,10 +376,16 @@ impl Partition {
                 return Ok(Flow::Stop);
             }
         }
-        if matches!(self.checkpoint().await?, Flow::Stop) {
+        if matches!(self.publish_outbox().await, Flow::Stop) {
             return Ok(Flow::Stop);
         }
-        if matches!(self.publish_outbox().await, Flow::Stop) {
+        let due = force
+            || self.unacked >= ACK_THRESHOLD
+            || self.last_checkpoint.elapsed() >= self.settings.checkpoint_interval;
+        if !due || !self.dirty {
+            return Ok(Flow::Continue);
+        }
+        if matches!(self.checkpoint().await?, Flow::Stop) {
             return Ok(Flow::Stop);
         }
         if let Some(last) = self.last.take() {
