@@ -8,10 +8,10 @@ use async_nats::jetstream::Context;
 use async_nats::HeaderMap;
 use bytes::Bytes;
 use citypulse_runtime::jetstream::{ensure_stream, publish_durably, PublishError};
+use citypulse_runtime::publish::{publish_all, Rejected};
 use citypulse_runtime::shutdown::Shutdown;
 use citypulse_runtime::source::SourceConfig;
 use citypulse_runtime::stream_config::{self, Limits};
-use citypulse_schema::streams;
 use citypulse_schema::AlertEvent;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -82,37 +82,20 @@ pub async fn publish_alert(
 }
 
 /// Dead-letters a METRICS message that is not a window result: `dlq.<reason>`, original
-/// payload, reason/detail/source headers; deduplicated by source sequence.
-#[allow(clippy::too_many_arguments)]
+/// payload, reason/detail/source headers ([`dead_letter`](citypulse_runtime::publish::dead_letter));
+/// deduplicated by source sequence.
 pub async fn dead_letter(
     js: &Context,
-    reason: &str,
-    detail: &str,
-    source_subject: &str,
-    source_seq: u64,
-    payload: Bytes,
+    why: Rejected<'_>,
+    payload: &Bytes,
     shutdown: &Shutdown,
-    on_retry: impl FnMut(&'static str),
+    on_retry: &(dyn Fn(&'static str) + Sync),
 ) -> Result<(), PublishError> {
-    let mut headers = HeaderMap::new();
-    headers.insert(streams::HEADER_REASON, reason);
-    headers.insert(streams::HEADER_DETAIL, detail);
-    headers.insert(streams::HEADER_SOURCE_SUBJECT, source_subject);
-    headers.insert(
-        streams::HEADER_SOURCE_SEQUENCE,
-        source_seq.to_string().as_str(),
-    );
-    publish_durably(
-        js,
-        citypulse_schema::subject::dlq_subject(reason),
-        &format!("alerts:metrics:{source_seq}"),
-        headers,
-        payload,
-        shutdown,
-        on_retry,
-    )
-    .await
-    .map(|_| ())
+    let msg_id = format!("alerts:metrics:{}", why.source_sequence);
+    let m = citypulse_runtime::publish::dead_letter(why, msg_id, payload);
+    publish_all(js, std::slice::from_ref(&m), shutdown, on_retry)
+        .await
+        .map(|_| ())
 }
 
 /// Why a checkpoint could not be read or written.

@@ -300,17 +300,16 @@ impl Pipeline {
     ) -> Result<(), PublishError> {
         self.metrics.rejected(reason);
         tracing::warn!(seq, subject = %m.subject, reason, detail, "not a window result; dead-lettered");
-        let metrics = self.metrics.clone();
-        adapter::dead_letter(
-            &self.js,
+        let why = citypulse_runtime::publish::Rejected {
             reason,
             detail,
-            m.subject.as_str(),
-            seq,
-            m.payload.clone(),
-            &self.shutdown,
-            |r| metrics.publish_retry(r),
-        )
+            source_subject: m.subject.as_str(),
+            source_sequence: seq,
+        };
+        let metrics = &self.metrics;
+        adapter::dead_letter(&self.js, why, &m.payload, &self.shutdown, &|r| {
+            metrics.publish_retry(r)
+        })
         .await
     }
 

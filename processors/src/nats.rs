@@ -9,9 +9,9 @@ use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::kv::{self, Operation};
 use async_nats::jetstream::stream::{self, StorageType};
 use async_nats::jetstream::Context;
-use async_nats::HeaderMap;
 use bytes::Bytes;
-use citypulse_runtime::jetstream::{publish_durably, PublishError};
+use citypulse_runtime::jetstream::PublishError;
+use citypulse_runtime::publish::{dead_letter, publish_all, Outgoing, Rejected};
 use citypulse_runtime::shutdown::Shutdown;
 use citypulse_runtime::source::SourceConfig;
 use citypulse_runtime::stream_config;
@@ -24,9 +24,6 @@ pub const CHECKPOINT_BUCKET: &str = "citypulse_processors";
 /// How long the server waits for an ack before redelivering. Acks follow checkpoints, at most
 /// `--checkpoint-interval` apart while readings flow; redeliveries are skipped by sequence anyway.
 const ACK_WAIT: Duration = Duration::from_secs(120);
-
-/// Results published concurrently before waiting for their acks.
-const PUBLISH_WINDOW: usize = 512;
 
 /// The name of partition `p`'s durable consumer.
 pub fn consumer_name(partition: u32) -> String {
@@ -303,57 +300,28 @@ impl CheckpointStore {
     }
 }
 
-/// Publishes window results with their `Nats-Msg-Id`, up to 512 in flight, and
-/// waits for every ack; a failed one is retried with the same id until acked or shutdown.
-///
-/// The acks of a group are awaited together: each ack's timeout starts when it is awaited, so
-/// awaiting them one by one after a server restart (which loses them all) would take a timeout
-/// per message.
+/// Publishes window results with their `Nats-Msg-Id` through
+/// [`publish_all`] (bounded acks in flight, retried under the same id until acked or shutdown).
 pub async fn publish_results(
     js: &Context,
     entries: &[OutboxEntry],
     shutdown: &Shutdown,
     metrics: &ProcessorMetrics,
 ) -> Result<(), PublishError> {
-    for group in entries.chunks(PUBLISH_WINDOW) {
-        let started = Instant::now();
-        let mut sent = Vec::with_capacity(group.len());
-        for e in group {
-            let mut headers = HeaderMap::new();
-            headers.insert(async_nats::header::NATS_MESSAGE_ID, e.msg_id.as_str());
-            let payload = Bytes::from(e.payload.0.clone());
-            sent.push(
-                js.publish_with_headers(e.subject.clone(), headers, payload)
-                    .await
-                    .ok(),
-            );
-        }
-        let acks = futures::future::join_all(sent.into_iter().map(|s| async move {
-            match s {
-                Some(ack) => ack.await.ok(),
-                None => None,
-            }
-        }))
-        .await;
-        for (e, ack) in group.iter().zip(acks) {
-            let ack = match ack {
-                Some(ack) => ack,
-                None => {
-                    metrics.publish_retry("ack");
-                    publish_durably(
-                        js,
-                        e.subject.clone(),
-                        &e.msg_id,
-                        HeaderMap::new(),
-                        Bytes::from(e.payload.0.clone()),
-                        shutdown,
-                        |reason| metrics.publish_retry(reason),
-                    )
-                    .await?
-                }
-            };
-            metrics.published(started.elapsed(), ack.duplicate);
-        }
+    let started = Instant::now();
+    let out: Vec<Outgoing> = entries
+        .iter()
+        .map(|e| {
+            Outgoing::new(
+                e.subject.clone(),
+                e.msg_id.clone(),
+                Bytes::from(e.payload.0.clone()),
+            )
+        })
+        .collect();
+    let acks = publish_all(js, &out, shutdown, &|r| metrics.publish_retry(r)).await?;
+    for ack in acks {
+        metrics.published(started.elapsed(), ack.duplicate);
     }
     Ok(())
 }
@@ -375,9 +343,10 @@ pub struct DeadLetter {
     pub payload: Bytes,
 }
 
-/// Publishes dead letters on `dlq.<reason>` (id `readings:<sequence>`, so a replay is
-/// deduplicated). When no stream takes `dlq.>` (DLQ is ingest's), the letter is dropped with a
-/// warning: the rejection is already counted and logged.
+/// Publishes dead letters on `dlq.<reason>` (built by [`dead_letter`]; id
+/// `readings:<sequence>[:<item>]`, so a replay is deduplicated). When no stream takes `dlq.>`
+/// (DLQ is ingest's), the letter is dropped with a warning: the rejection is already counted and
+/// logged.
 pub async fn publish_dead_letters(
     js: &Context,
     letters: &[DeadLetter],
@@ -385,36 +354,33 @@ pub async fn publish_dead_letters(
     metrics: &ProcessorMetrics,
 ) -> Result<(), PublishError> {
     for l in letters {
-        let subject = citypulse_schema::subject::dlq_subject(l.reason);
         let msg_id = match l.item {
             None => format!("readings:{}", l.sequence),
             Some(i) => format!("readings:{}:{i}", l.sequence),
         };
-        let mut h = HeaderMap::new();
-        h.insert(streams::HEADER_REASON, l.reason);
-        let detail: String = l.detail.chars().take(256).collect();
-        h.insert(streams::HEADER_DETAIL, detail.as_str());
-        h.insert(streams::HEADER_SOURCE_SUBJECT, l.subject.as_str());
-        h.insert(
-            streams::HEADER_SOURCE_SEQUENCE,
-            l.sequence.to_string().as_str(),
-        );
-        let mut first = h.clone();
-        first.insert(async_nats::header::NATS_MESSAGE_ID, msg_id.as_str());
+        let why = Rejected {
+            reason: l.reason,
+            detail: &l.detail,
+            source_subject: &l.subject,
+            source_sequence: l.sequence,
+        };
+        let m = dead_letter(why, msg_id, &l.payload);
+        let mut first = m.headers.clone();
+        first.insert(async_nats::header::NATS_MESSAGE_ID, m.msg_id.as_str());
         let attempt = async {
-            js.publish_with_headers(subject.clone(), first, l.payload.clone())
+            js.publish_with_headers(m.subject.clone(), first, m.payload.clone())
                 .await?
                 .await
         };
         match attempt.await {
             Ok(_) => {}
             Err(e) if e.kind() == PublishErrorKind::StreamNotFound => {
-                tracing::warn!(%subject, sequence = l.sequence,
+                tracing::warn!(subject = %m.subject, sequence = l.sequence,
                     "no stream stores dead letters (DLQ is created by ingest); rejection counted only");
             }
             Err(_) => {
                 metrics.publish_retry("dead_letter");
-                publish_durably(js, subject, &msg_id, h, l.payload.clone(), shutdown, |r| {
+                publish_all(js, std::slice::from_ref(&m), shutdown, &|r| {
                     metrics.publish_retry(r)
                 })
                 .await?;
