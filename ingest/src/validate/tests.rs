@@ -44,6 +44,7 @@ fn air(f: impl FnOnce(&mut Air)) -> Reading {
         co_ppm: Some(0.4),
         temp_c: Some(18.0),
         rh_pct: Some(55.0),
+        interval_s: Some(60),
     };
     f(&mut a);
     Reading {
