@@ -260,7 +260,10 @@ fn old_decoders_read_the_new_payloads() {
     assert_eq!(old.aqi, Some(607));
     assert_eq!(old.category.as_deref(), Some("hazardous"));
     assert_eq!((old.aqi_so2, old.so2_1h_ppb), (Some(203), Some(310.0)));
-    assert_eq!((old.district.as_str(), old.sensor.as_deref()), ("d04", None));
+    assert_eq!(
+        (old.district.as_str(), old.sensor.as_deref()),
+        ("d04", None)
+    );
     // And on what the processors now write, beyond the AQI, with every new field set.
     let new = WindowResult::decode(&fixture("window_air_district_beyond_v1.cbor")).unwrap();
     let old_again: AirWindowBeforeIssue10 = ciborium::from_reader(&new.encode()[..]).unwrap();
