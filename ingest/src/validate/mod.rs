@@ -18,8 +18,8 @@
 //!    and air when present) in 1..=3600 (`interval_out_of_range`), `lanes` in 1..=8
 //!    (`lanes_out_of_range`), `occupancy` in 0..=1 (`occupancy_out_of_range`),
 //!    `count ≤ lanes × interval_s × 1 veh/s` (`count_exceeds_capacity`), `speed_kmh` in
-//!    (0, 250] when vehicles were counted (`speed_out_of_range`); air pollutants within the instrument range
-//!    (`concentration_out_of_range`), not below the negative-noise tolerance
+//!    (0, 250] when vehicles were counted (`speed_out_of_range`); air pollutants within the
+//!    instrument range (`concentration_out_of_range`), not below the negative-noise tolerance
 //!    (`negative_concentration`), `temp_c` in −90..=60 (`temperature_out_of_range`), `rh_pct`
 //!    in 0..=100 (`humidity_out_of_range`).
 //!
