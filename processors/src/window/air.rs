@@ -6,17 +6,16 @@
 //! **clock hours completed by `T`** (`hour 0` = the hour ending at `⌊T / 1 h⌋ · 1 h`):
 //!
 //! - **hourly mean** of a pollutant: the [`Mean`] of its readings in the clock hour (by event
-//!   time `ts`), **valid when the readings cover at least 45 minutes of the hour** (75 %;
-//!   EPA-454/B-24-002, May 2024, and 40 CFR Part 50 App. U §3: an hour is valid with ≥ 45 minutes
-//!   of data). A reading covers its own averaging interval `[ts − interval_s, ts)` (the wire's
+//!   time `ts`), **valid when the readings cover at least 45 minutes of the hour** (75 %,
+//!   the EPA's completeness convention for an hourly mean; DESIGN.md §4). A reading covers its own averaging interval `[ts − interval_s, ts)` (the wire's
 //!   `interval_s`; when absent, the time since the station's previous reading, at most
 //!   [`MAX_INFERRED_INTERVAL_MS`]); coverage is the **union** of those intervals clipped to the
 //!   hour, so overlaps count once and three 5-minute readings are 15 minutes, not three
 //!   quarter-hours;
 //! - **NowCast** (PM2.5, PM10): [`nowcast`] over hours 0–11 (it needs 2 of hours 0–2);
 //! - **24-h** PM2.5, PM10 and SO2: the mean of the valid hours among hours 0–23, **when at least
-//!   18 are valid** (75 %; AirNow-Tech, "Daily and Hourly AQI": "75 %, or 18/24 hours of data are
-//!   needed for a valid daily concentration"; 40 CFR Part 50 App. N §4.1 and App. T §3);
+//!   18 are valid** (75 %; AirNow-Tech, "Daily and Hourly AQI – Other Pollutants": "75%, or
+//!   18/24 hours of data are needed for a valid daily concentration"; DESIGN.md §4);
 //! - **8-h** O3 and CO: the trailing mean of hours 0–7 when at least 6 are valid (75 %, EPA's
 //!   8-hour completeness rule, 40 CFR Part 50 App. U and App. I);
 //! - **1-h** O3, NO2 and SO2: hour 0.
@@ -28,8 +27,9 @@
 //! extrapolated and flagged `beyond_aqi`. European index (EEA 2024): the band of each pollutant's
 //! hour-0 mean, overall the worst ([`eaqi::overall`]).
 //!
-//! A **district** (a reporting area) reports the **highest station AQI** (TAD 2024 §II: the
-//! reporting area's AQI is the highest AQI among its monitors), naming that station
+//! A **district** (a reporting area) reports the **highest station AQI** (AirNow, "How does
+//! AirNow define city?": a reporting area's current air quality "comes from the highest AQI
+//! reading of all the sites in a reporting area"; DESIGN.md §4), naming that station
 //! (`aqi_sensor`) and its dominant pollutant; each per-pollutant sub-index is the highest among
 //! the stations, and each concentration the highest among the stations that reported in the
 //! window (for display: the district's AQI is not recomputed from them, since at the tables'
