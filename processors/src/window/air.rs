@@ -505,9 +505,9 @@ mod tests {
             (20 * MIN, Some(300)),
             (50 * MIN, Some(300)),
         ]));
-        // Six contiguous 5-minute readings, 30 minutes in two quarters: invalid. Nine, 45
-        // minutes: valid (the former rule failed the first and passed the second for another
-        // reason).
+        // Six contiguous 5-minute readings, [0, 30): 30 minutes, invalid (their timestamps at
+        // 5..30 min fall in three quarter-hours, which the former rule passed). Nine, 45
+        // minutes: valid.
         let fives = |n: u64| {
             (1..=n)
                 .map(|k| (k * 5 * MIN, Some(300)))
