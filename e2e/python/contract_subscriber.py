@@ -60,6 +60,10 @@ def check(subject, data):
         for key in AIR_NUMBERS:
             if key in msg and (not isinstance(msg[key], (int, float)) or isinstance(msg[key], bool)):
                 return "wrong_type", msg
+        # Optional since issue 10: the averaging interval, whole seconds.
+        if "interval_s" in msg and (not isinstance(msg["interval_s"], int)
+                                    or isinstance(msg["interval_s"], bool) or msg["interval_s"] < 0):
+            return "wrong_type", msg
     else:
         return "unknown_kind", msg
     return None, msg

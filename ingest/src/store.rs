@@ -189,7 +189,13 @@ impl Rows {
                 occupancy = Some(t.occupancy);
                 speed_kmh = t.speed_kmh;
             }
-            Measurement::Air(a) => air = a.clone(),
+            Measurement::Air(a) => {
+                if let Some(i) = a.interval_s {
+                    interval_s =
+                        Some(i32::try_from(i).map_err(|_| unfit("interval_s above 2^31-1"))?);
+                }
+                air = a.clone();
+            }
         }
         self.sensor.push(r.sensor.clone());
         self.seq.push(seq);

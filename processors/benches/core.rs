@@ -64,6 +64,7 @@ fn air(stations: u64, hours: u64) -> Vec<Reading> {
                     co_ppm: Some(c / 50.0),
                     temp_c: Some(15.0),
                     rh_pct: Some(60.0),
+                    interval_s: Some(300),
                 }),
             });
         }

@@ -98,6 +98,7 @@ fn air_readings(city: &City, hours: u64, mut each: impl FnMut(&Reading)) {
                         co_ppm: has(Pollutant::Co).then_some(c / 40.0),
                         temp_c: st.weather.then_some(14.5),
                         rh_pct: st.weather.then_some(66.0),
+                        interval_s: Some(300),
                     }),
                 });
             }

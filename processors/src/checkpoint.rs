@@ -19,7 +19,11 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
 
 /// Format of checkpoints this build writes and reads.
-pub const FORMAT: u32 = 1;
+///
+/// 2 (issue 10): concentrations in billionths instead of thousandths, and an air station's open
+/// hours hold covered time spans instead of quarter-hour bits. A format-1 checkpoint is refused
+/// rather than misread.
+pub const FORMAT: u32 = 2;
 
 /// Bytes serialized as a CBOR byte string (not an array of integers).
 #[derive(Clone, PartialEq, Eq, Default)]

@@ -145,6 +145,9 @@ fn air_readings(steps: &[(u64, [bool; 3], [u16; 3])]) -> Vec<Reading> {
                     co_ppm: Some(c / 40.0),
                     temp_c: Some(21.0),
                     rh_pct: None,
+                    // Station a1 says its 5-minute interval (the clock moves 3–12 minutes, so
+                    // its hours are not always covered); a0 and a2 leave it to be inferred.
+                    interval_s: (s == 1).then_some(300),
                 }),
             });
         }

@@ -183,12 +183,21 @@ impl Fields {
 
     /// A required unsigned integer field that must fit in `u32`.
     pub(crate) fn u32(&mut self, field: &'static str) -> Result<u32, DecodeError> {
-        let v = self.u64(field)?;
-        u32::try_from(v).map_err(|_| DecodeError::WrongType {
-            field,
-            expected: "an unsigned integer below 2^32",
-            found: v.to_string(),
-        })
+        self.opt_u32(field)?.ok_or(DecodeError::MissingField(field))
+    }
+
+    /// An optional unsigned integer field that must fit in `u32`.
+    pub(crate) fn opt_u32(&mut self, field: &'static str) -> Result<Option<u32>, DecodeError> {
+        let Some(v) = self.opt_u64(field)? else {
+            return Ok(None);
+        };
+        u32::try_from(v)
+            .map(Some)
+            .map_err(|_| DecodeError::WrongType {
+                field,
+                expected: "an unsigned integer below 2^32",
+                found: v.to_string(),
+            })
     }
 
     /// An optional number. Integers are accepted where the contract says float: a device that

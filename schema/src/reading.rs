@@ -68,6 +68,10 @@ pub struct Air {
     pub temp_c: Option<f64>,
     /// Relative humidity, %.
     pub rh_pct: Option<f64>,
+    /// The averaging interval the concentrations cover, seconds, ending at `ts` (optional: a
+    /// station that does not say is taken to cover the time since its previous reading, at most
+    /// 15 minutes; see the processors' hour-coverage rule).
+    pub interval_s: Option<u32>,
 }
 
 impl Reading {
@@ -135,6 +139,7 @@ impl Reading {
                 co_ppm: f.opt_f64("co_ppm")?,
                 temp_c: f.opt_f64("temp_c")?,
                 rh_pct: f.opt_f64("rh_pct")?,
+                interval_s: f.opt_u32("interval_s")?,
             }),
         };
         Ok(Reading {
@@ -229,6 +234,7 @@ impl<'a> From<&'a Reading> for WireReading<'a> {
                 w.co_ppm = a.co_ppm;
                 w.temp_c = a.temp_c;
                 w.rh_pct = a.rh_pct;
+                w.interval_s = a.interval_s;
             }
         }
         w
@@ -405,8 +411,9 @@ mod tests {
             opt_f(),
             opt_f(),
             opt_f(),
+            proptest::option::of(any::<u32>()),
         )
-            .prop_map(|(a, b, c, d, e, f, g, h)| {
+            .prop_map(|(a, b, c, d, e, f, g, h, i)| {
                 Measurement::Air(Air {
                     pm25_ugm3: a,
                     pm10_ugm3: b,
@@ -416,6 +423,7 @@ mod tests {
                     co_ppm: f,
                     temp_c: g,
                     rh_pct: h,
+                    interval_s: i,
                 })
             });
         (

@@ -132,6 +132,18 @@ pub struct AirMetrics {
     /// The pollutant giving `eaqi`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eaqi_dominant: Option<Pollutant>,
+    /// `true` when `aqi` is beyond the AQI: the dominant concentration is above the top
+    /// breakpoint of its table and `aqi` extends the top band's slope (it may exceed 500).
+    /// Absent otherwise (and from producers before this field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub beyond_aqi: Option<bool>,
+    /// District results: the station (sensor id) whose AQI is the district's `aqi`; `dominant`
+    /// is that station's dominant pollutant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aqi_sensor: Option<String>,
+    /// SO2 24-h mean, ppb, when at least 18 of the 24 hours are valid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub so2_24h_ppb: Option<f64>,
 }
 
 impl WindowResult {
@@ -193,6 +205,7 @@ impl WindowResult {
                 "o3_8h_ppb" => a.o3_8h_ppb,
                 "no2_1h_ppb" => a.no2_1h_ppb,
                 "so2_1h_ppb" => a.so2_1h_ppb,
+                "so2_24h_ppb" => a.so2_24h_ppb,
                 "co_8h_ppm" => a.co_8h_ppm,
                 "eaqi" => a.eaqi.map(|b| (b as u8 + 1).into()),
                 "readings" => Some(self.readings as f64),
@@ -250,6 +263,7 @@ pub fn metric_names(kind: Kind) -> &'static [&'static str] {
             "o3_8h_ppb",
             "no2_1h_ppb",
             "so2_1h_ppb",
+            "so2_24h_ppb",
             "co_8h_ppm",
             "eaqi",
             "readings",
@@ -460,6 +474,9 @@ mod tests {
             co_8h_ppm: f,
             eaqi: Some(EaqiBand::Good),
             eaqi_dominant: Some(Pollutant::O3),
+            beyond_aqi: Some(true),
+            aqi_sensor: Some("aq-0007".into()),
+            so2_24h_ppb: f,
         });
         w
     }

@@ -75,6 +75,7 @@ fn air_fixtures_decode_including_unknown_keys_and_integers() {
             co_ppm: Some(9.4),
             temp_c: Some(-3.5),
             rh_pct: Some(81.0),
+            interval_s: None,
         })
     );
     let partial = Reading::decode(&fixture("reading_air_partial_unknown_keys_v1.cbor")).unwrap();
@@ -135,6 +136,8 @@ fn valid_fixtures_conform_to_the_cddl() {
         "window_traffic_district_v1.cbor",
         "window_air_sensor_v1.cbor",
         "alert_firing_v1.cbor",
+        "reading_air_interval_v1.cbor",
+        "window_air_district_beyond_v1.cbor",
     ] {
         cddl::validate_cbor_from_slice(&cddl(root_of(name)), &fixture(name), None)
             .unwrap_or_else(|e| panic!("{name} does not conform: {e}"));
@@ -146,10 +149,14 @@ fn our_encodings_conform_to_the_cddl() {
     let r = Reading::decode(&fixture("reading_air_full_v1.cbor")).unwrap();
     let w = WindowResult::decode(&fixture("window_air_sensor_v1.cbor")).unwrap();
     let e = AlertEvent::decode(&fixture("alert_firing_v1.cbor")).unwrap();
+    let ri = Reading::decode(&fixture("reading_air_interval_v1.cbor")).unwrap();
+    let wd = WindowResult::decode(&fixture("window_air_district_beyond_v1.cbor")).unwrap();
     for (root, bytes) in [
         ("reading", r.encode()),
         ("window-result", w.encode()),
         ("alert-event", e.encode()),
+        ("reading", ri.encode()),
+        ("window-result", wd.encode()),
     ] {
         cddl::validate_cbor_from_slice(&cddl(root), &bytes, None)
             .unwrap_or_else(|err| panic!("our {root} does not conform: {err}"));
@@ -171,4 +178,105 @@ fn invalid_reading_fixtures_do_not_conform_to_the_cddl() {
             "{name} should not conform"
         );
     }
+}
+
+#[test]
+fn issue_10_fixtures_decode_to_their_values() {
+    let r = Reading::decode(&fixture("reading_air_interval_v1.cbor")).unwrap();
+    assert_eq!(
+        r.data,
+        Measurement::Air(Air {
+            pm25_ugm3: Some(9.0995),
+            so2_ppb: Some(310.0),
+            interval_s: Some(300),
+            ..Air::default()
+        })
+    );
+    assert_eq!(Reading::decode(&r.encode()).unwrap(), r);
+
+    let w = WindowResult::decode(&fixture("window_air_district_beyond_v1.cbor")).unwrap();
+    assert_eq!(w.subject(), "metrics.air.d04");
+    let WindowMetrics::Air(a) = &w.metrics else {
+        panic!("air")
+    };
+    assert_eq!((a.aqi, a.beyond_aqi), (Some(607), Some(true)));
+    assert_eq!(a.aqi_sensor.as_deref(), Some("aq-0031"));
+    assert_eq!((a.aqi_so2, a.so2_24h_ppb), (Some(203), Some(310.0)));
+    assert_eq!(w.value("so2_24h_ppb"), Some(310.0));
+    assert_eq!(WindowResult::decode(&w.encode()).unwrap(), w);
+}
+
+#[test]
+fn old_payloads_decode_with_the_new_fields_absent() {
+    let r = Reading::decode(&fixture("reading_air_full_v1.cbor")).unwrap();
+    let Measurement::Air(air) = r.data else {
+        panic!("air")
+    };
+    assert_eq!(air.interval_s, None);
+    let w = WindowResult::decode(&fixture("window_air_sensor_v1.cbor")).unwrap();
+    let WindowMetrics::Air(a) = w.metrics else {
+        panic!("air")
+    };
+    assert_eq!(
+        (a.beyond_aqi, a.aqi_sensor, a.so2_24h_ppb),
+        (None, None, None)
+    );
+}
+
+/// The air window result exactly as readers decoded it before issue 10 (a frozen copy of the
+/// v1 field set, serde defaults and unknown keys ignored, as `WindowResult::decode` did).
+#[derive(serde::Deserialize, Debug, PartialEq)]
+struct AirWindowBeforeIssue10 {
+    window_start: u64,
+    window_end: u64,
+    district: String,
+    kind: String,
+    #[serde(default)]
+    sensor: Option<String>,
+    readings: u64,
+    sensors: u64,
+    #[serde(default)]
+    aqi: Option<u16>,
+    #[serde(default)]
+    category: Option<String>,
+    #[serde(default)]
+    dominant: Option<String>,
+    #[serde(default)]
+    aqi_pm10: Option<u16>,
+    #[serde(default)]
+    aqi_so2: Option<u16>,
+    #[serde(default)]
+    pm10_nowcast_ugm3: Option<f64>,
+    #[serde(default)]
+    so2_1h_ppb: Option<f64>,
+}
+
+#[test]
+fn old_decoders_read_the_new_payloads() {
+    // A v1 reader keeps working on the new window result: the added keys are unknown to it and
+    // ignored; every field it knows keeps its meaning.
+    let old: AirWindowBeforeIssue10 =
+        ciborium::from_reader(&fixture("window_air_district_beyond_v1.cbor")[..]).unwrap();
+    assert_eq!(old.aqi, Some(607));
+    assert_eq!(old.category.as_deref(), Some("hazardous"));
+    assert_eq!((old.aqi_so2, old.so2_1h_ppb), (Some(203), Some(310.0)));
+    assert_eq!(
+        (old.district.as_str(), old.sensor.as_deref()),
+        ("d04", None)
+    );
+    // And on what the processors now write, beyond the AQI, with every new field set.
+    let new = WindowResult::decode(&fixture("window_air_district_beyond_v1.cbor")).unwrap();
+    let old_again: AirWindowBeforeIssue10 = ciborium::from_reader(&new.encode()[..]).unwrap();
+    assert_eq!(old_again, old);
+    // A reading with `interval_s` is a valid v1 reading (the key is optional in the CDDL, and
+    // v1 readers ignore keys they do not know: see the partial-unknown-keys fixture).
+    let v: ciborium::Value =
+        ciborium::from_reader(&fixture("reading_air_interval_v1.cbor")[..]).unwrap();
+    let keys: Vec<_> = v
+        .as_map()
+        .unwrap()
+        .iter()
+        .filter_map(|(k, _)| k.as_text())
+        .collect();
+    assert!(keys.contains(&"interval_s") && keys.contains(&"v"));
 }

@@ -315,7 +315,10 @@ impl Simulator {
                 );
                 let episode = self.schedule.episode_pm25(*district, due_ms);
                 let levels = patterns::air_levels(t, *pm25_background, *so2_background, episode);
-                Measurement::Air(sample_air(&mut rng, &levels, noise, pollutants, *weather))
+                let mut air = sample_air(&mut rng, &levels, noise, pollutants, *weather);
+                // The station's averaging interval, ending at `ts` (the hour-coverage rule).
+                air.interval_s = Some((sensor.interval_ms / 1000) as u32);
+                Measurement::Air(air)
             }
         };
         let previous = state.last.replace(honest.clone());

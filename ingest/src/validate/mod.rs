@@ -14,12 +14,12 @@
 //! 5. **time** — `ts` at most `max_future_skew` ahead of the clock (`future_timestamp`: one bad
 //!    clock must not push watermarks ahead for everyone) and at most `max_age` behind it
 //!    (`too_old`; the default is generous so a gateway's backlog after an outage still lands);
-//! 6. **physics** — see [`limits`]: every number finite (`not_finite`); traffic `interval_s` in
-//!    1..=3600 (`interval_out_of_range`), `lanes` in 1..=8 (`lanes_out_of_range`), `occupancy`
-//!    in 0..=1 (`occupancy_out_of_range`), `count ≤ lanes × interval_s × 1 veh/s`
-//!    (`count_exceeds_capacity`), `speed_kmh` in (0, 250] when vehicles were counted
-//!    (`speed_out_of_range`); air pollutants within the instrument range
-//!    (`concentration_out_of_range`), not below the negative-noise tolerance
+//! 6. **physics** — see [`limits`]: every number finite (`not_finite`); `interval_s` (traffic,
+//!    and air when present) in 1..=3600 (`interval_out_of_range`), `lanes` in 1..=8
+//!    (`lanes_out_of_range`), `occupancy` in 0..=1 (`occupancy_out_of_range`),
+//!    `count ≤ lanes × interval_s × 1 veh/s` (`count_exceeds_capacity`), `speed_kmh` in
+//!    (0, 250] when vehicles were counted (`speed_out_of_range`); air pollutants within the
+//!    instrument range (`concentration_out_of_range`), not below the negative-noise tolerance
 //!    (`negative_concentration`), `temp_c` in −90..=60 (`temperature_out_of_range`), `rh_pct`
 //!    in 0..=100 (`humidity_out_of_range`).
 //!
@@ -402,6 +402,11 @@ fn check_air(
         if v < 0.0 {
             *value = Some(0.0);
             adjustments.push(Adjustment::ClampedNegative { field: range.field });
+        }
+    }
+    if let Some(i) = a.interval_s {
+        if !(limits::MIN_INTERVAL_S..=limits::MAX_INTERVAL_S).contains(&i) {
+            return Err(Rejection::IntervalOutOfRange(i));
         }
     }
     if let Some(t) = a.temp_c {

@@ -44,6 +44,7 @@ fn air(f: impl FnOnce(&mut Air)) -> Reading {
         co_ppm: Some(0.4),
         temp_c: Some(18.0),
         rh_pct: Some(55.0),
+        interval_s: Some(60),
     };
     f(&mut a);
     Reading {
@@ -170,6 +171,16 @@ fn rejection_cases() -> Vec<(&'static str, Vec<u8>, &'static str)> {
         (
             TRAFFIC_SUBJECT,
             t(|t| t.interval_s = 3601),
+            "interval_out_of_range",
+        ),
+        (
+            AIR_SUBJECT,
+            a(|a| a.interval_s = Some(0)),
+            "interval_out_of_range",
+        ),
+        (
+            AIR_SUBJECT,
+            a(|a| a.interval_s = Some(3601)),
             "interval_out_of_range",
         ),
         (TRAFFIC_SUBJECT, t(|t| t.lanes = 0), "lanes_out_of_range"),
@@ -321,6 +332,10 @@ fn valid_readings_are_accepted_unchanged() {
             a.rh_pct = Some(100.0);
         }),
         air(|a| a.o3_ppb = Some(0.0)),
+        // An air station's averaging interval: optional, 1..=3600 s inclusive.
+        air(|a| a.interval_s = None),
+        air(|a| a.interval_s = Some(1)),
+        air(|a| a.interval_s = Some(3600)),
         // Skew and age limits are inclusive.
         with(traffic(|_| {}), |r| r.ts = NOW + 30_000),
         with(traffic(|_| {}), |r| r.ts = NOW - 72 * 3_600_000),

@@ -12,7 +12,18 @@
 //! `BP_lo ≤ C ≤ BP_hi`, and compute `I = (I_hi − I_lo) / (BP_hi − BP_lo) × (C − BP_lo) + I_lo`,
 //! rounded to the nearest integer. Here the truncated concentration is an integer number of
 //! thousandths and the equation is evaluated in integers, so halves round up exactly and no
-//! float error can move an index across a category edge.
+//! float error can move an index across a category edge. The truncation works on the exact
+//! decimal value ([`Fixed`] holds billionths; nothing is rounded before it).
+//!
+//! Above a table's highest breakpoint the concentration is "beyond the AQI": the index is
+//! Equation 1 with the top row (its slope extended past `BP_hi`), and it is marked
+//! [`SubIndex::Beyond`] so that the wire can say so (`beyond_aqi`). Project rule, DESIGN.md §4:
+//! PM2.5 326.0 µg/m³ gives 501 and PM10 700 µg/m³ gives 607, where a cap would give 500 for both.
+//!
+//! SO2 (TAD 2024 Table 6, footnote on SO2, and §IV "Calculating AQI values for SO2"): 1-hour SO2
+//! defines the AQI up to 200 (0–304 ppb); 1-hour values above 304 ppb do not define higher
+//! values, which come from the 24-hour SO2 table: 305–604 ppb → 201–300, 605–1004 ppb →
+//! 301–500. See [`so2`].
 //!
 //! Concentrations are taken in the wire units (µg/m³ for PM, ppb for O3, SO2 and NO2, ppm for
 //! CO). The O3 tables are in ppm; 0.001 ppm is exactly 1 ppb, so truncating O3 to 0.001 ppm is
@@ -24,30 +35,42 @@ use citypulse_schema::{AqiCategory, Pollutant};
 /// The averaging period a concentration was computed over; it selects the table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Averaging {
-    /// 1-hour mean: O3 (1-h table), SO2, NO2.
+    /// 1-hour mean: O3 (1-h table), SO2 (up to AQI 200), NO2.
     OneHour,
     /// 8-hour mean: O3 (8-h table), CO.
     EightHours,
-    /// 24-hour mean: PM2.5, PM10. The PM NowCast is looked up in the same table.
+    /// 24-hour mean: PM2.5, PM10 (the PM NowCast is looked up in the same table), SO2 (AQI 201
+    /// and above).
     TwentyFourHours,
 }
 
 /// The result of looking a concentration up in a table.
 ///
-/// Ordered by severity: `Undefined < Value(0) < … < Value(500) < AboveScale`, so `max` picks the
-/// sub-index to report.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// Ordered by severity: `Undefined < Value(0) < … < Value(500) < Beyond(_)`, so `max` picks the
+/// sub-index to report (a beyond value is at least the top row's index, 500, after rounding).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum SubIndex {
     /// The table defines no index for this concentration, or there is no table for this
     /// pollutant and averaging period. Cases: O3 8-h above 0.200 ppm (the TAD uses the 1-h
-    /// value there), O3 1-h below 0.125 ppm (the 8-h value applies), SO2 1-h above 304 ppb (the
-    /// TAD computes AQI ≥ 200 from 24-h SO2, which this pipeline does not produce).
+    /// value there), O3 1-h below 0.125 ppm (the 8-h value applies), SO2 1-h above 304 ppb and
+    /// SO2 24-h below 305 ppb ([`so2`] combines the two).
+    #[default]
     Undefined,
     /// The index, 0–500.
     Value(u16),
-    /// Above the table's highest breakpoint: "beyond the AQI". Reported as 500 with a flag,
-    /// never extrapolated.
-    AboveScale,
+    /// Above the table's highest breakpoint, "beyond the AQI": Equation 1 with the top row's
+    /// slope, rounded (≥ 500; saturates at `u16::MAX`).
+    Beyond(u16),
+}
+
+impl SubIndex {
+    /// The index as reported, beyond or not; `None` when undefined.
+    pub fn index(self) -> Option<u16> {
+        match self {
+            SubIndex::Value(v) | SubIndex::Beyond(v) => Some(v),
+            SubIndex::Undefined => None,
+        }
+    }
 }
 
 /// One row of a breakpoint table, concentrations in thousandths of the wire unit.
@@ -68,6 +91,15 @@ const fn row(c_lo: i64, c_hi: i64, i_lo: u16, i_hi: u16) -> Row {
     }
 }
 
+/// What a concentration above a table's last row gives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Above {
+    /// The table stops there on purpose (O3 8-h, SO2 1-h): another table takes over.
+    Undefined,
+    /// Beyond the AQI: the top row's slope, extended.
+    Extrapolate,
+}
+
 /// A breakpoint table for one pollutant and averaging period.
 #[derive(Debug)]
 struct Table {
@@ -76,7 +108,7 @@ struct Table {
     /// Rows in ascending order, contiguous on the truncation grid.
     rows: &'static [Row],
     /// What a concentration above the last row gives.
-    above: SubIndex,
+    above: Above,
 }
 
 /// PM2.5 24-h, µg/m³ ×1000, truncated to 0.1 µg/m³ (TAD 2024 Table 6; 2024 PM NAAQS rule).
@@ -90,7 +122,7 @@ const PM25_24H: Table = Table {
         row(125_500, 225_400, 201, 300),
         row(225_500, 325_400, 301, 500),
     ],
-    above: SubIndex::AboveScale,
+    above: Above::Extrapolate,
 };
 
 /// PM10 24-h, µg/m³ ×1000, truncated to 1 µg/m³ (TAD 2024 Table 6).
@@ -104,7 +136,7 @@ const PM10_24H: Table = Table {
         row(355_000, 424_000, 201, 300),
         row(425_000, 604_000, 301, 500),
     ],
-    above: SubIndex::AboveScale,
+    above: Above::Extrapolate,
 };
 
 /// O3 8-h, ppb ×1000 (= ppm × 10⁶), truncated to 0.001 ppm = 1 ppb (TAD 2024 Table 6:
@@ -119,7 +151,7 @@ const O3_8H: Table = Table {
         row(86_000, 105_000, 151, 200),
         row(106_000, 200_000, 201, 300),
     ],
-    above: SubIndex::Undefined,
+    above: Above::Undefined,
 };
 
 /// O3 1-h, ppb ×1000, truncated to 1 ppb (TAD 2024 Table 6: 0.125–0.164, 0.165–0.204,
@@ -132,7 +164,7 @@ const O3_1H: Table = Table {
         row(205_000, 404_000, 201, 300),
         row(405_000, 604_000, 301, 500),
     ],
-    above: SubIndex::AboveScale,
+    above: Above::Extrapolate,
 };
 
 /// CO 8-h, ppm ×1000, truncated to 0.1 ppm (TAD 2024 Table 6).
@@ -146,11 +178,11 @@ const CO_8H: Table = Table {
         row(15_500, 30_400, 201, 300),
         row(30_500, 50_400, 301, 500),
     ],
-    above: SubIndex::AboveScale,
+    above: Above::Extrapolate,
 };
 
 /// SO2 1-h, ppb ×1000, truncated to 1 ppb (TAD 2024 Table 6). The 1-h table stops at 304 ppb;
-/// above it the TAD uses 24-h SO2, so the 1-h lookup is undefined.
+/// above it the TAD uses 24-h SO2 ([`SO2_24H`]), so the 1-h lookup is undefined.
 const SO2_1H: Table = Table {
     step: 1_000,
     rows: &[
@@ -159,7 +191,20 @@ const SO2_1H: Table = Table {
         row(76_000, 185_000, 101, 150),
         row(186_000, 304_000, 151, 200),
     ],
-    above: SubIndex::Undefined,
+    above: Above::Undefined,
+};
+
+/// SO2 24-h, ppb ×1000, truncated to 1 ppb (TAD 2024 Table 6: 0.305–0.604 ppm → 201–300,
+/// 0.605–1.004 ppm → 301–500; footnote: "1-hr SO2 values do not define higher AQI values
+/// (≥ 200). AQI values of 200 or greater are calculated with 24-hour SO2 concentrations").
+/// No 24-h values below 305 ppb.
+const SO2_24H: Table = Table {
+    step: 1_000,
+    rows: &[
+        row(305_000, 604_000, 201, 300),
+        row(605_000, 1_004_000, 301, 500),
+    ],
+    above: Above::Extrapolate,
 };
 
 /// NO2 1-h, ppb ×1000, truncated to 1 ppb (TAD 2024 Table 6).
@@ -173,7 +218,7 @@ const NO2_1H: Table = Table {
         row(650_000, 1_249_000, 201, 300),
         row(1_250_000, 2_049_000, 301, 500),
     ],
-    above: SubIndex::AboveScale,
+    above: Above::Extrapolate,
 };
 
 fn table(p: Pollutant, avg: Averaging) -> Option<&'static Table> {
@@ -186,6 +231,7 @@ fn table(p: Pollutant, avg: Averaging) -> Option<&'static Table> {
         (O3, OneHour) => Some(&O3_1H),
         (Co, EightHours) => Some(&CO_8H),
         (So2, OneHour) => Some(&SO2_1H),
+        (So2, TwentyFourHours) => Some(&SO2_24H),
         (No2, OneHour) => Some(&NO2_1H),
         _ => None,
     }
@@ -200,7 +246,7 @@ pub fn truncated(p: Pollutant, avg: Averaging, c: Fixed) -> Option<Fixed> {
 /// The sub-index of a concentration `c`, in the wire unit of `p`, averaged over `avg`.
 ///
 /// Negative concentrations (instrument noise around zero) count as zero. Tables without a row
-/// for zero (O3 1-h) give [`SubIndex::Undefined`] below their first breakpoint.
+/// for zero (O3 1-h, SO2 24-h) give [`SubIndex::Undefined`] below their first breakpoint.
 pub fn sub_index(p: Pollutant, avg: Averaging, c: Fixed) -> SubIndex {
     let Some(t) = table(p, avg) else {
         return SubIndex::Undefined;
@@ -213,7 +259,10 @@ pub fn sub_index(p: Pollutant, avg: Averaging, c: Fixed) -> SubIndex {
         return SubIndex::Undefined;
     }
     if c > last.c_hi {
-        return t.above;
+        return match t.above {
+            Above::Undefined => SubIndex::Undefined,
+            Above::Extrapolate => SubIndex::Beyond(interpolate(last, c)),
+        };
     }
     t.rows
         .iter()
@@ -222,14 +271,39 @@ pub fn sub_index(p: Pollutant, avg: Averaging, c: Fixed) -> SubIndex {
 }
 
 /// TAD Equation 1 in integers: `I_lo + round((I_hi − I_lo)(C − BP_lo) / (BP_hi − BP_lo))`, halves
-/// rounded up. All terms are non-negative because `BP_lo ≤ C ≤ BP_hi`.
+/// rounded up. All terms are non-negative because `BP_lo ≤ C`; above `BP_hi` this extends the
+/// row's slope (beyond the AQI), saturating at `u16::MAX`.
 fn interpolate(r: &Row, c: i64) -> u16 {
-    let num = i64::from(r.i_hi - r.i_lo) * (c - r.c_lo);
-    let den = r.c_hi - r.c_lo;
+    let num = i128::from(r.i_hi - r.i_lo) * i128::from(c - r.c_lo);
+    let den = i128::from(r.c_hi - r.c_lo);
     // round(num / den) = floor((2·num + den) / (2·den)) for num, den ≥ 0.
     let step = (2 * num + den) / (2 * den);
-    // 0 ≤ step ≤ I_hi − I_lo ≤ 500.
-    r.i_lo + u16::try_from(step).unwrap_or(r.i_hi - r.i_lo)
+    u16::try_from(i128::from(r.i_lo) + step).unwrap_or(u16::MAX)
+}
+
+/// The SO2 sub-index by the TAD rule (2024 Table 6 and §IV, "Calculating AQI values for SO2"):
+///
+/// - 1-h SO2 at or below 304 ppb: the 1-h table (AQI 0–200);
+/// - 1-h SO2 above 304 ppb, or no 1-h value: the 24-h table when the 24-h mean is in it
+///   (≥ 305 ppb, AQI 201 and above, beyond the AQI past 1004 ppb);
+/// - 1-h SO2 above 304 ppb but no 24-h mean of 305 ppb or more (none yet, or lower): 200, the
+///   top of the 1-h table. The TAD says such an hour means "AQI 200 or greater" without giving
+///   the number; 200 is the part of that statement the data support, so a station at 310 ppb
+///   keeps an SO2 sub-index.
+pub fn so2(one_hour_ppb: Option<Fixed>, day_ppb: Option<Fixed>) -> SubIndex {
+    let one = one_hour_ppb.map_or(SubIndex::Undefined, |c| {
+        sub_index(Pollutant::So2, Averaging::OneHour, c)
+    });
+    if one != SubIndex::Undefined {
+        return one;
+    }
+    let day = day_ppb.map_or(SubIndex::Undefined, |c| {
+        sub_index(Pollutant::So2, Averaging::TwentyFourHours, c)
+    });
+    match (one_hour_ppb, day) {
+        (Some(_), SubIndex::Undefined) => SubIndex::Value(200),
+        _ => day,
+    }
 }
 
 /// The ozone sub-index by the TAD rule: the 8-h table normally; the 1-h value where it is defined
@@ -248,15 +322,15 @@ pub fn ozone(eight_hour_ppb: Option<Fixed>, one_hour_ppb: Option<Fixed>) -> SubI
 /// The overall AQI of a place and time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Aqi {
-    /// The highest sub-index; 500 when a sub-index is above the scale.
+    /// The highest sub-index (extrapolated when beyond the AQI).
     pub value: u16,
-    /// The category of `value`.
+    /// The category of `value` (Hazardous beyond the AQI).
     pub category: AqiCategory,
     /// The pollutant with the highest sub-index.
     pub dominant: Pollutant,
-    /// The dominant pollutant is beyond the top of its table: `value` is a floor, not a
-    /// measurement ("500+").
-    pub above_scale: bool,
+    /// The dominant pollutant is above the top of its table: `value` is extrapolated, "beyond
+    /// the AQI".
+    pub beyond: bool,
 }
 
 /// The overall AQI: the maximum of the defined sub-indices, and the pollutant that gives it
@@ -271,16 +345,16 @@ pub fn overall(subs: &[(Pollutant, SubIndex)]) -> Option<Aqi> {
         .filter(|(_, s)| *s != SubIndex::Undefined)
         // Highest severity first, then the earlier pollutant (`Pollutant` orders as `ALL`).
         .min_by(|(pa, sa), (pb, sb)| sb.cmp(sa).then(pa.cmp(pb)))?;
-    let (value, above_scale) = match *sub {
+    let (value, beyond) = match *sub {
         SubIndex::Value(v) => (v, false),
-        SubIndex::AboveScale => (500, true),
+        SubIndex::Beyond(v) => (v, true),
         SubIndex::Undefined => return None,
     };
     Some(Aqi {
         value,
         category: AqiCategory::of(value),
         dominant: *pollutant,
-        above_scale,
+        beyond,
     })
 }
 
@@ -290,7 +364,7 @@ mod tests {
     use proptest::prelude::*;
     use Averaging::*;
     use Pollutant::*;
-    use SubIndex::{AboveScale, Undefined, Value};
+    use SubIndex::{Beyond, Undefined, Value};
 
     fn fx(s: &str) -> Fixed {
         s.parse().expect("test literal")
@@ -311,6 +385,7 @@ mod tests {
             (O3, OneHour),
             (Co, EightHours),
             (So2, OneHour),
+            (So2, TwentyFourHours),
             (No2, OneHour),
         ] {
             let t = table(p, avg).expect("table exists");
@@ -366,8 +441,13 @@ mod tests {
                 // 301 + 199/99.9 × 50.0 = 301 + 99.599… → 401
                 ("275.5", Value(401), "mid"),
                 ("325.4", Value(500), "high edge"),
-                ("325.5", AboveScale, "beyond the AQI"),
-                ("1000", AboveScale, "beyond the AQI"),
+                // Beyond the AQI: the top row's slope extended.
+                // 301 + 199/99.9 × 100.0 = 500.199… → 500, flagged
+                ("325.5", Beyond(500), "beyond the AQI"),
+                // Issue 10: 301 + 199/99.9 × 100.5 = 501.195… → 501 (no longer a capped 500)
+                ("326.0", Beyond(501), "beyond the AQI"),
+                // 301 + 199/99.9 × 774.5 = 1843.797… → 1844
+                ("1000", Beyond(1844), "beyond the AQI"),
             ],
         );
     }
@@ -421,7 +501,10 @@ mod tests {
                 ("515", Value(401), "mid"),
                 ("604", Value(500), "high edge"),
                 ("604.9", Value(500), "truncates to 604"),
-                ("605", AboveScale, "beyond the AQI"),
+                // 301 + 199/179 × 180 = 501.111… → 501
+                ("605", Beyond(501), "beyond the AQI"),
+                // Issue 10: 301 + 199/179 × 275 = 606.726… → 607
+                ("700", Beyond(607), "beyond the AQI"),
             ],
         );
     }
@@ -487,7 +570,10 @@ mod tests {
                 // 301 + 199/199 × 100 = 401
                 ("505", Value(401), "mid"),
                 ("604", Value(500), "high edge"),
-                ("605", AboveScale, "beyond the AQI"),
+                // 301 + 199/199 × 200 = 501
+                ("605", Beyond(501), "beyond the AQI"),
+                // 301 + 199/199 × 295 = 596
+                ("700", Beyond(596), "beyond the AQI"),
             ],
         );
     }
@@ -523,7 +609,9 @@ mod tests {
                 // 301 + 199/19.9 × 10.0 = 401
                 ("40.5", Value(401), "mid"),
                 ("50.4", Value(500), "high edge"),
-                ("50.5", AboveScale, "beyond the AQI"),
+                // 301 + 199/19.9 × 20.0 = 501
+                ("50.5", Beyond(501), "beyond the AQI"),
+                ("50.59", Beyond(501), "truncates to 50.5"),
             ],
         );
     }
@@ -587,7 +675,8 @@ mod tests {
                 // 301 + 199/799 × 400 = 301 + 99.624… → 401
                 ("1650", Value(401), "mid"),
                 ("2049", Value(500), "high edge"),
-                ("2050", AboveScale, "beyond the AQI"),
+                // 301 + 199/799 × 800 = 500.249… → 500, flagged
+                ("2050", Beyond(500), "beyond the AQI"),
             ],
         );
     }
@@ -615,7 +704,7 @@ mod tests {
         assert_eq!(ozone(Some(fx("90")), Some(fx("130"))), Value(161));
         // 8-h above 0.200 is undefined: the 1-h value 0.410 → 301 + 199/199 × 5 = 306 is used.
         assert_eq!(ozone(Some(fx("210")), Some(fx("410"))), Value(306));
-        assert_eq!(ozone(Some(fx("210")), Some(fx("700"))), AboveScale);
+        assert_eq!(ozone(Some(fx("210")), Some(fx("700"))), Beyond(596));
         assert_eq!(ozone(Some(fx("210")), None), Undefined);
         assert_eq!(ozone(None, Some(fx("100"))), Undefined);
         assert_eq!(ozone(None, None), Undefined);
@@ -630,7 +719,7 @@ mod tests {
                 value: 67,
                 category: AqiCategory::Moderate,
                 dominant: O3,
-                above_scale: false,
+                beyond: false,
             })
         );
         assert_eq!(overall(&[]), None);
@@ -650,21 +739,81 @@ mod tests {
     }
 
     #[test]
-    fn overall_above_scale_reports_500_with_a_flag() {
-        let aqi = overall(&[(Pm25, AboveScale), (Pm10, Value(500))]).expect("defined");
-        assert_eq!(aqi.value, 500);
-        assert!(aqi.above_scale);
+    fn overall_beyond_the_aqi_reports_the_extrapolated_value_with_a_flag() {
+        let aqi = overall(&[(Pm25, Beyond(501)), (Pm10, Value(500))]).expect("defined");
+        assert_eq!(aqi.value, 501);
+        assert!(aqi.beyond);
         assert_eq!(aqi.dominant, Pm25);
         assert_eq!(aqi.category, AqiCategory::Hazardous);
+        // Beyond(500) outranks Value(500): the flag is not lost on a tie of numbers.
+        let aqi = overall(&[(Pm10, Value(500)), (No2, Beyond(500))]).expect("defined");
+        assert_eq!((aqi.value, aqi.dominant, aqi.beyond), (500, No2, true));
+        // Issue 10: PM2.5 326.0 and PM10 700 no longer both give a capped 500.
+        let pm25 = sub_index(Pm25, TwentyFourHours, fx("326.0"));
+        let pm10 = sub_index(Pm10, TwentyFourHours, fx("700"));
+        let aqi = overall(&[(Pm25, pm25), (Pm10, pm10)]).expect("defined");
+        assert_eq!((aqi.value, aqi.dominant, aqi.beyond), (607, Pm10, true));
     }
 
-    const TABLES: [(Pollutant, Averaging); 7] = [
+    #[test]
+    fn so2_24h_edges() {
+        check(
+            So2,
+            TwentyFourHours,
+            &[
+                ("0", Undefined, "no 24-h values below 305 ppb"),
+                ("304.9", Undefined, "truncates to 304"),
+                ("305", Value(201), "low edge"),
+                // 201 + 99/299 × 5 = 202.655… → 203
+                ("310", Value(203), "issue 10's station"),
+                // 201 + 99/299 × 145 = 249.010… → 249
+                ("450", Value(249), "mid"),
+                ("604", Value(300), "high edge"),
+                ("604.9", Value(300), "truncates to 604"),
+                ("605", Value(301), "next band"),
+                // 301 + 199/399 × 200 = 400.749… → 401
+                ("805", Value(401), "mid"),
+                ("1004", Value(500), "high edge"),
+                // 301 + 199/399 × 400 = 500.498… → 500, flagged
+                ("1005", Beyond(500), "beyond the AQI"),
+                // 301 + 199/399 × 895 = 747.378… → 747
+                ("1500", Beyond(747), "beyond the AQI"),
+            ],
+        );
+    }
+
+    #[test]
+    fn so2_uses_the_1h_table_up_to_304_ppb_then_the_24h_table() {
+        let so2_of = |one: Option<&str>, day: Option<&str>| so2(one.map(fx), day.map(fx));
+        // 1-h at and below 304 ppb: the 1-h table, whatever the 24-h mean.
+        assert_eq!(so2_of(Some("304"), None), Value(200));
+        assert_eq!(so2_of(Some("304.9"), Some("400")), Value(200));
+        // 151 + 49/118 × 59 = 175.5 → 176
+        assert_eq!(so2_of(Some("245"), Some("310")), Value(176));
+        // Issue 10: a station at 310 ppb keeps its SO2 sub-index. With a 24-h mean of 310 ppb:
+        // 201 + 99/299 × 5 = 202.655… → 203.
+        assert_eq!(so2_of(Some("310"), Some("310")), Value(203));
+        // 305 ppb 1-h, 24-h mean 305: 201.
+        assert_eq!(so2_of(Some("305"), Some("305")), Value(201));
+        // 1-h above 304 without a 24-h mean in the 24-h table: the 1-h table's top, 200.
+        assert_eq!(so2_of(Some("310"), None), Value(200));
+        assert_eq!(so2_of(Some("310"), Some("120")), Value(200));
+        // 24-h mean beyond the AQI.
+        assert_eq!(so2_of(Some("1500"), Some("1005")), Beyond(500));
+        // No 1-h value: the 24-h value when it is in its table, else nothing.
+        assert_eq!(so2_of(None, Some("450")), Value(249));
+        assert_eq!(so2_of(None, Some("120")), Undefined);
+        assert_eq!(so2_of(None, None), Undefined);
+    }
+
+    const TABLES: [(Pollutant, Averaging); 8] = [
         (Pm25, TwentyFourHours),
         (Pm10, TwentyFourHours),
         (O3, EightHours),
         (O3, OneHour),
         (Co, EightHours),
         (So2, OneHour),
+        (So2, TwentyFourHours),
         (No2, OneHour),
     ];
 
@@ -686,6 +835,9 @@ mod tests {
             }
             if let Value(v) = s_hi {
                 prop_assert!(v <= 500);
+            }
+            if let Beyond(v) = s_lo {
+                prop_assert!(v >= 500);
             }
         }
 

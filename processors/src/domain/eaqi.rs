@@ -21,6 +21,9 @@
 //! compared exactly in integers (`ppb × M ≤ limit × 24.055`), without a rounded factor.
 
 use super::fixed::Fixed;
+
+/// Billionths per unit, as the comparisons below need it.
+const SCALE: i128 = Fixed::SCALE as i128;
 use citypulse_schema::{EaqiBand, Pollutant};
 
 /// Molar volume at 20 °C and 101.325 kPa, mL/mol.
@@ -54,9 +57,9 @@ pub fn band(p: Pollutant, c: Fixed) -> Option<EaqiBand> {
     let limits = limits(p)?;
     // Compare `c_µg ≤ limit` as `lhs ≤ limit × rhs_scale`, both sides integers.
     let (lhs, rhs_scale) = match molar_mass_mg(p) {
-        // ppb×1000 × mg/mol ≤ µg/m³ × 1000 × mL/mol  ⇔  ppb × M / V_m ≤ limit.
-        Some(m) => (i128::from(c.milli()) * m, 1_000 * MOLAR_VOLUME_ML),
-        None => (i128::from(c.milli()), 1_000),
+        // ppb×10⁹ × mg/mol ≤ µg/m³ × 10⁹ × mL/mol  ⇔  ppb × M / V_m ≤ limit.
+        Some(m) => (i128::from(c.nanos()) * m, SCALE * MOLAR_VOLUME_ML),
+        None => (i128::from(c.nanos()), SCALE),
     };
     let index = limits
         .iter()
@@ -66,16 +69,16 @@ pub fn band(p: Pollutant, c: Fixed) -> Option<EaqiBand> {
     EaqiBand::ALL.get(index).copied()
 }
 
-/// A gas concentration in ppb as µg/m³ at 20 °C and 1 atm, rounded to the nearest thousandth
+/// A gas concentration in ppb as µg/m³ at 20 °C and 1 atm, rounded to the nearest billionth
 /// (halves up), for reporting. PM is returned as is; `None` for CO.
 pub fn to_ugm3(p: Pollutant, c: Fixed) -> Option<Fixed> {
     match (p, molar_mass_mg(p)) {
         (Pollutant::Pm25 | Pollutant::Pm10, _) => Some(c),
         (_, Some(m)) => {
-            let num = i128::from(c.milli()) * m;
+            let num = i128::from(c.nanos()) * m;
             // round(num / V) with halves towards +∞: floor((2·num + V) / 2V).
-            let milli = (2 * num + MOLAR_VOLUME_ML).div_euclid(2 * MOLAR_VOLUME_ML);
-            i64::try_from(milli).ok().map(Fixed::from_milli)
+            let nanos = (2 * num + MOLAR_VOLUME_ML).div_euclid(2 * MOLAR_VOLUME_ML);
+            i64::try_from(nanos).ok().map(Fixed::from_nanos)
         }
         _ => None,
     }
@@ -111,7 +114,7 @@ mod tests {
         s.parse().expect("test literal")
     }
 
-    /// The ppb value whose µg/m³ is exactly `ug` (when it has ≤ 3 decimals) and its neighbours.
+    /// The largest ppb value in thousandths whose µg/m³ is at most `ug`, and its neighbours.
     fn ppb_of(p: Pollutant, ug: i128) -> (Fixed, Fixed, Fixed) {
         let m = molar_mass_mg(p).expect("gas");
         // floor(ug × 1000 × V / M) thousandths of a ppb: the largest at or below the limit.
@@ -192,14 +195,14 @@ mod tests {
 
     #[test]
     fn conversion_factors_match_m_over_24_055() {
-        // 1 ppb NO2 = 46.005 / 24.055 = 1.91249… µg/m³ → 1.912
-        assert_eq!(to_ugm3(No2, fx("1")), Some(fx("1.912")));
-        // 1 ppb O3 = 47.997 / 24.055 = 1.99530… → 1.995
-        assert_eq!(to_ugm3(O3, fx("1")), Some(fx("1.995")));
-        // 1 ppb SO2 = 64.058 / 24.055 = 2.66298… → 2.663
-        assert_eq!(to_ugm3(So2, fx("1")), Some(fx("2.663")));
-        // 100 ppb O3 = 199.530… → 199.53
-        assert_eq!(to_ugm3(O3, fx("100")), Some(fx("199.53")));
+        // 1 ppb NO2 = 46.005 / 24.055 = 1.912492205 3… µg/m³ → 1.912492205
+        assert_eq!(to_ugm3(No2, fx("1")), Some(fx("1.912492205")));
+        // 1 ppb O3 = 47.997 / 24.055 = 1.995302431 9… → 1.995302432
+        assert_eq!(to_ugm3(O3, fx("1")), Some(fx("1.995302432")));
+        // 1 ppb SO2 = 64.058 / 24.055 = 2.662980669 2… → 2.662980669
+        assert_eq!(to_ugm3(So2, fx("1")), Some(fx("2.662980669")));
+        // 100 ppb O3 = 199.530243192 6… → 199.530243193
+        assert_eq!(to_ugm3(O3, fx("100")), Some(fx("199.530243193")));
         assert_eq!(to_ugm3(Pm25, fx("12.3")), Some(fx("12.3")));
     }
 

@@ -2,7 +2,7 @@
 //! randomness; every function maps its arguments to its result, so the shell can replay a window
 //! and get the same numbers.
 //!
-//! - [`fixed`]: concentrations as integer thousandths ([`fixed::Fixed`]) and exact means
+//! - [`fixed`]: concentrations as integer billionths ([`fixed::Fixed`]) and exact means
 //!   ([`fixed::Mean`]), so averaging cannot drift across a truncation edge.
 //! - [`aqi`]: the US AQI, EPA *Technical Assistance Document for the Reporting of Daily Air
 //!   Quality – the Air Quality Index (AQI)*, EPA-454/B-24-002, May 2024, with the PM2.5

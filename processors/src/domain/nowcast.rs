@@ -28,10 +28,6 @@ pub const HOURS: usize = 12;
 /// Minimum weight factor for PM (AirNow-Tech).
 const MIN_WEIGHT: f64 = 0.5;
 
-/// Resolution of the guard rounding before truncation, in thousandths: 10⁻⁶ thousandths =
-/// 10⁻⁹ units.
-const GUARD_PER_MILLI: i64 = 1_000_000;
-
 /// The NowCast of `p` (PM2.5 or PM10) from hourly means, `hours[0]` the most recent hour, in
 /// µg/m³, truncated to the 24-h table's step.
 ///
@@ -48,7 +44,7 @@ pub fn nowcast(p: Pollutant, hours: &[Option<Fixed>; HOURS]) -> Option<Fixed> {
         hours
             .iter()
             .enumerate()
-            .filter_map(|(age, c)| c.map(|c| (age, c.non_negative().milli())))
+            .filter_map(|(age, c)| c.map(|c| (age, c.non_negative().nanos())))
     };
     let min = valid().map(|(_, c)| c).min()?;
     let max = valid().map(|(_, c)| c).max()?;
@@ -69,12 +65,10 @@ pub fn nowcast(p: Pollutant, hours: &[Option<Fixed>; HOURS]) -> Option<Fixed> {
         num += weight * c as f64;
         den += weight;
     }
-    // Weighted mean in thousandths, rounded to 10⁻⁶ thousandths (the guard), then floored to the
-    // thousandth and truncated by the 24-h table, in integers (a floor of a floor is the floor).
-    // Concentrations below 9·10⁹ µg/m³ keep the guarded value within i64.
-    let guarded = (num / den * GUARD_PER_MILLI as f64).round() as i64;
-    let mean = Fixed::from_milli(guarded.div_euclid(GUARD_PER_MILLI));
-    aqi::truncated(p, Averaging::TwentyFourHours, mean)
+    // Weighted mean in billionths, rounded to the billionth (the guard), then truncated by the
+    // 24-h table in integers. The mean lies between the inputs, which fit in i64.
+    let guarded = (num / den).round() as i64;
+    aqi::truncated(p, Averaging::TwentyFourHours, Fixed::from_nanos(guarded))
 }
 
 #[cfg(test)]

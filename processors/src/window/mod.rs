@@ -34,7 +34,7 @@ pub use watermark::{LateReason, Watermark};
 
 use crate::domain::traffic::{DistrictTrafficAccumulator, InvalidInterval};
 use crate::registry::SegmentRegistry;
-use air::{AirSample, AirStation, Concentrations, HOUR_MS};
+use air::{AirSample, AirStation, Concentrations, DistrictAir, HOUR_MS};
 use citypulse_schema::{Measurement, Pollutant, Reading, WindowMetrics, WindowResult};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -163,7 +163,8 @@ pub struct PartitionState {
 
 enum Sample {
     Traffic(TrafficSample),
-    Air(AirSample),
+    /// The concentrations and the reading's own interval, seconds, when it says.
+    Air(AirSample, Option<u32>),
 }
 
 fn district_mut<'m, V: Default>(map: &'m mut BTreeMap<String, V>, key: &str) -> &'m mut V {
@@ -221,7 +222,7 @@ impl PartitionState {
                 Err(e) => return Observed::Rejected(Rejection::Interval(e)),
             },
             Measurement::Air(a) => match AirSample::from_air(a) {
-                Ok(s) => Sample::Air(s),
+                Ok(s) => Sample::Air(s, a.interval_s),
                 Err(p) => return Observed::Rejected(Rejection::Concentration(p)),
             },
         };
@@ -248,17 +249,17 @@ impl PartitionState {
                 let pd = district_mut(d.panes.entry(pane).or_default(), &r.district);
                 district_mut(&mut pd.traffic, &r.sensor).push(s);
             }
-            Sample::Air(s) => {
+            Sample::Air(s, interval_s) => {
                 match sensors.air.get_mut(&r.sensor) {
                     Some(st) => {
                         if !st.guard.admit(r.seq, r.ts > st.newest_ts) {
                             return Observed::Rejected(Rejection::Duplicate);
                         }
-                        st.record(r.ts, &s);
+                        st.record(r.ts, interval_s, &s);
                     }
                     None => {
                         let mut st = AirStation::new(r.seq, r.ts);
-                        st.record(r.ts, &s);
+                        st.record(r.ts, interval_s, &s);
                         sensors.air.insert(r.sensor.clone(), st);
                     }
                 }
@@ -442,7 +443,7 @@ impl PartitionState {
             }
 
             if !air.is_empty() {
-                let mut worst: Option<Concentrations> = None;
+                let mut district_air = DistrictAir::default();
                 let mut readings = 0;
                 for (station, samples) in &air {
                     let window = air::window_means(samples.iter().copied());
@@ -464,15 +465,15 @@ impl PartitionState {
                         1,
                         WindowMetrics::Air(c.metrics()),
                     ));
-                    worst = Some(worst.map_or(c, |w| w.max(c)));
+                    district_air.add(station, &c);
                 }
-                if let Some(w) = worst {
+                if let Some(m) = district_air.metrics() {
                     out.push(result(
                         district,
                         None,
                         readings,
                         air.len() as u64,
-                        WindowMetrics::Air(w.metrics()),
+                        WindowMetrics::Air(m),
                     ));
                 }
             }

@@ -131,6 +131,7 @@ pub fn scenario(seed: u64, air_hours: u64, traffic_hours: u64) -> Scenario {
                             co_ppm: Some(round3(0.2 + level / 60.0)),
                             temp_c: Some(12.5),
                             rh_pct: Some(70.0),
+                            interval_s: Some(300),
                         }),
                     };
                     timed.push((delivery(&mut rng, ts), ts, reading));

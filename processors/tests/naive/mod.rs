@@ -3,8 +3,8 @@
 //! It shares no windowing or accumulation code with the crate: it replays the readings of one
 //! partition in arrival order, decides late and duplicate readings from the documented rules,
 //! then recomputes every closed window from the list of accepted readings with the textbook
-//! formulas (sums over `Vec`s, sorting for percentiles, integer thousandths for
-//! concentrations). Only the table lookups are borrowed from the crate's `domain` module
+//! formulas (sums over `Vec`s, sorting for percentiles, integer billionths of the printed
+//! decimal for concentrations, sorted spans for hour coverage). Only the table lookups are borrowed from the crate's `domain` module
 //! (AQI breakpoints, the NowCast formula, EEA bands, the `overall` maximum), which its own unit
 //! tests check against the EPA's and EEA's published values.
 
@@ -21,6 +21,9 @@ use citypulse_schema::{
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 const HOUR: u64 = 3_600_000;
+
+/// Each station's accepted air readings by clock hour start, with the ms each one covers.
+type Hours<'r> = HashMap<(&'r str, u64), Vec<(&'r Reading, u64)>>;
 
 /// The model's settings.
 #[derive(Debug, Clone, Default)]
@@ -63,7 +66,7 @@ fn valid(r: &Reading) -> bool {
         ]
         .iter()
         .flatten()
-        .all(|x| x.is_finite() && x.abs() <= 1e12),
+        .all(|x| x.is_finite() && x.abs() <= 1e9),
     }
 }
 
@@ -102,13 +105,25 @@ impl Model {
                 end += self.hop_ms;
             }
         }
-        // Readings of each station by clock hour, for the hourly means.
-        let mut hours: HashMap<(&str, u64), Vec<&Reading>> = HashMap::new();
+        // Readings of each station by clock hour, with the interval each covers (its own
+        // `interval_s`, else the time since the station's newest earlier-arrived reading, at most
+        // 15 minutes), for the hourly means.
+        let mut hours: Hours<'_> = HashMap::new();
+        let mut newest: HashMap<&str, u64> = HashMap::new();
         for r in accepted.iter().filter(|r| r.kind() == Kind::Air) {
+            let Measurement::Air(a) = &r.data else {
+                continue;
+            };
+            let last = newest.entry(r.sensor.as_str()).or_insert(r.ts);
+            let interval = match a.interval_s {
+                Some(i) => u64::from(i) * 1000,
+                None => r.ts.saturating_sub(*last).min(15 * 60_000),
+            };
+            *last = (*last).max(r.ts);
             hours
                 .entry((r.sensor.as_str(), r.ts - r.ts % HOUR))
                 .or_default()
-                .push(r);
+                .push((r, interval));
         }
         for end in ends {
             let start = end.saturating_sub(self.size_ms);
@@ -294,7 +309,7 @@ impl Model {
 
     fn air_windows(
         &self,
-        hours: &HashMap<(&str, u64), Vec<&Reading>>,
+        hours: &Hours<'_>,
         in_window: &[&Reading],
         district: &str,
         start: u64,
@@ -309,7 +324,8 @@ impl Model {
             return Vec::new();
         }
         let mut out = Vec::new();
-        let mut worst = Conc::default();
+        let mut display = Conc::default();
+        let mut per_station = Vec::new();
         let mut readings = 0;
         for s in &stations {
             let mine: Vec<&Reading> = in_window
@@ -328,8 +344,26 @@ impl Model {
                 sensors: 1,
                 metrics: WindowMetrics::Air(c.metrics()),
             });
-            worst = worst.max(&c);
+            display = display.max(&c);
+            per_station.push((*s, c.subs()));
         }
+        // The district: the highest station AQI (the first station on a tie; beyond the AQI
+        // above a plain value), that station named; each sub-index the highest of the
+        // stations; each concentration the highest.
+        let mut worst: Option<(aqi::Aqi, &str)> = None;
+        let mut subs = [SubIndex::Undefined; 6];
+        for (station, st_subs) in &per_station {
+            for (i, (_, sub)) in st_subs.iter().enumerate() {
+                subs[i] = subs[i].max(*sub);
+            }
+            if let Some(a) = aqi::overall(st_subs) {
+                if worst.is_none_or(|(w, _)| (a.value, a.beyond) > (w.value, w.beyond)) {
+                    worst = Some((a, station));
+                }
+            }
+        }
+        let mut m = display.metrics_of(subs, worst.map(|(a, _)| a));
+        m.aqi_sensor = worst.map(|(_, s)| s.to_owned());
         out.push(WindowResult {
             window_start: start,
             window_end: end,
@@ -337,7 +371,7 @@ impl Model {
             sensor: None,
             readings: readings as u64,
             sensors: stations.len() as u64,
-            metrics: WindowMetrics::Air(worst.metrics()),
+            metrics: WindowMetrics::Air(m),
         });
         out
     }
@@ -359,8 +393,9 @@ fn los_of(k: f64) -> Los {
     }
 }
 
-/// A pollutant's value in a reading, in thousandths.
-fn milli(r: &Reading, p: Pollutant) -> Option<i64> {
+/// A pollutant's value in a reading, in billionths of the decimal the float prints as (the
+/// value the sender wrote), cut towards −∞ after nine fractional digits.
+fn nanos(r: &Reading, p: Pollutant) -> Option<i64> {
     let Measurement::Air(a) = &r.data else {
         return None;
     };
@@ -372,7 +407,16 @@ fn milli(r: &Reading, p: Pollutant) -> Option<i64> {
         Pollutant::So2 => a.so2_ppb,
         Pollutant::Co => a.co_ppm,
     }?;
-    Some((v * 1000.0).round() as i64)
+    let printed = format!("{}", v.abs());
+    let (int, frac) = printed.split_once('.').unwrap_or((&printed, ""));
+    let nine: String = frac.chars().chain(std::iter::repeat('0')).take(9).collect();
+    let magnitude = int.parse::<i64>().ok()? * 1_000_000_000 + nine.parse::<i64>().ok()?;
+    let cut = frac.len() > 9 && frac[9..].chars().any(|c| c != '0');
+    Some(if v < 0.0 {
+        -magnitude - i64::from(cut)
+    } else {
+        magnitude
+    })
 }
 
 fn floor_mean(values: &[i64]) -> Option<i64> {
@@ -383,22 +427,27 @@ fn floor_mean(values: &[i64]) -> Option<i64> {
     Some(sum.div_euclid(values.len() as i128) as i64)
 }
 
-/// The valid mean of `p` at `station` over the clock hour starting at `start`, thousandths.
-fn hourly(
-    hours: &HashMap<(&str, u64), Vec<&Reading>>,
-    station: &str,
-    p: Pollutant,
-    start: u64,
-) -> Option<i64> {
+/// The valid mean of `p` at `station` over the clock hour starting at `start`, billionths: the
+/// readings' intervals, clipped to the hour and merged, must cover 45 minutes.
+fn hourly(hours: &Hours<'_>, station: &str, p: Pollutant, start: u64) -> Option<i64> {
     let mut values = Vec::new();
-    let mut quarters = BTreeSet::new();
-    for r in hours.get(&(station, start)).into_iter().flatten() {
-        if let Some(v) = milli(r, p) {
+    let mut spans = Vec::new();
+    for (r, interval) in hours.get(&(station, start)).into_iter().flatten() {
+        if let Some(v) = nanos(r, p) {
             values.push(v);
-            quarters.insert((r.ts - start) / (HOUR / 4));
+            spans.push((r.ts.saturating_sub(*interval).max(start), r.ts));
         }
     }
-    if quarters.len() >= 3 {
+    spans.sort();
+    let (mut covered, mut reach) = (0, start);
+    for (from, to) in spans {
+        let from = from.max(reach);
+        if to > from {
+            covered += to - from;
+            reach = to;
+        }
+    }
+    if covered >= 45 * 60_000 {
         floor_mean(&values)
     } else {
         None
@@ -414,6 +463,7 @@ struct Conc {
     pm10_nowcast: Option<i64>,
     pm25_24h: Option<i64>,
     pm10_24h: Option<i64>,
+    so2_24h: Option<i64>,
     o3_8h: Option<i64>,
     co_8h: Option<i64>,
 }
@@ -427,27 +477,22 @@ const ALL: [Pollutant; 6] = [
     Pollutant::Co,
 ];
 
-fn station_conc(
-    hours: &HashMap<(&str, u64), Vec<&Reading>>,
-    station: &str,
-    mine: &[&Reading],
-    end: u64,
-) -> Conc {
+fn station_conc(hours: &Hours<'_>, station: &str, mine: &[&Reading], end: u64) -> Conc {
     let h0 = end - end % HOUR;
     let hour = |age: u64, p: Pollutant| -> Option<i64> {
         let start = h0.checked_sub((age + 1) * HOUR)?;
         hourly(hours, station, p, start)
     };
     let window = |p: Pollutant| {
-        let v: Vec<i64> = mine.iter().filter_map(|r| milli(r, p)).collect();
+        let v: Vec<i64> = mine.iter().filter_map(|r| nanos(r, p)).collect();
         floor_mean(&v)
     };
     let nc = |p: Pollutant| {
         let mut hours = [None; 12];
         for (age, h) in hours.iter_mut().enumerate() {
-            *h = hour(age as u64, p).map(Fixed::from_milli);
+            *h = hour(age as u64, p).map(Fixed::from_nanos);
         }
-        nowcast(p, &hours).map(|f| f.milli())
+        nowcast(p, &hours).map(|f| f.nanos())
     };
     let mean_if = |p: Pollutant, n: u64, need: usize| {
         let v: Vec<i64> = (0..n).filter_map(|age| hour(age, p)).collect();
@@ -463,8 +508,9 @@ fn station_conc(
         hour: ALL.map(|p| hour(0, p)),
         pm25_nowcast: nc(Pollutant::Pm25),
         pm10_nowcast: nc(Pollutant::Pm10),
-        pm25_24h: mean_if(Pollutant::Pm25, 24, 24),
-        pm10_24h: mean_if(Pollutant::Pm10, 24, 24),
+        pm25_24h: mean_if(Pollutant::Pm25, 24, 18),
+        pm10_24h: mean_if(Pollutant::Pm10, 24, 18),
+        so2_24h: mean_if(Pollutant::So2, 24, 18),
         o3_8h: mean_if(Pollutant::O3, 8, 6),
         co_8h: mean_if(Pollutant::Co, 8, 6),
     }
@@ -480,21 +526,31 @@ impl Conc {
             pm10_nowcast: self.pm10_nowcast.max(o.pm10_nowcast),
             pm25_24h: self.pm25_24h.max(o.pm25_24h),
             pm10_24h: self.pm10_24h.max(o.pm10_24h),
+            so2_24h: self.so2_24h.max(o.so2_24h),
             o3_8h: self.o3_8h.max(o.o3_8h),
             co_8h: self.co_8h.max(o.co_8h),
         }
     }
 
-    fn metrics(&self) -> AirMetrics {
-        let fx = |v: Option<i64>| v.map(Fixed::from_milli);
+    /// Each pollutant's sub-index, in `ALL` order.
+    fn subs(&self) -> [(Pollutant, SubIndex); 6] {
         let lookup = |p, avg, v: Option<i64>| {
-            v.map_or(SubIndex::Undefined, |m| {
-                aqi::sub_index(p, avg, Fixed::from_milli(m))
+            v.map_or(SubIndex::Undefined, |n| {
+                aqi::sub_index(p, avg, Fixed::from_nanos(n))
             })
         };
         let o3_8 = lookup(Pollutant::O3, Averaging::EightHours, self.o3_8h);
         let o3_1 = lookup(Pollutant::O3, Averaging::OneHour, self.hour[2]);
-        let subs = [
+        // SO2: the 1-h table up to 304 ppb; above, the 24-h table from 305 ppb; a 1-h value
+        // above 304 without a 24-h value in its table gives 200.
+        let so2_1 = lookup(Pollutant::So2, Averaging::OneHour, self.hour[4]);
+        let so2_24 = lookup(Pollutant::So2, Averaging::TwentyFourHours, self.so2_24h);
+        let so2 = match (so2_1, self.hour[4], so2_24) {
+            (SubIndex::Undefined, Some(_), SubIndex::Undefined) => SubIndex::Value(200),
+            (SubIndex::Undefined, _, day) => day,
+            (one, _, _) => one,
+        };
+        [
             (
                 Pollutant::Pm25,
                 lookup(
@@ -516,21 +572,27 @@ impl Conc {
                 Pollutant::No2,
                 lookup(Pollutant::No2, Averaging::OneHour, self.hour[3]),
             ),
-            (
-                Pollutant::So2,
-                lookup(Pollutant::So2, Averaging::OneHour, self.hour[4]),
-            ),
+            (Pollutant::So2, so2),
             (
                 Pollutant::Co,
                 lookup(Pollutant::Co, Averaging::EightHours, self.co_8h),
             ),
-        ];
+        ]
+    }
+
+    /// A station's figures.
+    fn metrics(&self) -> AirMetrics {
+        let subs = self.subs();
+        self.metrics_of(subs.map(|(_, s)| s), aqi::overall(&subs))
+    }
+
+    /// The figures with these sub-indices and overall AQI.
+    fn metrics_of(&self, subs: [SubIndex; 6], overall: Option<aqi::Aqi>) -> AirMetrics {
+        let fx = |v: Option<i64>| v.map(Fixed::from_nanos);
         let as_int = |s: SubIndex| match s {
-            SubIndex::Value(v) => Some(v),
-            SubIndex::AboveScale => Some(500),
+            SubIndex::Value(v) | SubIndex::Beyond(v) => Some(v),
             SubIndex::Undefined => None,
         };
-        let overall = aqi::overall(&subs);
         let bands: Vec<_> = ALL[..5]
             .iter()
             .enumerate()
@@ -541,17 +603,17 @@ impl Conc {
             })
             .collect();
         let eu = eaqi::overall(&bands);
-        let f = |v: Option<i64>| v.map(|m| m as f64 / 1000.0);
+        let f = |v: Option<i64>| v.map(|n| n as f64 / 1e9);
         AirMetrics {
             aqi: overall.map(|a| a.value),
             category: overall.map(|a| a.category),
             dominant: overall.map(|a| a.dominant),
-            aqi_pm25: as_int(subs[0].1),
-            aqi_pm10: as_int(subs[1].1),
-            aqi_o3: as_int(subs[2].1),
-            aqi_no2: as_int(subs[3].1),
-            aqi_so2: as_int(subs[4].1),
-            aqi_co: as_int(subs[5].1),
+            aqi_pm25: as_int(subs[0]),
+            aqi_pm10: as_int(subs[1]),
+            aqi_o3: as_int(subs[2]),
+            aqi_no2: as_int(subs[3]),
+            aqi_so2: as_int(subs[4]),
+            aqi_co: as_int(subs[5]),
             pm25_ugm3: f(self.pm25),
             pm25_nowcast_ugm3: f(self.pm25_nowcast),
             pm25_24h_ugm3: f(self.pm25_24h),
@@ -565,6 +627,9 @@ impl Conc {
             co_8h_ppm: f(self.co_8h),
             eaqi: eu.map(|e| e.band),
             eaqi_dominant: eu.map(|e| e.dominant),
+            beyond_aqi: overall.and_then(|a| a.beyond.then_some(true)),
+            aqi_sensor: None,
+            so2_24h_ppb: f(self.so2_24h),
         }
     }
 }
