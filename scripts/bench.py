@@ -15,7 +15,7 @@ Stages (all by default, in this order):
   pipeline    on a fresh nats-server and database: ingest, processors and alerts together, with the
               simulator publishing live at --speed max; every consumer's lag sampled each second.
 
-A stage ends when every durable consumer the stage's service created (found in nats-server's
+A stage ends when every consumer the stage's service created (found in nats-server's
 /jsz, not by name) has num_pending == 0 and num_ack_pending == 0 and has acknowledged as many
 messages as its stream holds; the archive also when PostgreSQL holds one row per valid reading.
 Rates run from the service's start to that moment. CPU is utime + stime from /proc/<pid>/stat
@@ -208,7 +208,7 @@ class NatsServer:
         return json.loads(body).get("version", "?") if body else "?"
 
     def snapshot(self):
-        body = self.get("/jsz?streams=true&consumers=true&config=true")
+        body = self.get("/jsz?streams=true&consumers=true")
         if body is None:
             if not self.child.alive():
                 raise self.child.died()
@@ -217,9 +217,10 @@ class NatsServer:
 
 
 class Snapshot:
-    """One /jsz answer: message count per stream, and per durable consumer (stream, name) its
-    pending, ack-pending and acknowledged counts (streams of KV buckets and object stores are
-    left out: their watchers are not pipeline stages)."""
+    """One /jsz answer: message count per stream, and per consumer (stream, name) its pending,
+    ack-pending, acknowledged and delivered counts. Durable or not: a service may read with
+    named or ordered consumers too. Streams of KV buckets and object stores are left out: their
+    watchers are not pipeline stages."""
 
     def __init__(self, t, jsz, nats_cpu):
         self.t, self.nats_cpu = t, nats_cpu
@@ -231,8 +232,6 @@ class Snapshot:
                     continue
                 self.streams[name] = (s.get("state") or {}).get("messages", 0)
                 for c in s.get("consumer_detail") or []:
-                    if not (c.get("config") or {}).get("durable_name"):
-                        continue
                     self.consumers[(name, c["name"])] = {
                         "pending": c.get("num_pending", 0),
                         "ack_pending": c.get("num_ack_pending", 0),
@@ -511,7 +510,7 @@ def stage_baseline(run, nats, count):
 def follow(run, nats, child, before, marks):
     """Polls /jsz until each mark (label, predicate(snapshot, new consumer keys)) holds, in
     order, with the same new consumers on two polls in a row. Returns {label: (snapshot,
-    service CPU s, service peak RSS KiB)} and the keys of the durable consumers that are not in
+    service CPU s, service peak RSS KiB)} and the keys of the consumers that are not in
     `before` (those the service created)."""
     prev = None
     reached, deadline = {"delivered": None}, child.started + run.args.stage_timeout
@@ -567,7 +566,7 @@ def stage_ingest(run, nats, pg, db, nats_cpu0, before):
 
 
 def stage_simple(run, nats, db_url, service, label, unit, items_of, nats_cpu0, before):
-    """A service alone on its backlog, done when its new durable consumers are drained."""
+    """A service alone on its backlog, done when its new consumers are drained."""
     argv, _ = service_argv(run, service, nats, db_url)
     child = Child(run, service, argv)
     reached, keys = follow(run, nats, child, before,
@@ -583,8 +582,8 @@ def stage_simple(run, nats, db_url, service, label, unit, items_of, nats_cpu0, b
 # --- the whole pipeline, live -----------------------------------------------------------------
 
 def start_service(run, nats, service, db_url, name):
-    """Starts a service, waits for its /healthz and for the durable consumers it creates to
-    stay the same for a second. Returns the child and those consumers' keys."""
+    """Starts a service, waits for its /healthz and for the consumers it creates to stay the
+    same for a second. Returns the child and those consumers' keys."""
     before = set(nats.snapshot().consumers)
     argv, port = service_argv(run, service, nats, db_url)
     child = Child(run, name, argv)
@@ -600,7 +599,7 @@ def start_service(run, nats, service, db_url, name):
         if not child.alive():
             raise child.died()
         time.sleep(0.1)
-    raise BenchError(f"{name} created no durable consumer within 60 s")
+    raise BenchError(f"{name} created no consumer within 60 s")
 
 
 def slope(points):
@@ -765,6 +764,13 @@ def table(rows):
     return "\n".join(lines)
 
 
+def consumer_list(names):
+    """`RAW/ingest`, or `8 consumers, READINGS/processors-p0 ... READINGS/processors-p7`."""
+    if len(names) <= 2:
+        return ", ".join(names)
+    return f"{len(names)} consumers, {names[0]} ... {names[-1]}"
+
+
 def pipeline_text(p):
     lines = [f"pipeline: the simulator published {p['items']:,} readings in "
              f"{p['publishing_seconds']:.1f} s ({p['simulator_readings_per_s']:,} readings/s, "
@@ -780,7 +786,7 @@ def pipeline_text(p):
                  "publishing:")
     for g, lag in p["lag"].items():
         lines.append(f"    {g:<11} {lag['verdict']:<16} slope {fmt_num(lag['slope_per_s'])}"
-                     f" msgs/s, max {lag['max_lag']:,}  ({', '.join(lag['consumers'])})")
+                     f" msgs/s, max {lag['max_lag']:,}  ({consumer_list(lag['consumers'])})")
     return "\n".join(lines)
 
 
