@@ -309,6 +309,29 @@ class Postgres:
             raise BenchError(f"{' '.join(argv[:2])} failed (status {r.returncode}); "
                              f"see {logs}/postgres.log")
 
+    def cpu(self):
+        """CPU seconds of the server: the postmaster, its children that exited (cutime, cstime)
+        and those alive (backends, WAL writer, checkpointer, autovacuum)."""
+        try:
+            with open(f"{self.data}/postmaster.pid") as f:
+                postmaster = int(f.readline())
+        except (OSError, ValueError):
+            return 0.0
+        total = 0.0
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(entry) == postmaster:
+                total += sum(int(x) for x in fields[11:15]) / TICKS
+            elif int(fields[1]) == postmaster:
+                total += (int(fields[11]) + int(fields[12])) / TICKS
+        return total
+
     def create_db(self, db):
         """Creates database `db` and returns its URL."""
         if self.sql(f"CREATE DATABASE {db}") is None:
@@ -535,6 +558,7 @@ def follow(run, nats, child, before, marks):
 
 def stage_ingest(run, nats, pg, db, nats_cpu0, before):
     argv, _ = service_argv(run, "ingest", nats, pg.url(db))
+    pg_cpu0 = pg.cpu()
     child = Child(run, "ingest", argv)
 
     def validated(snap, keys):
@@ -548,6 +572,7 @@ def stage_ingest(run, nats, pg, db, nats_cpu0, before):
 
     reached, keys = follow(run, nats, child, before,
                            [("validate", validated), ("archive", archived)])
+    pg_cpu = pg.cpu() - pg_cpu0  # ingest idles since the last poll: this is the archive's
     child.stop()
     (s1, cpu1, rss1), (s2, cpu2, rss2) = reached["validate"], reached["archive"]
     rows = pg.rows("readings", db)
@@ -561,7 +586,8 @@ def stage_ingest(run, nats, pg, db, nats_cpu0, before):
             cpu1, s1.nats_cpu - nats_cpu0, rss1, dead_lettered=s1.messages(DLQ),
             consumers=[c for c in consumers if c.startswith(RAW + "/")]),
         row("ingest incl. the archive", "readings", valid, s2.t - child.started, cpu2,
-            s2.nats_cpu - nats_cpu0, rss2, archived_rows=rows, consumers=consumers),
+            s2.nats_cpu - nats_cpu0, rss2, archived_rows=rows, consumers=consumers,
+            postgres_cpu_us=pg_cpu * 1e6 / valid),
     ], valid
 
 
@@ -693,8 +719,10 @@ def stage_pipeline(run, nats_binary, pg):
     services, groups = pipeline_groups(run, nats, pg.create_db(db))
     nats_cpu0 = nats.child.cpu()
     cpu0 = {name: c.cpu() for name, c in services.items()}
+    pg_cpu0 = pg.cpu()
     sim = Child(run, "pipeline-simulator", simulator_argv(run, nats))
     samples, marks = pipeline_poll(run, nats, pg, db, services, groups, sim)
+    pg_cpu = pg.cpu() - pg_cpu0
     t0, last = sim.started, samples[-1]
     readings = last.messages(RAW)
     valid = readings - last.messages(DLQ)
@@ -710,6 +738,7 @@ def stage_pipeline(run, nats_binary, pg):
                  last.nats_cpu - nats_cpu0, rss,
                  simulator_readings_per_s=round(publish_rate),
                  simulator_cpu_us=sim.cpu() * 1e6 / readings,
+                 postgres_cpu_us=pg_cpu * 1e6 / valid,
                  publishing_seconds=round(marks["sim_end"] - t0, 3),
                  all_drained_seconds=round(last.t - t0, 3),
                  services=per_service,
@@ -777,7 +806,8 @@ def pipeline_text(p):
              f"{p['simulator_cpu_us']:.1f} us CPU each); processors drained after "
              f"{p['seconds']:.1f} s, everything (alerts, archive) after "
              f"{p['all_drained_seconds']:.1f} s; {p['window_results']:,} window results, "
-             f"{p['archived_rows']:,} archived rows"]
+             f"{p['archived_rows']:,} archived rows ({p['postgres_cpu_us']:.1f} us of "
+             f"PostgreSQL CPU each)"]
     for name, s in p["services"].items():
         lines.append(f"  {name}: {s['cpu_us_per_reading']:.1f} us CPU per reading, peak RSS "
                      f"{fmt_num(None if s['peak_rss_kib'] is None else s['peak_rss_kib'] / 1024)}"
@@ -804,6 +834,10 @@ def report(meta, rows, pipeline):
         print(f"environment: {' '.join(meta['environment'])}")
     print()
     print(table(rows + ([pipeline] if pipeline else [])))
+    archive = next((r for r in rows if "postgres_cpu_us" in r), None)
+    if archive:
+        print(f"\n{archive['stage']}: PostgreSQL used {archive['postgres_cpu_us']:.1f} us of CPU"
+              f" per archived reading")
     if pipeline:
         print()
         print(pipeline_text(pipeline))
