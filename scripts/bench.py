@@ -824,8 +824,9 @@ def report(meta, rows, pipeline):
     print(f"citypulse bench  {meta['date']}")
     print(f"command:     {meta['command']}")
     m = meta["machine"]
-    print(f"machine:     {m['nproc']} CPUs, {m['cpu']}, Linux {m['kernel']}, load average at "
-          f"start {' '.join(str(x) for x in m['load_average_at_start'])}")
+    print(f"machine:     {m['nproc']} CPUs, {m['cpu']}, Linux {m['kernel']}; load average "
+          f"{m['load_average_at_start'][0]} at the start, {m['load_average_at_end'][0]} at the "
+          f"end (other work on the machine skews every figure)")
     print(f"nats-server: {meta['nats_server']}   binaries: {meta['bin_dir']}")
     print(f"load:        built-in city scaled to {meta['sensors']:,} sensors, {meta['minutes']} "
           f"simulated minutes from {meta['start']}, seed {meta['seed']}, --speed max "
@@ -987,6 +988,7 @@ def main(argv):
         return 130
     finally:
         run.close(ok)
+    meta["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     report(meta, rows, pipeline)
     if args.json:
         with open(args.json, "w") as f:
