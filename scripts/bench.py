@@ -671,7 +671,10 @@ def pipeline_poll(run, nats, pg, db, services, groups, sim):
             if not c.alive():
                 raise c.died()
         if "sim_end" in marks and snap.drained(groups["ingest"]):
+            # In order: alerts are only done once the processors wrote their last result.
             for g in ("processors", "alerts", "archive"):
+                if g == "alerts" and "processors" not in marks:
+                    continue
                 if g not in marks and snap.drained(groups[g]):
                     marks[g] = snap
             if "archive" in marks and "archive_rows" not in marks:
@@ -686,9 +689,8 @@ def pipeline_poll(run, nats, pg, db, services, groups, sim):
 
 
 def lag_report(samples, groups, t0, t_end, rate):
-    """Per group: lag (pending + unacknowledged messages) at the simulator's end, its maximum,
-    and its slope over the second half of the publishing; `grows` when the slope exceeds 5 %
-    of the publish rate."""
+    """Per group: the maximum lag (pending + unacknowledged messages) and its slope over the
+    second half of the publishing; `grows` when the slope exceeds 5 % of the publish rate."""
     out = {}
     half = t0 + (t_end - t0) / 2
     for g, keys in groups.items():
@@ -851,6 +853,19 @@ def report(meta, rows, pipeline):
 
 # --- main -------------------------------------------------------------------------------------
 
+def stage_list(ap, text):
+    """The stages to run, in order: those asked for and those whose output they read."""
+    stages = [s.strip() for s in text.split(",") if s.strip()]
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown or not stages:
+        ap.error(f"--stages: unknown {unknown}; choose from {','.join(STAGES)}")
+    if "alerts" in stages:
+        stages += ["processors"]
+    if "processors" in stages:
+        stages += ["ingest"]
+    return [s for s in STAGES if s in stages]
+
+
 def parse_args(argv):
     ap = argparse.ArgumentParser(
         prog="scripts/bench", description=__doc__.split("\n\n")[0],
@@ -881,21 +896,16 @@ def parse_args(argv):
         help="the nats-server binary (scripts/bench passes the pinned one)")
     opt("--pg-bindir", "CITYPULSE_BENCH_PG_BINDIR", None,
         help="directory of initdb, pg_ctl and psql (scripts/bench finds it)")
+    flag = {"1", "true", "yes"}
     ap.add_argument("--no-build", action="store_true",
-                    help="scripts/bench: do not run `cargo build --release --bins` first")
-    ap.add_argument("--keep", action="store_true",
+                    default=env("CITYPULSE_BENCH_NO_BUILD", "") in flag,
+                    help="scripts/bench: do not run `cargo build --release --bins` first (env "
+                         "CITYPULSE_BENCH_NO_BUILD=1)")
+    ap.add_argument("--keep", action="store_true", default=env("CITYPULSE_BENCH_KEEP", "") in flag,
                     help="keep the temp dir (logs, nats-server stores, PostgreSQL) at the end; "
-                         "without it only a failed run's logs stay")
+                         "without it only a failed run's logs stay (env CITYPULSE_BENCH_KEEP=1)")
     args = ap.parse_args(argv)
-    stages = [s.strip() for s in str(args.stages).split(",") if s.strip()]
-    unknown = [s for s in stages if s not in STAGES]
-    if unknown or not stages:
-        ap.error(f"--stages: unknown {unknown}; choose from {','.join(STAGES)}")
-    if "alerts" in stages:
-        stages += ["processors"]
-    if "processors" in stages:
-        stages += ["ingest"]
-    args.stages = [s for s in STAGES if s in stages]
+    args.stages = stage_list(ap, str(args.stages))
     if args.sensors < 1 or not 1 <= args.minutes <= 3000:
         ap.error("--sensors must be >= 1 and --minutes in 1..=3000 (ingest rejects readings "
                  "older than 72 h)")
