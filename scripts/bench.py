@@ -700,9 +700,13 @@ def lag_report(samples, groups, t0, t_end, rate):
         points = [(s.t, s.lag(keys)) for s in samples if half <= s.t <= t_end]
         k = slope(points)
         verdict = "n/a (too short)" if k is None else ("grows" if k > 0.05 * rate else "flat")
+        each = {f"{key[0]}/{key[1]}": slope([(s.t, s.lag([key])) for s in samples
+                                             if half <= s.t <= t_end]) for key in keys}
         out[g] = {"consumers": [f"{s}/{c}" for s, c in keys],
                   "max_lag": max(s.lag(keys) for s in samples),
-                  "slope_per_s": None if k is None else round(k, 1), "verdict": verdict}
+                  "slope_per_s": None if k is None else round(k, 1), "verdict": verdict,
+                  "slope_per_s_by_consumer": {n: None if v is None else round(v, 1)
+                                              for n, v in each.items()}}
     return out
 
 
