@@ -15,7 +15,7 @@ Stages (all by default, in this order):
   pipeline    on a fresh nats-server and database: ingest, processors and alerts together, with the
               simulator publishing live at --speed max; every consumer's lag sampled each second.
 
-A stage ends when every durable consumer the stage's service created (found in nats-server's
+A stage ends when every consumer the stage's service created (found in nats-server's
 /jsz, not by name) has num_pending == 0 and num_ack_pending == 0 and has acknowledged as many
 messages as its stream holds; the archive also when PostgreSQL holds one row per valid reading.
 Rates run from the service's start to that moment. CPU is utime + stime from /proc/<pid>/stat
@@ -55,7 +55,10 @@ class BenchError(Exception):
 
 
 def log(msg):
-    print(f"bench: {msg}", file=sys.stderr, flush=True)
+    try:
+        print(f"bench: {msg}", file=sys.stderr, flush=True)
+    except OSError:  # a full disk under a redirected stderr must not hide the real error
+        pass
 
 
 # --- processes --------------------------------------------------------------------------------
@@ -208,7 +211,7 @@ class NatsServer:
         return json.loads(body).get("version", "?") if body else "?"
 
     def snapshot(self):
-        body = self.get("/jsz?streams=true&consumers=true&config=true")
+        body = self.get("/jsz?streams=true&consumers=true")
         if body is None:
             if not self.child.alive():
                 raise self.child.died()
@@ -217,9 +220,10 @@ class NatsServer:
 
 
 class Snapshot:
-    """One /jsz answer: message count per stream, and per durable consumer (stream, name) its
-    pending, ack-pending and acknowledged counts (streams of KV buckets and object stores are
-    left out: their watchers are not pipeline stages)."""
+    """One /jsz answer: message count per stream, and per consumer (stream, name) its pending,
+    ack-pending, acknowledged and delivered counts. Durable or not: a service may read with
+    named or ordered consumers too. Streams of KV buckets and object stores are left out: their
+    watchers are not pipeline stages."""
 
     def __init__(self, t, jsz, nats_cpu):
         self.t, self.nats_cpu = t, nats_cpu
@@ -231,8 +235,6 @@ class Snapshot:
                     continue
                 self.streams[name] = (s.get("state") or {}).get("messages", 0)
                 for c in s.get("consumer_detail") or []:
-                    if not (c.get("config") or {}).get("durable_name"):
-                        continue
                     self.consumers[(name, c["name"])] = {
                         "pending": c.get("num_pending", 0),
                         "ack_pending": c.get("num_ack_pending", 0),
@@ -309,6 +311,29 @@ class Postgres:
         if r.returncode != 0:
             raise BenchError(f"{' '.join(argv[:2])} failed (status {r.returncode}); "
                              f"see {logs}/postgres.log")
+
+    def cpu(self):
+        """CPU seconds of the server: the postmaster, its children that exited (cutime, cstime)
+        and those alive (backends, WAL writer, checkpointer, autovacuum)."""
+        try:
+            with open(f"{self.data}/postmaster.pid") as f:
+                postmaster = int(f.readline())
+        except (OSError, ValueError):
+            return 0.0
+        total = 0.0
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(entry) == postmaster:
+                total += sum(int(x) for x in fields[11:15]) / TICKS
+            elif int(fields[1]) == postmaster:
+                total += (int(fields[11]) + int(fields[12])) / TICKS
+        return total
 
     def create_db(self, db):
         """Creates database `db` and returns its URL."""
@@ -511,7 +536,7 @@ def stage_baseline(run, nats, count):
 def follow(run, nats, child, before, marks):
     """Polls /jsz until each mark (label, predicate(snapshot, new consumer keys)) holds, in
     order, with the same new consumers on two polls in a row. Returns {label: (snapshot,
-    service CPU s, service peak RSS KiB)} and the keys of the durable consumers that are not in
+    service CPU s, service peak RSS KiB)} and the keys of the consumers that are not in
     `before` (those the service created)."""
     prev = None
     reached, deadline = {"delivered": None}, child.started + run.args.stage_timeout
@@ -536,6 +561,7 @@ def follow(run, nats, child, before, marks):
 
 def stage_ingest(run, nats, pg, db, nats_cpu0, before):
     argv, _ = service_argv(run, "ingest", nats, pg.url(db))
+    pg_cpu0 = pg.cpu()
     child = Child(run, "ingest", argv)
 
     def validated(snap, keys):
@@ -549,6 +575,7 @@ def stage_ingest(run, nats, pg, db, nats_cpu0, before):
 
     reached, keys = follow(run, nats, child, before,
                            [("validate", validated), ("archive", archived)])
+    pg_cpu = pg.cpu() - pg_cpu0  # ingest idles since the last poll: this is the archive's
     child.stop()
     (s1, cpu1, rss1), (s2, cpu2, rss2) = reached["validate"], reached["archive"]
     rows = pg.rows("readings", db)
@@ -562,12 +589,13 @@ def stage_ingest(run, nats, pg, db, nats_cpu0, before):
             cpu1, s1.nats_cpu - nats_cpu0, rss1, dead_lettered=s1.messages(DLQ),
             consumers=[c for c in consumers if c.startswith(RAW + "/")]),
         row("ingest incl. the archive", "readings", valid, s2.t - child.started, cpu2,
-            s2.nats_cpu - nats_cpu0, rss2, archived_rows=rows, consumers=consumers),
+            s2.nats_cpu - nats_cpu0, rss2, archived_rows=rows, consumers=consumers,
+            postgres_cpu_us=pg_cpu * 1e6 / valid),
     ], valid
 
 
 def stage_simple(run, nats, db_url, service, label, unit, items_of, nats_cpu0, before):
-    """A service alone on its backlog, done when its new durable consumers are drained."""
+    """A service alone on its backlog, done when its new consumers are drained."""
     argv, _ = service_argv(run, service, nats, db_url)
     child = Child(run, service, argv)
     reached, keys = follow(run, nats, child, before,
@@ -583,8 +611,8 @@ def stage_simple(run, nats, db_url, service, label, unit, items_of, nats_cpu0, b
 # --- the whole pipeline, live -----------------------------------------------------------------
 
 def start_service(run, nats, service, db_url, name):
-    """Starts a service, waits for its /healthz and for the durable consumers it creates to
-    stay the same for a second. Returns the child and those consumers' keys."""
+    """Starts a service, waits for its /healthz and for the consumers it creates to stay the
+    same for a second. Returns the child and those consumers' keys."""
     before = set(nats.snapshot().consumers)
     argv, port = service_argv(run, service, nats, db_url)
     child = Child(run, name, argv)
@@ -600,7 +628,7 @@ def start_service(run, nats, service, db_url, name):
         if not child.alive():
             raise child.died()
         time.sleep(0.1)
-    raise BenchError(f"{name} created no durable consumer within 60 s")
+    raise BenchError(f"{name} created no consumer within 60 s")
 
 
 def slope(points):
@@ -646,7 +674,10 @@ def pipeline_poll(run, nats, pg, db, services, groups, sim):
             if not c.alive():
                 raise c.died()
         if "sim_end" in marks and snap.drained(groups["ingest"]):
+            # In order: alerts are only done once the processors wrote their last result.
             for g in ("processors", "alerts", "archive"):
+                if g == "alerts" and "processors" not in marks:
+                    continue
                 if g not in marks and snap.drained(groups[g]):
                     marks[g] = snap
             if "archive" in marks and "archive_rows" not in marks:
@@ -661,18 +692,21 @@ def pipeline_poll(run, nats, pg, db, services, groups, sim):
 
 
 def lag_report(samples, groups, t0, t_end, rate):
-    """Per group: lag (pending + unacknowledged messages) at the simulator's end, its maximum,
-    and its slope over the second half of the publishing; `grows` when the slope exceeds 5 %
-    of the publish rate."""
+    """Per group: the maximum lag (pending + unacknowledged messages) and its slope over the
+    second half of the publishing; `grows` when the slope exceeds 5 % of the publish rate."""
     out = {}
     half = t0 + (t_end - t0) / 2
     for g, keys in groups.items():
         points = [(s.t, s.lag(keys)) for s in samples if half <= s.t <= t_end]
         k = slope(points)
         verdict = "n/a (too short)" if k is None else ("grows" if k > 0.05 * rate else "flat")
+        each = {f"{key[0]}/{key[1]}": slope([(s.t, s.lag([key])) for s in samples
+                                             if half <= s.t <= t_end]) for key in keys}
         out[g] = {"consumers": [f"{s}/{c}" for s, c in keys],
                   "max_lag": max(s.lag(keys) for s in samples),
-                  "slope_per_s": None if k is None else round(k, 1), "verdict": verdict}
+                  "slope_per_s": None if k is None else round(k, 1), "verdict": verdict,
+                  "slope_per_s_by_consumer": {n: None if v is None else round(v, 1)
+                                              for n, v in each.items()}}
     return out
 
 
@@ -694,8 +728,10 @@ def stage_pipeline(run, nats_binary, pg):
     services, groups = pipeline_groups(run, nats, pg.create_db(db))
     nats_cpu0 = nats.child.cpu()
     cpu0 = {name: c.cpu() for name, c in services.items()}
+    pg_cpu0 = pg.cpu()
     sim = Child(run, "pipeline-simulator", simulator_argv(run, nats))
     samples, marks = pipeline_poll(run, nats, pg, db, services, groups, sim)
+    pg_cpu = pg.cpu() - pg_cpu0
     t0, last = sim.started, samples[-1]
     readings = last.messages(RAW)
     valid = readings - last.messages(DLQ)
@@ -711,6 +747,7 @@ def stage_pipeline(run, nats_binary, pg):
                  last.nats_cpu - nats_cpu0, rss,
                  simulator_readings_per_s=round(publish_rate),
                  simulator_cpu_us=sim.cpu() * 1e6 / readings,
+                 postgres_cpu_us=pg_cpu * 1e6 / valid,
                  publishing_seconds=round(marks["sim_end"] - t0, 3),
                  all_drained_seconds=round(last.t - t0, 3),
                  services=per_service,
@@ -765,13 +802,21 @@ def table(rows):
     return "\n".join(lines)
 
 
+def consumer_list(names):
+    """`RAW/ingest`, or `8 consumers, READINGS/processors-p0 ... READINGS/processors-p7`."""
+    if len(names) <= 2:
+        return ", ".join(names)
+    return f"{len(names)} consumers, {names[0]} ... {names[-1]}"
+
+
 def pipeline_text(p):
     lines = [f"pipeline: the simulator published {p['items']:,} readings in "
              f"{p['publishing_seconds']:.1f} s ({p['simulator_readings_per_s']:,} readings/s, "
              f"{p['simulator_cpu_us']:.1f} us CPU each); processors drained after "
              f"{p['seconds']:.1f} s, everything (alerts, archive) after "
              f"{p['all_drained_seconds']:.1f} s; {p['window_results']:,} window results, "
-             f"{p['archived_rows']:,} archived rows"]
+             f"{p['archived_rows']:,} archived rows ({p['postgres_cpu_us']:.1f} us of "
+             f"PostgreSQL CPU each)"]
     for name, s in p["services"].items():
         lines.append(f"  {name}: {s['cpu_us_per_reading']:.1f} us CPU per reading, peak RSS "
                      f"{fmt_num(None if s['peak_rss_kib'] is None else s['peak_rss_kib'] / 1024)}"
@@ -780,7 +825,7 @@ def pipeline_text(p):
                  "publishing:")
     for g, lag in p["lag"].items():
         lines.append(f"    {g:<11} {lag['verdict']:<16} slope {fmt_num(lag['slope_per_s'])}"
-                     f" msgs/s, max {lag['max_lag']:,}  ({', '.join(lag['consumers'])})")
+                     f" msgs/s, max {lag['max_lag']:,}  ({consumer_list(lag['consumers'])})")
     return "\n".join(lines)
 
 
@@ -788,8 +833,9 @@ def report(meta, rows, pipeline):
     print(f"citypulse bench  {meta['date']}")
     print(f"command:     {meta['command']}")
     m = meta["machine"]
-    print(f"machine:     {m['nproc']} CPUs, {m['cpu']}, Linux {m['kernel']}, load average at "
-          f"start {' '.join(str(x) for x in m['load_average_at_start'])}")
+    print(f"machine:     {m['nproc']} CPUs, {m['cpu']}, Linux {m['kernel']}; load average "
+          f"{m['load_average_at_start'][0]} at the start, {m['load_average_at_end'][0]} at the "
+          f"end (other work on the machine skews every figure)")
     print(f"nats-server: {meta['nats_server']}   binaries: {meta['bin_dir']}")
     print(f"load:        built-in city scaled to {meta['sensors']:,} sensors, {meta['minutes']} "
           f"simulated minutes from {meta['start']}, seed {meta['seed']}, --speed max "
@@ -798,6 +844,10 @@ def report(meta, rows, pipeline):
         print(f"environment: {' '.join(meta['environment'])}")
     print()
     print(table(rows + ([pipeline] if pipeline else [])))
+    archive = next((r for r in rows if "postgres_cpu_us" in r), None)
+    if archive:
+        print(f"\n{archive['stage']}: PostgreSQL used {archive['postgres_cpu_us']:.1f} us of CPU"
+              f" per archived reading")
     if pipeline:
         print()
         print(pipeline_text(pipeline))
@@ -809,6 +859,19 @@ def report(meta, rows, pipeline):
 
 
 # --- main -------------------------------------------------------------------------------------
+
+def stage_list(ap, text):
+    """The stages to run, in order: those asked for and those whose output they read."""
+    stages = [s.strip() for s in text.split(",") if s.strip()]
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown or not stages:
+        ap.error(f"--stages: unknown {unknown}; choose from {','.join(STAGES)}")
+    if "alerts" in stages:
+        stages += ["processors"]
+    if "processors" in stages:
+        stages += ["ingest"]
+    return [s for s in STAGES if s in stages]
+
 
 def parse_args(argv):
     ap = argparse.ArgumentParser(
@@ -840,21 +903,16 @@ def parse_args(argv):
         help="the nats-server binary (scripts/bench passes the pinned one)")
     opt("--pg-bindir", "CITYPULSE_BENCH_PG_BINDIR", None,
         help="directory of initdb, pg_ctl and psql (scripts/bench finds it)")
+    flag = {"1", "true", "yes"}
     ap.add_argument("--no-build", action="store_true",
-                    help="scripts/bench: do not run `cargo build --release --bins` first")
-    ap.add_argument("--keep", action="store_true",
+                    default=env("CITYPULSE_BENCH_NO_BUILD", "") in flag,
+                    help="scripts/bench: do not run `cargo build --release --bins` first (env "
+                         "CITYPULSE_BENCH_NO_BUILD=1)")
+    ap.add_argument("--keep", action="store_true", default=env("CITYPULSE_BENCH_KEEP", "") in flag,
                     help="keep the temp dir (logs, nats-server stores, PostgreSQL) at the end; "
-                         "without it only a failed run's logs stay")
+                         "without it only a failed run's logs stay (env CITYPULSE_BENCH_KEEP=1)")
     args = ap.parse_args(argv)
-    stages = [s.strip() for s in str(args.stages).split(",") if s.strip()]
-    unknown = [s for s in stages if s not in STAGES]
-    if unknown or not stages:
-        ap.error(f"--stages: unknown {unknown}; choose from {','.join(STAGES)}")
-    if "alerts" in stages:
-        stages += ["processors"]
-    if "processors" in stages:
-        stages += ["ingest"]
-    args.stages = [s for s in STAGES if s in stages]
+    args.stages = stage_list(ap, str(args.stages))
     if args.sensors < 1 or not 1 <= args.minutes <= 3000:
         ap.error("--sensors must be >= 1 and --minutes in 1..=3000 (ingest rejects readings "
                  "older than 72 h)")
@@ -897,8 +955,21 @@ def backlog_stages(run, nats, pg):
     return rows
 
 
+def check_disk(run):
+    """Warns when the temp dir's file system looks too small: about 1.9 readings per sensor and
+    simulated minute, and about 4 KB of disk per reading (RAW, READINGS, METRICS, checkpoints,
+    two PostgreSQL databases; measured at 10,000 sensors x 30 min)."""
+    need = run.args.sensors * run.args.minutes * 1.9 * 4096
+    st = os.statvfs(run.tmp)
+    free = st.f_bavail * st.f_frsize
+    if free < need:
+        log(f"warning: {free / 2**30:.1f} GiB free in {run.tmp}, this run may need about "
+            f"{need / 2**30:.1f} GiB")
+
+
 def execute(run, meta):
     args = run.args
+    check_disk(run)
     check_flags(run)
     write_city(run)
     pg = Postgres(run, args.pg_bindir) if set(args.stages) - {"baseline"} else None
@@ -947,6 +1018,7 @@ def main(argv):
         return 130
     finally:
         run.close(ok)
+    meta["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     report(meta, rows, pipeline)
     if args.json:
         with open(args.json, "w") as f:
