@@ -1,1 +1,3 @@
+//! `citypulse`: terminal tools (coming next).
+
 fn main() {}
