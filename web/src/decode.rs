@@ -232,7 +232,10 @@ fn summary(v: &Value) -> String {
 }
 
 fn is_time(key: &str) -> bool {
-    matches!(key, "ts" | "window_start" | "window_end" | "at" | "started_at")
+    matches!(
+        key,
+        "ts" | "window_start" | "window_end" | "at" | "started_at"
+    )
 }
 
 fn rfc3339(ms: u64) -> String {
@@ -279,7 +282,10 @@ mod tests {
             line.starts_with("window      metrics.air.d04  aqi=162 category=unhealthy "),
             "{line}"
         );
-        assert!(line.ends_with(" window_start=2026-01-01T00:00:00.000Z"), "{line}");
+        assert!(
+            line.ends_with(" window_start=2026-01-01T00:00:00.000Z"),
+            "{line}"
+        );
     }
 
     #[test]

@@ -105,7 +105,10 @@ impl Role {
             Role::History => {
                 let from = time::OffsetDateTime::now_utc()
                     - time::Duration::milliseconds(HISTORY_MS as i64);
-                ("metrics.*.*", DeliverPolicy::ByStartTime { start_time: from })
+                (
+                    "metrics.*.*",
+                    DeliverPolicy::ByStartTime { start_time: from },
+                )
             }
             Role::Alerts => (streams::ALERTS_SUBJECTS, DeliverPolicy::LastPerSubject),
         };
@@ -193,8 +196,12 @@ async fn follow(
             Err(e) => {
                 health.set(check, false);
                 shared.metrics.restarts.inc();
-                tracing::warn!(consumer = role.label(), stream = role.stream(),
-                    error = format!("{e:#}"), "consumer failed; creating it again");
+                tracing::warn!(
+                    consumer = role.label(),
+                    stream = role.stream(),
+                    error = format!("{e:#}"),
+                    "consumer failed; creating it again"
+                );
             }
         }
         if !shutdown.back_off(&mut backoff, MAX_BACKOFF).await {

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 /// Width of one district cell, in SVG user units.
 pub const CELL_W: f64 = 240.0;
 /// Height of one district cell.
-pub const CELL_H: f64 = 170.0;
+pub const CELL_H: f64 = 180.0;
 /// Gap between cells.
 pub const GAP: f64 = 12.0;
 /// Corridors drawn per district.
@@ -133,7 +133,7 @@ fn segment_shapes(
         corridors.entry(&s.corridor).or_default().push(s);
     }
     let drawn: Vec<&str> = order.into_iter().take(MAX_CORRIDORS).collect();
-    let (top, bottom) = (y + 62.0, y + CELL_H - 26.0);
+    let (top, bottom) = (y + 72.0, y + CELL_H - 36.0);
     let step = (bottom - top) / drawn.len().max(1) as f64;
     let mut out = Vec::new();
     for (ci, c) in drawn.iter().enumerate() {

@@ -104,7 +104,10 @@ impl Live {
             "traffic" => &mut d.traffic,
             _ => return None,
         };
-        if slot.as_ref().is_some_and(|old| window_end(old) > window_end(body)) {
+        if slot
+            .as_ref()
+            .is_some_and(|old| window_end(old) > window_end(body))
+        {
             return None;
         }
         *slot = Some(body.clone());
@@ -134,11 +137,7 @@ impl Live {
             ),
             "traffic" => insert_point(
                 &mut d.traffic_history,
-                (
-                    t,
-                    f(body, "congestion_index"),
-                    f(body, "travel_time_index"),
-                ),
+                (t, f(body, "congestion_index"), f(body, "travel_time_index")),
             ),
             _ => {}
         }
@@ -355,9 +354,7 @@ mod tests {
     #[test]
     fn the_feed_is_newest_first_without_repeats_and_bounded() {
         let mut live = Live::default();
-        let ev = |id: &str, state: &str, at: u64| {
-            json!({"id": id, "state": state, "severity": "warning", "at": at})
-        };
+        let ev = |id: &str, state: &str, at: u64| json!({"id": id, "state": state, "severity": "warning", "at": at});
         assert!(live.alert(&ev("a", "firing", 10)).is_some());
         assert!(live.alert(&ev("a", "resolved", 30)).is_some());
         assert!(live.alert(&ev("b", "firing", 20)).is_some());
@@ -372,7 +369,10 @@ mod tests {
         for i in 0..100 {
             live.alert(&ev("c", "firing", 100 + i));
         }
-        assert_eq!(live.snapshot()["transitions"].as_array().unwrap().len(), TRANSITIONS);
+        assert_eq!(
+            live.snapshot()["transitions"].as_array().unwrap().len(),
+            TRANSITIONS
+        );
         let list = json!({"alerts": [], "silences": []});
         assert!(live.set_active(list.clone()).is_some());
         assert!(live.set_active(list).is_none());

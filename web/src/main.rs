@@ -14,8 +14,10 @@ async fn main() -> ExitCode {
         let health = Health::new();
         let shutdown = Shutdown::install();
         let nats_metrics = nats::NatsMetrics::new(&registry)?;
-        let client = nats::connect(&cfg.nats, "citypulse-web", nats_metrics, health.clone()).await?;
-        let running = citypulse_web::start(&cfg, client.clone(), registry, health, shutdown).await?;
+        let client =
+            nats::connect(&cfg.nats, "citypulse-web", nats_metrics, health.clone()).await?;
+        let running =
+            citypulse_web::start(&cfg, client.clone(), registry, health, shutdown).await?;
         running.task.await?;
         client.drain().await?;
         anyhow::Ok(())

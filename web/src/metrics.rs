@@ -24,7 +24,12 @@ pub struct WebMetrics {
     pub restarts: IntCounter,
 }
 
-fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> prometheus::Result<IntCounterVec> {
+fn counter_vec(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> prometheus::Result<IntCounterVec> {
     let c = IntCounterVec::new(Opts::new(name, help), labels)?;
     r.register(Box::new(c.clone()))?;
     Ok(c)
@@ -33,7 +38,10 @@ fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> prometh
 impl WebMetrics {
     /// Registers the metrics in `r`, with every bounded label value present from the start.
     pub fn new(r: &Registry) -> prometheus::Result<WebMetrics> {
-        let clients = IntGauge::new("citypulse_web_clients", "Browsers connected to the live event stream.")?;
+        let clients = IntGauge::new(
+            "citypulse_web_clients",
+            "Browsers connected to the live event stream.",
+        )?;
         r.register(Box::new(clients.clone()))?;
         let restarts = IntCounter::new(
             "citypulse_web_consumer_restarts_total",

@@ -52,11 +52,30 @@ pub struct AppState {
 /// The router.
 pub fn router(state: AppState) -> Router {
     Router::new()
-        .route("/", get(|| async { asset("text/html; charset=utf-8", INDEX_HTML) }))
-        .route("/app.js", get(|| async { asset("text/javascript; charset=utf-8", APP_JS) }))
-        .route("/app.css", get(|| async { asset("text/css; charset=utf-8", APP_CSS) }))
-        .route("/api/layout", get(|State(s): State<AppState>| async move { json(StatusCode::OK, s.layout_json.to_string()) }))
-        .route("/api/palette", get(|State(s): State<AppState>| async move { json(StatusCode::OK, s.palette_json.to_string()) }))
+        .route(
+            "/",
+            get(|| async { asset("text/html; charset=utf-8", INDEX_HTML) }),
+        )
+        .route(
+            "/app.js",
+            get(|| async { asset("text/javascript; charset=utf-8", APP_JS) }),
+        )
+        .route(
+            "/app.css",
+            get(|| async { asset("text/css; charset=utf-8", APP_CSS) }),
+        )
+        .route(
+            "/api/layout",
+            get(|State(s): State<AppState>| async move {
+                json(StatusCode::OK, s.layout_json.to_string())
+            }),
+        )
+        .route(
+            "/api/palette",
+            get(|State(s): State<AppState>| async move {
+                json(StatusCode::OK, s.palette_json.to_string())
+            }),
+        )
         .route("/api/state", get(state_snapshot))
         .route("/api/district/{id}", get(district))
         .route("/api/events", get(events))
@@ -123,7 +142,9 @@ async fn events(State(s): State<AppState>) -> Response {
     m.clients.inc();
     let guard = ClientGuard(m.clients.clone());
     let (rx, snapshot) = s.shared.subscribe();
-    let first = Event::default().event("snapshot").data(snapshot.to_string());
+    let first = Event::default()
+        .event("snapshot")
+        .data(snapshot.to_string());
     let dropped = m.dropped.with_label_values(&["slow"]);
     Sse::new(updates(rx, first, dropped, guard))
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))

@@ -47,7 +47,7 @@ function reading(key, district) {
   const m = measureDef(key);
   const r = (m.kind === 'air' ? S.air : S.traffic)[district];
   const v = r ? r[m.field] : undefined;
-  if (v === undefined || v === null) return { text: '—', cat: S.palette.no_data, value: null };
+  if (v === undefined || v === null) return { text: '—', label: 'no data', cat: S.palette.no_data, value: null };
   let cat;
   if (m.category_field) {
     cat = m.categories.find(c => c.token === r[m.category_field]);
@@ -55,12 +55,15 @@ function reading(key, district) {
     cat = [...m.categories].reverse().find(c => v >= c.from);
   }
   cat = cat || S.palette.no_data;
-  let text;
-  if (key === 'aqi') text = `${v} · ${cat.label}`;
-  else if (key === 'los') text = `LOS ${v}`;
-  else if (key === 'tti') text = v.toFixed(2);
-  else text = cat.label;
-  return { text, cat, value: v };
+  // `value` is the figure, `label` its category in words; `text` both on one line.
+  let value;
+  if (key === 'aqi') value = String(v);
+  else if (key === 'los') value = `LOS ${v}`;
+  else if (key === 'tti') value = v.toFixed(2);
+  else value = cat.label;
+  const label = key === 'eaqi' ? `European AQI` : cat.label;
+  const text = key === 'eaqi' ? cat.label : `${value} · ${cat.label}`;
+  return { text, value, label, cat };
 }
 
 // --- map -----------------------------------------------------------------------------------
@@ -84,6 +87,7 @@ function drawMap() {
     }
     g.append(el('text', { class: 'name', x: x + 10, y: y + 20 }, d.name));
     g.append(el('text', { class: 'value', x: x + 10, y: y + 44, id: `value-${d.id}` }, '—'));
+    g.append(el('text', { class: 'category', x: x + 10, y: y + 62, id: `category-${d.id}` }, 'no data'));
     const hidden = d.segment_count - d.segments.length;
     const more = hidden > 0 ? ` (+${hidden} segments not drawn)` : '';
     g.append(el('text', { class: 'sub', x: x + 10, y: y + h - 26 }, `${d.detector_count} detectors, ${d.station_count} stations${more}`));
@@ -99,8 +103,8 @@ function paintDistrict(id) {
   const r = reading(S.measure, id);
   g.querySelector('rect.area').setAttribute('fill', r.cat.fill);
   for (const t of g.querySelectorAll('text')) t.setAttribute('fill', r.cat.text);
-  const v = document.getElementById(`value-${id}`);
-  v.textContent = r.text;
+  document.getElementById(`value-${id}`).textContent = r.value === null ? '—' : r.value;
+  document.getElementById(`category-${id}`).textContent = r.label;
   g.dataset.measure = S.measure;
   g.dataset.category = r.cat.token;
   // The US AQI always rides along, whatever is shown.
