@@ -1,6 +1,7 @@
 //! SHELL: reading METRICS and ALERTS into the [`Live`] state and broadcasting every change.
 //!
-//! Three ordered consumers (ephemeral, flow-controlled, recreated by the client on a gap):
+//! Three ordered push consumers (ephemeral, flow-controlled, recreated by the client on a gap;
+//! delivered to this client's inbox, so the web view never pulls from another consumer):
 //! - `latest`: METRICS `metrics.>`, `DeliverPolicy::LastPerSubject`, then live — a fresh page
 //!   is full at once, and per-sensor results feed the worst segments;
 //! - `history`: METRICS `metrics.*.*` (district results) from two hours ago (stored time), then
@@ -14,7 +15,7 @@
 use crate::decode::cbor_to_json;
 use crate::live::{Live, Update, HISTORY_MS};
 use crate::metrics::WebMetrics;
-use async_nats::jetstream::consumer::{pull::OrderedConfig, DeliverPolicy};
+use async_nats::jetstream::consumer::{push::OrderedConfig, DeliverPolicy};
 use citypulse_runtime::admin::Health;
 use citypulse_runtime::shutdown::Shutdown;
 use citypulse_schema::{streams, AlertEvent, WindowResult};
@@ -92,6 +93,15 @@ impl Role {
         }
     }
 
+    /// The `/healthz` check of this consumer.
+    fn check(self) -> &'static str {
+        match self {
+            Role::Latest => "metrics_consumer",
+            Role::History => "history_consumer",
+            Role::Alerts => "alerts_consumer",
+        }
+    }
+
     fn stream(self) -> &'static str {
         match self {
             Role::Latest | Role::History => streams::METRICS,
@@ -99,7 +109,7 @@ impl Role {
         }
     }
 
-    fn config(self) -> OrderedConfig {
+    fn config(self, deliver_subject: String) -> OrderedConfig {
         let (filter, deliver_policy) = match self {
             Role::Latest => (streams::METRICS_SUBJECTS, DeliverPolicy::LastPerSubject),
             Role::History => {
@@ -113,6 +123,7 @@ impl Role {
             Role::Alerts => (streams::ALERTS_SUBJECTS, DeliverPolicy::LastPerSubject),
         };
         OrderedConfig {
+            deliver_subject,
             filter_subject: filter.to_owned(),
             deliver_policy,
             ..OrderedConfig::default()
@@ -153,10 +164,16 @@ pub fn spawn_all(
     request_timeout: Duration,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     let js = async_nats::jetstream::new(client.clone());
-    let mut tasks: Vec<_> = [Role::Latest, Role::History, Role::Alerts]
+    let roles = [Role::Latest, Role::History, Role::Alerts];
+    // Unhealthy until each consumer reads.
+    for role in roles {
+        health.set(role.check(), false);
+    }
+    let mut tasks: Vec<_> = roles
         .into_iter()
         .map(|role| {
             tokio::spawn(follow(
+                client.clone(),
                 js.clone(),
                 role,
                 shared.clone(),
@@ -177,21 +194,18 @@ pub fn spawn_all(
 
 /// One consumer, created again (after a pause) whenever it fails, until shutdown.
 async fn follow(
+    client: async_nats::Client,
     js: async_nats::jetstream::Context,
     role: Role,
     shared: Arc<Shared>,
     health: Health,
     shutdown: Shutdown,
 ) {
-    let check = match role {
-        Role::Latest => "metrics_consumer",
-        Role::History => "history_consumer",
-        Role::Alerts => "alerts_consumer",
-    };
-    health.set(check, false);
+    let check = role.check();
     let mut backoff = Duration::from_millis(100);
     loop {
-        match consume(&js, role, &shared, &health, check, &shutdown).await {
+        let inbox = client.new_inbox();
+        match consume(&js, role, inbox, &shared, &health, check, &shutdown).await {
             Ok(()) => return,
             Err(e) => {
                 health.set(check, false);
@@ -214,13 +228,14 @@ async fn follow(
 async fn consume(
     js: &async_nats::jetstream::Context,
     role: Role,
+    inbox: String,
     shared: &Shared,
     health: &Health,
     check: &'static str,
     shutdown: &Shutdown,
 ) -> anyhow::Result<()> {
     let stream = js.get_stream(role.stream()).await?;
-    let consumer = stream.create_consumer(role.config()).await?;
+    let consumer = stream.create_consumer(role.config(inbox)).await?;
     let mut messages = consumer.messages().await?;
     health.set(check, true);
     tracing::info!(consumer = role.label(), stream = role.stream(), "reading");
