@@ -34,6 +34,11 @@ pub struct Config {
     /// City file (the simulator's TOML) drawn on the map; the built-in city when omitted.
     #[arg(long, env = "CITYPULSE_WEB_CITY")]
     pub city: Option<PathBuf>,
+    /// Scale the city to exactly this many sensors, as the simulator's `--sensors` does (each
+    /// district keeps its share), so both draw the same city without a large city file.
+    #[arg(long, env = "CITYPULSE_WEB_SENSORS",
+          value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    pub sensors: Option<u64>,
     /// Updates a browser may fall behind by before it is dropped (it reconnects and starts from
     /// a fresh snapshot).
     #[arg(long, env = "CITYPULSE_WEB_CLIENT_BUFFER", default_value_t = 1024,

@@ -33,15 +33,22 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-/// The city drawn: the file given with `--city`, else the built-in one.
+/// The city drawn: the file given with `--city`, else the built-in one; scaled to `--sensors`
+/// like the simulator's.
 pub fn load_city(cfg: &Config) -> anyhow::Result<City> {
-    match &cfg.city {
-        None => Ok(City::builtin()),
-        Some(path) => {
+    let sensors = cfg.sensors.map(|n| n as usize);
+    let city = match (&cfg.city, sensors) {
+        (None, Some(n)) => return Ok(City::builtin_scaled(n)),
+        (None, None) => City::builtin(),
+        (Some(path), _) => {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("reading city file {}", path.display()))?;
-            City::from_toml(&text).with_context(|| format!("city file {}", path.display()))
+            City::from_toml(&text).with_context(|| format!("city file {}", path.display()))?
         }
+    };
+    match sensors {
+        Some(n) => Ok(city.scaled(n)?),
+        None => Ok(city),
     }
 }
 
@@ -125,4 +132,28 @@ pub async fn start(
         admin: admin_addr,
         task,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[test]
+    fn the_city_is_the_builtin_one_scaled_like_the_simulators() {
+        let builtin = load_city(&Config::parse_from(["citypulse-web"])).unwrap();
+        assert_eq!(builtin, City::builtin());
+        let big = load_city(&Config::parse_from(["citypulse-web", "--sensors", "1000"])).unwrap();
+        assert_eq!(big, City::builtin_scaled(1000));
+        assert_eq!(big.sensor_count(), 1000);
+        let missing = Config::parse_from(["citypulse-web", "--city", "/nonexistent/city.toml"]);
+        let err = format!("{:#}", load_city(&missing).unwrap_err());
+        assert!(
+            err.contains("reading city file /nonexistent/city.toml"),
+            "{err}"
+        );
+        let seg = segments_of(&City::builtin());
+        let first = &City::builtin().districts[0].segments[0];
+        assert_eq!(seg.get(&first.detectors[0]), Some(&first.id));
+    }
 }
