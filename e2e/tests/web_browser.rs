@@ -433,6 +433,29 @@ async fn the_page_shows_the_episode_and_acknowledges_its_alert() {
         },
     );
 
+    // Silence from the page: the alerts service holds a silence for the alert's rule and
+    // district.
+    let clicked = browser.eval(&format!(
+        "(() => {{ const b = document.querySelector('#active-alerts li.alert[data-id=\"{alert_id}\"] button.silence');
+           if (!b) return false; b.click(); return true; }})()"
+    ));
+    assert_eq!(clicked, true);
+    poll(
+        Duration::from_secs(30),
+        "a silence in `citypulse-alerts list`",
+        || {
+            let list = alerts_list(&url);
+            let found = list["silences"].as_array().into_iter().flatten().any(|s| {
+                s["matcher"]["district"] == DISTRICT
+                    && s["matcher"]["rule"]
+                        .as_str()
+                        .is_some_and(|r| r.starts_with("aqi"))
+                    && s["by"] == "web-operator"
+            });
+            found.then_some(()).ok_or(list["silences"].to_string())
+        },
+    );
+
     // The district panel: click the district, see its charts.
     browser.eval(&format!(
         "document.getElementById('district-{DISTRICT}').dispatchEvent(new MouseEvent('click', {{bubbles: true}}))"

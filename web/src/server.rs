@@ -14,7 +14,7 @@
 //! `slow`); its `EventSource` reconnects and starts from a fresh snapshot. Sending never waits for
 //! a browser.
 
-use crate::feed::{self, RequestError, Shared};
+use crate::feed::{self, Shared};
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
@@ -210,7 +210,7 @@ async fn relay(State(s): State<AppState>, Path(op): Path<String>, body: Bytes) -
                 ("ok", json(StatusCode::OK, text))
             }
         }
-        Err(e @ (RequestError::Unavailable(_) | RequestError::Timeout(_))) => (
+        Err(e) => (
             "unavailable",
             json(
                 StatusCode::SERVICE_UNAVAILABLE,

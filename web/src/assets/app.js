@@ -241,9 +241,20 @@ function alertItem(a) {
   return li;
 }
 
+const SEVERITY = { info: 0, warning: 1, critical: 2 };
+
+// firing, resolved, or escalated: a firing of an incident that already fired less severely.
+function transitionKind(t) {
+  if (t.state !== 'firing') return t.state;
+  const earlier = S.transitions.some(x => x.id === t.id && x.state === 'firing' && x.at < t.at
+    && SEVERITY[x.severity] < SEVERITY[t.severity]);
+  return earlier ? 'escalated' : 'firing';
+}
+
 function transitionItem(t) {
-  return el('li', { class: 'transition', 'data-id': t.id, 'data-state': t.state, 'data-severity': t.severity },
-    el('span', { class: 'badge' }, `${t.state} ${t.severity}`), t.summary,
+  const kind = transitionKind(t);
+  return el('li', { class: 'transition', 'data-id': t.id, 'data-state': t.state, 'data-transition': kind, 'data-severity': t.severity },
+    el('span', { class: 'badge' }, `${kind} ${t.severity}`), t.summary,
     el('div', { class: 'meta' }, `${t.rule} · ${t.district} · ${fmtTime(t.at)}`));
 }
 
