@@ -33,8 +33,31 @@ struct DistrictState {
     traffic: Option<Value>,
     air_history: VecDeque<Point>,
     traffic_history: VecDeque<Point>,
-    /// Latest per-sensor traffic results, by sensor.
-    sensors: HashMap<String, Value>,
+    /// Latest per-sensor traffic figures, by sensor (only what the worst segments show: a
+    /// 100,000-sensor city keeps a few MB, not every result).
+    sensors: HashMap<String, SensorFigures>,
+}
+
+/// The figures of a per-sensor traffic result that the worst segments show.
+#[derive(Debug, Clone, PartialEq)]
+struct SensorFigures {
+    window_end: u64,
+    congestion_index: Option<f64>,
+    speed_kmh: Option<f64>,
+    los: Option<String>,
+    travel_time_index: Option<f64>,
+}
+
+impl SensorFigures {
+    fn of(body: &Value) -> SensorFigures {
+        SensorFigures {
+            window_end: window_end(body),
+            congestion_index: f(body, "congestion_index"),
+            speed_kmh: f(body, "speed_kmh"),
+            los: body.get("los").and_then(Value::as_str).map(str::to_owned),
+            travel_time_index: f(body, "travel_time_index"),
+        }
+    }
 }
 
 /// The live state.
@@ -92,9 +115,9 @@ impl Live {
                 let newer = d
                     .sensors
                     .get(sensor)
-                    .is_none_or(|old| window_end(old) <= window_end(body));
+                    .is_none_or(|old| old.window_end <= window_end(body));
                 if newer {
-                    d.sensors.insert(sensor.to_owned(), body.clone());
+                    d.sensors.insert(sensor.to_owned(), SensorFigures::of(body));
                 }
             }
             return None;
@@ -224,33 +247,33 @@ impl Live {
 
     /// Segments of a district by their most congested detector, worst first.
     fn worst_segments(&self, d: &DistrictState) -> Vec<Value> {
-        let mut by_segment: BTreeMap<String, (f64, &Value)> = BTreeMap::new();
+        type Worst<'a> = (f64, &'a str, &'a SensorFigures);
+        let mut by_segment: BTreeMap<&str, Worst> = BTreeMap::new();
         for (sensor, r) in &d.sensors {
-            let Some(ci) = f(r, "congestion_index") else {
+            let Some(ci) = r.congestion_index else {
                 continue;
             };
             let segment = self
                 .segment_of
                 .get(sensor)
-                .cloned()
-                .unwrap_or_else(|| sensor.clone());
-            let e = by_segment.entry(segment).or_insert((ci, r));
+                .map_or(sensor.as_str(), String::as_str);
+            let e = by_segment.entry(segment).or_insert((ci, sensor, r));
             if ci > e.0 {
-                *e = (ci, r);
+                *e = (ci, sensor, r);
             }
         }
-        let mut v: Vec<(String, (f64, &Value))> = by_segment.into_iter().collect();
-        v.sort_by(|a, b| b.1 .0.total_cmp(&a.1 .0).then(a.0.cmp(&b.0)));
+        let mut v: Vec<(&str, Worst)> = by_segment.into_iter().collect();
+        v.sort_by(|a, b| b.1 .0.total_cmp(&a.1 .0).then(a.0.cmp(b.0)));
         v.into_iter()
             .take(WORST_SEGMENTS)
-            .map(|(segment, (ci, r))| {
+            .map(|(segment, (ci, sensor, r))| {
                 json!({
                     "segment": segment,
-                    "sensor": r.get("sensor"),
+                    "sensor": sensor,
                     "congestion_index": ci,
-                    "speed_kmh": r.get("speed_kmh"),
-                    "los": r.get("los"),
-                    "travel_time_index": r.get("travel_time_index"),
+                    "speed_kmh": r.speed_kmh,
+                    "los": r.los,
+                    "travel_time_index": r.travel_time_index,
                 })
             })
             .collect()
