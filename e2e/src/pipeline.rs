@@ -496,12 +496,21 @@ impl Pipeline {
     /// # Panics
     /// When Prometheus is missing, exits, or is not ready within 30 s (with its log).
     pub fn start_prometheus(&self, rules_dir: Option<&Path>) -> Prometheus {
+        self.start_prometheus_with(rules_dir, &[])
+    }
+
+    /// [`Pipeline::start_prometheus`] with extra command-line flags (e.g.
+    /// `--web.console.templates=…`).
+    ///
+    /// # Panics
+    /// As [`Pipeline::start_prometheus`].
+    pub fn start_prometheus_with(&self, rules_dir: Option<&Path>, flags: &[String]) -> Prometheus {
         let targets: Vec<(String, SocketAddr)> = self
             .procs
             .values()
             .map(|p| (p.service.binary().to_owned(), p.admin))
             .collect();
-        Prometheus::start(&targets, rules_dir)
+        Prometheus::start(&targets, rules_dir, flags)
     }
 
     // --- internals ------------------------------------------------------------------------------
@@ -733,7 +742,11 @@ pub struct Prometheus {
 }
 
 impl Prometheus {
-    fn start(targets: &[(String, SocketAddr)], rules_dir: Option<&Path>) -> Prometheus {
+    fn start(
+        targets: &[(String, SocketAddr)],
+        rules_dir: Option<&Path>,
+        flags: &[String],
+    ) -> Prometheus {
         let bin =
             std::env::var_os("PROMETHEUS_BIN").map_or_else(|| "prometheus".into(), PathBuf::from);
         let dir = tempfile::Builder::new()
@@ -762,6 +775,7 @@ impl Prometheus {
                 ))
                 .arg(format!("--web.listen-address={}", prom.addr))
                 .arg("--storage.tsdb.retention.time=1d")
+                .args(flags)
                 .stdin(Stdio::null())
                 .stdout(Stdio::from(out))
                 .stderr(Stdio::from(err))
@@ -880,6 +894,14 @@ impl Prometheus {
             .as_array()
             .cloned()
             .unwrap_or_default())
+    }
+
+    /// `GET path` (e.g. a console page): status and body.
+    ///
+    /// # Errors
+    /// When the request fails.
+    pub fn get(&self, path: &str) -> std::io::Result<(u16, String)> {
+        http_get(self.addr, path)
     }
 
     /// Everything Prometheus logged.

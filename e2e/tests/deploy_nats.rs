@@ -287,7 +287,7 @@ async fn generated_service_passwords_replace_the_dev_ones() {
         String::from_utf8_lossy(&out.stderr)
     );
     let hashed = std::fs::read_to_string(deploy.conf_dir.join("passwords.conf")).unwrap();
-    assert_eq!(hashed.matches("\"$2b$04$").count(), 7, "{hashed}");
+    assert_eq!(hashed.matches("\"$2b$04$").count(), 8, "{hashed}");
     let env = std::fs::read_to_string(deploy.conf_dir.join("credentials.env")).unwrap();
     let plain: HashMap<&str, &str> = env.lines().filter_map(|l| l.split_once('=')).collect();
     let server = deploy.start("");
@@ -436,6 +436,7 @@ async fn each_service_reads_its_own_inbox_only() {
         ("processors", "PROCESSORS_PASSWORD"),
         ("alerts", "ALERTS_PASSWORD"),
         ("alerts-cli", "ALERTS_CLI_PASSWORD"),
+        ("web", "WEB_PASSWORD"),
     ];
     for (i, (user, password)) in users.iter().enumerate() {
         let (client, errors) = connect_service(&server, user, password).await;
@@ -701,6 +702,149 @@ async fn alerts_credential_evaluates_metrics_answers_the_cli_and_nothing_else() 
     refused_publish(&cli, &cli_errors, "$JS.API.STREAM.DELETE.ALERTS").await;
     refused_subscribe(&cli, &cli_errors, "metrics.>").await;
     assert_stream_count(&server, streams::ALERTS, 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn web_credential_reads_metrics_and_alerts_asks_the_alerts_service_and_nothing_else() {
+    use citypulse_schema::{AlertEvent, AlertState, Kind, Severity, WindowMetrics, WindowResult};
+    let deploy = DeployCopy::new();
+    let server = deploy.start("");
+    let admin = connect_admin(&server).await;
+    let admin_js = jetstream::new(admin.clone());
+    admin_js.create_stream(metrics_config()).await.unwrap();
+    admin_js.create_stream(alerts_config()).await.unwrap();
+    let window = WindowResult {
+        window_start: 0,
+        window_end: 60_000,
+        district: "d01".into(),
+        sensor: None,
+        readings: 1,
+        sensors: 1,
+        metrics: WindowMetrics::Air(citypulse_schema::AirMetrics {
+            aqi: Some(77),
+            ..Default::default()
+        }),
+    };
+    let alert = AlertEvent {
+        id: "aqi:d01:1".into(),
+        rule: "aqi-usg".into(),
+        state: AlertState::Firing,
+        severity: Severity::Warning,
+        kind: Kind::Air,
+        district: "d01".into(),
+        sensor: None,
+        metric: "aqi".into(),
+        value: 120.0,
+        threshold: 100.0,
+        started_at: 0,
+        at: 60_000,
+        summary: "AQI 120".into(),
+    };
+    for (subject, payload) in [
+        (window.subject(), window.encode()),
+        (alert.subject(), alert.encode()),
+    ] {
+        admin_js
+            .publish(subject, payload.into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    // The alerts service answers the operator requests.
+    let (alerts, _) = connect_service(&server, "alerts", "ALERTS_PASSWORD").await;
+    let mut requests = alerts.subscribe("citypulse.alerts.>").await.unwrap();
+    wait_subscribed(&server, "citypulse.alerts.>").await;
+    tokio::spawn(async move {
+        while let Some(req) = requests.next().await {
+            let body = if req.subject.as_str() == "citypulse.alerts.list" {
+                r#"{"alerts":[],"silences":[]}"#
+            } else {
+                r#"{"id":"aqi:d01:1","by":"ana","comment":"","at":1}"#
+            };
+            alerts
+                .publish(req.reply.unwrap(), body.into())
+                .await
+                .unwrap();
+        }
+    });
+
+    // The real web view runs under the credential: its consumers read both streams.
+    let (web, errors) = connect_service(&server, "web", "WEB_PASSWORD").await;
+    let cfg = citypulse_web::config::Config::for_url(&server.url());
+    let health = citypulse_runtime::admin::Health::new();
+    let shutdown = citypulse_runtime::shutdown::Shutdown::new();
+    let running = citypulse_web::start(
+        &cfg,
+        web.clone(),
+        prometheus::Registry::new(),
+        health.clone(),
+        shutdown.clone(),
+    )
+    .await
+    .unwrap();
+    let h = health.clone();
+    wait_for(DEADLINE, "the web view's consumers read", || {
+        let ok = h.is_healthy();
+        async move { ok }
+    })
+    .await;
+    wait_for(
+        DEADLINE,
+        "the web view holds the result, the alert and the list",
+        || {
+            let state = citypulse_harness::http_get(running.web, "/api/state")
+                .map(|(_, body)| body)
+                .unwrap_or_default();
+            let ok = state.contains(r#""aqi":77"#)
+                && state.contains(r#""id":"aqi:d01:1""#)
+                && state.contains(r#""silences":[]"#);
+            async move { ok }
+        },
+    )
+    .await;
+    let ack = tokio::time::timeout(
+        DEADLINE,
+        web.request(
+            "citypulse.alerts.ack",
+            r#"{"id":"aqi:d01:1","by":"ana"}"#.into(),
+        ),
+    )
+    .await
+    .expect("no answer")
+    .expect("the web view's request is answered");
+    assert!(String::from_utf8_lossy(&ack.payload).contains(r#""by":"ana""#));
+    assert!(
+        errors.0.lock().unwrap().is_empty(),
+        "{:?}",
+        errors.0.lock().unwrap()
+    );
+
+    // Nothing else: no stream subject, no stream change, no other consumer, no acks, no raw
+    // subscriptions.
+    let js = jetstream::new(web.clone());
+    refused_js_create(&js, &errors, "METRICS", "metrics.>").await;
+    for subject in [
+        "metrics.air.d01",
+        "alerts.critical.air.d01",
+        "sensors.d01.air.aq-1",
+        "dlq.x",
+        "$JS.API.STREAM.DELETE.METRICS",
+        "$JS.API.STREAM.PURGE.ALERTS",
+        "$JS.API.CONSUMER.DELETE.METRICS.alerts",
+        "$JS.API.CONSUMER.MSG.NEXT.METRICS.alerts",
+        "$JS.API.CONSUMER.DURABLE.CREATE.METRICS.x",
+        "$JS.API.CONSUMER.CREATE.READINGS",
+        "$JS.ACK.METRICS.alerts.1.1.1.1.1",
+        "$KV.citypulse_alerts.x",
+    ] {
+        refused_publish(&web, &errors, subject).await;
+    }
+    refused_subscribe(&web, &errors, "metrics.>").await;
+    refused_subscribe(&web, &errors, "citypulse.alerts.>").await;
+    assert_stream_count(&server, streams::METRICS, 1).await;
+    assert_stream_count(&server, streams::ALERTS, 1).await;
+    shutdown.trigger();
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -262,7 +262,14 @@ fn registered_metric_names() -> BTreeMap<String, String> {
         }
     }
     let mut out = BTreeMap::new();
-    for krate in ["simulator", "ingest", "processors", "alerts", "runtime"] {
+    for krate in [
+        "simulator",
+        "ingest",
+        "processors",
+        "alerts",
+        "web",
+        "runtime",
+    ] {
         walk(&repo().join(krate).join("src"), krate, &mut out);
     }
     out

@@ -1,0 +1,77 @@
+//! The web view's Prometheus metrics (`citypulse_web_*`), listed in docs/metrics.md.
+
+use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+
+/// Every metric of the web view.
+#[derive(Debug, Clone)]
+pub struct WebMetrics {
+    /// `citypulse_web_clients`: browsers connected to `/api/events` now.
+    pub clients: IntGauge,
+    /// `citypulse_web_clients_dropped_total{reason}`: `slow` (fell behind by more than
+    /// `--client-buffer` updates) or `full` (refused: `--max-clients` reached).
+    pub dropped: IntCounterVec,
+    /// `citypulse_web_messages_total{consumer}`: messages read (`latest`, `history`, `alerts`).
+    pub messages: IntCounterVec,
+    /// `citypulse_web_invalid_messages_total{consumer}`: messages that are not the contract's.
+    pub invalid: IntCounterVec,
+    /// `citypulse_web_updates_total{event}`: updates pushed to browsers (`district`, `alert`,
+    /// `active`).
+    pub updates: IntCounterVec,
+    /// `citypulse_web_api_requests_total{op,outcome}`: alerts API requests relayed (`ok`,
+    /// `refused`, `unavailable`).
+    pub api: IntCounterVec,
+    /// `citypulse_web_consumer_restarts_total`: ordered consumers created again after an error.
+    pub restarts: IntCounter,
+}
+
+fn counter_vec(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> prometheus::Result<IntCounterVec> {
+    let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+    r.register(Box::new(c.clone()))?;
+    Ok(c)
+}
+
+impl WebMetrics {
+    /// Registers the metrics in `r`, with every bounded label value present from the start.
+    pub fn new(r: &Registry) -> prometheus::Result<WebMetrics> {
+        let clients = IntGauge::new(
+            "citypulse_web_clients",
+            "Browsers connected to the live event stream.",
+        )?;
+        r.register(Box::new(clients.clone()))?;
+        let restarts = IntCounter::new(
+            "citypulse_web_consumer_restarts_total",
+            "Ordered consumers created again after an error.",
+        )?;
+        r.register(Box::new(restarts.clone()))?;
+        let m = WebMetrics {
+            clients,
+            dropped: counter_vec(r, "citypulse_web_clients_dropped_total",
+                "Browsers dropped: slow (fell behind by more than --client-buffer updates) or full (refused at --max-clients).", &["reason"])?,
+            messages: counter_vec(r, "citypulse_web_messages_total",
+                "JetStream messages read, by consumer.", &["consumer"])?,
+            invalid: counter_vec(r, "citypulse_web_invalid_messages_total",
+                "Messages that are not contract messages, by consumer.", &["consumer"])?,
+            updates: counter_vec(r, "citypulse_web_updates_total",
+                "Updates pushed to browsers, by event.", &["event"])?,
+            api: counter_vec(r, "citypulse_web_api_requests_total",
+                "Alerts API requests relayed for browsers, by operation and outcome.", &["op", "outcome"])?,
+            restarts,
+        };
+        for reason in ["slow", "full"] {
+            m.dropped.with_label_values(&[reason]);
+        }
+        for c in ["latest", "history", "alerts"] {
+            m.messages.with_label_values(&[c]);
+            m.invalid.with_label_values(&[c]);
+        }
+        for e in ["district", "alert", "active"] {
+            m.updates.with_label_values(&[e]);
+        }
+        Ok(m)
+    }
+}
