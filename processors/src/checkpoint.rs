@@ -13,6 +13,11 @@
 //! slots alternate, so the previous checkpoint stays whole until the manifest points at the new
 //! one. A checkpoint small enough is stored inline in the manifest (one write). The manifest
 //! carries the length and an FNV-1a 64 hash of the checkpoint, checked on load.
+//!
+//! Older formats are migrated on load ([`decode`]): format 1 (v0.1) by [`v1`]. Any other
+//! format is refused.
+
+pub mod v1;
 
 use crate::window::StateData;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -21,9 +26,15 @@ use std::fmt;
 /// Format of checkpoints this build writes and reads.
 ///
 /// 2 (issue 10): concentrations in billionths instead of thousandths, and an air station's open
-/// hours hold covered time spans instead of quarter-hour bits. A format-1 checkpoint is refused
-/// rather than misread.
+/// hours hold covered time spans instead of quarter-hour bits. A format-1 checkpoint is
+/// converted on load ([`v1::migrate`]); other formats are refused rather than misread.
 pub const FORMAT: u32 = 2;
+
+/// Whether this build reads checkpoints (and manifests) of `format`: its own, or format 1 by
+/// migration. The manifest's layout is the same in both.
+pub const fn readable(format: u32) -> bool {
+    format == FORMAT || format == v1::FORMAT
+}
 
 /// Bytes serialized as a CBOR byte string (not an array of integers).
 #[derive(Clone, PartialEq, Eq, Default)]
@@ -95,7 +106,8 @@ struct CheckpointRef<'a> {
 /// A partition's checkpoint, as read.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct Checkpoint {
-    /// [`FORMAT`].
+    /// The format the bytes were written in: [`FORMAT`], or an older one whose state was
+    /// migrated to this build's on load.
     pub format: u32,
     /// The READINGS partition.
     pub partition: u32,
@@ -114,7 +126,9 @@ pub enum CheckpointError {
     #[error("checkpoint does not decode: {0}")]
     Malformed(String),
     /// Written by an incompatible build.
-    #[error("checkpoint format {found} is not supported (this build reads {FORMAT})")]
+    #[error(
+        "checkpoint format {found} is not supported (this build reads {FORMAT} and migrates 1)"
+    )]
     Format {
         /// The format found.
         found: u32,
@@ -150,13 +164,22 @@ pub fn encode(partition: u32, last_seq: u64, state: &StateData, outbox: &[Outbox
     out
 }
 
-/// Decodes the checkpoint of `partition`.
+/// Only the format of a checkpoint, to choose its decoder.
+#[derive(Deserialize)]
+struct FormatOnly {
+    format: u32,
+}
+
+/// Decodes the checkpoint of `partition`, migrating a format-1 one to this build's state.
 pub fn decode(partition: u32, bytes: &[u8]) -> Result<Checkpoint, CheckpointError> {
-    let c: Checkpoint =
-        ciborium::from_reader(bytes).map_err(|e| CheckpointError::Malformed(e.to_string()))?;
-    if c.format != FORMAT {
-        return Err(CheckpointError::Format { found: c.format });
-    }
+    let malformed =
+        |e: ciborium::de::Error<std::io::Error>| CheckpointError::Malformed(e.to_string());
+    let FormatOnly { format } = ciborium::from_reader(bytes).map_err(malformed)?;
+    let c: Checkpoint = match format {
+        FORMAT => ciborium::from_reader(bytes).map_err(malformed)?,
+        v1::FORMAT => v1::migrate(bytes)?,
+        found => return Err(CheckpointError::Format { found }),
+    };
     if c.partition != partition {
         return Err(CheckpointError::Partition {
             expected: partition,
@@ -215,7 +238,7 @@ impl Manifest {
     pub fn decode(bytes: &[u8]) -> Result<Manifest, CheckpointError> {
         let m: Manifest =
             ciborium::from_reader(bytes).map_err(|e| CheckpointError::Malformed(e.to_string()))?;
-        if m.format != FORMAT {
+        if !readable(m.format) {
             return Err(CheckpointError::Format { found: m.format });
         }
         Ok(m)
