@@ -64,23 +64,26 @@ pub async fn publish_all(
 ) -> Result<Vec<PublishAck>, PublishError> {
     let mut acks = Vec::with_capacity(messages.len());
     for window in messages.chunks(WINDOW) {
-        let mut sent = Vec::with_capacity(window.len());
-        for m in window {
+        // Each message's send and ack in one future, all driven together: a send waiting for
+        // one of the context's in-flight permits (held by unanswered acks) never keeps the acks
+        // that would free them from being polled — holding sent-but-unpolled ack futures while
+        // sending more deadlocks once several callers together exceed the permits.
+        let sending = futures::future::join_all(window.iter().map(|m| async move {
             let mut headers = m.headers.clone();
             headers.insert(async_nats::header::NATS_MESSAGE_ID, m.msg_id.as_str());
-            sent.push(
-                js.publish_with_headers(m.subject.clone(), headers, m.payload.clone())
-                    .await
-                    .ok(),
-            );
-        }
-        let first = futures::future::join_all(sent.into_iter().map(|s| async move {
-            match s {
-                Some(ack) => ack.await.ok(),
-                None => None,
+            js.publish_with_headers(m.subject.clone(), headers, m.payload.clone())
+                .await
+                .ok()?
+                .await
+                .ok()
+        }));
+        let first = tokio::select! {
+            biased;
+            () = shutdown.cancelled() => {
+                return Err(PublishError::Cancelled { subject: window[0].subject.clone() });
             }
-        }))
-        .await;
+            first = sending => first,
+        };
         for (m, ack) in window.iter().zip(first) {
             let ack = match ack {
                 Some(ack) => ack,
