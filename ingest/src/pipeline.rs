@@ -89,7 +89,7 @@ impl Recent {
 struct Group {
     partition: u32,
     district: String,
-    readings: Vec<(u64, Vec<u8>)>,
+    readings: Vec<(u64, Bytes)>,
 }
 
 impl Group {
@@ -100,7 +100,7 @@ impl Group {
             .readings
             .iter()
             .filter(|(seq, _)| *seq > after)
-            .map(|(_, r)| r.as_slice())
+            .map(|(_, r)| r.as_ref())
             .collect();
         let first = self.readings.iter().find(|(seq, _)| *seq > after)?.0;
         let mut headers = HeaderMap::new();
@@ -191,7 +191,13 @@ impl Validating {
                         district: district.clone(),
                         readings: Vec::new(),
                     });
-                    group.readings.push((d.seq, accepted.reading.encode()));
+                    // The device's own bytes when validation changed nothing (no re-encoding).
+                    let bytes = if accepted.adjustments.is_empty() {
+                        payload.clone()
+                    } else {
+                        Bytes::from(accepted.reading.encode())
+                    };
+                    group.readings.push((d.seq, bytes));
                 }
                 Err(rejection) => {
                     let reason = rejection.reason();

@@ -5,7 +5,7 @@
 //! one partition as **one** READINGS message: subject `readings.<district>.batch.v1` (the
 //! district of the first reading; every reading in it hashes to the same partition, so the
 //! stream's subject transform files it under that partition), body a CBOR array of byte strings,
-//! each one reading exactly as a device encoded it (so readers decode it with
+//! each one reading as the device encoded it, or re-encoded when ingest adjusted a value (readers decode it with
 //! [`Reading::decode`](crate::Reading::decode)). Order inside the array is RAW order.
 //!
 //! Readers also accept the single-reading messages of v0.1 (`readings.<district>.<kind>.<sensor>`,
