@@ -128,7 +128,9 @@ struct State {
 
 /// Correlation time of traffic demand noise, s.
 const TRAFFIC_NOISE_TAU_S: f64 = 600.0;
-const TRAFFIC_NOISE_SIGMA: f64 = 0.08;
+/// Demand noise, log scale: 5 % over 10-minute spans (the counts add their own Poisson noise per
+/// interval). With peak demand at most 0.85 of capacity, a span over capacity is a 3-sigma event.
+const TRAFFIC_NOISE_SIGMA: f64 = 0.05;
 /// Correlation time of air dispersion noise, s.
 const AIR_NOISE_TAU_S: f64 = 1800.0;
 const AIR_NOISE_SIGMA: f64 = 0.12;

@@ -5,8 +5,8 @@
 //!
 //! | class | facility | lanes | free flow, km/h | capacity, veh/h/ln | peak demand / capacity | length, km |
 //! |---|---|---|---|---|---|---|
-//! | motorway | freeway | 3–4 | 90, 100, 110 | 1,900–2,200 (HCM 6th ed., ch. 12: basic freeway segments) | 0.78–0.90 | 1.0–3.0 |
-//! | arterial | urban street | 2–3 | 50, 60, 70 | 800, 900, 1,000 (a signalised arterial: ~1,900 veh/h of green × g/C ≈ 0.45–0.5) | 0.70–0.88 | 0.3–0.8 |
+//! | motorway | freeway | 3–4 | 90, 100, 110 | 1,900–2,200 (HCM 6th ed., ch. 12: basic freeway segments) | 0.72–0.85 | 1.0–3.0 |
+//! | arterial | urban street | 2–3 | 50, 60, 70 | 800, 900, 1,000 (a signalised arterial: ~1,900 veh/h of green × g/C ≈ 0.45–0.5) | 0.70–0.85 | 0.3–0.8 |
 //! | local | urban street | 1–2 | 30, 40, 50 | 600, 700, 800 (stop- or signal-controlled) | 0.50–0.80 | 0.15–0.5 |
 //!
 //! Peak demand stays below capacity: recurrent weekday peaks run near capacity at lower speeds
@@ -135,14 +135,14 @@ fn road_class(class: RoadClass) -> ClassTable {
             &[3, 4],
             &[90.0, 100.0, 110.0],
             &[1900.0, 2000.0, 2100.0, 2200.0],
-            (0.78, 0.9),
+            (0.72, 0.85),
             (1.0, 3.0),
         ),
         RoadClass::Arterial => (
             &[2, 3],
             &[50.0, 60.0, 70.0],
             &[800.0, 900.0, 1000.0],
-            (0.7, 0.88),
+            (0.7, 0.85),
             (0.3, 0.8),
         ),
         RoadClass::Local => (

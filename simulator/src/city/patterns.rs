@@ -177,7 +177,8 @@ impl FundamentalDiagram {
     /// previous interval left. Returns the state the loop measures and the queue left behind.
     ///
     /// Demand above the available capacity is stored in the queue (a point queue at the
-    /// bottleneck); flow breaks down once the queue passes [`BREAKDOWN_QUEUE_VPL`], so a few
+    /// bottleneck); flow breaks down once the queue holds more than [`BREAKDOWN_QUEUE_S`] of the
+    /// lane's capacity, so a few
     /// minutes of demand just above capacity at a peak are absorbed, while an incident's
     /// capacity cut breaks the flow down within a minute. A broken-down segment discharges on the
     /// congested branch, 8 % below the available capacity (the capacity drop), down to 38 % below
@@ -205,11 +206,13 @@ impl FundamentalDiagram {
             let reduced = FundamentalDiagram::new(vf, available, self.alpha);
             (reduced.free_flow(q), q)
         };
-        let vehicles = (queue.vehicles_per_lane + (demand - discharge) * dt_s / 3600.0).max(0.0);
+        let breakdown = self.capacity_vphpl * BREAKDOWN_QUEUE_S / 3600.0;
+        let vehicles = (queue.vehicles_per_lane + (demand - discharge) * dt_s / 3600.0)
+            .clamp(0.0, QUEUE_HELD * breakdown);
         let broken_down = if queue.broken_down {
             vehicles > 0.0
         } else {
-            vehicles > BREAKDOWN_QUEUE_VPL
+            vehicles > breakdown
         };
         let next = Queue {
             vehicles_per_lane: vehicles,
@@ -219,8 +222,16 @@ impl FundamentalDiagram {
     }
 }
 
-/// Vehicles queued per lane at which the flow breaks down: about 60 m of queue, 8 vehicles.
-pub const BREAKDOWN_QUEUE_VPL: f64 = 8.0;
+/// Queue at which the flow breaks down, in seconds of the lane's capacity: 7.5 vehicles per lane
+/// on a 900 veh/h/ln street, 17.5 on a 2,100 veh/h/ln freeway.
+pub const BREAKDOWN_QUEUE_S: f64 = 30.0;
+
+/// The most a segment's own queue holds, in breakdown queues: the vehicles queued at its
+/// detector. A longer queue reaches the segments upstream, which an incident models by cutting
+/// their capacity in turn ([`super::events::Incident::capacity_factor_at`]), and drivers divert;
+/// so once the bottleneck reopens a segment drains in minutes, as the schedule's 15-minute
+/// recovery says, not in the hours a point queue holding a whole peak's excess would take.
+pub const QUEUE_HELD: f64 = 2.0;
 
 /// The queue a segment carries from one interval to the next.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
@@ -388,8 +399,8 @@ mod tests {
             s.congested && q.broken_down && s.speed_kmh < 0.5 * 60.0,
             "{s:?}"
         );
-        // About 34 vehicles per lane queued by now; they drain at 0.92 × 900 − 700 = 128 veh/h,
-        // in about 16 minutes.
+        // The segment holds at most 15 vehicles per lane (twice the breakdown queue); they
+        // drain at 0.92 × 900 − 700 = 128 veh/h, in about 7 minutes.
         let (s, q) = run(&fd, 700.0, 1.0, 5, q);
         assert!(s.congested && q.vehicles_per_lane > 0.0, "{s:?} {q:?}");
         let (s, q) = run(&fd, 700.0, 1.0, 20, q);
@@ -398,13 +409,13 @@ mod tests {
     }
 
     #[test]
-    fn an_incident_cutting_capacity_jams_the_segment_within_two_minutes() {
+    fn an_incident_cutting_capacity_jams_the_segment_within_three_minutes() {
         // 600 veh/h/ln over the 600 left: 5 vehicles per lane queue every 30 s, past the
-        // breakdown queue after the second interval.
+        // breakdown queue (16.7 vehicles) after the fourth interval.
         let fd = FundamentalDiagram::new(100.0, 2000.0, FREEWAY_ALPHA);
-        let (s, _) = run(&fd, 1200.0, 0.3, 1, Queue::default());
-        assert!(!s.congested);
         let (s, _) = run(&fd, 1200.0, 0.3, 2, Queue::default());
+        assert!(!s.congested);
+        let (s, _) = run(&fd, 1200.0, 0.3, 3, Queue::default());
         assert!(s.congested && s.speed_kmh < 15.0, "{s:?}");
         assert!(s.flow_vphpl <= 0.3 * 2000.0);
         let occ = s.density_vpkmpl * EFFECTIVE_VEHICLE_LENGTH_M / 1000.0;
