@@ -245,6 +245,20 @@ fn a_seeded_day_of_incidents_and_its_congestion_alerts() {
             "{resolved:?} for {i:?}"
         );
     }
+    // A district congestion alert means the district as a whole moves at 40 % of its free-flow
+    // speed or less: never one while its traffic runs above half of free flow (TTI < 2).
+    for a in alerts
+        .iter()
+        .filter(|a| a.state == AlertState::Firing && a.sensor.is_none())
+    {
+        let w = day
+            .districts
+            .iter()
+            .find(|w| w.district == a.district && w.window_end == a.at)
+            .unwrap_or_else(|| panic!("no window result for {a:?}"));
+        let tti = w.value("travel_time_index").unwrap();
+        assert!(tti >= 2.0, "{a:?} at TTI {tti}");
+    }
     for a in alerts.iter().filter(|a| a.state == AlertState::Firing) {
         let explained = day.incidents.iter().any(|i| {
             city.districts[i.road.district].id == a.district
