@@ -49,6 +49,7 @@ fn traffic(district: usize, sensor: Option<usize>, minute: u64) -> WindowResult 
             los: Some(Los::C),
             congestion_index: Some(0.2),
             congested_share: Some(0.1),
+            travel_time_index: Some(1.25),
         }),
     }
 }

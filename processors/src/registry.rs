@@ -1,5 +1,5 @@
 //! The segment registry: what the city file says about the road segment under each detector
-//! (free-flow speed, capacity per lane). PURE: it parses text.
+//! (free-flow speed, capacity per lane, facility type, length). PURE: it parses text.
 //!
 //! The file is the simulator's city file (`--city`, TOML, see `simulator/src/city/file.rs`).
 //! Only what the processors need is read, and unknown keys are ignored, so the registry keeps
@@ -11,11 +11,19 @@
 //! [[district.segment]]
 //! id = "seg-d01-001"
 //! free_flow_kmh = 50.0
-//! capacity_vphpl = 1900.0
+//! capacity_vphpl = 900.0
+//! facility = "urban_street"      # or "freeway" / "expressway"
+//! length_km = 0.4
 //! detectors = ["loop-d01-001"]
 //! ```
+//!
+//! `facility` decides how level of service is graded (see [`Facility`]). A segment without it
+//! is a freeway when its `free_flow_kmh` is 90 km/h or more and an urban street otherwise
+//! ([`Facility::from_free_flow`]); a detector not listed at all is an urban street graded against
+//! its learned free-flow speed. `length_km` weighs the segment in its district's travel time
+//! index; without it every segment counts 1 km.
 
-use crate::domain::traffic::SegmentParams;
+use crate::domain::traffic::{Facility, SegmentParams};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
@@ -40,6 +48,14 @@ pub enum RegistryError {
         field: &'static str,
         /// The offending value.
         value: f64,
+    },
+    /// A segment's facility is not one of the known names.
+    #[error("segment `{segment}`: facility `{value}` is not urban_street, freeway or expressway")]
+    Facility {
+        /// Segment id.
+        segment: String,
+        /// The offending value.
+        value: String,
     },
     /// A detector is listed under two segments.
     #[error("detector `{0}` is listed under more than one segment")]
@@ -69,6 +85,8 @@ struct RawSegment {
     id: String,
     free_flow_kmh: Option<f64>,
     capacity_vphpl: Option<f64>,
+    facility: Option<String>,
+    length_km: Option<f64>,
     #[serde(default)]
     detectors: Vec<String>,
 }
@@ -97,9 +115,24 @@ impl SegmentRegistry {
                 }
                 other => other,
             };
+            let free_flow_kmh = positive("free_flow_kmh", seg.free_flow_kmh);
+            let capacity_vphpl = positive("capacity_vphpl", seg.capacity_vphpl);
+            let length_km = positive("length_km", seg.length_km);
+            let facility = match seg.facility.as_deref() {
+                None => Facility::from_free_flow(free_flow_kmh),
+                Some(name) => Facility::parse(name).unwrap_or_else(|| {
+                    errors.push(RegistryError::Facility {
+                        segment: seg.id.clone(),
+                        value: name.to_owned(),
+                    });
+                    Facility::UrbanStreet
+                }),
+            };
             let params = SegmentParams {
-                free_flow_kmh: positive("free_flow_kmh", seg.free_flow_kmh),
-                capacity_vphpl: positive("capacity_vphpl", seg.capacity_vphpl),
+                free_flow_kmh,
+                capacity_vphpl,
+                facility,
+                length_km,
             };
             for d in &seg.detectors {
                 if by_detector.insert(d.clone(), params).is_some() {
@@ -159,15 +192,30 @@ mod tests {
         free_flow_kmh = 90
         capacity_vphpl = 2100.0
         detectors = ["loop-3"]
+        [[district.segment]]
+        id = "seg-3"
+        lanes = 2
+        free_flow_kmh = 110
+        capacity_vphpl = 900.0
+        facility = "urban_street"
+        length_km = 0.25
+        detectors = ["loop-4"]
     "#;
 
     #[test]
     fn reads_free_flow_and_capacity_by_detector_ignoring_the_rest() {
         let r = SegmentRegistry::from_toml(CITY).expect("valid");
-        assert_eq!(r.len(), 3);
+        assert_eq!(r.len(), 4);
         assert_eq!(r.params("loop-2").free_flow_kmh, Some(50.0));
         assert_eq!(r.params("loop-3").capacity_vphpl, Some(2100.0));
         assert_eq!(r.params("aq-1"), SegmentParams::default());
+        // Without `facility`: by free-flow speed (50 → urban street, 90 → freeway); an
+        // explicit facility wins over the speed.
+        assert_eq!(r.params("loop-1").facility, Facility::UrbanStreet);
+        assert_eq!(r.params("loop-3").facility, Facility::Freeway);
+        assert_eq!(r.params("loop-4").facility, Facility::UrbanStreet);
+        assert_eq!(r.params("loop-4").length_km, Some(0.25));
+        assert_eq!(r.params("loop-1").length_km, None);
     }
 
     #[test]
@@ -181,10 +229,12 @@ mod tests {
             [[district.segment]]
             id = "b"
             capacity_vphpl = 0.0
+            facility = "highway"
+            length_km = -1.0
             detectors = ["x"]
         "#;
         let errs = SegmentRegistry::from_toml(bad).expect_err("invalid");
-        assert_eq!(errs.0.len(), 3, "{errs}");
+        assert_eq!(errs.0.len(), 5, "{errs}");
         assert!(SegmentRegistry::from_toml("district = 3").is_err());
     }
 }

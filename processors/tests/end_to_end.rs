@@ -183,6 +183,12 @@ async fn a_simulated_two_hour_run_through_ingest_gives_the_windows_a_naive_model
         let p = registry.params(d);
         model.free_flow.insert(d.clone(), p.free_flow_kmh.unwrap());
         model.capacity.insert(d.clone(), p.capacity_vphpl.unwrap());
+        if p.facility == citypulse_processors::domain::traffic::Facility::Freeway {
+            model.freeway.insert(d.clone());
+        }
+        if let Some(km) = p.length_km {
+            model.length_km.insert(d.clone(), km);
+        }
     }
     let mut want = BTreeMap::new();
     let (mut accepted, mut late) = (0, 0);

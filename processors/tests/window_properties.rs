@@ -32,6 +32,7 @@ fn model(size: u64, hop: u64) -> naive::Model {
         lateness_ms: LATENESS,
         free_flow: HashMap::from([("t0".to_owned(), 55.0)]),
         capacity: HashMap::from([("t0".to_owned(), 600.0)]),
+        ..Default::default()
     }
 }
 

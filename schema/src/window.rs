@@ -51,7 +51,9 @@ pub struct TrafficMetrics {
     /// Density, vehicles per km per lane.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub density_vpkm: Option<f64>,
-    /// HCM level of service.
+    /// HCM 6th ed. level of service: by the segment's facility (urban streets by travel speed
+    /// as a percentage of base free-flow speed, freeways by density); for a district, its
+    /// vehicle-kilometre-weighted travel speed ratio on the urban-street scale.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub los: Option<Los>,
     /// 1 − v / v_free, clamped to 0..1.
@@ -60,6 +62,10 @@ pub struct TrafficMetrics {
     /// District results: share of segments congested (v < 0.9 v_free, FHWA), 0..1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub congested_share: Option<f64>,
+    /// Travel time index v_free / v, at least 1; for a district, the vehicle-kilometre-weighted
+    /// mean of its segments' indices. Added after v1: older writers omit it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub travel_time_index: Option<f64>,
 }
 
 /// Air-quality figures. Every index is an integer; every concentration says its averaging period
@@ -184,6 +190,7 @@ impl WindowResult {
                 "los" => t.los.map(|l| (l as u8 + 1).into()),
                 "congestion_index" => t.congestion_index,
                 "congested_share" => t.congested_share,
+                "travel_time_index" => t.travel_time_index,
                 "readings" => Some(self.readings as f64),
                 _ => None,
             },
@@ -243,6 +250,7 @@ pub fn metric_names(kind: Kind) -> &'static [&'static str] {
             "los",
             "congestion_index",
             "congested_share",
+            "travel_time_index",
             "readings",
         ],
         Kind::Air => &[
@@ -316,6 +324,8 @@ struct WireTraffic {
     congestion_index: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     congested_share: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    travel_time_index: Option<f64>,
 }
 
 impl From<WindowResult> for WireWindow {
@@ -331,6 +341,7 @@ impl From<WindowResult> for WireWindow {
                     los: t.los,
                     congestion_index: t.congestion_index,
                     congested_share: t.congested_share,
+                    travel_time_index: t.travel_time_index,
                 }),
                 AirMetrics::default(),
             ),
@@ -364,6 +375,7 @@ impl TryFrom<WireWindow> for WindowResult {
                     los: t.los,
                     congestion_index: t.congestion_index,
                     congested_share: t.congested_share,
+                    travel_time_index: t.travel_time_index,
                 })
             }
             Kind::Air => WindowMetrics::Air(w.air),
@@ -421,6 +433,7 @@ mod tests {
                 los: Some(Los::D),
                 congestion_index: Some(0.3),
                 congested_share: Some(0.25),
+                travel_time_index: Some(1.43),
             }),
         }
     }

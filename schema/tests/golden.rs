@@ -279,4 +279,29 @@ fn old_decoders_read_the_new_payloads() {
         .filter_map(|(k, _)| k.as_text())
         .collect();
     assert!(keys.contains(&"interval_s") && keys.contains(&"v"));
+
+fn travel_time_index_fixtures_decode_conform_and_older_ones_lack_it() {
+    let d = WindowResult::decode(&fixture("window_traffic_district_tti_v1.cbor")).unwrap();
+    assert_eq!(d.value("travel_time_index"), Some(1.6));
+    assert_eq!(d.value("los"), Some(3.0), "C");
+    let s = WindowResult::decode(&fixture("window_traffic_sensor_tti_v1.cbor")).unwrap();
+    assert_eq!(s.subject(), "metrics.traffic.d02.loop-d02-004");
+    assert_eq!(
+        s.value("travel_time_index"),
+        Some(1.0),
+        "written as an integer"
+    );
+    let old = WindowResult::decode(&fixture("window_traffic_district_v1.cbor")).unwrap();
+    assert_eq!(old.value("travel_time_index"), None, "a v1 writer omits it");
+    for name in [
+        "window_traffic_district_tti_v1.cbor",
+        "window_traffic_sensor_tti_v1.cbor",
+    ] {
+        cddl::validate_cbor_from_slice(&cddl("window-result"), &fixture(name), None)
+            .unwrap_or_else(|e| panic!("{name} does not conform: {e}"));
+        let w = WindowResult::decode(&fixture(name)).unwrap();
+        assert_eq!(WindowResult::decode(&w.encode()).unwrap(), w);
+        cddl::validate_cbor_from_slice(&cddl("window-result"), &w.encode(), None)
+            .unwrap_or_else(|e| panic!("our re-encoding of {name} does not conform: {e}"));
+    }
 }

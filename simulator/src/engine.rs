@@ -14,7 +14,9 @@
 //! the [`Settings`] and nothing else.
 
 use crate::city::events::{EventMode, Road, Schedule};
-use crate::city::patterns::{self, FundamentalDiagram, LocalTime, EFFECTIVE_VEHICLE_LENGTH_M};
+use crate::city::patterns::{
+    self, FundamentalDiagram, LocalTime, Queue, EFFECTIVE_VEHICLE_LENGTH_M,
+};
 use crate::city::City;
 use crate::draw::{self, ReadingRngs};
 use crate::faults::{self, Fault, FaultRates, FaultState};
@@ -118,7 +120,7 @@ struct Sensor {
 struct State {
     /// Slow multiplicative noise (log scale): demand fluctuation or dispersion.
     noise: Option<f64>,
-    congested: bool,
+    queue: Queue,
     last: Option<Measurement>,
     stuck_values: Option<Measurement>,
     faults: FaultState,
@@ -126,7 +128,9 @@ struct State {
 
 /// Correlation time of traffic demand noise, s.
 const TRAFFIC_NOISE_TAU_S: f64 = 600.0;
-const TRAFFIC_NOISE_SIGMA: f64 = 0.08;
+/// Demand noise, log scale: 5 % over 10-minute spans (the counts add their own Poisson noise per
+/// interval). With peak demand at most 0.85 of capacity, a span over capacity is a 3-sigma event.
+const TRAFFIC_NOISE_SIGMA: f64 = 0.05;
 /// Correlation time of air dispersion noise, s.
 const AIR_NOISE_TAU_S: f64 = 1800.0;
 const AIR_NOISE_SIGMA: f64 = 0.12;
@@ -167,7 +171,11 @@ impl Simulator {
                         Spec::Traffic {
                             road: roads[segment],
                             lanes: s.lanes,
-                            fd: FundamentalDiagram::new(s.free_flow_kmh, s.capacity_vphpl),
+                            fd: FundamentalDiagram::for_facility(
+                                s.free_flow_kmh,
+                                s.capacity_vphpl,
+                                s.facility,
+                            ),
                             peak_demand_vphpl: s.peak_demand * s.capacity_vphpl,
                         },
                     ));
@@ -294,10 +302,13 @@ impl Simulator {
                 );
                 let demand = patterns::traffic_demand(t) * peak_demand_vphpl * noise.exp();
                 let factor = self.schedule.capacity_factor(road, due_ms);
-                let flow = fd.state(demand, factor, state.congested);
-                state.congested = flow.congested;
                 let interval_s = (sensor.interval_ms / 1000) as u32;
-                Measurement::Traffic(sample_traffic(&mut rng, &flow, fd, *lanes, interval_s))
+                let (flow, queue) = fd.step(demand, factor, state.queue, f64::from(interval_s));
+                state.queue = queue;
+                let capacity = fd.capacity_vphpl * factor.clamp(0.01, 1.0);
+                Measurement::Traffic(sample_traffic(
+                    &mut rng, &flow, fd, capacity, *lanes, interval_s,
+                ))
             }
             Spec::Air {
                 district,
@@ -517,17 +528,26 @@ fn round_to(x: f64, decimals: i32) -> f64 {
     (x * scale).round() / scale
 }
 
-/// What a loop reports for an interval in `flow`: a Poisson count, a noisy space-mean speed,
-/// and the occupancy those imply (or, in a standing queue with nothing crossing, the jam's).
+/// What a loop reports for an interval in `flow`: a Poisson count, never more than the
+/// available capacity (`capacity_vphpl`, per lane) lets through in the interval, a noisy
+/// space-mean speed, and the occupancy those imply (or, in a standing queue with nothing
+/// crossing, the jam's).
 fn sample_traffic(
     rng: &mut ChaCha8Rng,
     flow: &patterns::FlowState,
     fd: &FundamentalDiagram,
+    capacity_vphpl: f64,
     lanes: u32,
     interval_s: u32,
 ) -> Traffic {
-    let expected = flow.flow_vphpl * f64::from(lanes) * f64::from(interval_s) / 3600.0;
-    let count = draw::poisson(rng, expected).min(u64::from(u32::MAX)) as u32;
+    let lane_seconds = f64::from(lanes) * f64::from(interval_s);
+    let expected = flow.flow_vphpl * lane_seconds / 3600.0;
+    // Multiplied before dividing, so an integer capacity gives an exact bound (900 veh/h on 2
+    // lanes over 30 s is 15 vehicles, not 14.999…).
+    let most = (capacity_vphpl * lane_seconds / 3600.0).floor() as u64;
+    let count = draw::poisson(rng, expected)
+        .min(most)
+        .min(u64::from(u32::MAX)) as u32;
     let (speed_kmh, occupancy) = if count > 0 {
         let v =
             (flow.speed_kmh * (0.04 * draw::normal(rng)).exp()).clamp(2.0, 1.3 * fd.free_flow_kmh);

@@ -53,7 +53,11 @@ fn close(state: &mut PartitionState) -> Vec<WindowResult> {
 
 #[test]
 fn a_window_closes_once_the_watermark_passes_its_end() {
-    let mut s = PartitionState::new(cfg(MIN, MIN, ""));
+    // l1 is a freeway detector: its level of service is graded by density. (Unlisted, it would
+    // be an urban street without a learned free-flow speed yet, so without a level.)
+    let freeway = "[[district]]\n[[district.segment]]\nid = \"s1\"\nfacility = \"freeway\"\n\
+                   detectors = [\"l1\"]\n";
+    let mut s = PartitionState::new(cfg(MIN, MIN, freeway));
     assert_eq!(
         s.observe(&traffic("l1", 1, T0 + 10_000, 10, 50.0), 0),
         Observed::Accepted
@@ -88,7 +92,7 @@ fn a_window_closes_once_the_watermark_passes_its_end() {
     // 30 veh in 60 s = 1800 veh/h; space-mean speed 30 / (10/50 + 20/40) = 42.857 km/h.
     assert!((t.flow_vph - 1800.0).abs() < 1e-9);
     assert!((t.speed_kmh.expect("speed") - 30.0 / 0.7).abs() < 1e-9);
-    // 900 veh/h/ln / 42.857 km/h = 21 veh/km/ln: LOS D.
+    // 900 veh/h/ln / 42.857 km/h = 21 veh/km/ln: LOS D on a freeway.
     assert!((t.density_vpkm.expect("density") - 21.0).abs() < 1e-9);
     assert_eq!(t.los, Some(Los::D));
     assert_eq!(out[1].sensor, None);

@@ -135,6 +135,7 @@ pub fn sensor_metrics(f: &TrafficFigures) -> TrafficMetrics {
         los: f.los,
         congestion_index: f.congestion_index,
         congested_share: None,
+        travel_time_index: f.travel_time_index,
     }
 }
 
@@ -148,6 +149,7 @@ pub fn district_metrics(f: &DistrictTrafficFigures) -> TrafficMetrics {
         los: f.los,
         congestion_index: f.congestion_index,
         congested_share: f.congested_share,
+        travel_time_index: f.travel_time_index,
     }
 }
 

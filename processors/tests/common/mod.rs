@@ -170,6 +170,7 @@ pub fn expected(s: &Scenario, size_ms: u64, hop_ms: u64) -> Vec<naive::Expected>
         lateness_ms: LATENESS_MS,
         free_flow: s.free_flow.clone(),
         capacity: s.capacity.clone(),
+        ..Default::default()
     };
     (0..PARTITIONS)
         .map(|p| {

@@ -35,6 +35,11 @@ pub struct Model {
     pub free_flow: HashMap<String, f64>,
     /// Capacity per lane by detector.
     pub capacity: HashMap<String, f64>,
+    /// Detectors on freeways (level of service by density); the others are urban streets (by
+    /// speed over free-flow speed).
+    pub freeway: HashSet<String>,
+    /// Segment length by detector, km (1 when absent).
+    pub length_km: HashMap<String, f64>,
 }
 
 /// What the model expects of one partition.
@@ -198,6 +203,8 @@ impl Model {
             speed_vehicles: u64,
             density: Option<f64>,
             ci: Option<f64>,
+            tti: Option<f64>,
+            vkm: f64,
             congested: Option<bool>,
         }
         let mut out = Vec::new();
@@ -230,21 +237,42 @@ impl Model {
             } else {
                 speed.map(|v| flow_lane / v)
             };
-            let over = self.capacity.get(*sensor).is_some_and(|c| flow_lane > *c);
-            let los = if over {
-                Some(Los::F)
-            } else {
-                density.map(los_of)
-            };
+            // Volume over capacity, exactly: vehicles·3600 > capacity·lane_seconds, capacity in
+            // thousandths.
+            let over = self.capacity.get(*sensor).is_some_and(|c| {
+                u128::from(vehicles) * 3_600_000 > thousandths(*c) * u128::from(lane_seconds)
+            });
             let ffs = self
                 .free_flow
                 .get(*sensor)
                 .copied()
                 .or_else(|| self.learned_free_flow(accepted, sensor, end));
-            let (ci, congested) = match (speed, ffs) {
-                (Some(v), Some(f)) => (Some((1.0 - v / f).clamp(0.0, 1.0)), Some(v < 0.9 * f)),
-                _ => (None, None),
+            let empty = vehicles == 0 && occ == 0.0;
+            let los = if over {
+                Some(Los::F)
+            } else if self.freeway.contains(*sensor) {
+                if empty {
+                    Some(Los::A)
+                } else {
+                    speed.map(|v| freeway_los_of(vehicles, lane_seconds, v))
+                }
+            } else {
+                match (speed, ffs) {
+                    (Some(v), Some(f)) => Some(urban_los_of(thousandths(v), thousandths(f))),
+                    (None, _) if empty => Some(Los::A),
+                    _ => None,
+                }
             };
+            let (ci, tti, congested) = match (speed, ffs) {
+                (Some(v), Some(f)) => (
+                    Some((1.0 - v / f).clamp(0.0, 1.0)),
+                    Some((f / v).max(1.0)),
+                    // Below 90 %, exactly: 10·v < 9·v_free in thousandths of km/h.
+                    Some(thousandths(v) * 10 < thousandths(f) * 9),
+                ),
+                _ => (None, None, None),
+            };
+            let vkm = n * self.length_km.get(*sensor).copied().unwrap_or(1.0);
             readings += ts.len();
             out.push(WindowResult {
                 window_start: start,
@@ -261,6 +289,7 @@ impl Model {
                     los,
                     congestion_index: ci,
                     congested_share: None,
+                    travel_time_index: tti,
                 }),
             });
             segs.push(Seg {
@@ -269,6 +298,8 @@ impl Model {
                 speed_vehicles: n as u64,
                 density,
                 ci,
+                tti,
+                vkm,
                 congested,
             });
         }
@@ -286,6 +317,17 @@ impl Model {
             .filter_map(|s| s.ci.map(|c| c * s.speed_vehicles as f64))
             .sum();
         let judged: Vec<bool> = segs.iter().filter_map(|s| s.congested).collect();
+        // District travel time index: Σ VKT·TTI / Σ VKT; its level grades 1 / TTI (in
+        // millionths) on the urban-street scale.
+        let timed: Vec<(f64, f64)> = segs
+            .iter()
+            .filter(|s| s.vkm > 0.0)
+            .filter_map(|s| s.tti.map(|t| (s.vkm, t)))
+            .collect();
+        let vkt: f64 = timed.iter().map(|t| t.0).sum();
+        let tti = (!timed.is_empty())
+            .then(|| (timed.iter().map(|t| t.0 * t.1).sum::<f64>() / vkt).max(1.0));
+        let district_los = tti.map(|t| urban_los_of((1e6 / t).round() as u128, 1_000_000));
         out.push(WindowResult {
             window_start: start,
             window_end: end,
@@ -298,10 +340,11 @@ impl Model {
                 occupancy: segs.iter().map(|s| s.occ).sum::<f64>() / k,
                 speed_kmh: (all_n > 0).then(|| all_n as f64 / all_n_over_v),
                 density_vpkm: density,
-                los: density.map(los_of),
+                los: district_los,
                 congestion_index: (ci_weight > 0).then(|| ci_sum / ci_weight as f64),
                 congested_share: (!judged.is_empty())
                     .then(|| judged.iter().filter(|c| **c).count() as f64 / judged.len() as f64),
+                travel_time_index: tti,
             }),
         });
         out
@@ -377,16 +420,44 @@ impl Model {
     }
 }
 
-fn los_of(k: f64) -> Los {
-    if k <= 7.0 {
+/// `x` in thousandths, rounded: the resolution of every traffic threshold comparison.
+fn thousandths(x: f64) -> u128 {
+    (x * 1000.0).round() as u128
+}
+
+/// HCM 6th ed. Exhibit 12-15 (metric): k ≤ 7 A, ≤ 11 B, ≤ 16 C, ≤ 22 D, ≤ 28 E, else F, with
+/// k = vehicles·3600 / (lane_seconds·v) compared as `vehicles·3600·1000 ≤ L·v_milli·lane_s`.
+fn freeway_los_of(vehicles: u64, lane_seconds: u64, v: f64) -> Los {
+    let q = u128::from(vehicles) * 3_600_000;
+    let at = |limit: u128| q <= limit * thousandths(v) * u128::from(lane_seconds);
+    if at(7) {
         Los::A
-    } else if k <= 11.0 {
+    } else if at(11) {
         Los::B
-    } else if k <= 16.0 {
+    } else if at(16) {
         Los::C
-    } else if k <= 22.0 {
+    } else if at(22) {
         Los::D
-    } else if k <= 28.0 {
+    } else if at(28) {
+        Los::E
+    } else {
+        Los::F
+    }
+}
+
+/// HCM 6th ed. Exhibit 16-8: speed over base free-flow speed > 80 % A, > 67 B, > 50 C, > 40 D,
+/// > 30 E, else F.
+fn urban_los_of(v: u128, f: u128) -> Los {
+    let above = |pct: u128| v * 100 > pct * f;
+    if above(80) {
+        Los::A
+    } else if above(67) {
+        Los::B
+    } else if above(50) {
+        Los::C
+    } else if above(40) {
+        Los::D
+    } else if above(30) {
         Los::E
     } else {
         Los::F

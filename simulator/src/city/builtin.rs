@@ -1,12 +1,23 @@
 //! The built-in city: twelve districts of a mid-sized central-European city, ~300 loop detectors
 //! on motorway, arterial and local corridors, ~50 air-quality stations.
 //!
+//! Road classes (capacity per lane is what the segment can pass over an hour, signals included):
+//!
+//! | class | facility | lanes | free flow, km/h | capacity, veh/h/ln | peak demand / capacity | length, km |
+//! |---|---|---|---|---|---|---|
+//! | motorway | freeway | 3–4 | 90, 100, 110 | 1,900–2,200 (HCM 6th ed., ch. 12: basic freeway segments) | 0.72–0.85 | 1.0–3.0 |
+//! | arterial | urban street | 2–3 | 50, 60, 70 | 800, 900, 1,000 (a signalised arterial: ~1,900 veh/h of green × g/C ≈ 0.45–0.5) | 0.70–0.85 | 0.3–0.8 |
+//! | local | urban street | 1–2 | 30, 40, 50 | 600, 700, 800 (stop- or signal-controlled) | 0.50–0.80 | 0.15–0.5 |
+//!
+//! Peak demand stays below capacity: recurrent weekday peaks run near capacity at lower speeds
+//! (the fundamental diagram's free-flow branch), and only incidents break a road down.
+//!
 //! It is generated from fixed constants, never from `--seed`: every run, and every service that
 //! loads it as the segment registry (`citypulse-simulator city --print`), sees the same city. A
 //! segment's attributes depend only on its district and index, so [`City::builtin_scaled`] grows
 //! the same city: `loop-d01-007` is the same segment at 350 sensors and at 100,000.
 
-use super::{apportion, City, District, Segment, Station};
+use super::{apportion, City, District, Facility, Segment, Station};
 use citypulse_schema::Pollutant;
 
 /// Segments per corridor: each corridor is a chain of this many segments, upstream first.
@@ -108,6 +119,42 @@ fn generate(counts: &[usize]) -> City {
     }
 }
 
+/// Lanes, free-flow speeds, capacities per lane, peak demand range and length range (km) of a
+/// road class (see the module docs).
+type ClassTable = (
+    &'static [u32],
+    &'static [f64],
+    &'static [f64],
+    (f64, f64),
+    (f64, f64),
+);
+
+fn road_class(class: RoadClass) -> ClassTable {
+    match class {
+        RoadClass::Motorway => (
+            &[3, 4],
+            &[90.0, 100.0, 110.0],
+            &[1900.0, 2000.0, 2100.0, 2200.0],
+            (0.72, 0.85),
+            (1.0, 3.0),
+        ),
+        RoadClass::Arterial => (
+            &[2, 3],
+            &[50.0, 60.0, 70.0],
+            &[800.0, 900.0, 1000.0],
+            (0.7, 0.85),
+            (0.3, 0.8),
+        ),
+        RoadClass::Local => (
+            &[1, 2],
+            &[30.0, 40.0, 50.0],
+            &[600.0, 700.0, 800.0],
+            (0.5, 0.8),
+            (0.15, 0.5),
+        ),
+    }
+}
+
 fn segment(i: usize, district: &str, j: usize) -> Segment {
     let corridor = j / CORRIDOR_LEN;
     let ch = h(i, 3, corridor);
@@ -116,25 +163,10 @@ fn segment(i: usize, district: &str, j: usize) -> Segment {
         2..=6 => RoadClass::Arterial,
         _ => RoadClass::Local,
     };
-    let (lanes, speeds, capacities, demand): (&[u32], &[f64], &[f64], (f64, f64)) = match class {
-        RoadClass::Motorway => (
-            &[3, 4],
-            &[90.0, 100.0, 110.0],
-            &[2000.0, 2100.0, 2200.0],
-            (0.92, 1.06),
-        ),
-        RoadClass::Arterial => (
-            &[2, 3],
-            &[50.0, 60.0, 70.0],
-            &[1800.0, 1900.0, 2000.0],
-            (0.85, 1.0),
-        ),
-        RoadClass::Local => (
-            &[1, 2],
-            &[30.0, 40.0, 50.0],
-            &[1800.0, 1850.0, 1900.0],
-            (0.6, 0.85),
-        ),
+    let (lanes, speeds, capacities, demand, length) = road_class(class);
+    let facility = match class {
+        RoadClass::Motorway => Facility::Freeway,
+        RoadClass::Arterial | RoadClass::Local => Facility::UrbanStreet,
     };
     let n = j + 1;
     Segment {
@@ -143,6 +175,8 @@ fn segment(i: usize, district: &str, j: usize) -> Segment {
         lanes: pick(ch >> 8, lanes),
         free_flow_kmh: pick(ch >> 16, speeds),
         capacity_vphpl: pick(ch >> 24, capacities),
+        facility,
+        length_km: span(h(i, 6, j), length.0, length.1),
         peak_demand: span(h(i, 4, j), demand.0, demand.1),
         detectors: vec![format!("loop-{district}-{n:03}")],
     }
@@ -231,8 +265,19 @@ mod tests {
             for s in &d.segments {
                 assert!((1..=4).contains(&s.lanes));
                 assert!((30.0..=110.0).contains(&s.free_flow_kmh));
-                assert!((1800.0..=2200.0).contains(&s.capacity_vphpl));
-                assert!((0.5..=1.1).contains(&s.peak_demand));
+                let capacity = match s.facility {
+                    Facility::Freeway => 1900.0..=2200.0,
+                    Facility::UrbanStreet => 600.0..=1000.0,
+                };
+                assert!(capacity.contains(&s.capacity_vphpl), "{s:?}");
+                assert!((0.5..=0.9).contains(&s.peak_demand), "{s:?}");
+                assert!((0.15..=3.0).contains(&s.length_km), "{s:?}");
+                // The processors' default for a city file without `facility` agrees.
+                assert_eq!(
+                    Facility::from_free_flow(s.free_flow_kmh),
+                    s.facility,
+                    "{s:?}"
+                );
             }
         }
     }

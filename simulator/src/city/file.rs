@@ -15,8 +15,11 @@
 //! corridor = "c01"                 # default "main"
 //! lanes = 2                        # 1..=8
 //! free_flow_kmh = 50.0             # 5..=200
-//! capacity_vphpl = 1900.0          # vehicles per hour per lane, 100..=4000
-//! peak_demand = 0.95               # weekday peak demand / capacity, 0..=2; default 0.9
+//! capacity_vphpl = 900.0           # vehicles per hour per lane, 100..=4000
+//! facility = "urban_street"        # or "freeway" / "expressway"; default: freeway when
+//!                                  # free_flow_kmh >= 90, urban street otherwise
+//! length_km = 0.4                  # 0.01..=50; default 1.0
+//! peak_demand = 0.85               # weekday peak demand / capacity, 0..=2; default 0.9
 //! detectors = ["loop-d01-001"]     # sensor ids of kind traffic
 //!
 //! [[district.station]]
@@ -30,7 +33,7 @@
 //! first phase (the parser reports one); the second phase reports every invalid value at once.
 //! Sensor ids are unique across the whole city: they key `Nats-Msg-Id`.
 
-use super::{City, District, Segment, Station};
+use super::{City, District, Facility, Segment, Station};
 use citypulse_schema::subject::is_token;
 use citypulse_schema::Pollutant;
 use serde::{Deserialize, Serialize};
@@ -121,6 +124,8 @@ struct RawSegment {
     lanes: Spanned<i64>,
     free_flow_kmh: Spanned<f64>,
     capacity_vphpl: Spanned<f64>,
+    facility: Option<Spanned<String>>,
+    length_km: Option<Spanned<f64>>,
     peak_demand: Option<Spanned<f64>>,
     #[serde(default)]
     detectors: Vec<Spanned<String>>,
@@ -322,6 +327,8 @@ impl City {
                             lanes: s.lanes,
                             free_flow_kmh: s.free_flow_kmh,
                             capacity_vphpl: s.capacity_vphpl,
+                            facility: s.facility,
+                            length_km: s.length_km,
                             peak_demand: s.peak_demand,
                             detectors: &s.detectors,
                         })
@@ -364,17 +371,36 @@ fn segment(c: &mut Check<'_>, s: &RawSegment) -> Segment {
             c.token(d, "detectors")
         })
         .collect();
+    let lanes = c.int(&s.lanes, "lanes", 1..=8) as u32;
+    let free_flow_kmh = c.float(Some(&s.free_flow_kmh), "free_flow_kmh", 5.0..=200.0, 0.0);
+    let facility = match &s.facility {
+        None => Facility::from_free_flow(free_flow_kmh),
+        Some(v) => match v.get_ref().as_str() {
+            "urban_street" => Facility::UrbanStreet,
+            "freeway" | "expressway" => Facility::Freeway,
+            other => {
+                c.value(
+                    v,
+                    "facility",
+                    format!("`{other}` is not urban_street, freeway or expressway"),
+                );
+                Facility::UrbanStreet
+            }
+        },
+    };
     Segment {
         id,
         corridor,
-        lanes: c.int(&s.lanes, "lanes", 1..=8) as u32,
-        free_flow_kmh: c.float(Some(&s.free_flow_kmh), "free_flow_kmh", 5.0..=200.0, 0.0),
+        lanes,
+        free_flow_kmh,
         capacity_vphpl: c.float(
             Some(&s.capacity_vphpl),
             "capacity_vphpl",
             100.0..=4000.0,
             0.0,
         ),
+        facility,
+        length_km: c.float(s.length_km.as_ref(), "length_km", 0.01..=50.0, 1.0),
         peak_demand: c.float(s.peak_demand.as_ref(), "peak_demand", 0.0..=2.0, 0.9),
         detectors,
     }
@@ -434,6 +460,8 @@ struct OutSegment<'a> {
     lanes: u32,
     free_flow_kmh: f64,
     capacity_vphpl: f64,
+    facility: Facility,
+    length_km: f64,
     peak_demand: f64,
     detectors: &'a [String],
 }
@@ -482,12 +510,56 @@ pollutants = ["pm25", "no2"]
         assert_eq!(d.segments[0].corridor, "main");
         assert_eq!(d.segments[0].peak_demand, 0.9);
         assert_eq!(d.segments[0].free_flow_kmh, 50.0);
+        assert_eq!(d.segments[0].facility, Facility::UrbanStreet);
+        assert_eq!(d.segments[0].length_km, 1.0);
         assert_eq!(
             d.stations[0].pollutants,
             vec![Pollutant::Pm25, Pollutant::No2]
         );
         assert!(d.stations[0].weather);
         assert_eq!(city.sensor_count(), 2);
+    }
+
+    #[test]
+    fn facility_defaults_by_free_flow_speed_and_is_checked() {
+        let fast = SMALL.replace("free_flow_kmh = 50", "free_flow_kmh = 100");
+        let seg = |text: &str| City::from_toml(text).unwrap().districts[0].segments[0].clone();
+        assert_eq!(seg(&fast).facility, Facility::Freeway);
+        let at_90 = SMALL.replace("free_flow_kmh = 50", "free_flow_kmh = 90");
+        assert_eq!(seg(&at_90).facility, Facility::Freeway);
+        let at_89 = SMALL.replace("free_flow_kmh = 50", "free_flow_kmh = 89.9");
+        assert_eq!(seg(&at_89).facility, Facility::UrbanStreet);
+        let urban_fast = fast.replace("lanes = 2", "lanes = 2\nfacility = \"urban_street\"");
+        assert_eq!(seg(&urban_fast).facility, Facility::UrbanStreet);
+        let expressway = SMALL.replace(
+            "lanes = 2",
+            "lanes = 2\nfacility = \"expressway\"\nlength_km = 2.5",
+        );
+        assert_eq!(seg(&expressway).facility, Facility::Freeway);
+        assert_eq!(seg(&expressway).length_km, 2.5);
+        let bad = SMALL.replace(
+            "lanes = 2",
+            "lanes = 2\nfacility = \"highway\"\nlength_km = 0",
+        );
+        let errs = errors(&bad);
+        assert!(
+            matches!(
+                &errs[..],
+                [
+                    CityFileError::Value {
+                        line: 11,
+                        field: "facility",
+                        ..
+                    },
+                    CityFileError::Value {
+                        line: 12,
+                        field: "length_km",
+                        ..
+                    },
+                ]
+            ),
+            "{errs:?}"
+        );
     }
 
     #[test]

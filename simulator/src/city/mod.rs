@@ -59,6 +59,34 @@ pub struct District {
     pub stations: Vec<Station>,
 }
 
+/// The HCM facility type of a segment: how its level of service is graded downstream, and the
+/// shape of its fundamental diagram here ([`patterns::FundamentalDiagram::for_facility`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Facility {
+    /// Signalised arterial, collector or local street: interrupted flow, capacity per lane
+    /// bounded by the green time (~800–1,000 veh/h/ln for a signalised arterial).
+    UrbanStreet,
+    /// Freeway or expressway: uninterrupted flow, 1,900–2,200 veh/h/ln (HCM 6th ed., ch. 12).
+    Freeway,
+}
+
+impl Facility {
+    /// Free-flow speed from which a segment whose city file names no facility is a freeway,
+    /// km/h (HCM basic freeway segments: 55–75 mi/h ≈ 90–120 km/h). The processors' registry
+    /// applies the same default.
+    pub const FREEWAY_FROM_KMH: f64 = 90.0;
+
+    /// The default for a segment without an explicit facility.
+    pub fn from_free_flow(free_flow_kmh: f64) -> Facility {
+        if free_flow_kmh >= Facility::FREEWAY_FROM_KMH {
+            Facility::Freeway
+        } else {
+            Facility::UrbanStreet
+        }
+    }
+}
+
 /// A directed road segment carrying loop detectors.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Segment {
@@ -72,6 +100,10 @@ pub struct Segment {
     pub free_flow_kmh: f64,
     /// Capacity per lane, vehicles per hour.
     pub capacity_vphpl: f64,
+    /// Facility type.
+    pub facility: Facility,
+    /// Length, km.
+    pub length_km: f64,
     /// Demand at the weekday peak as a fraction of capacity (above ~1 the segment congests at
     /// peak hours).
     pub peak_demand: f64,

@@ -2,6 +2,7 @@
 //! flow, and the air-quality model. Plain functions of local time and state; no randomness (the
 //! engine adds noise).
 
+use super::Facility;
 use std::f64::consts::PI;
 
 /// Effective vehicle length seen by a loop: a 5.5 m vehicle plus a 2 m loop. Occupancy is
@@ -11,8 +12,15 @@ pub const EFFECTIVE_VEHICLE_LENGTH_M: f64 = 7.5;
 /// Jam density, vehicles per km per lane (bumper to bumper; occupancy ≈ 0.94 at jam).
 pub const JAM_DENSITY_VPKMPL: f64 = 125.0;
 
-/// Speed loss at capacity on the free-flow branch: speed at capacity = (1 − α) × free-flow.
-const ALPHA: f64 = 0.15;
+/// Speed loss at capacity on a freeway's free-flow branch: speed at capacity = (1 − α) ×
+/// free-flow = 75 % (HCM 6th ed., ch. 12: a 75 mi/h freeway reaches capacity, 2,400 pc/h/ln at
+/// 45 pc/mi/ln, at 53 mi/h, 71 %).
+pub const FREEWAY_ALPHA: f64 = 0.25;
+/// Speed loss at capacity on an urban street: 70 % of free flow at capacity (signal delay grows
+/// with the volume-to-capacity ratio). Both stay ≥ 0.2, so no state on the free-flow branch is
+/// above 80 % of free-flow speed and above critical density at once, and below 1/3, so flow
+/// grows with density up to capacity.
+pub const URBAN_ALPHA: f64 = 0.3;
 
 /// Local time of day and day of week.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -71,8 +79,8 @@ pub fn photochemistry(t: LocalTime) -> f64 {
     bump(t.hour, 14.5, 2.8)
 }
 
-/// The fundamental diagram of one lane: a free-flow branch where speed falls gently from
-/// free-flow speed to `(1 − α)` of it at capacity (`q = k·v_f·(1 − α(k/k_c)²)`), and a linear
+/// The fundamental diagram of one lane: a free-flow branch where speed falls from free-flow
+/// speed to `(1 − α)` of it at capacity (`q = k·v_f·(1 − α(k/k_c)²)`), and a linear
 /// congested branch from capacity down to jam density (`q = C·(k_j − k)/(k_j − k_c)`), as in a
 /// triangular diagram. Flow, density and speed satisfy `q = k·v` on both branches.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -85,6 +93,8 @@ pub struct FundamentalDiagram {
     pub critical_density: f64,
     /// Jam density, vehicles per km per lane.
     pub jam_density: f64,
+    /// Speed loss at capacity, `1 − v_c / v_f`.
+    pub alpha: f64,
 }
 
 /// One lane's traffic state on the diagram.
@@ -101,15 +111,31 @@ pub struct FlowState {
 }
 
 impl FundamentalDiagram {
-    /// The diagram of a lane with this free-flow speed and capacity.
-    pub fn new(free_flow_kmh: f64, capacity_vphpl: f64) -> FundamentalDiagram {
-        let critical_density = capacity_vphpl / (free_flow_kmh * (1.0 - ALPHA));
+    /// The diagram of a lane with this free-flow speed, capacity and speed loss at capacity
+    /// (`alpha`, clamped to 0.2..=0.32).
+    pub fn new(free_flow_kmh: f64, capacity_vphpl: f64, alpha: f64) -> FundamentalDiagram {
+        let alpha = alpha.clamp(0.2, 0.32);
+        let critical_density = capacity_vphpl / (free_flow_kmh * (1.0 - alpha));
         FundamentalDiagram {
             free_flow_kmh,
             capacity_vphpl,
             critical_density,
             jam_density: JAM_DENSITY_VPKMPL.max(critical_density * 1.5),
+            alpha,
         }
+    }
+
+    /// The diagram of a lane of `facility` ([`FREEWAY_ALPHA`], [`URBAN_ALPHA`]).
+    pub fn for_facility(
+        free_flow_kmh: f64,
+        capacity_vphpl: f64,
+        facility: Facility,
+    ) -> FundamentalDiagram {
+        let alpha = match facility {
+            Facility::Freeway => FREEWAY_ALPHA,
+            Facility::UrbanStreet => URBAN_ALPHA,
+        };
+        FundamentalDiagram::new(free_flow_kmh, capacity_vphpl, alpha)
     }
 
     /// The free-flow state carrying `flow` (clamped to 0..=capacity).
@@ -117,17 +143,18 @@ impl FundamentalDiagram {
         let y = (flow / self.capacity_vphpl).clamp(0.0, 1.0);
         // Solve x(1 − αx²) = y(1 − α) for x = k/k_c in 0..=1; the left side is increasing there
         // (derivative ≥ 1 − 3α > 0), so Newton from x = y converges in a few steps.
-        let target = y * (1.0 - ALPHA);
+        let a = self.alpha;
+        let target = y * (1.0 - a);
         let mut x = y;
-        for _ in 0..8 {
-            let f = x * (1.0 - ALPHA * x * x) - target;
-            x = (x - f / (1.0 - 3.0 * ALPHA * x * x)).clamp(0.0, 1.0);
+        for _ in 0..12 {
+            let f = x * (1.0 - a * x * x) - target;
+            x = (x - f / (1.0 - 3.0 * a * x * x)).clamp(0.0, 1.0);
         }
         let flow = y * self.capacity_vphpl;
         FlowState {
             flow_vphpl: flow,
             density_vpkmpl: x * self.critical_density,
-            speed_kmh: self.free_flow_kmh * (1.0 - ALPHA * x * x),
+            speed_kmh: self.free_flow_kmh * (1.0 - a * x * x),
             congested: false,
         }
     }
@@ -145,32 +172,74 @@ impl FundamentalDiagram {
         }
     }
 
-    /// The state of a segment with this diagram when `demand` (veh/h/lane) arrives and an
-    /// incident leaves `capacity_factor` of its capacity. `was_congested` gives hysteresis: a
-    /// queue forms when demand exceeds the available capacity and dissolves only below 90 % of it.
+    /// One interval of `dt_s` seconds on a segment with this diagram: `demand` (veh/h/lane)
+    /// arrives, an incident leaves `capacity_factor` of the capacity, and `queue` is what the
+    /// previous interval left. Returns the state the loop measures and the queue left behind.
     ///
-    /// Below capacity the state is on the free-flow branch (of a diagram with the reduced
-    /// capacity and, near an incident, a lower free-flow speed: drivers slow down to look). In a
-    /// queue the loop measures the bottleneck's discharge on the congested branch: 8 % below the
-    /// available capacity (the capacity drop), down to 38 % below in stop-and-go when demand is
-    /// 1.5 times the capacity or more.
-    pub fn state(&self, demand: f64, capacity_factor: f64, was_congested: bool) -> FlowState {
+    /// Demand above the available capacity is stored in the queue (a point queue at the
+    /// bottleneck); flow breaks down once the queue holds more than [`BREAKDOWN_QUEUE_S`] of the
+    /// lane's capacity, so a few
+    /// minutes of demand just above capacity at a peak are absorbed, while an incident's
+    /// capacity cut breaks the flow down within a minute. A broken-down segment discharges on the
+    /// congested branch, 8 % below the available capacity (the capacity drop), down to 38 % below
+    /// in stop-and-go when demand is 1.5 times the capacity or more, and recovers once its queue
+    /// has drained. Otherwise the state is on the free-flow branch of a diagram with the
+    /// available capacity and, near an incident, a lower free-flow speed (drivers slow down to
+    /// look). The flow measured never exceeds the available capacity.
+    pub fn step(
+        &self,
+        demand: f64,
+        capacity_factor: f64,
+        queue: Queue,
+        dt_s: f64,
+    ) -> (FlowState, Queue) {
         let f = capacity_factor.clamp(0.01, 1.0);
         let available = self.capacity_vphpl * f;
-        let ratio = demand.max(0.0) / available;
-        let congested = if was_congested {
-            ratio > 0.9
-        } else {
-            ratio > 1.0
-        };
-        if congested {
-            let overload = ((ratio - 1.0) / 0.5).clamp(0.0, 1.0);
-            self.congested(available * (0.92 - 0.3 * overload))
+        let demand = demand.max(0.0);
+        let (state, discharge) = if queue.broken_down {
+            let overload = ((demand / available - 1.0) / 0.5).clamp(0.0, 1.0);
+            let q = available * (0.92 - 0.3 * overload);
+            (self.congested(q), q)
         } else {
             let vf = self.free_flow_kmh * (0.75 + 0.25 * f);
-            FundamentalDiagram::new(vf, available).free_flow(demand)
-        }
+            let q = demand.min(available);
+            let reduced = FundamentalDiagram::new(vf, available, self.alpha);
+            (reduced.free_flow(q), q)
+        };
+        let breakdown = self.capacity_vphpl * BREAKDOWN_QUEUE_S / 3600.0;
+        let vehicles = (queue.vehicles_per_lane + (demand - discharge) * dt_s / 3600.0)
+            .clamp(0.0, QUEUE_HELD * breakdown);
+        let broken_down = if queue.broken_down {
+            vehicles > 0.0
+        } else {
+            vehicles > breakdown
+        };
+        let next = Queue {
+            vehicles_per_lane: vehicles,
+            broken_down,
+        };
+        (state, next)
     }
+}
+
+/// Queue at which the flow breaks down, in seconds of the lane's capacity: 7.5 vehicles per lane
+/// on a 900 veh/h/ln street, 17.5 on a 2,100 veh/h/ln freeway.
+pub const BREAKDOWN_QUEUE_S: f64 = 30.0;
+
+/// The most a segment's own queue holds, in breakdown queues: the vehicles queued at its
+/// detector. A longer queue reaches the segments upstream, which an incident models by cutting
+/// their capacity in turn ([`super::events::Incident::capacity_factor_at`]), and drivers divert;
+/// so once the bottleneck reopens a segment drains in minutes, as the schedule's 15-minute
+/// recovery says, not in the hours a point queue holding a whole peak's excess would take.
+pub const QUEUE_HELD: f64 = 2.0;
+
+/// The queue a segment carries from one interval to the next.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Queue {
+    /// Vehicles waiting per lane.
+    pub vehicles_per_lane: f64,
+    /// Whether the flow has broken down (until the queue has drained).
+    pub broken_down: bool,
 }
 
 /// Loop occupancy from what the loop counted: each vehicle covers the loop for
@@ -275,7 +344,7 @@ mod tests {
 
     #[test]
     fn fundamental_diagram_is_consistent_on_both_branches() {
-        let fd = FundamentalDiagram::new(100.0, 2000.0);
+        let fd = FundamentalDiagram::new(100.0, 2000.0, FREEWAY_ALPHA);
         for i in 0..=20 {
             let q = 100.0 * f64::from(i);
             for s in [fd.free_flow(q), fd.congested(q)] {
@@ -286,36 +355,69 @@ mod tests {
             }
         }
         let at_capacity = fd.free_flow(2000.0);
-        assert!((at_capacity.speed_kmh - 85.0).abs() < 1e-6);
+        assert!((at_capacity.speed_kmh - 75.0).abs() < 1e-6);
         assert!((at_capacity.density_vpkmpl - fd.critical_density).abs() < 1e-6);
         let jam = fd.congested(0.0);
         assert_eq!(jam.density_vpkmpl, JAM_DENSITY_VPKMPL);
         assert_eq!(fd.free_flow(0.0).speed_kmh, 100.0);
     }
 
+    /// Runs `minutes` of 30-s intervals at a constant demand and capacity factor.
+    fn run(
+        fd: &FundamentalDiagram,
+        demand: f64,
+        factor: f64,
+        minutes: u32,
+        q: Queue,
+    ) -> (FlowState, Queue) {
+        let mut out = fd.step(demand, factor, q, 30.0);
+        for _ in 1..minutes * 2 {
+            out = fd.step(demand, factor, out.1, 30.0);
+        }
+        out
+    }
+
     #[test]
     fn speed_falls_and_density_rises_with_demand_then_breaks_down() {
-        let fd = FundamentalDiagram::new(60.0, 1900.0);
-        let mut last = fd.state(0.0, 1.0, false);
-        for i in 1..=19 {
-            let s = fd.state(100.0 * f64::from(i), 1.0, false);
+        let fd = FundamentalDiagram::new(60.0, 900.0, URBAN_ALPHA);
+        let mut last = run(&fd, 0.0, 1.0, 1, Queue::default()).0;
+        for i in 1..=9 {
+            let s = run(&fd, 100.0 * f64::from(i), 1.0, 30, Queue::default()).0;
             assert!(!s.congested);
             assert!(s.speed_kmh <= last.speed_kmh && s.density_vpkmpl > last.density_vpkmpl);
             last = s;
         }
-        let over = fd.state(2300.0, 1.0, false);
-        assert!(over.congested && over.speed_kmh < 0.7 * 60.0, "{over:?}");
-        // Hysteresis: a queue persists until demand falls below 90 % of capacity.
-        assert!(fd.state(1800.0, 1.0, true).congested);
-        assert!(!fd.state(1800.0, 1.0, false).congested);
-        assert!(!fd.state(1600.0, 1.0, true).congested);
+        // At capacity: 70 % of free-flow speed on an urban street.
+        assert!((last.speed_kmh - 42.0).abs() < 1e-6, "{last:?}");
+        // 3 % over capacity for 10 minutes queues 4.5 vehicles per lane: absorbed.
+        let (s, q) = run(&fd, 927.0, 1.0, 10, Queue::default());
+        assert!(!s.congested && !q.broken_down, "{s:?} {q:?}");
+        assert!((q.vehicles_per_lane - 4.5).abs() < 1e-9, "{q:?}");
+        // 30 % over for 5 minutes (22.5 vehicles): broken down, well below free-flow speed.
+        let (s, q) = run(&fd, 1170.0, 1.0, 5, Queue::default());
+        assert!(
+            s.congested && q.broken_down && s.speed_kmh < 0.5 * 60.0,
+            "{s:?}"
+        );
+        // The segment holds at most 15 vehicles per lane (twice the breakdown queue); they
+        // drain at 0.92 × 900 − 700 = 128 veh/h, in about 7 minutes.
+        let (s, q) = run(&fd, 700.0, 1.0, 5, q);
+        assert!(s.congested && q.vehicles_per_lane > 0.0, "{s:?} {q:?}");
+        let (s, q) = run(&fd, 700.0, 1.0, 20, q);
+        assert!(!s.congested && !q.broken_down, "{s:?} {q:?}");
+        assert!(s.flow_vphpl <= fd.capacity_vphpl);
     }
 
     #[test]
-    fn an_incident_cutting_capacity_jams_the_segment() {
-        let fd = FundamentalDiagram::new(100.0, 2000.0);
-        let s = fd.state(1200.0, 0.3, false);
+    fn an_incident_cutting_capacity_jams_the_segment_within_three_minutes() {
+        // 600 veh/h/ln over the 600 left: 5 vehicles per lane queue every 30 s, past the
+        // breakdown queue (16.7 vehicles) after the fourth interval.
+        let fd = FundamentalDiagram::new(100.0, 2000.0, FREEWAY_ALPHA);
+        let (s, _) = run(&fd, 1200.0, 0.3, 2, Queue::default());
+        assert!(!s.congested);
+        let (s, _) = run(&fd, 1200.0, 0.3, 3, Queue::default());
         assert!(s.congested && s.speed_kmh < 15.0, "{s:?}");
+        assert!(s.flow_vphpl <= 0.3 * 2000.0);
         let occ = s.density_vpkmpl * EFFECTIVE_VEHICLE_LENGTH_M / 1000.0;
         assert!(occ > 0.5 && occ < 1.0, "{occ}");
     }
