@@ -25,6 +25,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 /// Unacked messages that force a checkpoint (and so an ack), well below the consumer's
 /// `max_ack_pending` ([`nats::MAX_ACK_PENDING`]).
 const ACK_THRESHOLD: usize = 50_000;
+/// Once the partition's backlog is drained, checkpoint (and so ack) after this long rather than
+/// the full `--checkpoint-interval`: a drained backlog shows as drained within about a second.
+const CAUGHT_UP_CHECKPOINT: Duration = Duration::from_secs(1);
 /// Longest wait between retries of a checkpoint write.
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
@@ -379,9 +382,11 @@ impl Partition {
         if matches!(self.publish_outbox().await, Flow::Stop) {
             return Ok(Flow::Stop);
         }
+        let since = self.last_checkpoint.elapsed();
         let due = force
             || self.unacked >= ACK_THRESHOLD
-            || self.last_checkpoint.elapsed() >= self.settings.checkpoint_interval;
+            || since >= self.settings.checkpoint_interval
+            || (source.caught_up() && since >= CAUGHT_UP_CHECKPOINT);
         if !due || !self.dirty {
             return Ok(Flow::Continue);
         }

@@ -141,6 +141,8 @@ pub struct Source {
     after: u64,
     /// Delivery count expected next from the current consumer.
     next_delivery: u64,
+    /// Messages the server still had for the consumer after the last one handed out.
+    pending: u64,
 }
 
 impl Source {
@@ -153,7 +155,14 @@ impl Source {
             messages: None,
             after,
             next_delivery: 1,
+            pending: u64::MAX,
         }
+    }
+
+    /// Whether the last message handed out was the newest the consumer had (the backlog is
+    /// drained): a moment to make progress durable rather than wait for the next interval.
+    pub fn caught_up(&self) -> bool {
+        self.pending == 0
     }
 
     /// The last stream sequence handed out.
@@ -225,7 +234,9 @@ impl Source {
                 return false;
             }
         };
-        let Ok((seq, delivery)) = msg.info().map(|i| (i.stream_sequence, i.consumer_sequence))
+        let Ok((seq, delivery, pending)) = msg
+            .info()
+            .map(|i| (i.stream_sequence, i.consumer_sequence, i.pending))
         else {
             // A JetStream consumer delivers nothing else; treat it as a lost order.
             self.messages = None;
@@ -245,6 +256,7 @@ impl Source {
             return false;
         }
         self.after = seq;
+        self.pending = pending;
         let (message, acker) = msg.split();
         out.push(Delivery {
             seq,

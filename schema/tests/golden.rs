@@ -279,7 +279,9 @@ fn old_decoders_read_the_new_payloads() {
         .filter_map(|(k, _)| k.as_text())
         .collect();
     assert!(keys.contains(&"interval_s") && keys.contains(&"v"));
+}
 
+#[test]
 fn travel_time_index_fixtures_decode_conform_and_older_ones_lack_it() {
     let d = WindowResult::decode(&fixture("window_traffic_district_tti_v1.cbor")).unwrap();
     assert_eq!(d.value("travel_time_index"), Some(1.6));
