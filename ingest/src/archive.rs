@@ -1,34 +1,31 @@
-//! SHELL: the archive — a durable pull consumer on READINGS (`<consumer-name>-archive`),
-//! independent of the validator, that writes readings to PostgreSQL in batches. A READINGS
-//! message is a batch of readings ([`citypulse_schema::batch`]) or, from ingest v0.1, one.
+//! SHELL: the archive — a durable consumer on READINGS (`<consumer-name>-archive`),
+//! independent of the validator, read in order through the runtime's [`Source`], that writes
+//! readings to PostgreSQL in batches. A READINGS message is a batch of readings
+//! ([`citypulse_schema::batch`]) or, from ingest v0.1, one.
 //!
-//! Each round: fetch up to `archive_batch_size` messages (waiting at most `archive_max_delay`),
-//! write them in one statement, and ack them only after it committed. A failed write naks the
-//! batch and drops the connection; until PostgreSQL answers again the archive fetches nothing, so
-//! the backlog stays in READINGS (archive lag = the consumer's pending messages) while
-//! validation flows on. Reconnection backs off up to 2 s. Redeliveries (a crash between COMMIT
-//! and ack, a write that timed out but committed) hit the natural key and insert nothing.
+//! Each round: take up to `archive_batch_size` messages (waiting at most `archive_max_delay` to
+//! fill the batch), write their readings in one statement, and ack (cumulatively) only after it
+//! committed. A failed write drops the connection and writes the same rows again once
+//! PostgreSQL answers (reconnection backs off up to 2 s); meanwhile nothing more is taken, so the
+//! backlog stays in READINGS (archive lag = the consumer's pending messages) while validation
+//! flows on. A replay after a crash between COMMIT and ack hits the natural key and inserts
+//! nothing.
 
 use crate::metrics::IngestMetrics;
-use crate::nats;
 use crate::pause;
 use crate::pipeline::now_ms;
 use crate::store::{Rows, Store};
-use async_nats::jetstream::consumer::pull;
-use async_nats::jetstream::consumer::PullConsumer;
 use async_nats::jetstream::stream::Stream;
-use async_nats::jetstream::{AckKind, Message};
 use citypulse_runtime::shutdown::Shutdown;
+use citypulse_runtime::source::{ack_floor, Delivery, Source, SourceConfig, SourceEvent};
 use citypulse_schema::{batch, Reading};
-use futures::StreamExt;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Bound on connecting (and creating the schema).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bound on one batch write.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
-/// Slack on top of `archive_max_delay` before a fetch is given up as lost.
-const FETCH_SLACK: Duration = Duration::from_secs(10);
 /// How often the archive lag is measured.
 const LAG_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -37,11 +34,9 @@ pub struct Archiving {
     /// READINGS stream.
     pub readings: Stream,
     /// The archive consumer's settings.
-    pub consumer: pull::Config,
+    pub consumer: SourceConfig,
     /// PostgreSQL URL.
     pub database_url: String,
-    /// Messages per batch.
-    pub batch_size: usize,
     /// Longest wait to fill a batch.
     pub max_delay: Duration,
     /// Metrics.
@@ -53,29 +48,133 @@ impl Archiving {
     pub async fn run(self, shutdown: Shutdown) {
         let monitor = tokio::spawn(lag_monitor(
             self.readings.clone(),
-            self.consumer.durable_name.clone().unwrap_or_default(),
+            self.consumer.durable.clone(),
             self.metrics.clone(),
             shutdown.clone(),
         ));
-        let mut rows = Rows::default();
-        while let Some(store) = self.connect(&shutdown).await {
-            let Some(consumer) = self.consumer(&shutdown).await else {
-                break;
-            };
-            self.metrics.set_archive_up(true);
-            // `archive` returns when the connection is presumed lost: reconnect.
-            let stopped = tokio::select! {
-                biased;
-                () = shutdown.cancelled() => true,
-                () = self.archive(&store, consumer, &mut rows, &shutdown) => false,
-            };
-            self.metrics.set_archive_up(false);
-            if stopped {
-                break;
+        if let Some(mut source) = self.source(&shutdown).await {
+            let mut store = None;
+            let mut batch = Vec::new();
+            let mut rows = Rows::default();
+            while self.fill(&mut source, &mut batch, &shutdown).await {
+                rows.clear();
+                for d in &batch {
+                    self.push(&mut rows, d);
+                }
+                if !self.write(&mut store, &rows, &shutdown).await {
+                    break;
+                }
+                if let Some(last) = batch.last() {
+                    source.ack(last).await;
+                }
+                batch.clear();
             }
         }
+        self.metrics.set_archive_up(false);
         // The monitor stops on the same shutdown; its result carries nothing.
         let _ = monitor.await;
+    }
+
+    /// The source, resuming after the archive consumer's ack floor; `None` on shutdown.
+    async fn source(&self, shutdown: &Shutdown) -> Option<Source> {
+        let mut backoff = Duration::from_millis(50);
+        let after = loop {
+            match ack_floor(&self.readings, &self.consumer.durable).await {
+                Ok(after) => break after,
+                Err(error) => {
+                    self.metrics.consume_error("archive", "open");
+                    tracing::warn!(%error, "cannot read the archive consumer on READINGS; retrying");
+                }
+            }
+            if !pause(&mut backoff, shutdown).await {
+                return None;
+            }
+        };
+        let metrics = self.metrics.clone();
+        let observer = Arc::new(move |e: SourceEvent| match e {
+            SourceEvent::AckFailed => metrics.ack_failed(),
+            e => metrics.consume_error("archive", e.label()),
+        });
+        Some(Source::new(
+            self.readings.clone(),
+            self.consumer.clone(),
+            after,
+            observer,
+        ))
+    }
+
+    /// Takes messages until the batch is full or `max_delay` has passed since the first;
+    /// `false` on shutdown.
+    async fn fill(
+        &self,
+        source: &mut Source,
+        batch: &mut Vec<Delivery>,
+        shutdown: &Shutdown,
+    ) -> bool {
+        if !source.next_batch(batch, shutdown).await {
+            return false;
+        }
+        let deadline = tokio::time::Instant::now() + self.max_delay;
+        while batch.len() < self.consumer.batch {
+            match tokio::time::timeout_at(deadline, source.next_batch(batch, shutdown)).await {
+                Ok(true) => {}
+                Ok(false) => return false,
+                Err(_) => break,
+            }
+        }
+        true
+    }
+
+    /// Adds a message's rows; an unusable message is counted and skipped (only ingest writes
+    /// READINGS: it is someone else's).
+    fn push(&self, rows: &mut Rows, d: &Delivery) {
+        if let Err(error) = push_rows(rows, &d.message) {
+            self.metrics.archive_error("undecodable");
+            tracing::warn!(%error, subject = %d.message.subject, seq = d.seq,
+                "READINGS message is not an archivable reading; skipped");
+        }
+    }
+
+    /// Writes `rows` until committed, (re)connecting as needed; `false` on shutdown.
+    async fn write(&self, store: &mut Option<Store>, rows: &Rows, shutdown: &Shutdown) -> bool {
+        if rows.is_empty() {
+            return true;
+        }
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            let s = match store {
+                Some(s) => s,
+                None => match self.connect(shutdown).await {
+                    Some(s) => {
+                        self.metrics.set_archive_up(true);
+                        store.insert(s)
+                    }
+                    None => return false,
+                },
+            };
+            let started = Instant::now();
+            let attempt = tokio::select! {
+                biased;
+                () = shutdown.cancelled() => return false,
+                attempt = s.insert(rows, WRITE_TIMEOUT) => attempt,
+            };
+            match attempt {
+                Ok(inserted) => {
+                    self.metrics
+                        .archived(rows.len(), inserted, started.elapsed().as_secs_f64());
+                    return true;
+                }
+                Err(error) => {
+                    self.metrics.archive_error(error.reason());
+                    self.metrics.set_archive_up(false);
+                    tracing::warn!(%error, "archive write failed; reconnecting, the batch will be written again");
+                    *store = None;
+                }
+            }
+            if !pause(&mut backoff, shutdown).await {
+                return false;
+            }
+        }
     }
 
     /// Connects to PostgreSQL, retrying with backoff; `None` on shutdown.
@@ -109,126 +208,11 @@ impl Archiving {
             }
         }
     }
-
-    /// Creates (or updates) the archive consumer, retrying with backoff; `None` on shutdown.
-    async fn consumer(&self, shutdown: &Shutdown) -> Option<PullConsumer> {
-        let mut backoff = Duration::from_millis(50);
-        loop {
-            let attempt = tokio::select! {
-                biased;
-                () = shutdown.cancelled() => return None,
-                attempt = self.readings.create_consumer(self.consumer.clone()) => attempt,
-            };
-            match attempt {
-                Ok(c) => return Some(c),
-                Err(error) => {
-                    self.metrics.consume_error("archive", "open");
-                    tracing::warn!(%error, "cannot open the archive consumer on READINGS; retrying");
-                }
-            }
-            if !pause(&mut backoff, shutdown).await {
-                return None;
-            }
-        }
-    }
-
-    /// Archives batches until a write fails (the connection is then presumed lost).
-    async fn archive(
-        &self,
-        store: &Store,
-        mut consumer: PullConsumer,
-        rows: &mut Rows,
-        shutdown: &Shutdown,
-    ) {
-        let mut backoff = Duration::from_millis(50);
-        let mut batch = Vec::with_capacity(self.batch_size);
-        loop {
-            batch.clear();
-            if let Err(error) = self.fetch(&consumer, &mut batch).await {
-                self.metrics.archive_error("fetch");
-                tracing::debug!(%error, "fetching from READINGS failed; retrying");
-                if !pause(&mut backoff, shutdown).await {
-                    return;
-                }
-                if let Some(c) = self.consumer(shutdown).await {
-                    consumer = c;
-                }
-                continue;
-            }
-            backoff = Duration::from_millis(50);
-            if batch.is_empty() {
-                continue;
-            }
-            rows.clear();
-            let mut written = Vec::with_capacity(batch.len());
-            for msg in batch.drain(..) {
-                match push_rows(rows, &msg) {
-                    Ok(()) => written.push(msg),
-                    Err(error) => {
-                        // Only ingest publishes on READINGS; this is someone else's message.
-                        self.metrics.archive_error("undecodable");
-                        tracing::warn!(%error, subject = %msg.subject,
-                            "READINGS message is not an archivable reading; terminating it");
-                        nats::settle(&msg, AckKind::Term).await;
-                    }
-                }
-            }
-            if rows.is_empty() {
-                continue;
-            }
-            let started = Instant::now();
-            match store.insert(rows, WRITE_TIMEOUT).await {
-                Ok(inserted) => {
-                    self.metrics
-                        .archived(rows.len(), inserted, started.elapsed().as_secs_f64());
-                    for msg in &written {
-                        if !nats::settle(msg, AckKind::Ack).await {
-                            self.metrics.ack_failed();
-                        }
-                    }
-                }
-                Err(error) => {
-                    self.metrics.archive_error(error.reason());
-                    tracing::warn!(%error, "archive write failed; reconnecting, the batch will be redelivered");
-                    for msg in &written {
-                        nats::settle(msg, AckKind::Nak(None)).await;
-                    }
-                    return;
-                }
-            }
-        }
-    }
-
-    /// Fetches one batch into `out`: up to `batch_size` messages, waiting at most `max_delay`.
-    async fn fetch(&self, consumer: &PullConsumer, out: &mut Vec<Message>) -> Result<(), String> {
-        let fetching = async {
-            let mut messages = consumer
-                .fetch()
-                .max_messages(self.batch_size)
-                .expires(self.max_delay)
-                .messages()
-                .await
-                .map_err(|e| e.to_string())?;
-            while let Some(next) = messages.next().await {
-                match next {
-                    Ok(m) => out.push(m),
-                    // Keep what arrived; the next fetch tells whether the pull is broken.
-                    Err(_) if !out.is_empty() => break,
-                    Err(e) => return Err(e.to_string()),
-                }
-            }
-            Ok(())
-        };
-        match tokio::time::timeout(self.max_delay + FETCH_SLACK, fetching).await {
-            Ok(result) => result,
-            Err(_) => Err("fetch timed out".to_owned()),
-        }
-    }
 }
 
 /// Adds the rows of one READINGS message: a batch (every reading in it, or none when one is
 /// unusable) or a single reading written by ingest v0.1.
-fn push_rows(rows: &mut Rows, msg: &Message) -> Result<(), String> {
+fn push_rows(rows: &mut Rows, msg: &async_nats::Message) -> Result<(), String> {
     if !batch::is_batch_subject(&msg.subject) {
         let r = Reading::decode(&msg.payload).map_err(|e| e.to_string())?;
         return rows.push(&r).map_err(|e| e.to_string());

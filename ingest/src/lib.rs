@@ -92,7 +92,6 @@ pub async fn run(
                 readings: readings.clone(),
                 consumer: nats::archive_consumer(&config),
                 database_url: url.clone(),
-                batch_size: usize::try_from(config.archive_batch_size).unwrap_or(1000),
                 max_delay: config.archive_max_delay,
                 metrics: metrics.clone(),
             };
