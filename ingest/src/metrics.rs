@@ -25,10 +25,11 @@
 //! Sensor ids are never labels.
 
 use crate::validate::{Adjustment, Rejection};
-use citypulse_schema::Kind;
-use prometheus::{
-    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+use citypulse_runtime::metrics::{
+    histogram, int_counter, int_counter_vec, int_gauge, int_gauge_vec, register,
 };
+use citypulse_schema::Kind;
+use prometheus::{Histogram, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Registry};
 
 /// Ingest's metrics. Cheap to clone (handles to shared series).
 #[derive(Debug, Clone)]
@@ -54,141 +55,96 @@ pub struct IngestMetrics {
     archive_write_seconds: Histogram,
 }
 
-fn counter(registry: &Registry, name: &str, help: &str) -> prometheus::Result<IntCounter> {
-    let c = IntCounter::new(name, help)?;
-    registry.register(Box::new(c.clone()))?;
-    Ok(c)
-}
-
-fn counter_vec(
-    registry: &Registry,
-    name: &str,
-    help: &str,
-    labels: &[&str],
-) -> prometheus::Result<IntCounterVec> {
-    let c = IntCounterVec::new(Opts::new(name, help), labels)?;
-    registry.register(Box::new(c.clone()))?;
-    Ok(c)
-}
-
-fn gauge(registry: &Registry, name: &str, help: &str) -> prometheus::Result<IntGauge> {
-    let g = IntGauge::new(name, help)?;
-    registry.register(Box::new(g.clone()))?;
-    Ok(g)
-}
-
-fn gauge_vec(
-    registry: &Registry,
-    name: &str,
-    help: &str,
-    labels: &[&str],
-) -> prometheus::Result<IntGaugeVec> {
-    let g = IntGaugeVec::new(Opts::new(name, help), labels)?;
-    registry.register(Box::new(g.clone()))?;
-    Ok(g)
-}
-
-fn histogram(
-    registry: &Registry,
-    name: &str,
-    help: &str,
-    buckets: Vec<f64>,
-) -> prometheus::Result<Histogram> {
-    let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))?;
-    registry.register(Box::new(h.clone()))?;
-    Ok(h)
-}
-
 impl IngestMetrics {
     /// Registers every ingest metric in `registry`, with the bounded label values pre-created
     /// so that dashboards see zeros rather than gaps.
     pub fn new(registry: &Registry) -> prometheus::Result<Self> {
         let m = IngestMetrics {
-            received: counter(
+            received: int_counter(
                 registry,
                 "citypulse_ingest_received_total",
                 "Messages taken from RAW (a redelivery counts again).",
             )?,
-            accepted: counter_vec(
+            accepted: int_counter_vec(
                 registry,
                 "citypulse_ingest_accepted_total",
                 "Readings that passed validation and were published to READINGS.",
                 &["kind"],
             )?,
-            rejected: counter_vec(
+            rejected: int_counter_vec(
                 registry,
                 "citypulse_ingest_rejected_total",
                 "Messages rejected and dead-lettered on dlq.<reason>, by reason.",
                 &["reason"],
             )?,
-            adjusted: counter_vec(
+            adjusted: int_counter_vec(
                 registry,
                 "citypulse_ingest_adjusted_total",
                 "Accepted readings changed by a documented normalisation.",
                 &["adjustment", "field"],
             )?,
-            duplicates: counter_vec(
+            duplicates: int_counter_vec(
                 registry,
                 "citypulse_ingest_duplicates_total",
                 "Readings and dead letters stored once although seen again: a repeated reading, or a replayed publish the server recognised by Nats-Msg-Id.",
                 &["stream"],
             )?,
-            retried: counter_vec(
+            retried: int_counter_vec(
                 registry,
                 "citypulse_ingest_retried_total",
                 "RAW messages handed back for redelivery (nak) because their output was not acknowledged.",
                 &["reason"],
             )?,
-            ack_failures: counter(
+            ack_failures: int_counter(
                 registry,
                 "citypulse_ingest_ack_failures_total",
                 "Acks that could not be sent; the server redelivers and the duplicate is absorbed.",
             )?,
-            consume_errors: counter_vec(
+            consume_errors: int_counter_vec(
                 registry,
                 "citypulse_ingest_consume_errors_total",
                 "Errors while pulling from a consumer.",
                 &["consumer", "reason"],
             )?,
-            in_flight: gauge(
+            in_flight: int_gauge(
                 registry,
                 "citypulse_ingest_in_flight_publishes",
                 "Publishes to READINGS/DLQ awaiting their ack.",
             )?,
-            consumer_pending: gauge_vec(
+            consumer_pending: int_gauge_vec(
                 registry,
                 "citypulse_ingest_consumer_pending_messages",
                 "Messages not yet delivered to the consumer (RAW for the validator).",
                 &["consumer"],
             )?,
-            consumer_ack_pending: gauge_vec(
+            consumer_ack_pending: int_gauge_vec(
                 registry,
                 "citypulse_ingest_consumer_ack_pending_messages",
                 "Messages delivered to the consumer and not yet acknowledged.",
                 &["consumer"],
             )?,
-            archived_rows: counter(
+            archived_rows: int_counter(
                 registry,
                 "citypulse_ingest_archived_rows_total",
                 "Rows inserted into the PostgreSQL readings table.",
             )?,
-            archive_duplicate_rows: counter(
+            archive_duplicate_rows: int_counter(
                 registry,
                 "citypulse_ingest_archive_duplicate_rows_total",
                 "Archived messages whose row already existed (redeliveries), skipped.",
             )?,
-            archive_errors: counter_vec(
+            archive_errors: int_counter_vec(
                 registry,
                 "citypulse_ingest_archive_errors_total",
                 "Archive failures by reason; a failed batch is retried, never dropped.",
                 &["reason"],
             )?,
-            archive_up: gauge(
+            archive_up: int_gauge(
                 registry,
                 "citypulse_ingest_archive_up",
                 "1 when the archive is connected to PostgreSQL.",
             )?,
-            archive_lag_messages: gauge(
+            archive_lag_messages: int_gauge(
                 registry,
                 "citypulse_ingest_archive_lag_messages",
                 "READINGS messages not yet archived (pending + unacked on the archive consumer).",
@@ -198,7 +154,7 @@ impl IngestMetrics {
                     "citypulse_ingest_archive_lag_seconds",
                     "Age of the oldest READINGS message not yet archived (0 when caught up).",
                 )?;
-                registry.register(Box::new(g.clone()))?;
+                register(registry, g.clone())?;
                 g
             },
             archive_batch_size: histogram(

@@ -23,11 +23,11 @@
 //! | `citypulse_district_los_share` | gauge | `district`, `los`: share of segments at each level |
 
 use crate::window::{LateReason, Rejection};
-use citypulse_schema::{Kind, Los, WindowMetrics, WindowResult};
-use prometheus::{
-    GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry,
+use citypulse_runtime::metrics::{
+    gauge_vec, histogram, int_counter, int_counter_vec, int_gauge_vec,
 };
+use citypulse_schema::{Kind, Los, WindowMetrics, WindowResult};
+use prometheus::{GaugeVec, Histogram, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Registry};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -55,95 +55,50 @@ pub struct ProcessorMetrics {
     district_los_share: GaugeVec,
 }
 
-fn int_counter(r: &Registry, name: &str, help: &str) -> prometheus::Result<IntCounter> {
-    let c = IntCounter::new(name, help)?;
-    r.register(Box::new(c.clone()))?;
-    Ok(c)
-}
-
-fn counter(
-    r: &Registry,
-    name: &str,
-    help: &str,
-    labels: &[&str],
-) -> prometheus::Result<IntCounterVec> {
-    let c = IntCounterVec::new(Opts::new(name, help), labels)?;
-    r.register(Box::new(c.clone()))?;
-    Ok(c)
-}
-
-fn gauge(r: &Registry, name: &str, help: &str, labels: &[&str]) -> prometheus::Result<GaugeVec> {
-    let g = GaugeVec::new(Opts::new(name, help), labels)?;
-    r.register(Box::new(g.clone()))?;
-    Ok(g)
-}
-
-fn int_gauge(
-    r: &Registry,
-    name: &str,
-    help: &str,
-    labels: &[&str],
-) -> prometheus::Result<IntGaugeVec> {
-    let g = IntGaugeVec::new(Opts::new(name, help), labels)?;
-    r.register(Box::new(g.clone()))?;
-    Ok(g)
-}
-
-fn histogram(
-    r: &Registry,
-    name: &str,
-    help: &str,
-    buckets: Vec<f64>,
-) -> prometheus::Result<Histogram> {
-    let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))?;
-    r.register(Box::new(h.clone()))?;
-    Ok(h)
-}
-
 impl ProcessorMetrics {
     /// Registers the metrics in `registry`.
     pub fn new(registry: &Registry) -> prometheus::Result<ProcessorMetrics> {
         let r = registry;
         let m = ProcessorMetrics {
-            readings: counter(r, "citypulse_processors_readings_total",
+            readings: int_counter_vec(r, "citypulse_processors_readings_total",
                 "Readings processed, by kind and outcome (accepted, late, rejected).", &["kind", "outcome"])?,
-            late: counter(r, "citypulse_processors_late_readings_total",
+            late: int_counter_vec(r, "citypulse_processors_late_readings_total",
                 "Readings behind the watermark, counted and not merged, by kind and reason.", &["kind", "reason"])?,
-            rejected: counter(r, "citypulse_processors_rejected_readings_total",
+            rejected: int_counter_vec(r, "citypulse_processors_rejected_readings_total",
                 "Readings refused, by kind (unknown when undecodable) and reason.", &["kind", "reason"])?,
             redelivered: int_counter(r, "citypulse_processors_redelivered_readings_total",
                 "Deliveries skipped because the state already includes their stream sequence.")?,
             delivery_gaps: int_counter(r, "citypulse_processors_delivery_gaps_total",
                 "Deliveries lost in flight (a reconnect); the consumer was reopened after the last folded sequence.")?,
-            windows_open: int_gauge(r, "citypulse_processors_windows_open",
+            windows_open: int_gauge_vec(r, "citypulse_processors_windows_open",
                 "Windows holding readings and not yet closed, by partition.", &["partition"])?,
-            windows_closed: counter(r, "citypulse_processors_windows_closed_total",
+            windows_closed: int_counter_vec(r, "citypulse_processors_windows_closed_total",
                 "Window results closed, by kind and scope (sensor, district).", &["kind", "scope"])?,
-            watermark_lag: gauge(r, "citypulse_processors_watermark_lag_seconds",
+            watermark_lag: gauge_vec(r, "citypulse_processors_watermark_lag_seconds",
                 "Wall clock minus the partition's event-time watermark, seconds.", &["partition"])?,
-            state_bytes: int_gauge(r, "citypulse_processors_state_bytes",
+            state_bytes: int_gauge_vec(r, "citypulse_processors_state_bytes",
                 "Size of the partition's last checkpoint, bytes.", &["partition"])?,
-            consumer_pending: int_gauge(r, "citypulse_processors_consumer_pending_messages",
+            consumer_pending: int_gauge_vec(r, "citypulse_processors_consumer_pending_messages",
                 "READINGS messages not yet delivered to the partition's consumer.", &["partition"])?,
-            consumer_ack_pending: int_gauge(r, "citypulse_processors_consumer_ack_pending_messages",
+            consumer_ack_pending: int_gauge_vec(r, "citypulse_processors_consumer_ack_pending_messages",
                 "READINGS messages delivered to the partition's consumer and not yet acknowledged (acks follow checkpoints).", &["partition"])?,
             publish_latency: histogram(r, "citypulse_processors_publish_latency_seconds",
                 "Time from sending a window result to its JetStream ack, seconds.",
                 prometheus::exponential_buckets(0.0005, 2.0, 16)?)?,
-            publish_retries: counter(r, "citypulse_processors_publish_retries_total",
+            publish_retries: int_counter_vec(r, "citypulse_processors_publish_retries_total",
                 "Failed attempts to publish a window result or dead letter, by reason.", &["reason"])?,
             published_duplicates: int_counter(r, "citypulse_processors_published_duplicates_total",
                 "Window results the server already had (republished after a restart), deduplicated.")?,
-            checkpoints: counter(r, "citypulse_processors_checkpoints_total",
+            checkpoints: int_counter_vec(r, "citypulse_processors_checkpoints_total",
                 "Checkpoint writes, by outcome.", &["outcome"])?,
             checkpoint_seconds: histogram(r, "citypulse_processors_checkpoint_seconds",
                 "Time to encode and write a checkpoint, seconds.",
                 prometheus::exponential_buckets(0.0005, 2.0, 16)?)?,
-            district_aqi: gauge(r, "citypulse_district_aqi",
+            district_aqi: gauge_vec(r, "citypulse_district_aqi",
                 "Overall US AQI of the district's last closed window.", &["district"])?,
-            district_congestion: gauge(r, "citypulse_district_congestion_index",
+            district_congestion: gauge_vec(r, "citypulse_district_congestion_index",
                 "Congestion index (1 - v/v_free, vehicle-weighted) of the district's last closed window.", &["district"])?,
-            district_los_share: gauge(r, "citypulse_district_los_share",
+            district_los_share: gauge_vec(r, "citypulse_district_los_share",
                 "Share of the district's segments at each HCM level of service in its last closed window.", &["district", "los"])?,
         };
         for kind in Kind::ALL {

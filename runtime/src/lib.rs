@@ -16,6 +16,7 @@
 //!   builder (sanitised headers).
 //! - [`stream_config`]: every JetStream stream's settings ([`stream_config::Limits`] and one builder per
 //!   stream), so the owner of a stream and a service that merely needs it create it alike.
+//! - [`metrics`]: the one way to build and register metrics in the process's registry.
 //! - [`duration`]: human durations ("30s", "2h") for clap, and [`duration::millis`]; [`clock`]: the
 //!   wall clock in ms.
 //!
@@ -26,6 +27,7 @@ pub mod admin;
 pub mod clock;
 pub mod duration;
 pub mod jetstream;
+pub mod metrics;
 pub mod nats;
 pub mod publish;
 pub mod shutdown;

@@ -99,7 +99,7 @@ impl NatsMetrics {
             ),
             &["event"],
         )?;
-        registry.register(Box::new(events.clone()))?;
+        crate::metrics::register(registry, events.clone())?;
         for e in [
             "connected",
             "disconnected",

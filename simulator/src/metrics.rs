@@ -1,6 +1,7 @@
 //! [`SimMetrics`]: every metric the simulator exports.
 
 use crate::faults::Fault;
+use citypulse_runtime::metrics::register;
 use citypulse_schema::Kind;
 use prometheus::{Gauge, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
@@ -72,14 +73,14 @@ impl SimMetrics {
             "citypulse_simulator_publish_in_flight",
             "Publishes awaiting a JetStream acknowledgement.",
         )?;
-        registry.register(Box::new(generated.clone()))?;
-        registry.register(Box::new(published.clone()))?;
-        registry.register(Box::new(acked.clone()))?;
-        registry.register(Box::new(deduplicated.clone()))?;
-        registry.register(Box::new(publish_errors.clone()))?;
-        registry.register(Box::new(faults.clone()))?;
-        registry.register(Box::new(simulated_time.clone()))?;
-        registry.register(Box::new(in_flight.clone()))?;
+        register(registry, generated.clone())?;
+        register(registry, published.clone())?;
+        register(registry, acked.clone())?;
+        register(registry, deduplicated.clone())?;
+        register(registry, publish_errors.clone())?;
+        register(registry, faults.clone())?;
+        register(registry, simulated_time.clone())?;
+        register(registry, in_flight.clone())?;
         for k in Kind::ALL {
             generated.with_label_values(&[k.as_str()]);
         }

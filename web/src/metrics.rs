@@ -1,6 +1,7 @@
 //! The web view's Prometheus metrics (`citypulse_web_*`), listed in docs/metrics.md.
 
-use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use citypulse_runtime::metrics::{int_counter_vec, register};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, Registry};
 
 /// Every metric of the web view.
 #[derive(Debug, Clone)]
@@ -24,17 +25,6 @@ pub struct WebMetrics {
     pub restarts: IntCounter,
 }
 
-fn counter_vec(
-    r: &Registry,
-    name: &str,
-    help: &str,
-    labels: &[&str],
-) -> prometheus::Result<IntCounterVec> {
-    let c = IntCounterVec::new(Opts::new(name, help), labels)?;
-    r.register(Box::new(c.clone()))?;
-    Ok(c)
-}
-
 impl WebMetrics {
     /// Registers the metrics in `r`, with every bounded label value present from the start.
     pub fn new(r: &Registry) -> prometheus::Result<WebMetrics> {
@@ -42,23 +32,23 @@ impl WebMetrics {
             "citypulse_web_clients",
             "Browsers connected to the live event stream.",
         )?;
-        r.register(Box::new(clients.clone()))?;
+        register(r, clients.clone())?;
         let restarts = IntCounter::new(
             "citypulse_web_consumer_restarts_total",
             "Ordered consumers created again after an error.",
         )?;
-        r.register(Box::new(restarts.clone()))?;
+        register(r, restarts.clone())?;
         let m = WebMetrics {
             clients,
-            dropped: counter_vec(r, "citypulse_web_clients_dropped_total",
+            dropped: int_counter_vec(r, "citypulse_web_clients_dropped_total",
                 "Browsers dropped: slow (fell behind by more than --client-buffer updates) or full (refused at --max-clients).", &["reason"])?,
-            messages: counter_vec(r, "citypulse_web_messages_total",
+            messages: int_counter_vec(r, "citypulse_web_messages_total",
                 "JetStream messages read, by consumer.", &["consumer"])?,
-            invalid: counter_vec(r, "citypulse_web_invalid_messages_total",
+            invalid: int_counter_vec(r, "citypulse_web_invalid_messages_total",
                 "Messages that are not contract messages, by consumer.", &["consumer"])?,
-            updates: counter_vec(r, "citypulse_web_updates_total",
+            updates: int_counter_vec(r, "citypulse_web_updates_total",
                 "Updates pushed to browsers, by event.", &["event"])?,
-            api: counter_vec(r, "citypulse_web_api_requests_total",
+            api: int_counter_vec(r, "citypulse_web_api_requests_total",
                 "Alerts API requests relayed for browsers, by operation and outcome.", &["op", "outcome"])?,
             restarts,
         };
