@@ -96,8 +96,8 @@ pub struct RunConfig {
     #[arg(long, env = "CITYPULSE_ALERTS_ACK_WAIT", default_value = "30s", value_parser = duration::parse_positive)]
     pub ack_wait: Duration,
     /// A district from which no result arrived while the newest event time advanced by this
-    /// much is judged silent/offline; "0s" disables this judgement (results of the district
-    /// itself still are).
+    /// much — and, in processing time, for this long — is judged silent/offline; "0s" disables
+    /// this judgement (results of the district itself still are).
     #[arg(long, env = "CITYPULSE_ALERTS_DISTRICT_SILENCE_GRACE", default_value = "15m", value_parser = duration::parse)]
     pub district_silence_grace: Duration,
     /// How often silences expire and quiet districts are judged (wall clock).

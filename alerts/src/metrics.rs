@@ -3,6 +3,7 @@
 //! a district list or a sensor id.
 
 use crate::engine::Outcome;
+use citypulse_runtime::metrics::register;
 use citypulse_runtime::source::SourceEvent;
 use citypulse_schema::{AlertEvent, AlertState, Kind, Severity};
 use prometheus::{
@@ -36,23 +37,15 @@ pub struct AlertsMetrics {
     requests: IntCounterVec,
 }
 
-fn reg<T: prometheus::core::Collector + Clone + 'static>(
-    registry: &Registry,
-    c: T,
-) -> prometheus::Result<T> {
-    registry.register(Box::new(c.clone()))?;
-    Ok(c)
-}
-
 impl AlertsMetrics {
     /// Registers the metrics in `registry`.
     pub fn new(registry: &Registry) -> prometheus::Result<Self> {
         let counter_vec = |name: &str, help: &str, labels: &[&str]| {
-            reg(registry, IntCounterVec::new(Opts::new(name, help), labels)?)
+            register(registry, IntCounterVec::new(Opts::new(name, help), labels)?)
         };
-        let gauge = |name: &str, help: &str| reg(registry, IntGauge::new(name, help)?);
+        let gauge = |name: &str, help: &str| register(registry, IntGauge::new(name, help)?);
         let m = AlertsMetrics {
-            firing: reg(
+            firing: register(
                 registry,
                 IntGaugeVec::new(
                     Opts::new(
@@ -72,7 +65,7 @@ impl AlertsMetrics {
                 "Transitions recorded but not published (silenced, or the resolution of a silenced incident).",
                 &["state", "severity"],
             )?,
-            latency: reg(
+            latency: register(
                 registry,
                 Histogram::with_opts(
                     HistogramOpts::new(
@@ -101,7 +94,7 @@ impl AlertsMetrics {
                 "METRICS messages that are not window results, dead-lettered, by reason.",
                 &["reason"],
             )?,
-            redelivered: reg(
+            redelivered: register(
                 registry,
                 IntCounter::new(
                     "citypulse_alerts_redelivered_total",
@@ -131,7 +124,7 @@ impl AlertsMetrics {
                 "Alert history rows, by result (written, dropped).",
                 &["result"],
             )?,
-            store_errors: reg(
+            store_errors: register(
                 registry,
                 IntCounter::new(
                     "citypulse_alerts_store_errors_total",

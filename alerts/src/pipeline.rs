@@ -21,10 +21,10 @@ use async_nats::jetstream::{self, Context};
 use citypulse_runtime::jetstream::PublishError;
 use citypulse_runtime::shutdown::Shutdown;
 use citypulse_runtime::source::{Delivery, Source};
-use citypulse_schema::{AlertEvent, WindowResult};
+use citypulse_schema::{AlertEvent, Kind, WindowResult};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -87,6 +87,10 @@ pub struct Pipeline {
     grace_ms: u64,
     /// A checkpoint was restored at start.
     restored: bool,
+    /// Processing time of the last window result per kind and district.
+    arrivals: HashMap<Kind, HashMap<String, Instant>>,
+    /// Processing time of the start (a district's arrival until its first result).
+    started: Instant,
 }
 
 impl Pipeline {
@@ -126,6 +130,8 @@ impl Pipeline {
             checkpoint_every: cfg.checkpoint_every,
             grace_ms: citypulse_runtime::duration::millis(cfg.district_silence_grace),
             restored: false,
+            arrivals: HashMap::new(),
+            started: Instant::now(),
         };
         match loaded {
             None => {
@@ -268,6 +274,7 @@ impl Pipeline {
                 self.dead_letter(m, seq, e.reason(), &e.to_string()).await?;
             }
             Ok(w) => {
+                self.arrived(&w);
                 let mut events = Vec::new();
                 let outcome = self.evaluator.evaluate(&w, &mut events);
                 self.metrics.window_result(w.kind(), outcome);
@@ -289,6 +296,17 @@ impl Pipeline {
             self.checkpoint().await;
         }
         Ok(())
+    }
+
+    /// Records the processing time of a district's result (for the district-silence judgement).
+    fn arrived(&mut self, w: &WindowResult) {
+        let districts = self.arrivals.entry(w.kind()).or_default();
+        match districts.get_mut(&w.district) {
+            Some(t) => *t = Instant::now(),
+            None => {
+                districts.insert(w.district.clone(), Instant::now());
+            }
+        }
     }
 
     async fn dead_letter(
@@ -430,7 +448,17 @@ impl Pipeline {
         let clock = self.evaluator.clock();
         if self.grace_ms > 0 && clock > self.grace_ms {
             let mut events = Vec::new();
-            self.evaluator.tick(clock - self.grace_ms, &mut events);
+            // Judged only where the district has also been quiet for the grace in processing
+            // time: at replay or catch-up speed, one partition lagging a few seconds behind the
+            // others is many minutes of event time, not a silent district.
+            let grace = Duration::from_millis(self.grace_ms);
+            let (arrivals, started) = (&self.arrivals, self.started);
+            let quiet = |kind: Kind, district: &str| {
+                let last = arrivals.get(&kind).and_then(|m| m.get(district));
+                last.copied().unwrap_or(started).elapsed() >= grace
+            };
+            self.evaluator
+                .tick_where(clock - self.grace_ms, &quiet, &mut events);
             self.emit(events, None).await?;
         }
         self.update_gauges();

@@ -313,8 +313,23 @@ impl Evaluator {
     /// and their district's own clock). The shell calls it periodically with the newest event
     /// time minus a grace, so that a district whose results all stopped is still judged.
     pub fn tick(&mut self, now: u64, out: &mut Vec<AlertEvent>) {
+        self.tick_where(now, &|_, _| true, out);
+    }
+
+    /// [`Evaluator::tick`] for the districts `eligible` accepts only (the shell passes those
+    /// that have also been quiet in processing time: a district whose results merely lag behind
+    /// the others while the pipeline catches up is not judged).
+    pub fn tick_where(
+        &mut self,
+        now: u64,
+        eligible: &dyn Fn(Kind, &str) -> bool,
+        out: &mut Vec<AlertEvent>,
+    ) {
         for (kind, districts) in &mut self.state.kinds {
             for (name, d) in districts.iter_mut() {
+                if !eligible(*kind, name) {
+                    continue;
+                }
                 let reference = d.clock.max(now);
                 check_district(&self.rules, *kind, name, d, reference, out);
             }
