@@ -53,7 +53,9 @@ impl Archiving {
             shutdown.clone(),
         ));
         if let Some(mut source) = self.source(&shutdown).await {
-            let mut store = None;
+            // Connect (and create the table) at start, not at the first write.
+            let mut store = self.connect(&shutdown).await;
+            self.metrics.set_archive_up(store.is_some());
             let mut batch = Vec::new();
             let mut rows = Rows::default();
             while self.fill(&mut source, &mut batch, &shutdown).await {

@@ -103,7 +103,8 @@ pub struct Config {
     #[arg(long, env = "CITYPULSE_INGEST_ACK_WAIT", default_value = "30s", value_parser = duration::parse_positive)]
     pub ack_wait: Duration,
 
-    /// Rows written to PostgreSQL per batch (one statement, one transaction).
+    /// READINGS messages (each a batch of readings) written to PostgreSQL per write (one
+    /// statement, one transaction).
     #[arg(long, env = "CITYPULSE_INGEST_ARCHIVE_BATCH_SIZE", default_value_t = 1000,
           value_parser = clap::value_parser!(u32).range(1..=50_000))]
     pub archive_batch_size: u32,
