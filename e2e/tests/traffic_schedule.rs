@@ -6,13 +6,14 @@
 //! Every incident the traffic feels (expected demand at its start above the capacity it leaves,
 //! with a 10 % margin) raises a congestion alert on its corridor within 15 minutes of its start,
 //! resolved within 30 minutes of its end; no congestion alert fires in a district outside its
-//! incidents. `e2e/tests/traffic_alerts_core.rs` checks the same on the pure cores.
+//! incidents; every strong pollution episode raises its district's AQI alert.
+//! `e2e/tests/traffic_alerts_core.rs` checks the traffic side on the pure cores.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use async_nats::jetstream;
 use citypulse_e2e::pipeline::{Pipeline, PipelineOptions, SimulatorOptions};
 use citypulse_schema::{streams, AlertEvent, AlertState, Kind, WindowResult};
-use citypulse_simulator::city::events::{EventMode, Incident, Schedule};
+use citypulse_simulator::city::events::{Episode, EventMode, Incident, Schedule};
 use citypulse_simulator::city::patterns::{traffic_demand, LocalTime};
 use citypulse_simulator::city::City;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -81,17 +82,28 @@ async fn a_seeded_day_through_the_services_alerts_on_its_incidents_only() {
     })
     .await;
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let alerts: Vec<AlertEvent> = stream(&js, streams::ALERTS, |b| AlertEvent::decode(b).ok())
-        .await
-        .into_iter()
+    let all_alerts: Vec<AlertEvent> =
+        stream(&js, streams::ALERTS, |b| AlertEvent::decode(b).ok()).await;
+    let alerts: Vec<AlertEvent> = all_alerts
+        .iter()
+        .cloned()
         .filter(|a| a.kind == Kind::Traffic && a.rule.starts_with("congestion"))
         .collect();
 
     let mut schedule = Schedule::new(&city, 42, start_ms, EventMode::All);
     let mut incidents: Vec<Incident> = Vec::new();
+    let mut episodes: Vec<Episode> = Vec::new();
     let mut t = start_ms;
     while t < now_ms {
         schedule.advance_to(t);
+        for e in schedule.episodes() {
+            if !episodes
+                .iter()
+                .any(|x| x.start_ms == e.start_ms && x.district == e.district)
+            {
+                episodes.push(e.clone());
+            }
+        }
         for i in schedule.incidents() {
             if !incidents
                 .iter()
@@ -155,4 +167,29 @@ async fn a_seeded_day_through_the_services_alerts_on_its_incidents_only() {
         incidents.iter().any(|i| felt(&city, i)),
         "no incident the traffic felt: {incidents:#?}"
     );
+
+    // Every pollution episode strong enough to lift a district's PM2.5 NowCast past AQI 100
+    // (35.4 µg/m³: 40 µg/m³ extra held for an hour or more) and over three hours before the end
+    // raises its district's AQI alert between its start and three hours after its peak.
+    let mut checked = 0;
+    for e in episodes.iter().filter(|e| {
+        e.peak_pm25_ugm3 >= 40.0
+            && e.hold_ms >= 60 * MINUTE
+            && e.start_ms + e.ramp_ms + e.hold_ms + 180 * MINUTE <= now_ms
+    }) {
+        checked += 1;
+        let district = &city.districts[e.district].id;
+        let until = e.start_ms + e.ramp_ms + e.hold_ms + 180 * MINUTE;
+        assert!(
+            all_alerts.iter().any(|a| {
+                a.kind == Kind::Air
+                    && a.rule.starts_with("aqi")
+                    && &a.district == district
+                    && a.state == AlertState::Firing
+                    && (e.start_ms..=until).contains(&a.at)
+            }),
+            "episode without its AQI alert: {e:?}"
+        );
+    }
+    assert!(checked > 0, "no strong episode in the day: {episodes:#?}");
 }
