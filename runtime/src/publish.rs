@@ -9,8 +9,12 @@ use async_nats::HeaderMap;
 use bytes::Bytes;
 use citypulse_schema::streams;
 
-/// Publishes sent before their acks are awaited together.
-const WINDOW: usize = 1024;
+/// Publishes sent before their acks are awaited together. Also the bound on reordering: a
+/// publish lost with a dropped connection is retried after the rest of its window landed, so a
+/// message can be stored at most this many places behind a newer one of the same call. Kept
+/// small: a district's per-sensor window results must not land minutes of event time behind its
+/// newer ones (the alert evaluator judges silence against the district's newest window).
+const WINDOW: usize = 64;
 
 /// A dead letter's body is the original payload, cut to this size: large enough for any
 /// plausible message, small enough that a megabyte of garbage cannot make the dead letter itself
@@ -48,7 +52,7 @@ impl Outgoing {
     }
 }
 
-/// Publishes `messages` in order, up to 1,024 awaiting their acks at once, and returns every
+/// Publishes `messages` in order, up to 64 awaiting their acks at once, and returns every
 /// ack, in order. A publish that is not acknowledged is retried with the same `Nats-Msg-Id`
 /// (the server drops the copy if the first attempt landed) with capped back-off until acked or
 /// shutdown; `on_retry` gets a bounded reason per failed attempt.
