@@ -6,8 +6,7 @@
 //! readings): one uninterrupted, one with the faults. Once each has gone quiet, the test compares
 //! - METRICS: the multiset of (subject, `Nats-Msg-Id`, payload bytes) — every window result
 //!   present, none twice, none with another value;
-//! - ALERTS: every transition once, every resolution after its firing (equality with the
-//!   uninterrupted run is not reached yet: see the test);
+//! - ALERTS: the same for the alert transitions (and each once, resolutions after firings);
 //! - PostgreSQL: the archive holds every reading once, by (sensor, seq).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -248,19 +247,13 @@ async fn sigkills_of_nats_server_and_every_service_change_no_result() {
         "window results differ: {}",
         first_difference(&clean.metrics, &faulted.metrics)
     );
-    // Alert transitions: each is published once, and a resolution follows its firing. Equality
-    // with the uninterrupted run does NOT hold yet after a nats-server SIGKILL: per-sensor
-    // results can be stored out of order relative to their district's (a publish lost with the
-    // connection is retried after newer ones landed), and the evaluator's silence and offline
-    // judgements compare a sensor with its district's newest window, so they differ (issue 9 is
-    // open on this). Printed, for the record.
+    // Alert transitions: each once, resolutions after firings, and the same as uninterrupted.
     assert_lifecycle(&faulted.alerts);
-    if faulted.alerts != clean.alerts {
-        eprintln!(
-            "alert transitions differ: {}",
-            first_difference(&clean.alerts, &faulted.alerts)
-        );
-    }
+    assert!(
+        faulted.alerts == clean.alerts,
+        "alert transitions differ: {}",
+        first_difference(&clean.alerts, &faulted.alerts)
+    );
 }
 
 /// Every alert transition once; every resolution after a firing of the same incident.
