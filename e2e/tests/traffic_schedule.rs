@@ -86,8 +86,8 @@ async fn a_seeded_day_through_the_services_alerts_on_its_incidents_only() {
         stream(&js, streams::ALERTS, |b| AlertEvent::decode(b).ok()).await;
     let alerts: Vec<AlertEvent> = all_alerts
         .iter()
-        .cloned()
         .filter(|a| a.kind == Kind::Traffic && a.rule.starts_with("congestion"))
+        .cloned()
         .collect();
 
     let mut schedule = Schedule::new(&city, 42, start_ms, EventMode::All);
