@@ -84,16 +84,9 @@ async fn sigkilled_ingest_and_a_nats_crash_lose_and_duplicate_nothing() {
     let spawn = || {
         tokio::process::Command::new(env!("CARGO_BIN_EXE_citypulse-ingest"))
             .args(&args)
-            .env(
-                "RUST_LOG",
-                std::env::var("DEBUG_LOG").unwrap_or("error".into()),
-            )
+            .env("RUST_LOG", "error")
             .stdin(Stdio::null())
-            .stdout(if std::env::var("DEBUG_LOG").is_ok() {
-                Stdio::inherit()
-            } else {
-                Stdio::null()
-            })
+            .stdout(Stdio::null())
             .kill_on_drop(true)
             .spawn()
             .unwrap()
