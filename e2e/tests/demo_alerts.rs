@@ -7,7 +7,7 @@ use async_nats::jetstream;
 use citypulse_e2e::pipeline::{Pipeline, PipelineOptions, SimulatorOptions};
 use citypulse_schema::{streams, AlertEvent, AlertState, Kind};
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, UNIX_EPOCH};
 
 /// Every alert event in the ALERTS stream, in stream order.
 async fn alert_events(js: &jetstream::Context) -> Vec<AlertEvent> {
@@ -46,15 +46,26 @@ fn completed(events: &[AlertEvent]) -> Vec<(Kind, String, String)> {
 async fn the_demo_episode_and_incident_fire_alerts_that_resolve() {
     // Nine simulated hours, replayed as fast as the pipeline takes them: the episode (from
     // start + 10 min, about 3 h of PM2.5 above 110 µg/m³) and the incident (start + 20 min, for
-    // 40 min) both begin and end inside them, and the NowCast has hours to fall back.
+    // 40 min) both begin and end inside them, and the NowCast has hours to fall back. The day is
+    // fixed, a Wednesday from 07:00 local (2026-01-07T06:00:00Z), so the incident always meets
+    // traffic: at night a road closure queues almost nobody (the run's hour of day used to
+    // decide whether this test could pass).
     let pipeline = Pipeline::launch(PipelineOptions {
         simulator: Some(SimulatorOptions {
-            start_ago: Duration::from_secs(9 * 3600),
+            start_at: Some(UNIX_EPOCH + Duration::from_millis(1_767_765_600_000)),
+            duration: Some(Duration::from_secs(9 * 3600)),
             sensors: 348,
             faults: "demo".to_owned(),
-            args: vec!["--events".to_owned(), "demo".to_owned()],
+            // A skewed clock jumps 25 hours to 7 days ahead: live, ingest rejects it against
+            // the wall clock, which is months past this day. Every other demo fault stays.
+            args: ["--events", "demo", "--fault-clock-skew", "0"]
+                .map(str::to_owned)
+                .to_vec(),
             ..SimulatorOptions::default()
         }),
+        // The fixed day is months old: let ingest take it (it refuses readings older than 72
+        // hours by default).
+        ingest_args: vec!["--max-age".to_owned(), "87600h".to_owned()],
         ..PipelineOptions::default()
     });
     let js = jetstream::new(async_nats::connect(pipeline.url()).await.unwrap());
