@@ -61,6 +61,12 @@ pub struct RunConfig {
     /// not stored.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
+    /// History rows kept for PostgreSQL while it is unreachable (about 300 bytes each, in
+    /// memory and in the checkpoint); beyond this the oldest are dropped, counted in
+    /// citypulse_alerts_store_rows_total{result="dropped"}, rather than stalling alerts.
+    #[arg(long, env = "CITYPULSE_ALERTS_HISTORY_OUTBOX_CAP", default_value_t = 100_000,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub history_outbox_cap: u32,
     /// Address of the admin HTTP server (/metrics, /healthz).
     #[arg(
         long,

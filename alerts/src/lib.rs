@@ -32,6 +32,7 @@ pub mod config;
 pub mod engine;
 pub mod metrics;
 pub mod nats;
+pub mod outbox;
 pub mod pipeline;
 pub mod store;
 
@@ -81,6 +82,7 @@ pub async fn run(
         Some(url) => {
             let (s, t) = store::Store::spawn(
                 url.clone(),
+                outbox::Outbox::new(cfg.history_outbox_cap as usize),
                 metrics.clone(),
                 health.clone(),
                 shutdown.clone(),

@@ -30,9 +30,6 @@ use std::time::{Duration, Instant};
 
 /// Format version of the checkpoint.
 const CHECKPOINT_VERSION: u32 = 1;
-/// History rows kept for PostgreSQL while it is unreachable; beyond this the oldest are dropped
-/// (counted and logged at ERROR) rather than stalling alert delivery.
-const OUTBOX_CAP: usize = 100_000;
 
 #[derive(Serialize)]
 struct CheckpointRef<'a> {
@@ -67,8 +64,6 @@ pub struct Pipeline {
     notifier: Notifier,
     checkpoints: Checkpoints,
     store: Option<Store>,
-    outbox: VecDeque<(u64, Row)>,
-    next_serial: u64,
     dropped_rows: u64,
     processed_seq: u64,
     checkpointed_seq: u64,
@@ -115,8 +110,6 @@ impl Pipeline {
             notifier: Notifier::new(),
             checkpoints,
             store,
-            outbox: VecDeque::new(),
-            next_serial: 0,
             dropped_rows: 0,
             processed_seq: 0,
             checkpointed_seq: 0,
@@ -157,14 +150,8 @@ impl Pipeline {
                 p.restored = true;
                 p.processed_seq = cp.stream_seq;
                 p.checkpointed_seq = cp.stream_seq;
-                p.next_serial = cp.next_serial;
-                p.outbox = cp.outbox;
                 if let Some(store) = &p.store {
-                    for (serial, row) in &p.outbox {
-                        store.send(*serial, row.clone());
-                    }
-                } else {
-                    p.outbox.clear();
+                    store.outbox().restore(cp.outbox, cp.next_serial);
                 }
                 tracing::info!(
                     stream_seq = cp.stream_seq,
@@ -379,17 +366,14 @@ impl Pipeline {
         let Some(store) = &self.store else {
             return;
         };
-        self.next_serial += 1;
-        store.send(self.next_serial, row.clone());
-        self.outbox.push_back((self.next_serial, row));
-        if self.outbox.len() > OUTBOX_CAP {
-            self.outbox.pop_front();
+        let outbox = store.outbox();
+        if outbox.push(row).dropped_oldest {
             self.dropped_rows += 1;
             self.metrics.store_rows("dropped", 1);
             if self.dropped_rows % 1000 == 1 {
                 tracing::error!(
                     dropped = self.dropped_rows,
-                    cap = OUTBOX_CAP,
+                    cap = outbox.cap(),
                     "PostgreSQL unreachable for long: alert history rows are being dropped"
                 );
             }
@@ -401,23 +385,27 @@ impl Pipeline {
         if !self.dirty {
             return;
         }
-        if let Some(store) = &self.store {
-            let committed = store.committed();
-            while self.outbox.front().is_some_and(|(s, _)| *s <= committed) {
-                self.outbox.pop_front();
-            }
-        }
-        self.metrics.store_pending(self.outbox.len());
-        let cp = CheckpointRef {
-            version: CHECKPOINT_VERSION,
-            stream_seq: self.processed_seq,
-            evaluator: self.evaluator.state(),
-            notifier: &self.notifier,
-            outbox: &self.outbox,
-            next_serial: self.next_serial,
-        };
         let mut bytes = Vec::new();
-        if let Err(e) = ciborium::into_writer(&cp, &mut bytes) {
+        let mut encode = |outbox: &VecDeque<(u64, Row)>, next_serial: u64| {
+            let cp = CheckpointRef {
+                version: CHECKPOINT_VERSION,
+                stream_seq: self.processed_seq,
+                evaluator: self.evaluator.state(),
+                notifier: &self.notifier,
+                outbox,
+                next_serial,
+            };
+            ciborium::into_writer(&cp, &mut bytes)
+        };
+        // The rows PostgreSQL has not committed yet travel in the checkpoint.
+        let encoded = match &self.store {
+            Some(store) => store.outbox().with_rows(encode),
+            None => encode(&VecDeque::new(), 0),
+        };
+        if let Some(store) = &self.store {
+            self.metrics.store_pending(store.outbox().len());
+        }
+        if let Err(e) = encoded {
             self.metrics.checkpoint(false, 0, self.processed_seq);
             tracing::error!(error = %e, "encoding the checkpoint failed");
             return;

@@ -1,7 +1,7 @@
-//! PostgreSQL adapter: the alert history. One task owns the client; rows arrive numbered over a
-//! channel, are written in batches inside one transaction with idempotent statements, and the
-//! highest committed number is reported back so the pipeline can drop them from its outbox
-//! (rows not yet committed travel in the checkpoint, so a crash loses none).
+//! PostgreSQL adapter: the alert history. One task owns the client; it reads numbered rows from
+//! the [`Outbox`] the pipeline appends to, writes them in batches inside one transaction with
+//! idempotent statements, and removes what was committed (rows not yet committed travel in the
+//! checkpoint, so a crash loses none). The outbox is the only buffer: bounded, one copy a row.
 //!
 //! Tables (created idempotently):
 //! - `alert_events`: one row per transition, keyed by `(id, state, severity, at)`; a re-write
@@ -12,12 +12,12 @@
 
 use crate::engine::{Ack, Silence};
 use crate::metrics::AlertsMetrics;
+use crate::outbox::Outbox;
 use citypulse_runtime::admin::Health;
 use citypulse_runtime::shutdown::Shutdown;
 use citypulse_schema::AlertEvent;
 use serde::{Deserialize, Serialize};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio::sync::{mpsc, watch};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, NoTls};
 
@@ -95,34 +95,26 @@ const BATCH: usize = 500;
 /// Handle of the store task.
 #[derive(Debug, Clone)]
 pub struct Store {
-    tx: mpsc::UnboundedSender<(u64, Row)>,
-    committed: watch::Receiver<u64>,
+    outbox: Outbox,
 }
 
 impl Store {
     /// Starts the task that owns the PostgreSQL connection (reconnecting forever, with the
-    /// `postgres` health check reflecting it).
+    /// `postgres` health check reflecting it) and writes what `outbox` receives.
     pub fn spawn(
         url: String,
+        outbox: Outbox,
         metrics: AlertsMetrics,
         health: Health,
         shutdown: Shutdown,
     ) -> (Store, tokio::task::JoinHandle<()>) {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let (committed_tx, committed) = watch::channel(0);
-        let task = tokio::spawn(writer(url, rx, committed_tx, metrics, health, shutdown));
-        (Store { tx, committed }, task)
+        let task = tokio::spawn(writer(url, outbox.clone(), metrics, health, shutdown));
+        (Store { outbox }, task)
     }
 
-    /// Queues row number `serial`.
-    pub fn send(&self, serial: u64, row: Row) {
-        // A closed channel means the task ended at shutdown; the row stays in the outbox.
-        let _ = self.tx.send((serial, row));
-    }
-
-    /// Highest row number committed so far (rows are committed in order).
-    pub fn committed(&self) -> u64 {
-        *self.committed.borrow()
+    /// The rows waiting for PostgreSQL.
+    pub fn outbox(&self) -> &Outbox {
+        &self.outbox
     }
 }
 
@@ -143,8 +135,7 @@ async fn connect(url: &str) -> Result<Client, tokio_postgres::Error> {
 
 async fn writer(
     url: String,
-    mut rx: mpsc::UnboundedReceiver<(u64, Row)>,
-    committed: watch::Sender<u64>,
+    outbox: Outbox,
     metrics: AlertsMetrics,
     health: Health,
     shutdown: Shutdown,
@@ -152,7 +143,6 @@ async fn writer(
     health.set("postgres", false);
     let mut client: Option<Client> = None;
     let mut backoff = Duration::from_millis(100);
-    let mut batch: Vec<(u64, Row)> = Vec::new();
     loop {
         // Connect first (eagerly, so /healthz tells the truth before the first alert).
         let Some(c) = client.as_mut() else {
@@ -177,29 +167,19 @@ async fn writer(
             }
             continue;
         };
-        if batch.is_empty() {
+        let batch = outbox.oldest(BATCH);
+        let Some((last, _)) = batch.last() else {
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => return,
-                row = rx.recv() => match row {
-                    Some(r) => batch.push(r),
-                    None => return,
-                },
+                _ = outbox.pushed() => {}
             }
-            while batch.len() < BATCH {
-                match rx.try_recv() {
-                    Ok(r) => batch.push(r),
-                    Err(_) => break,
-                }
-            }
-        }
+            continue;
+        };
         match write(c, &batch).await {
             Ok(()) => {
                 metrics.store_rows("written", batch.len());
-                if let Some((serial, _)) = batch.last() {
-                    committed.send_replace(*serial);
-                }
-                batch.clear();
+                outbox.commit(*last);
             }
             Err(e) => {
                 metrics.store_error();
