@@ -63,6 +63,9 @@ impl AlertEvent {
                 max: MAX_ALERT_BYTES,
             });
         }
+        if !crate::lengths::fit(bytes) {
+            return Err(DecodeError::Truncated);
+        }
         ciborium::from_reader(bytes).map_err(crate::window::serde_error)
     }
 }

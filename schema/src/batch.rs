@@ -69,7 +69,8 @@ pub fn decode_batch(body: &[u8]) -> Result<Vec<&[u8]>, BatchError> {
     if n > MAX_BATCH_READINGS as u64 {
         return Err(BatchError::TooLarge(n));
     }
-    let mut out = Vec::with_capacity(n as usize);
+    // Each item takes at least one byte: never reserve for more than the body can hold.
+    let mut out = Vec::with_capacity((n as usize).min(body.len() - at));
     for _ in 0..n {
         let len = read_head(body, &mut at, 2)?;
         let end = usize::try_from(len)

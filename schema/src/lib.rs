@@ -22,6 +22,7 @@
 pub mod alert;
 pub mod batch;
 pub mod codec;
+mod lengths;
 pub mod reading;
 pub mod seq;
 pub mod streams;

@@ -234,6 +234,9 @@ impl WindowResult {
                 max: MAX_WINDOW_BYTES,
             });
         }
+        if !crate::lengths::fit(bytes) {
+            return Err(DecodeError::Truncated);
+        }
         let wire: WireWindow = ciborium::from_reader(bytes).map_err(serde_error)?;
         WindowResult::try_from(wire)
     }
