@@ -115,7 +115,7 @@ pub struct Config {
 
     /// Most sensors whose recent `seq` ingest tracks (to drop repeats and count missing
     /// readings); beyond it the least recently seen one is forgotten (it starts fresh, and the
-    /// holes of its window are counted missing). About 150 bytes per sensor (ingest/README.md).
+    /// holes of its window are counted missing). About 165 bytes per sensor (ingest/README.md).
     #[arg(long, env = "CITYPULSE_INGEST_MAX_TRACKED_SENSORS", default_value_t = 1_000_000,
           value_parser = clap::value_parser!(u32).range(1..=100_000_000))]
     pub max_tracked_sensors: u32,
