@@ -31,6 +31,18 @@ fn spawn_ingest(nats_url: &str, extra: &[&str]) -> (tokio::process::Child, Socke
     (child, addr)
 }
 
+/// Waits until ingest provisioned RAW; fails at once if it exited (e.g. refused its flags).
+async fn started(child: &mut tokio::process::Child, js: &async_nats::jetstream::Context) {
+    wait_for(WAIT, "RAW provisioned", || {
+        let exited = child.try_wait().unwrap();
+        async move {
+            assert_eq!(exited, None, "ingest exited");
+            js.get_stream("RAW").await.is_ok()
+        }
+    })
+    .await;
+}
+
 /// The value of the series `series` (name with its labels, as exposed) on `addr`'s `/metrics`;
 /// `None` when it is not exposed.
 async fn scrape(addr: SocketAddr, series: &str) -> Option<f64> {
@@ -59,10 +71,7 @@ async fn gaps_in_a_sensors_seq_are_counted_per_kind_on_the_metrics_endpoint() {
     let nats = NatsServer::start();
     let (mut child, admin) = spawn_ingest(&nats.url(), &[]);
     let js = jetstream(&nats.url()).await;
-    wait_for(WAIT, "RAW provisioned", || async {
-        js.get_stream("RAW").await.is_ok()
-    })
-    .await;
+    started(&mut child, &js).await;
     let base_ts = now_ms() - 60_000;
 
     // Loop detector 0: 10, 11, 12 lost (a gap of 3), 100..=1099 lost (a jump of 1,000), and
@@ -131,10 +140,7 @@ async fn a_full_map_evicts_the_least_recently_seen_sensor_and_counts_its_holes()
     let nats = NatsServer::start();
     let (mut child, admin) = spawn_ingest(&nats.url(), &["--max-tracked-sensors", "1"]);
     let js = jetstream(&nats.url()).await;
-    wait_for(WAIT, "RAW provisioned", || async {
-        js.get_stream("RAW").await.is_ok()
-    })
-    .await;
+    started(&mut child, &js).await;
     let base_ts = now_ms() - 60_000;
     // Loop detector 0 sends 0 and 3 (1 and 2 are holes in its window); air station 1 takes its
     // place; then loop detector 0 comes back and starts fresh: its old 0 passes again.
