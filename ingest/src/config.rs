@@ -113,6 +113,13 @@ pub struct Config {
     #[arg(long, env = "CITYPULSE_INGEST_ARCHIVE_MAX_DELAY", default_value = "1s", value_parser = duration::parse_positive)]
     pub archive_max_delay: Duration,
 
+    /// Most sensors whose recent `seq` ingest tracks (to drop repeats and count missing
+    /// readings); beyond it the least recently seen one is forgotten (it starts fresh, and the
+    /// holes of its window are counted missing). About 165 bytes per sensor (ingest/README.md).
+    #[arg(long, env = "CITYPULSE_INGEST_MAX_TRACKED_SENSORS", default_value_t = 1_000_000,
+          value_parser = clap::value_parser!(u32).range(1..=100_000_000))]
+    pub max_tracked_sensors: u32,
+
     /// Durable consumer name on RAW; the archive's consumer on READINGS is `<name>-archive`.
     #[arg(long, env = "CITYPULSE_INGEST_CONSUMER_NAME", default_value = "ingest")]
     pub consumer_name: String,
@@ -271,6 +278,17 @@ mod tests {
         assert_eq!(c.max_age, Duration::from_secs(72 * 3600));
         assert_eq!(c.archive_consumer_name(), "ingest-archive");
         assert_eq!(c.time_limits().max_future_skew_ms, 30_000);
+        assert_eq!(c.max_tracked_sensors, 1_000_000);
+    }
+
+    #[test]
+    fn max_tracked_sensors_must_be_positive() {
+        assert_eq!(
+            parse(&["--max-tracked-sensors", "5"]).max_tracked_sensors,
+            5
+        );
+        assert!(Config::try_parse_from(["x", "--max-tracked-sensors", "0"]).is_err());
+        assert!(Config::try_parse_from(["x", "--max-tracked-sensors", "100000001"]).is_err());
     }
 
     #[test]

@@ -23,7 +23,8 @@
 //! idempotently at start ([`nats`]); existing streams with other settings are kept and the
 //! differences logged.
 //!
-//! **Modules**: [`validate`] (PURE: the verdict on one message, physical limits),
+//! **Modules**: [`validate`] (PURE: the verdict on one message, physical limits), [`recent`]
+//! (PURE: per-sensor `seq` tracking — repeats, missing readings, the bounded map),
 //! [`pipeline`] (SHELL: the validator loop), [`archive`] (SHELL: the archive loop),
 //! [`nats`] (ADAPTER: streams, consumers, headers, acks), [`store`] (ADAPTER: PostgreSQL),
 //! [`metrics`], [`config`].
@@ -33,6 +34,7 @@ pub mod config;
 pub mod metrics;
 pub mod nats;
 pub mod pipeline;
+pub mod recent;
 pub mod store;
 pub mod validate;
 
@@ -125,6 +127,7 @@ pub async fn run(
         readings,
         consumer: nats::validator_consumer(&config),
         partitions: config.partitions,
+        max_tracked_sensors: config.max_tracked_sensors as usize,
     };
     validating.run(shutdown.clone()).await;
 

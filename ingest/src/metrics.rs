@@ -21,6 +21,9 @@
 //! | `citypulse_ingest_archive_lag_seconds` | gauge | |
 //! | `citypulse_ingest_archive_batch_size_rows` | histogram | |
 //! | `citypulse_ingest_archive_write_duration_seconds` | histogram | |
+//! | `citypulse_ingest_readings_missing_total` | counter | `kind` |
+//! | `citypulse_ingest_tracked_sensors` | gauge | |
+//! | `citypulse_ingest_sensor_evictions_total` | counter | |
 //!
 //! Sensor ids are never labels.
 
@@ -53,6 +56,9 @@ pub struct IngestMetrics {
     archive_lag_seconds: prometheus::Gauge,
     archive_batch_size: Histogram,
     archive_write_seconds: Histogram,
+    missing: IntCounterVec,
+    tracked_sensors: IntGauge,
+    sensor_evictions: IntCounter,
 }
 
 impl IngestMetrics {
@@ -169,9 +175,26 @@ impl IngestMetrics {
                 "Duration of one archive batch write (one statement, one transaction).",
                 prometheus::exponential_buckets(0.001, 2.0, 14)?,
             )?,
+            missing: int_counter_vec(
+                registry,
+                "citypulse_ingest_readings_missing_total",
+                "Readings a sensor numbered (seq) that never reached ingest, counted once 64 newer readings of the sensor passed (or its counter restarted, or it was evicted). One arriving later than that is dropped as a repeat and stays counted. Dead-lettered readings count too (only valid readings are tracked).",
+                &["kind"],
+            )?,
+            tracked_sensors: int_gauge(
+                registry,
+                "citypulse_ingest_tracked_sensors",
+                "Sensors whose recent seq ingest tracks (at most --max-tracked-sensors).",
+            )?,
+            sensor_evictions: int_counter(
+                registry,
+                "citypulse_ingest_sensor_evictions_total",
+                "Least recently seen sensors forgotten to make room for a new one at --max-tracked-sensors.",
+            )?,
         };
         for k in Kind::ALL {
             m.accepted.with_label_values(&[k.as_str()]);
+            m.missing.with_label_values(&[k.as_str()]);
         }
         for r in Rejection::reasons() {
             m.rejected.with_label_values(&[r]);
@@ -199,6 +222,22 @@ impl IngestMetrics {
                 .with_label_values(&[a.reason(), a.field()])
                 .inc();
         }
+    }
+
+    /// `n` readings of a `kind` sensor were judged missing.
+    pub fn missing(&self, kind: Kind, n: u64) {
+        self.missing.with_label_values(&[kind.as_str()]).inc_by(n);
+    }
+
+    /// Sensors tracked now.
+    pub fn set_tracked_sensors(&self, n: usize) {
+        self.tracked_sensors
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// A sensor was evicted from the tracking map.
+    pub fn sensor_evicted(&self) {
+        self.sensor_evictions.inc();
     }
 
     /// A message was rejected.

@@ -22,6 +22,7 @@
 
 use crate::metrics::IngestMetrics;
 use crate::nats;
+use crate::recent::{Gap, GapLog, Recent};
 use crate::validate::Validator;
 use async_nats::jetstream::publish::PublishAck;
 use async_nats::jetstream::{self, stream};
@@ -31,8 +32,7 @@ use citypulse_runtime::jetstream::PublishError;
 use citypulse_runtime::publish::{self, publish_all, Outgoing, Rejected};
 use citypulse_runtime::shutdown::Shutdown;
 use citypulse_runtime::source::{ack_floor, Delivery, Source, SourceConfig, SourceEvent};
-use citypulse_schema::seq::SeqGuard;
-use citypulse_schema::{batch, partition_of};
+use citypulse_schema::{batch, partition_of, Reading};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
@@ -53,33 +53,67 @@ pub struct Validating {
     pub consumer: SourceConfig,
     /// READINGS partitions (ingest's `--partitions`).
     pub partitions: u32,
+    /// Most sensors whose recent `seq` are tracked (`--max-tracked-sensors`).
+    pub max_tracked_sensors: usize,
 }
 
 /// Header of a READINGS batch: the RAW sequence through which it holds its partition's readings.
 pub const HEADER_RAW_LAST: &str = "Citypulse-Raw-Last";
 
-/// Per sensor: which recent sequence numbers passed, and the newest event time, so a device's
-/// repeated reading is dropped before READINGS (in memory only: after a restart, a repeat of an
-/// older reading is caught by the processors' own guard and the archive's key).
-#[derive(Default)]
-struct Recent(HashMap<String, (SeqGuard, u64)>);
+/// Per-sensor sequence tracking ([`Recent`]: repeats and missing readings) and the WARN log of
+/// gaps, one for the validator loop.
+struct Tracking {
+    recent: Recent,
+    /// Gaps judged by the current reading (reused buffer).
+    gaps: Vec<Gap>,
+    log: GapLog,
+    /// Whether the map was reported full (once per process).
+    full_reported: bool,
+}
 
-impl Recent {
-    /// Whether `(sensor, seq)` at event time `ts` is new.
-    fn admit(&mut self, sensor: &str, seq: u64, ts: u64) -> bool {
-        match self.0.get_mut(sensor) {
-            Some((guard, newest)) => {
-                let fresh = guard.admit(seq, ts > *newest);
-                if fresh {
-                    *newest = (*newest).max(ts);
-                }
-                fresh
+/// At most one WARN line about missing readings per minute of processing time.
+const GAP_LOG_EVERY_MS: u64 = 60_000;
+
+impl Tracking {
+    fn new(max_sensors: usize) -> Tracking {
+        Tracking {
+            recent: Recent::new(max_sensors),
+            gaps: Vec::new(),
+            log: GapLog::new(GAP_LOG_EVERY_MS),
+            full_reported: false,
+        }
+    }
+
+    /// Whether `r` is new; counts the readings it reveals missing and the eviction it causes.
+    fn admit(&mut self, r: &Reading, metrics: &IngestMetrics) -> bool {
+        let a = self
+            .recent
+            .admit(&r.sensor, r.kind(), r.seq, r.ts, &mut self.gaps);
+        for gap in self.gaps.drain(..) {
+            metrics.missing(gap.kind, gap.missed);
+            self.log.note(&gap);
+        }
+        if a.evicted {
+            metrics.sensor_evicted();
+            if !self.full_reported {
+                self.full_reported = true;
+                tracing::warn!(tracked = self.recent.len(),
+                    "--max-tracked-sensors reached: evicting the least recently seen sensor for each new one");
             }
-            None => {
-                self.0
-                    .insert(sensor.to_owned(), (SeqGuard::starting_at(seq), ts));
-                true
-            }
+        }
+        metrics.set_tracked_sensors(self.recent.len());
+        a.fresh
+    }
+
+    /// Logs the gaps since the last line, when one is due at `now_ms`.
+    fn report(&mut self, now_ms: u64) {
+        let Some(s) = self.log.due(now_ms) else {
+            return;
+        };
+        if let Some(g) = &s.largest {
+            tracing::warn!(missing = s.missed, gaps = s.gaps, largest_gap = g.missed,
+                sensor = %g.sensor, kind = g.kind.as_str(), newest_seq = g.newest, cause = ?g.cause,
+                "readings lost before ingest (gaps in seq) since the last report");
         }
     }
 }
@@ -130,11 +164,12 @@ impl Validating {
         // Per partition: the RAW sequence through which READINGS is known to hold its readings
         // (learned from a replayed batch the server already had).
         let mut stored: HashMap<u32, u64> = HashMap::new();
-        let mut recent = Recent::default();
+        let mut tracking = Tracking::new(self.max_tracked_sensors);
         let mut batch = Vec::new();
         while source.next_batch(&mut batch, &shutdown).await {
             let Some(last) = batch.last() else { continue };
-            let (groups, letters) = self.verdicts(&batch, &mut recent);
+            let (groups, letters) = self.verdicts(&batch, &mut tracking);
+            tracking.report(now_ms());
             self.metrics.set_in_flight(groups.len() + letters.len());
             let published = self
                 .publish(groups, letters, last.seq, &mut stored, &shutdown)
@@ -147,6 +182,8 @@ impl Validating {
             source.ack(last).await;
             batch.clear();
         }
+        // What is pending at shutdown, however recent the last line.
+        tracking.report(u64::MAX);
     }
 
     /// The RAW sequence after which to resume: the consumer's ack floor, read with retries.
@@ -167,7 +204,7 @@ impl Validating {
     }
 
     /// Validates a batch: its valid readings per partition (in RAW order) and its dead letters.
-    fn verdicts(&self, batch: &[Delivery], recent: &mut Recent) -> (Vec<Group>, Vec<Outgoing>) {
+    fn verdicts(&self, batch: &[Delivery], tracking: &mut Tracking) -> (Vec<Group>, Vec<Outgoing>) {
         let now = now_ms();
         let mut groups: BTreeMap<u32, Group> = BTreeMap::new();
         let mut letters = Vec::new();
@@ -179,7 +216,7 @@ impl Validating {
                     self.metrics
                         .accepted(accepted.reading.kind(), &accepted.adjustments);
                     let r = &accepted.reading;
-                    if !recent.admit(&r.sensor, r.seq, r.ts) {
+                    if !tracking.admit(r, &self.metrics) {
                         tracing::debug!(sensor = %r.sensor, seq = r.seq, "repeated reading dropped");
                         self.metrics.duplicate("readings");
                         continue;
