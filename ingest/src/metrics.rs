@@ -178,7 +178,7 @@ impl IngestMetrics {
             missing: int_counter_vec(
                 registry,
                 "citypulse_ingest_readings_missing_total",
-                "Readings a sensor numbered (seq) that never reached ingest, counted once 64 newer readings of the sensor passed (or its counter restarted, or it was evicted). One arriving later than that is dropped as a repeat and stays counted. Dead-lettered readings count too (only valid readings are tracked).",
+                "Readings a sensor numbered (seq) that never reached ingest, counted once 64 newer readings of the sensor passed (or its counter restarted, or it was evicted). One arriving later than that is dropped as a repeat and stays counted. A reading rejected for its time or values arrived and is not counted; a payload too broken to name its sensor and seq is.",
                 &["kind"],
             )?,
             tracked_sensors: int_gauge(

@@ -86,9 +86,19 @@ impl Tracking {
 
     /// Whether `r` is new; counts the readings it reveals missing and the eviction it causes.
     fn admit(&mut self, r: &Reading, metrics: &IngestMetrics) -> bool {
+        self.track(r, r.ts, metrics)
+    }
+
+    /// Notes a reading that arrived but was rejected for its time or values, so its `seq` is
+    /// not counted missing. Its `ts` is not trusted: the sensor's newest event time stays.
+    fn arrived(&mut self, r: &Reading, metrics: &IngestMetrics) {
+        self.track(r, 0, metrics);
+    }
+
+    fn track(&mut self, r: &Reading, ts: u64, metrics: &IngestMetrics) -> bool {
         let a = self
             .recent
-            .admit(&r.sensor, r.kind(), r.seq, r.ts, &mut self.gaps);
+            .admit(&r.sensor, r.kind(), r.seq, ts, &mut self.gaps);
         for gap in self.gaps.drain(..) {
             metrics.missing(gap.kind, gap.missed);
             self.log.note(&gap);
@@ -237,6 +247,11 @@ impl Validating {
                     group.readings.push((d.seq, bytes));
                 }
                 Err(rejection) => {
+                    if rejection.identifies_reading() {
+                        if let Ok(r) = Reading::decode(payload) {
+                            tracking.arrived(&r, &self.metrics);
+                        }
+                    }
                     let reason = rejection.reason();
                     let detail = rejection.to_string();
                     tracing::debug!(reason, %detail, subject, raw_sequence = d.seq, "rejected; dead-lettering");

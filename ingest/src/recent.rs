@@ -21,8 +21,8 @@
 //! right: it never reached READINGS. One that arrives after its sensor was evicted passes (the
 //! sensor starts fresh) and stays counted. Numbers below the floor are never counted; gaps across
 //! an ingest restart are not either (the map lives in memory only), so the count is a lower bound
-//! over restarts. The validator loop tracks valid readings only, so a dead-lettered reading is
-//! counted missing too (and as rejected).
+//! over restarts. The validator loop also notes the `seq` of a reading rejected for its time or
+//! values (it arrived); only a payload whose sensor and `seq` cannot be trusted stays untracked.
 //!
 //! **Bound.** At most `capacity` sensors; a new sensor beyond it evicts the least recently seen
 //! one, in O(1): the sensors form a doubly linked list in recency order, threaded through a slab

@@ -165,3 +165,53 @@ async fn a_full_map_evicts_the_least_recently_seen_sensor_and_counts_its_holes()
     );
     child.kill().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reading_rejected_for_its_time_arrived_and_only_an_unreadable_one_counts_missing() {
+    let nats = NatsServer::start();
+    let (mut child, admin) = spawn_ingest(&nats.url(), &[]);
+    let js = jetstream(&nats.url()).await;
+    started(&mut child, &js).await;
+    let now = now_ms();
+    // Air station 1 sends 0..=110: 20 is four days old (too_old), 30 an hour ahead
+    // (future_timestamp), both dead-lettered but arrived; 40 is not CBOR at all (its seq is
+    // unknown, so it counts missing once 64 newer readings passed).
+    for seq in 0..=110u64 {
+        let ts = match seq {
+            20 => now - 96 * 3_600_000,
+            30 => now + 3_600_000,
+            _ => now - 60_000 + seq,
+        };
+        let r = reading(1, seq, ts);
+        let payload = if seq == 40 {
+            b"\xff not a reading".to_vec()
+        } else {
+            r.encode()
+        };
+        js.publish(raw_subject(&r), payload.into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    wait_for(WAIT, "108 readings on READINGS", || async {
+        readings_len(&js).await == 108
+    })
+    .await;
+    let rejected = |reason: &str| format!("citypulse_ingest_rejected_total{{reason=\"{reason}\"}}");
+    assert_eq!(scrape(admin, &rejected("too_old")).await, Some(1.0));
+    assert_eq!(
+        scrape(admin, &rejected("future_timestamp")).await,
+        Some(1.0)
+    );
+    assert_eq!(scrape(admin, &rejected("malformed_cbor")).await, Some(1.0));
+    assert_eq!(
+        scrape(
+            admin,
+            "citypulse_ingest_readings_missing_total{kind=\"air\"}"
+        )
+        .await,
+        Some(1.0)
+    );
+    child.kill().await.unwrap();
+}

@@ -151,6 +151,18 @@ pub enum Rejection {
 }
 
 impl Rejection {
+    /// Whether the payload was a reading of the subject's own sensor, with a usable `seq`, and
+    /// only its time or values were refused: the reading arrived (its `seq` is no gap).
+    pub fn identifies_reading(&self) -> bool {
+        !matches!(
+            self,
+            Rejection::BadSubject(_)
+                | Rejection::Decode(_)
+                | Rejection::IdentityMismatch { .. }
+                | Rejection::SeqOutOfRange(_)
+        )
+    }
+
     /// A bounded label for metrics and the dead-letter subject `dlq.<reason>`.
     pub fn reason(&self) -> &'static str {
         match self {
