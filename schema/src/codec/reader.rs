@@ -1,0 +1,531 @@
+//! A one-pass CBOR reader over borrowed bytes (RFC 8949), for contract messages that are one map
+//! with text keys: [`Fields::parse`] walks the map once, keeps the values of the keys it is told
+//! about (text borrowed from the input) and checks the rest for well-formedness only.
+//!
+//! It reproduces the ciborium 0.2 `Value` decoder it replaced, error for error, because the
+//! error's text reaches dead-letter headers. Where that decoder departs from RFC 8949 the
+//! departure is kept and marked "ciborium:" below; `legacy` and the differential tests pin it.
+
+use super::DecodeError;
+use std::borrow::Cow;
+
+/// How deep arrays, maps and tags may nest, counting the top-level map (ciborium's default).
+const MAX_DEPTH: usize = 256;
+/// ciborium reads a byte string of at most 16 bytes under tag 2 or 3 as an integer.
+const MAX_BIGNUM_BYTES: u64 = 16;
+const SIMPLE_ERROR: &str = "invalid type: simple, expected known simple value";
+const BREAK_ERROR: &str = "invalid type: break, expected non-break";
+const BIGNUM_ERROR: &str = "integer too large";
+
+/// Why the reader stopped, before it becomes a [`DecodeError`].
+#[derive(Debug)]
+enum Fault {
+    /// The input ended inside an item.
+    Truncated,
+    /// Not well-formed at this byte offset.
+    Syntax(usize),
+    /// Well-formed but not accepted (ciborium's "semantic" errors).
+    Semantic(&'static str),
+    /// Nested deeper than [`MAX_DEPTH`].
+    TooDeep,
+}
+
+impl From<Fault> for DecodeError {
+    fn from(fault: Fault) -> DecodeError {
+        match fault {
+            Fault::Truncated => DecodeError::Truncated,
+            Fault::Syntax(at) => DecodeError::Malformed(format!("syntax error at byte {at}")),
+            Fault::Semantic(msg) => DecodeError::Malformed(msg.to_owned()),
+            Fault::TooDeep => DecodeError::Malformed("nesting too deep".to_owned()),
+        }
+    }
+}
+
+/// The head of a data item (RFC 8949 §3): major type with its argument already applied. A
+/// `None` length is the indefinite length of §3.2.
+#[derive(Debug, Clone, Copy)]
+enum Head {
+    Unsigned(u64),
+    Negative(u64),
+    Bytes(Option<u64>),
+    Text(Option<u64>),
+    Array(Option<u64>),
+    Map(Option<u64>),
+    Tag(u64),
+    Simple(u8),
+    Float(f64),
+    Break,
+}
+
+/// A data item, reduced to what a reader of the contract looks at.
+#[derive(Debug)]
+pub(crate) enum Item<'a> {
+    /// An integer (major types 0 and 1, or a bignum that fits in 65 bits).
+    Int(i128),
+    /// A floating-point number of any width.
+    Float(f64),
+    /// A text string; borrowed unless it came in chunks.
+    Text(Cow<'a, str>),
+    /// Anything else, by the name error messages give it.
+    Other(&'static str),
+}
+
+impl Item<'_> {
+    /// The name an error message gives this item's type.
+    pub(crate) fn type_name(&self) -> &'static str {
+        match self {
+            Item::Int(_) => "integer",
+            Item::Float(_) => "float",
+            Item::Text(_) => "text",
+            Item::Other(name) => name,
+        }
+    }
+}
+
+/// Bytes of the argument that follows an initial byte's additional information (RFC 8949
+/// §3: 24..=27 mean 1, 2, 4, 8 bytes).
+fn argument_width(info: u8) -> usize {
+    match info {
+        24 => 1,
+        25 => 2,
+        26 => 4,
+        _ => 8,
+    }
+}
+
+/// Length of the shortest head for an argument (RFC 8949 §4.2.1, preferred serialization).
+fn shortest_head_len(arg: u64) -> usize {
+    match arg {
+        0..=23 => 1,
+        24..=0xff => 2,
+        0x100..=0xffff => 3,
+        0x1_0000..=0xffff_ffff => 5,
+        _ => 9,
+    }
+}
+
+/// A half-precision float (RFC 8949 §3.3 and Appendix D). NaNs keep their payload with the quiet
+/// bit set, as the `half` crate that ciborium uses converts them.
+fn f16_to_f64(half: u16) -> f64 {
+    let sign = if half & 0x8000 == 0 { 1.0 } else { -1.0 };
+    let exponent = i32::from((half >> 10) & 0x1f);
+    let mantissa = half & 0x3ff;
+    match exponent {
+        0 => sign * f64::from(mantissa) * 2f64.powi(-24),
+        31 if mantissa == 0 => sign * f64::INFINITY,
+        31 => f64::from_bits(
+            (u64::from(half & 0x8000) << 48) | 0x7ff8_0000_0000_0000 | (u64::from(mantissa) << 42),
+        ),
+        _ => sign * f64::from(mantissa + 0x400) * 2f64.powi(exponent - 25),
+    }
+}
+
+/// A position in the input.
+struct Cursor<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Cursor<'a> {
+    /// The next `len` bytes.
+    fn take(&mut self, len: u64) -> Result<&'a [u8], Fault> {
+        let end = usize::try_from(len)
+            .ok()
+            .and_then(|len| self.at.checked_add(len))
+            .ok_or(Fault::Truncated)?;
+        let slice = self.bytes.get(self.at..end).ok_or(Fault::Truncated)?;
+        self.at = end;
+        Ok(slice)
+    }
+
+    /// The argument of `width` bytes, big-endian (RFC 8949 §3).
+    fn argument(&mut self, width: usize) -> Result<u64, Fault> {
+        let bytes = self.take(width as u64)?;
+        Ok(bytes.iter().fold(0, |acc, &b| (acc << 8) | u64::from(b)))
+    }
+
+    /// Consumes a break (0xff, RFC 8949 §3.2.1) if one is next.
+    fn at_break(&mut self) -> bool {
+        let found = self.bytes.get(self.at) == Some(&0xff);
+        self.at += usize::from(found);
+        found
+    }
+
+    /// Reads one head (RFC 8949 §3). Additional information 28..=30 is reserved (§3), and
+    /// indefinite length (31) exists only for major types 2..=5 and the break (§3.2): both are
+    /// syntax errors at the head's first byte.
+    fn head(&mut self) -> Result<Head, Fault> {
+        let start = self.at;
+        let [initial] = self.take(1)? else {
+            return Err(Fault::Truncated);
+        };
+        let (major, info) = (initial >> 5, initial & 0x1f);
+        let arg = match info {
+            0..=23 => Some(u64::from(info)),
+            24..=27 => Some(self.argument(argument_width(info))?),
+            31 => None,
+            _ => return Err(Fault::Syntax(start)),
+        };
+        let definite = |arg: Option<u64>| arg.ok_or(Fault::Syntax(start));
+        Ok(match major {
+            0 => Head::Unsigned(definite(arg)?),
+            1 => Head::Negative(definite(arg)?),
+            2 => Head::Bytes(arg),
+            3 => Head::Text(arg),
+            4 => Head::Array(arg),
+            5 => Head::Map(arg),
+            6 => Head::Tag(definite(arg)?),
+            _ => simple_or_float(info, arg),
+        })
+    }
+
+    /// One data item of any type, at most `depth` containers deep.
+    fn item(&mut self, depth: usize) -> Result<Item<'a>, Fault> {
+        let start = self.at;
+        let head = self.head()?;
+        self.item_after(head, start, depth)
+    }
+
+    /// The rest of the item whose head, starting at `start`, has been read.
+    fn item_after(&mut self, head: Head, start: usize, depth: usize) -> Result<Item<'a>, Fault> {
+        Ok(match head {
+            Head::Unsigned(n) => Item::Int(i128::from(n)),
+            Head::Negative(n) => Item::Int(-1 - i128::from(n)),
+            Head::Bytes(len) => {
+                self.string(len, false, &mut String::new())?;
+                Item::Other("byte string")
+            }
+            Head::Text(len) => Item::Text(self.text(start, len)?),
+            Head::Array(len) => {
+                self.array(len, depth)?;
+                Item::Other("array")
+            }
+            Head::Map(len) => {
+                self.map(len, depth)?;
+                Item::Other("map")
+            }
+            Head::Tag(tag) => self.tagged(tag, depth)?,
+            Head::Simple(20 | 21) => Item::Other("bool"),
+            // ciborium: `undefined` (23) reads as null.
+            Head::Simple(22 | 23) => Item::Other("null"),
+            Head::Simple(_) => return Err(Fault::Semantic(SIMPLE_ERROR)),
+            Head::Float(f) => Item::Float(f),
+            Head::Break => return Err(Fault::Semantic(BREAK_ERROR)),
+        })
+    }
+
+    /// A text string's content (RFC 8949 §3.1 major type 3, §3.2.3 chunks), checked as UTF-8.
+    fn text(&mut self, start: usize, len: Option<u64>) -> Result<Cow<'a, str>, Fault> {
+        let Some(len) = len else {
+            let mut joined = String::new();
+            self.string(None, true, &mut joined)?;
+            return Ok(Cow::Owned(joined));
+        };
+        // ciborium reports invalid UTF-8 at the head's offset minus the bytes by which the head
+        // is longer than the shortest one for its length (it re-encodes a head it peeked at).
+        let longer = (self.at - start).saturating_sub(shortest_head_len(len));
+        let raw = self.take(len)?;
+        std::str::from_utf8(raw)
+            .map(Cow::Borrowed)
+            .map_err(|_| Fault::Syntax(start + longer))
+    }
+
+    /// A byte or text string of length `len`, or in chunks (RFC 8949 §3.2.3); text chunks are
+    /// appended to `out`. Each chunk is a definite string of the same major type, valid UTF-8 on
+    /// its own for text. ciborium: a chunk may itself be indefinite, its chunks nested inside,
+    /// each level ended by its own break.
+    fn string(&mut self, len: Option<u64>, text: bool, out: &mut String) -> Result<(), Fault> {
+        if let Some(len) = len {
+            return self.take(len).map(drop);
+        }
+        let mut open = 1usize;
+        while open > 0 {
+            let start = self.at;
+            match (self.head()?, text) {
+                (Head::Break, _) => open -= 1,
+                (Head::Bytes(None), false) | (Head::Text(None), true) => open += 1,
+                (Head::Bytes(Some(len)), false) => {
+                    self.take(len)?;
+                }
+                (Head::Text(Some(len)), true) => {
+                    let chunk = std::str::from_utf8(self.take(len)?);
+                    out.push_str(chunk.map_err(|_| Fault::Syntax(start))?);
+                }
+                _ => return Err(Fault::Syntax(start)),
+            }
+        }
+        Ok(())
+    }
+
+    /// An array's elements (RFC 8949 §3.1 major type 4; §3.2.2 indefinite length).
+    fn array(&mut self, len: Option<u64>, depth: usize) -> Result<(), Fault> {
+        let inner = depth.checked_sub(1).ok_or(Fault::TooDeep)?;
+        self.entries(len, |cur| cur.item(inner).map(drop))
+    }
+
+    /// A map's keys and values, checked only (RFC 8949 §3.1 major type 5).
+    fn map(&mut self, len: Option<u64>, depth: usize) -> Result<(), Fault> {
+        let inner = depth.checked_sub(1).ok_or(Fault::TooDeep)?;
+        self.entries(len, |cur| {
+            cur.item(inner)?;
+            cur.item(inner).map(drop)
+        })
+    }
+
+    /// Calls `entry` `len` times, or until a break where an entry would start (RFC 8949 §3.2.2).
+    /// Each entry consumes at least one byte, so a huge `len` ends at the end of the input.
+    fn entries(
+        &mut self,
+        len: Option<u64>,
+        mut entry: impl FnMut(&mut Self) -> Result<(), Fault>,
+    ) -> Result<(), Fault> {
+        match len {
+            Some(len) => (0..len).try_for_each(|_| entry(self)),
+            None => {
+                while !self.at_break() {
+                    entry(self)?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// A tagged item (RFC 8949 §3.4). Bignums (§3.4.3, tags 2 and 3 on a definite byte string
+    /// of at most 16 bytes) are integers when they fit in the range of major types 0 and 1, and
+    /// do not count towards the depth; every other tag wraps its item and counts one level.
+    fn tagged(&mut self, tag: u64, depth: usize) -> Result<Item<'a>, Fault> {
+        let start = self.at;
+        let head = self.head()?;
+        match (tag, head) {
+            (2 | 3, Head::Bytes(Some(len))) if len <= MAX_BIGNUM_BYTES => {
+                let raw = self.take(len)?;
+                bignum(
+                    tag == 3,
+                    raw.iter().fold(0, |acc, &b| (acc << 8) | u128::from(b)),
+                )
+            }
+            _ => {
+                let inner = depth.checked_sub(1).ok_or(Fault::TooDeep)?;
+                self.item_after(head, start, inner)?;
+                Ok(Item::Other("tagged item"))
+            }
+        }
+    }
+}
+
+/// Major type 7 (RFC 8949 §3.3): simple values and floats. ciborium: a one-byte simple value
+/// below 32 (not well-formed, §3.3) is read like the same value in the initial byte.
+fn simple_or_float(info: u8, arg: Option<u64>) -> Head {
+    match (info, arg) {
+        (_, None) => Head::Break,
+        (0..=24, Some(value)) => Head::Simple(value as u8),
+        (25, Some(bits)) => Head::Float(f16_to_f64(bits as u16)),
+        (26, Some(bits)) => Head::Float(f64::from(f32::from_bits(bits as u32))),
+        (_, Some(bits)) => Head::Float(f64::from_bits(bits)),
+    }
+}
+
+/// The integer a bignum's magnitude stands for (RFC 8949 §3.4.3: tag 3 means -1 - n).
+fn bignum(negative: bool, n: u128) -> Result<Item<'static>, Fault> {
+    if negative && i128::try_from(n).is_err() {
+        return Err(Fault::Semantic(BIGNUM_ERROR));
+    }
+    Ok(match u64::try_from(n) {
+        Ok(n) if negative => Item::Int(-1 - i128::from(n)),
+        Ok(n) => Item::Int(i128::from(n)),
+        Err(_) => Item::Other("tagged item"),
+    })
+}
+
+/// The top-level map of a message: the values of its known text keys, by index in `names`.
+/// Entries with other keys are checked and dropped (readers tolerate what they do not know).
+pub(crate) struct Fields<'a, const N: usize> {
+    names: &'static [&'static str; N],
+    items: [Option<Item<'a>>; N],
+}
+
+/// What the walk of the top-level map found besides the known fields.
+struct Walk<'a> {
+    /// Text keys not in `names`, for the duplicate check.
+    unknown: Vec<Cow<'a, str>>,
+    /// The first key equal to an earlier one.
+    duplicate: Option<Cow<'a, str>>,
+    /// Where the next key is most likely in `names` (messages list keys in `names` order).
+    hint: usize,
+}
+
+impl<'a, const N: usize> Fields<'a, N> {
+    /// Parses `bytes` as exactly one CBOR map, bounded by `max` bytes, keeping the values of the
+    /// keys in `names`. Errors come in the old decoder's order: the first fault in the input;
+    /// trailing bytes; not a map; a duplicate text key (RFC 8949 §5.6).
+    pub(crate) fn parse(
+        bytes: &'a [u8],
+        max: usize,
+        names: &'static [&'static str; N],
+    ) -> Result<Fields<'a, N>, DecodeError> {
+        if bytes.len() > max {
+            return Err(DecodeError::Oversized {
+                len: bytes.len(),
+                max,
+            });
+        }
+        let mut cur = Cursor { bytes, at: 0 };
+        let mut fields = Fields {
+            names,
+            items: std::array::from_fn(|_| None),
+        };
+        let head = cur.head()?;
+        let Head::Map(len) = head else {
+            let item = cur.item_after(head, 0, MAX_DEPTH)?;
+            trailing(&cur)?;
+            return Err(DecodeError::NotAMap(item.type_name()));
+        };
+        let walk = fields.walk(&mut cur, len)?;
+        trailing(&cur)?;
+        match walk.duplicate {
+            Some(key) => Err(DecodeError::DuplicateKey(key.into_owned())),
+            None => Ok(fields),
+        }
+    }
+
+    /// Reads the entries of the top-level map, whose head has been read.
+    fn walk(&mut self, cur: &mut Cursor<'a>, len: Option<u64>) -> Result<Walk<'a>, Fault> {
+        let inner = MAX_DEPTH - 1;
+        let mut walk = Walk {
+            unknown: Vec::new(),
+            duplicate: None,
+            hint: 0,
+        };
+        cur.entries(len, |cur| {
+            let key = cur.item(inner)?;
+            let value = cur.item(inner)?;
+            if let Item::Text(key) = key {
+                self.keep(&mut walk, key, value);
+            }
+            Ok(())
+        })?;
+        Ok(walk)
+    }
+
+    /// Files one text-keyed entry: a known key's value in its slot, an unknown key in the list;
+    /// notes the first repeated key.
+    fn keep(&mut self, walk: &mut Walk<'a>, key: Cow<'a, str>, value: Item<'a>) {
+        let found = (0..N)
+            .map(|i| (walk.hint + i) % N)
+            .find(|&i| self.names.get(i) == Some(&key.as_ref()));
+        let repeated = match found.and_then(|i| self.items.get_mut(i).map(|slot| (i, slot))) {
+            Some((i, slot)) => {
+                walk.hint = i + 1;
+                slot.replace(value).is_some()
+            }
+            None if walk.unknown.contains(&key) => true,
+            None => {
+                walk.unknown.push(key.clone());
+                false
+            }
+        };
+        if repeated && walk.duplicate.is_none() {
+            walk.duplicate = Some(key);
+        }
+    }
+
+    fn take(&mut self, i: usize) -> Option<Item<'a>> {
+        self.items.get_mut(i).and_then(Option::take)
+    }
+
+    fn name(&self, i: usize) -> &'static str {
+        self.names.get(i).copied().unwrap_or_default()
+    }
+
+    fn wrong(&self, i: usize, expected: &'static str, found: &Item<'_>) -> DecodeError {
+        DecodeError::WrongType {
+            field: self.name(i),
+            expected,
+            found: found.type_name().to_owned(),
+        }
+    }
+
+    /// An optional unsigned integer field, `names[i]`.
+    pub(crate) fn opt_u64(&mut self, i: usize) -> Result<Option<u64>, DecodeError> {
+        match self.take(i) {
+            None => Ok(None),
+            Some(Item::Int(n)) => u64::try_from(n)
+                .map(Some)
+                .map_err(|_| DecodeError::WrongType {
+                    field: self.name(i),
+                    expected: "an unsigned integer",
+                    found: format!("integer {n}"),
+                }),
+            Some(other) => Err(self.wrong(i, "an unsigned integer", &other)),
+        }
+    }
+
+    /// A required unsigned integer field.
+    pub(crate) fn u64(&mut self, i: usize) -> Result<u64, DecodeError> {
+        self.opt_u64(i)?
+            .ok_or(DecodeError::MissingField(self.name(i)))
+    }
+
+    /// An optional unsigned integer field that must fit in `u32`.
+    pub(crate) fn opt_u32(&mut self, i: usize) -> Result<Option<u32>, DecodeError> {
+        let Some(n) = self.opt_u64(i)? else {
+            return Ok(None);
+        };
+        u32::try_from(n)
+            .map(Some)
+            .map_err(|_| DecodeError::WrongType {
+                field: self.name(i),
+                expected: "an unsigned integer below 2^32",
+                found: n.to_string(),
+            })
+    }
+
+    /// A required unsigned integer field that must fit in `u32`.
+    pub(crate) fn u32(&mut self, i: usize) -> Result<u32, DecodeError> {
+        self.opt_u32(i)?
+            .ok_or(DecodeError::MissingField(self.name(i)))
+    }
+
+    /// An optional number. Integers are accepted where the contract says float: a device that
+    /// sends `0` for `0.0` is speaking the contract.
+    pub(crate) fn opt_f64(&mut self, i: usize) -> Result<Option<f64>, DecodeError> {
+        match self.take(i) {
+            None => Ok(None),
+            Some(Item::Float(f)) => Ok(Some(f)),
+            // i128 -> f64 is exact for every value a sensor could mean; larger ones round.
+            #[allow(clippy::cast_precision_loss)]
+            Some(Item::Int(n)) => Ok(Some(n as f64)),
+            Some(other) => Err(self.wrong(i, "a number", &other)),
+        }
+    }
+
+    /// A required number.
+    pub(crate) fn f64(&mut self, i: usize) -> Result<f64, DecodeError> {
+        self.opt_f64(i)?
+            .ok_or(DecodeError::MissingField(self.name(i)))
+    }
+
+    /// A required text field, borrowed from the input when it can be.
+    pub(crate) fn str(&mut self, i: usize) -> Result<Cow<'a, str>, DecodeError> {
+        match self.take(i) {
+            None => Err(DecodeError::MissingField(self.name(i))),
+            Some(Item::Text(text)) => Ok(text),
+            Some(other) => Err(self.wrong(i, "text", &other)),
+        }
+    }
+
+    /// A required text field, owned.
+    pub(crate) fn text(&mut self, i: usize) -> Result<String, DecodeError> {
+        self.str(i).map(Cow::into_owned)
+    }
+}
+
+/// RFC 8949 §5.1 (well-formed): the item must end the input.
+fn trailing(cur: &Cursor<'_>) -> Result<(), DecodeError> {
+    match cur.bytes.len().saturating_sub(cur.at) {
+        0 => Ok(()),
+        n => Err(DecodeError::Malformed(format!(
+            "{n} trailing bytes after the item"
+        ))),
+    }
+}
