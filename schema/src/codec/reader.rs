@@ -57,26 +57,31 @@ enum Head {
     Break,
 }
 
-/// A data item, reduced to what a reader of the contract looks at.
-#[derive(Debug)]
-pub(crate) enum Item<'a> {
-    /// An integer (major types 0 and 1, or a bignum that fits in 65 bits).
-    Int(i128),
+/// A data item, reduced to what a reader of the contract looks at (small enough to pass in
+/// registers: no `i128`, no owned text).
+#[derive(Debug, Clone, Copy)]
+enum Item<'a> {
+    /// An unsigned integer (major type 0, or a bignum below 2^64).
+    Unsigned(u64),
+    /// The negative integer -1 - n (major type 1, or a bignum above -1 - 2^64).
+    Negative(u64),
     /// A floating-point number of any width.
     Float(f64),
-    /// A text string; borrowed unless it came in chunks.
-    Text(Cow<'a, str>),
+    /// A text string of definite length.
+    Text(&'a str),
+    /// A text string in chunks, by the offset of its head; joined when it is read.
+    Chunked(usize),
     /// Anything else, by the name error messages give it.
     Other(&'static str),
 }
 
 impl Item<'_> {
     /// The name an error message gives this item's type.
-    pub(crate) fn type_name(&self) -> &'static str {
+    fn type_name(&self) -> &'static str {
         match self {
-            Item::Int(_) => "integer",
+            Item::Unsigned(_) | Item::Negative(_) => "integer",
             Item::Float(_) => "float",
-            Item::Text(_) => "text",
+            Item::Text(_) | Item::Chunked(_) => "text",
             Item::Other(name) => name,
         }
     }
@@ -154,48 +159,56 @@ impl<'a> Cursor<'a> {
     /// Reads one head (RFC 8949 §3). Additional information 28..=30 is reserved (§3), and
     /// indefinite length (31) exists only for major types 2..=5 and the break (§3.2): both are
     /// syntax errors at the head's first byte.
-    fn head(&mut self) -> Result<Head, Fault> {
+    // Inlined: a head returned through memory costs a store-forwarding stall at every item.
+    #[inline(always)]
+    fn raw_head(&mut self) -> Result<RawHead, Fault> {
         let start = self.at;
         let [initial] = self.take(1)? else {
             return Err(Fault::Truncated);
         };
         let (major, info) = (initial >> 5, initial & 0x1f);
         let arg = match info {
-            0..=23 => Some(u64::from(info)),
-            24..=27 => Some(self.argument(argument_width(info))?),
-            31 => None,
+            0..=23 => u64::from(info),
+            24..=27 => self.argument(argument_width(info))?,
+            31 if matches!(major, 2..=5 | 7) => 0,
             _ => return Err(Fault::Syntax(start)),
         };
-        let definite = |arg: Option<u64>| arg.ok_or(Fault::Syntax(start));
-        Ok(match major {
-            0 => Head::Unsigned(definite(arg)?),
-            1 => Head::Negative(definite(arg)?),
-            2 => Head::Bytes(arg),
-            3 => Head::Text(arg),
-            4 => Head::Array(arg),
-            5 => Head::Map(arg),
-            6 => Head::Tag(definite(arg)?),
-            _ => simple_or_float(info, arg),
-        })
+        Ok(RawHead { major, info, arg })
+    }
+
+    /// Reads one head, typed.
+    fn head(&mut self) -> Result<Head, Fault> {
+        self.raw_head().map(RawHead::typed)
     }
 
     /// One data item of any type, at most `depth` containers deep.
+    // Inlined, with `item_after`, so that the numbers and text of a reading stay in registers.
+    #[inline(always)]
     fn item(&mut self, depth: usize) -> Result<Item<'a>, Fault> {
         let start = self.at;
-        let head = self.head()?;
+        let head = self.raw_head()?;
         self.item_after(head, start, depth)
     }
 
     /// The rest of the item whose head, starting at `start`, has been read.
-    fn item_after(&mut self, head: Head, start: usize, depth: usize) -> Result<Item<'a>, Fault> {
+    #[inline(always)]
+    fn item_after(&mut self, head: RawHead, start: usize, depth: usize) -> Result<Item<'a>, Fault> {
+        match (head.major, head.info) {
+            (0, _) => Ok(Item::Unsigned(head.arg)),
+            (1, _) => Ok(Item::Negative(head.arg)),
+            (3, 0..=27) => self.text(start, Some(head.arg)),
+            (7, 25..=27) => Ok(Item::Float(float(head.info, head.arg))),
+            _ => self.other(head.typed(), start, depth),
+        }
+    }
+
+    /// The rest of any item; `item_after` handles numbers and text itself, inline.
+    fn other(&mut self, head: Head, start: usize, depth: usize) -> Result<Item<'a>, Fault> {
         Ok(match head {
-            Head::Unsigned(n) => Item::Int(i128::from(n)),
-            Head::Negative(n) => Item::Int(-1 - i128::from(n)),
             Head::Bytes(len) => {
-                self.string(len, false, &mut String::new())?;
+                self.string(len, false, None)?;
                 Item::Other("byte string")
             }
-            Head::Text(len) => Item::Text(self.text(start, len)?),
             Head::Array(len) => {
                 self.array(len, depth)?;
                 Item::Other("array")
@@ -209,32 +222,40 @@ impl<'a> Cursor<'a> {
             // ciborium: `undefined` (23) reads as null.
             Head::Simple(22 | 23) => Item::Other("null"),
             Head::Simple(_) => return Err(Fault::Semantic(SIMPLE_ERROR)),
-            Head::Float(f) => Item::Float(f),
             Head::Break => return Err(Fault::Semantic(BREAK_ERROR)),
+            Head::Unsigned(n) => Item::Unsigned(n),
+            Head::Negative(n) => Item::Negative(n),
+            Head::Float(f) => Item::Float(f),
+            Head::Text(len) => self.text(start, len)?,
         })
     }
 
     /// A text string's content (RFC 8949 §3.1 major type 3, §3.2.3 chunks), checked as UTF-8.
-    fn text(&mut self, start: usize, len: Option<u64>) -> Result<Cow<'a, str>, Fault> {
+    #[inline(always)]
+    fn text(&mut self, start: usize, len: Option<u64>) -> Result<Item<'a>, Fault> {
         let Some(len) = len else {
-            let mut joined = String::new();
-            self.string(None, true, &mut joined)?;
-            return Ok(Cow::Owned(joined));
+            self.string(None, true, None)?;
+            return Ok(Item::Chunked(start));
         };
         // ciborium reports invalid UTF-8 at the head's offset minus the bytes by which the head
         // is longer than the shortest one for its length (it re-encodes a head it peeked at).
         let longer = (self.at - start).saturating_sub(shortest_head_len(len));
         let raw = self.take(len)?;
         std::str::from_utf8(raw)
-            .map(Cow::Borrowed)
+            .map(Item::Text)
             .map_err(|_| Fault::Syntax(start + longer))
     }
 
     /// A byte or text string of length `len`, or in chunks (RFC 8949 §3.2.3); text chunks are
-    /// appended to `out`. Each chunk is a definite string of the same major type, valid UTF-8 on
+    /// appended to `out` if given. Each chunk is a definite string of the same major type, valid UTF-8 on
     /// its own for text. ciborium: a chunk may itself be indefinite, its chunks nested inside,
     /// each level ended by its own break.
-    fn string(&mut self, len: Option<u64>, text: bool, out: &mut String) -> Result<(), Fault> {
+    fn string(
+        &mut self,
+        len: Option<u64>,
+        text: bool,
+        mut out: Option<&mut String>,
+    ) -> Result<(), Fault> {
         if let Some(len) = len {
             return self.take(len).map(drop);
         }
@@ -249,7 +270,10 @@ impl<'a> Cursor<'a> {
                 }
                 (Head::Text(Some(len)), true) => {
                     let chunk = std::str::from_utf8(self.take(len)?);
-                    out.push_str(chunk.map_err(|_| Fault::Syntax(start))?);
+                    let chunk = chunk.map_err(|_| Fault::Syntax(start))?;
+                    if let Some(out) = out.as_deref_mut() {
+                        out.push_str(chunk);
+                    }
                 }
                 _ => return Err(Fault::Syntax(start)),
             }
@@ -306,22 +330,49 @@ impl<'a> Cursor<'a> {
             }
             _ => {
                 let inner = depth.checked_sub(1).ok_or(Fault::TooDeep)?;
-                self.item_after(head, start, inner)?;
+                self.other(head, start, inner)?;
                 Ok(Item::Other("tagged item"))
             }
         }
     }
 }
 
-/// Major type 7 (RFC 8949 §3.3): simple values and floats. ciborium: a one-byte simple value
-/// below 32 (not well-formed, §3.3) is read like the same value in the initial byte.
-fn simple_or_float(info: u8, arg: Option<u64>) -> Head {
-    match (info, arg) {
-        (_, None) => Head::Break,
-        (0..=24, Some(value)) => Head::Simple(value as u8),
-        (25, Some(bits)) => Head::Float(f16_to_f64(bits as u16)),
-        (26, Some(bits)) => Head::Float(f64::from(f32::from_bits(bits as u32))),
-        (_, Some(bits)) => Head::Float(f64::from_bits(bits)),
+/// A head as read (RFC 8949 §3): major type, additional information, and argument (0 for an
+/// indefinite length). Plain integers, so that the hot path keeps it in registers.
+#[derive(Debug, Clone, Copy)]
+struct RawHead {
+    major: u8,
+    info: u8,
+    arg: u64,
+}
+
+impl RawHead {
+    /// The head's meaning. Major type 7 (RFC 8949 §3.3) holds simple values and floats;
+    /// ciborium: a one-byte simple value below 32 (not well-formed, §3.3) is read like the same
+    /// value in the initial byte.
+    fn typed(self) -> Head {
+        let len = (self.info != 31).then_some(self.arg);
+        match (self.major, self.info) {
+            (0, _) => Head::Unsigned(self.arg),
+            (1, _) => Head::Negative(self.arg),
+            (2, _) => Head::Bytes(len),
+            (3, _) => Head::Text(len),
+            (4, _) => Head::Array(len),
+            (5, _) => Head::Map(len),
+            (6, _) => Head::Tag(self.arg),
+            (_, 0..=24) => Head::Simple(self.arg as u8),
+            (_, 25..=27) => Head::Float(float(self.info, self.arg)),
+            _ => Head::Break,
+        }
+    }
+}
+
+/// The float of additional information 25, 26 or 27 (RFC 8949 §3.3: half, single, double).
+fn float(info: u8, bits: u64) -> f64 {
+    match info {
+        25 => f16_to_f64(bits as u16),
+        26 => f64::from(f32::from_bits(bits as u32)),
+        _ => f64::from_bits(bits),
     }
 }
 
@@ -331,15 +382,25 @@ fn bignum(negative: bool, n: u128) -> Result<Item<'static>, Fault> {
         return Err(Fault::Semantic(BIGNUM_ERROR));
     }
     Ok(match u64::try_from(n) {
-        Ok(n) if negative => Item::Int(-1 - i128::from(n)),
-        Ok(n) => Item::Int(i128::from(n)),
+        Ok(n) if negative => Item::Negative(n),
+        Ok(n) => Item::Unsigned(n),
         Err(_) => Item::Other("tagged item"),
     })
+}
+
+/// The text of a chunked string whose head is at `at` (already checked by the walk).
+fn joined(bytes: &[u8], at: usize) -> Result<String, Fault> {
+    let mut cur = Cursor { bytes, at };
+    let mut out = String::new();
+    cur.head()?;
+    cur.string(None, true, Some(&mut out))?;
+    Ok(out)
 }
 
 /// The top-level map of a message: the values of its known text keys, by index in `names`.
 /// Entries with other keys are checked and dropped (readers tolerate what they do not know).
 pub(crate) struct Fields<'a, const N: usize> {
+    bytes: &'a [u8],
     names: &'static [&'static str; N],
     items: [Option<Item<'a>>; N],
 }
@@ -350,7 +411,7 @@ struct Walk<'a> {
     unknown: Vec<Cow<'a, str>>,
     /// The first key equal to an earlier one.
     duplicate: Option<Cow<'a, str>>,
-    /// Where the next key is most likely in `names` (messages list keys in `names` order).
+    /// Where the next key most likely is in `names` (messages list keys in `names` order).
     hint: usize,
 }
 
@@ -370,26 +431,32 @@ impl<'a, const N: usize> Fields<'a, N> {
             });
         }
         let mut cur = Cursor { bytes, at: 0 };
-        let mut fields = Fields {
-            names,
-            items: std::array::from_fn(|_| None),
-        };
         let head = cur.head()?;
         let Head::Map(len) = head else {
-            let item = cur.item_after(head, 0, MAX_DEPTH)?;
+            let item = cur.other(head, 0, MAX_DEPTH)?;
             trailing(&cur)?;
             return Err(DecodeError::NotAMap(item.type_name()));
         };
-        let walk = fields.walk(&mut cur, len)?;
+        let mut fields = Fields {
+            bytes,
+            names,
+            items: [None; N],
+        };
+        let duplicate = fields.walk(&mut cur, len)?;
         trailing(&cur)?;
-        match walk.duplicate {
+        match duplicate {
             Some(key) => Err(DecodeError::DuplicateKey(key.into_owned())),
             None => Ok(fields),
         }
     }
 
-    /// Reads the entries of the top-level map, whose head has been read.
-    fn walk(&mut self, cur: &mut Cursor<'a>, len: Option<u64>) -> Result<Walk<'a>, Fault> {
+    /// Reads the entries of the top-level map, whose head has been read; the first repeated
+    /// text key, if any.
+    fn walk(
+        &mut self,
+        cur: &mut Cursor<'a>,
+        len: Option<u64>,
+    ) -> Result<Option<Cow<'a, str>>, Fault> {
         let inner = MAX_DEPTH - 1;
         let mut walk = Walk {
             unknown: Vec::new(),
@@ -399,24 +466,30 @@ impl<'a, const N: usize> Fields<'a, N> {
         cur.entries(len, |cur| {
             let key = cur.item(inner)?;
             let value = cur.item(inner)?;
-            if let Item::Text(key) = key {
-                self.keep(&mut walk, key, value);
+            match key {
+                Item::Text(key) => self.keep(&mut walk, Cow::Borrowed(key), value),
+                Item::Chunked(at) => {
+                    self.keep(&mut walk, Cow::Owned(joined(cur.bytes, at)?), value)
+                }
+                _ => {}
             }
             Ok(())
         })?;
-        Ok(walk)
+        Ok(walk.duplicate)
     }
 
     /// Files one text-keyed entry: a known key's value in its slot, an unknown key in the list;
     /// notes the first repeated key.
     fn keep(&mut self, walk: &mut Walk<'a>, key: Cow<'a, str>, value: Item<'a>) {
-        let found = (0..N)
-            .map(|i| (walk.hint + i) % N)
-            .find(|&i| self.names.get(i) == Some(&key.as_ref()));
-        let repeated = match found.and_then(|i| self.items.get_mut(i).map(|slot| (i, slot))) {
-            Some((i, slot)) => {
+        let known = |i: &usize| self.names.get(*i) == Some(&key.as_ref());
+        let found = Some(walk.hint).filter(known).or_else(|| (0..N).find(known));
+        let repeated = match found {
+            Some(i) => {
                 walk.hint = i + 1;
-                slot.replace(value).is_some()
+                self.items
+                    .get_mut(i)
+                    .and_then(|slot| slot.replace(value))
+                    .is_some()
             }
             None if walk.unknown.contains(&key) => true,
             None => {
@@ -449,13 +522,12 @@ impl<'a, const N: usize> Fields<'a, N> {
     pub(crate) fn opt_u64(&mut self, i: usize) -> Result<Option<u64>, DecodeError> {
         match self.take(i) {
             None => Ok(None),
-            Some(Item::Int(n)) => u64::try_from(n)
-                .map(Some)
-                .map_err(|_| DecodeError::WrongType {
-                    field: self.name(i),
-                    expected: "an unsigned integer",
-                    found: format!("integer {n}"),
-                }),
+            Some(Item::Unsigned(n)) => Ok(Some(n)),
+            Some(Item::Negative(n)) => Err(DecodeError::WrongType {
+                field: self.name(i),
+                expected: "an unsigned integer",
+                found: format!("integer {}", -1 - i128::from(n)),
+            }),
             Some(other) => Err(self.wrong(i, "an unsigned integer", &other)),
         }
     }
@@ -488,13 +560,15 @@ impl<'a, const N: usize> Fields<'a, N> {
 
     /// An optional number. Integers are accepted where the contract says float: a device that
     /// sends `0` for `0.0` is speaking the contract.
+    // Integers convert with rounding to nearest, like the i128 -> f64 of the old decoder; exact
+    // for every value a sensor could mean.
+    #[allow(clippy::cast_precision_loss)]
     pub(crate) fn opt_f64(&mut self, i: usize) -> Result<Option<f64>, DecodeError> {
         match self.take(i) {
             None => Ok(None),
             Some(Item::Float(f)) => Ok(Some(f)),
-            // i128 -> f64 is exact for every value a sensor could mean; larger ones round.
-            #[allow(clippy::cast_precision_loss)]
-            Some(Item::Int(n)) => Ok(Some(n as f64)),
+            Some(Item::Unsigned(n)) => Ok(Some(n as f64)),
+            Some(Item::Negative(n)) => Ok(Some((-1 - i128::from(n)) as f64)),
             Some(other) => Err(self.wrong(i, "a number", &other)),
         }
     }
@@ -505,11 +579,12 @@ impl<'a, const N: usize> Fields<'a, N> {
             .ok_or(DecodeError::MissingField(self.name(i)))
     }
 
-    /// A required text field, borrowed from the input when it can be.
+    /// A required text field, borrowed from the input unless it came in chunks.
     pub(crate) fn str(&mut self, i: usize) -> Result<Cow<'a, str>, DecodeError> {
         match self.take(i) {
             None => Err(DecodeError::MissingField(self.name(i))),
-            Some(Item::Text(text)) => Ok(text),
+            Some(Item::Text(text)) => Ok(Cow::Borrowed(text)),
+            Some(Item::Chunked(at)) => Ok(Cow::Owned(joined(self.bytes, at)?)),
             Some(other) => Err(self.wrong(i, "text", &other)),
         }
     }
