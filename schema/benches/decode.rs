@@ -50,6 +50,7 @@ fn decode(c: &mut Criterion) {
     for (name, reading) in [("traffic", traffic()), ("air", air())] {
         let bytes = reading.encode();
         assert_eq!(Reading::decode(&bytes).unwrap(), reading);
+        eprintln!("{name}: {} bytes", bytes.len());
         g.bench_function(name, |b| b.iter(|| Reading::decode(black_box(&bytes))));
     }
     g.finish();

@@ -57,8 +57,8 @@ enum Head {
     Break,
 }
 
-/// A data item, reduced to what a reader of the contract looks at (small enough to pass in
-/// registers: no `i128`, no owned text).
+/// A data item, reduced to what a reader of the contract looks at: small and `Copy` (no `i128`,
+/// no owned text).
 #[derive(Debug, Clone, Copy)]
 enum Item<'a> {
     /// An unsigned integer (major type 0, or a bignum below 2^64).
@@ -237,8 +237,9 @@ impl<'a> Cursor<'a> {
             self.string(None, true, None)?;
             return Ok(Item::Chunked(start));
         };
-        // ciborium reports invalid UTF-8 at the head's offset minus the bytes by which the head
-        // is longer than the shortest one for its length (it re-encodes a head it peeked at).
+        // ciborium reports invalid UTF-8 at the head's offset plus the bytes by which the head is
+        // longer than the shortest one for its length: it pushes a head it peeked at back in
+        // the shortest form (RFC 8949 §4.2.1) and counts the offset from that.
         let longer = (self.at - start).saturating_sub(shortest_head_len(len));
         let raw = self.take(len)?;
         std::str::from_utf8(raw)
@@ -247,9 +248,9 @@ impl<'a> Cursor<'a> {
     }
 
     /// A byte or text string of length `len`, or in chunks (RFC 8949 §3.2.3); text chunks are
-    /// appended to `out` if given. Each chunk is a definite string of the same major type, valid UTF-8 on
-    /// its own for text. ciborium: a chunk may itself be indefinite, its chunks nested inside,
-    /// each level ended by its own break.
+    /// appended to `out` if given. Each chunk is a definite string of the same major type, valid
+    /// UTF-8 on its own for text. ciborium: a chunk may itself be indefinite, its chunks nested
+    /// inside, each level ended by its own break.
     fn string(
         &mut self,
         len: Option<u64>,
@@ -419,6 +420,10 @@ impl<'a, const N: usize> Fields<'a, N> {
     /// Parses `bytes` as exactly one CBOR map, bounded by `max` bytes, keeping the values of the
     /// keys in `names`. Errors come in the old decoder's order: the first fault in the input;
     /// trailing bytes; not a map; a duplicate text key (RFC 8949 §5.6).
+    ///
+    /// Same errors as ciborium for `max` up to 4096, its scratch buffer: ciborium reads a longer
+    /// definite string in 4096-byte pieces, and could find bad UTF-8 in the first piece before
+    /// the end of the input; here every string longer than what is left is truncated.
     pub(crate) fn parse(
         bytes: &'a [u8],
         max: usize,

@@ -673,3 +673,44 @@ fn nesting_up_to_the_limit_is_accepted() {
         assert_eq!(agree(&bytes).map(|r| r.seq), Ok(7), "{value}");
     }
 }
+
+/// A traffic reading of exactly `total` bytes: an unknown key `pad` holds a string of major type
+/// `major` (2 bytes, 3 text) filled with `fill`.
+fn padded(total: usize, major: u8, fill: u8) -> Vec<u8> {
+    let base = traffic_with("pad", "40").len() - 1;
+    let content = total - base - 3;
+    let mut value = vec![major << 5 | 25];
+    value.extend((content as u16).to_be_bytes());
+    value.extend(std::iter::repeat_n(fill, content));
+    let bytes = traffic_with("pad", &hex(&value));
+    assert_eq!(bytes.len(), total);
+    bytes
+}
+
+/// At the size limit, long strings (ciborium reads those over 4096 bytes in pieces) behave the
+/// same; one byte more is oversized.
+#[test]
+fn long_strings_at_the_size_limit_decode_the_same() {
+    let limit = MAX_READING_BYTES;
+    assert_eq!(agree(&padded(limit, 2, 0)).map(|r| r.seq), Ok(7));
+    assert_eq!(agree(&padded(limit, 3, b'a')).map(|r| r.seq), Ok(7));
+    let bad_utf8 = padded(limit, 3, 0xff);
+    let head_at = bad_utf8.len() - (limit - (traffic_with("pad", "40").len() - 1));
+    assert_eq!(
+        agree(&bad_utf8),
+        Err(malformed(&format!("syntax error at byte {head_at}")))
+    );
+    assert_eq!(
+        agree(&padded(limit + 1, 2, 0)),
+        Err(DecodeError::Oversized {
+            len: limit + 1,
+            max: limit
+        })
+    );
+    // A string that claims more than is left is truncated, however long it claims to be.
+    for claim in ["79 1000", "7a 00010000", "5b 0000000100000000"] {
+        let mut bytes = traffic_with("pad", claim);
+        bytes.extend([b'a'; 64]);
+        assert_eq!(agree(&bytes), Err(DecodeError::Truncated), "{claim}");
+    }
+}
