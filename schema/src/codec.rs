@@ -3,11 +3,16 @@
 //! errors name the field.
 //!
 //! Every failure can be told apart (truncated input, bad syntax, not a map, a field of the wrong
-//! type) and is reported with a bounded [`DecodeError::reason`]. The reader implements the parts
-//! of CBOR (RFC 8949) a reading can contain, and it accepts and rejects exactly what the
-//! ciborium `Value` decoder it replaced (issue 9) did, with the same errors and messages, down to
-//! that decoder's quirks (noted where they differ from the RFC); `codec::legacy`, test-only,
-//! keeps the old decoder for the differential tests.
+//! type) and is reported with a bounded [`DecodeError::reason`]. The reader (`reader`) walks any
+//! CBOR data item (RFC 8949) but keeps only numbers and text of the top-level map; it accepts and
+//! rejects exactly what the ciborium `Value` decoder it replaced for [`Reading`] (issue 9) did,
+//! with the same errors and messages, down to that decoder's quirks (marked where they differ
+//! from the RFC); `codec::legacy`, test-only, keeps the old decoder for the differential tests.
+//! [`WindowResult`] and [`AlertEvent`] decode through serde (ciborium), not through this reader.
+//!
+//! [`Reading`]: crate::Reading
+//! [`WindowResult`]: crate::WindowResult
+//! [`AlertEvent`]: crate::AlertEvent
 
 #[cfg(test)]
 pub(crate) mod legacy;
