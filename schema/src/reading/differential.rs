@@ -714,3 +714,43 @@ fn long_strings_at_the_size_limit_decode_the_same() {
         assert_eq!(agree(&bytes), Err(DecodeError::Truncated), "{claim}");
     }
 }
+
+/// Keys in chunks are keys like any other: known ones fill their field, and repeat.
+#[test]
+fn chunked_keys_count_as_their_text() {
+    assert_eq!(
+        agree(&unhex("a1 7f 61 76 ff 02")),
+        Err(DecodeError::UnsupportedVersion(2))
+    );
+    let chunked_seq = unhex("7f 62 7365 61 71 ff");
+    assert_eq!(
+        agree(&bump(traffic_with("seq", "07"), &[chunked_seq, vec![8]])),
+        Err(DecodeError::DuplicateKey("seq".into()))
+    );
+}
+
+/// Single-precision NaNs (quiet and signalling), infinities, subnormals and signed zeros come
+/// out as the same doubles, bit for bit.
+#[test]
+fn special_single_floats_decode_the_same() {
+    for bits in [
+        0x7f80_0001u32,
+        0xff80_0001,
+        0x7fc0_0000,
+        0x7fbf_ffff,
+        0x7f80_0000,
+        0xff80_0000,
+        0x0000_0001,
+        0x8000_0000,
+    ] {
+        let r = agree(&traffic_with("occupancy", &format!("fa {bits:08x}"))).unwrap();
+        let Measurement::Traffic(t) = r.data else {
+            panic!("traffic")
+        };
+        let expected = f64::from(f32::from_bits(bits));
+        assert_eq!(t.occupancy.is_nan(), expected.is_nan(), "{bits:08x}");
+        if !expected.is_nan() {
+            assert_eq!(t.occupancy.to_bits(), expected.to_bits(), "{bits:08x}");
+        }
+    }
+}
