@@ -290,7 +290,7 @@ impl GapLog {
     /// Adds a gap to the next report.
     pub fn note(&mut self, gap: &Gap) {
         let p = &mut self.pending;
-        p.missed += gap.missed;
+        p.missed = p.missed.saturating_add(gap.missed);
         p.gaps += 1;
         if p.largest.as_ref().is_none_or(|l| gap.missed > l.missed) {
             p.largest = Some(gap.clone());

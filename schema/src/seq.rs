@@ -80,10 +80,15 @@ impl SeqGuard {
             let top = newest.saturating_sub(floor).min(WINDOW - 1);
             let leaving = low_bits(top + 1) & !low_bits(WINDOW.saturating_sub(shift));
             let holes = u64::from((!seen & leaving).count_ones());
-            // Numbers above the old newest (and from `floor`) already below the new window.
-            let jumped = seq
-                .saturating_sub(WINDOW - 1)
-                .saturating_sub((newest + 1).max(floor));
+            // Numbers above the old newest (and from `floor`) already below the new window; a
+            // jump beyond MAX_JUMP is a counter discontinuity (a corrupted or reset counter),
+            // not that many lost readings.
+            let jumped = if shift > MAX_JUMP {
+                0
+            } else {
+                seq.saturating_sub(WINDOW - 1)
+                    .saturating_sub((newest + 1).max(floor))
+            };
             (holes + jumped, false)
         } else if newest - seq >= WINDOW && newer_than_all {
             (self.unseen_from(floor), true)
@@ -101,6 +106,12 @@ impl SeqGuard {
 
 /// Width of the window of recent sequence numbers.
 const WINDOW: u64 = 64;
+
+/// The largest forward jump of a sensor's `seq` whose skipped numbers [`SeqGuard::admit_counting`]
+/// counts as missing: 65,536 readings, 22 days of a 30-second detector. A larger jump is a
+/// discontinuity (a reset or corrupted counter): one bad `seq` must not report quintillions of
+/// readings lost.
+pub const MAX_JUMP: u64 = 65_536;
 
 /// A mask of the lowest `n` bits (`n` ≤ 64).
 fn low_bits(n: u64) -> u64 {
@@ -125,6 +136,18 @@ pub struct Admitted {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_jump_beyond_max_jump_is_a_discontinuity_not_a_loss() {
+        let mut g = SeqGuard::starting_at(10);
+        let a = g.admit_counting(10 + MAX_JUMP, true, 10);
+        assert!(a.fresh);
+        assert_eq!(a.missed, MAX_JUMP - 64, "the largest counted jump");
+        let mut g = SeqGuard::starting_at(10);
+        let a = g.admit_counting(1 << 62, true, 10);
+        assert!(a.fresh);
+        assert_eq!(a.missed, 0, "only the window's own holes, none here");
+    }
 
     #[test]
     fn duplicates_are_refused_and_reordering_is_not() {
