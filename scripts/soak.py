@@ -1,0 +1,241 @@
+"""citypulse soak: the whole pipeline on the built-in city, live, for a set time, watched for slow
+growth. Run it through `scripts/soak` (builds the release binaries, installs what is missing).
+
+nats-server, PostgreSQL, ingest, processors and alerts start as separate processes (the
+machinery of scripts/bench.py); the simulator publishes the city scaled to --sensors in real time
+with the demo faults and events. Every --sample seconds the soak records, per process, its
+resident memory (VmRSS) and CPU time, and per pipeline stage its consumer lag (pending plus
+unacknowledged messages), into soak.csv; at the end it draws soak.png (memory and lag over time)
+and judges:
+
+  memory   each service's RSS at the end is at most --max-growth (10 %) above its RSS at the end
+           of the warm-up (medians of the samples in the last tenth of each span, against noise);
+  lag      each stage's lag over the second half stays below the bound: what the simulator
+           publishes in --max-lag-seconds (60 s) of real time.
+
+Exit status 0 when both hold, 1 otherwise (the report says which), 2 on an error.
+"""
+import argparse
+import csv
+import os
+import struct
+import sys
+import time
+import zlib
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench  # noqa: E402  (scripts/bench.py: processes, servers, /jsz snapshots)
+
+SERVICES = ("ingest", "processors", "alerts")
+
+
+def rss_kib(pid):
+    """Current resident set size of `pid`, KiB (None once it has exited)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def parse_args(argv):
+    ap = argparse.ArgumentParser(prog="scripts/soak", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+
+    def opt(flag, var, default, **kw):
+        ap.add_argument(flag, default=os.environ.get(var, default),
+                        help=f"{kw.pop('help')} (env {var}; default {default})", **kw)
+
+    opt("--sensors", "CITYPULSE_SOAK_SENSORS", 100_000, type=int, help="sensors in the city")
+    opt("--minutes", "CITYPULSE_SOAK_MINUTES", 60, type=float, help="how long to run")
+    opt("--warmup-minutes", "CITYPULSE_SOAK_WARMUP_MINUTES", 10, type=float,
+        help="memory growth is judged from the end of this span")
+    opt("--sample", "CITYPULSE_SOAK_SAMPLE", 10, type=float, help="seconds between samples")
+    opt("--max-growth", "CITYPULSE_SOAK_MAX_GROWTH", 0.10, type=float,
+        help="allowed RSS growth after the warm-up, as a fraction")
+    opt("--max-lag-seconds", "CITYPULSE_SOAK_MAX_LAG_SECONDS", 60, type=float,
+        help="allowed lag, in seconds of the publish rate")
+    opt("--bin-dir", "CITYPULSE_SOAK_BIN_DIR", "target/release", help="service binaries")
+    opt("--out", "CITYPULSE_SOAK_OUT", "target/soak", help="where soak.csv and soak.png go")
+    opt("--nats-server", "CITYPULSE_SOAK_NATS_SERVER", "nats-server", help="nats-server binary")
+    opt("--pg-bindir", "CITYPULSE_SOAK_PG_BINDIR", "/usr/lib/postgresql/bin",
+        help="PostgreSQL's bin dir")
+    ap.add_argument("--keep", action="store_true", help="keep logs and data")
+    args = ap.parse_args(argv)
+    if args.warmup_minutes >= args.minutes:
+        ap.error("--warmup-minutes must be shorter than --minutes")
+    # What bench.Run and its helpers read.
+    args.seed, args.stage_timeout, args.poll_interval = 42, 600, 1.0
+    return args
+
+
+def start(run, args):
+    """Servers, the three services (consumers known per stage) and the live simulator."""
+    nats = bench.NatsServer(run, args.nats_server, "soak-nats")
+    pg = bench.Postgres(run, args.pg_bindir)
+    run.cleanups.append(pg.stop)
+    pg.create_db("citypulse")
+    bench.write_city(run)
+    services, groups = bench.pipeline_groups(run, nats, pg.url("citypulse"))
+    sim = bench.Child(run, "simulator", [
+        run.bin("citypulse-simulator"), "--nats-url", nats.url,
+        "--metrics-addr", f"127.0.0.1:{bench.free_port()}", "--city", run.city,
+        "--speed", "1", "--faults", "demo", "--events", "all", "--log-format", "json"])
+    return nats, services, groups, sim
+
+
+def sample(t0, nats, procs, groups):
+    """One row per process and one per stage: (t, name, rss_kib, cpu_s, lag)."""
+    snap = nats.snapshot()
+    t = round(snap.t - t0, 1)
+    rows = []
+    for name, child in procs.items():
+        if not child.alive():
+            raise child.died()
+        rows.append((t, name, rss_kib(child.pid), round(child.cpu(), 2), ""))
+    for stage, keys in groups.items():
+        rows.append((t, f"lag:{stage}", "", "", snap.lag(keys)))
+    return rows, snap.messages(bench.RAW)
+
+
+def median(xs):
+    xs = sorted(xs)
+    return xs[len(xs) // 2] if xs else None
+
+
+def judge(rows, args, rate):
+    """(passed, lines of the report)."""
+    end = max(r[0] for r in rows)
+    warm = args.warmup_minutes * 60
+    lines, ok = [], True
+    tail = lambda a, b: (a + 0.9 * (b - a), b)  # noqa: E731  (the last tenth of a span)
+    for name in SERVICES:
+        series = [(r[0], r[2]) for r in rows if r[1] == name and r[2] not in ("", None)]
+        at = lambda span: median([v for t, v in series if span[0] <= t <= span[1]])  # noqa
+        w, e = at(tail(0, warm)), at(tail(warm, end))
+        growth = (e - w) / w if w and e else float("nan")
+        good = growth <= args.max_growth
+        ok &= good
+        lines.append(f"{name:<11} RSS {w / 1024:8.1f} MiB after warm-up, {e / 1024:8.1f} MiB at "
+                     f"the end: {growth * 100:+6.1f} %  {'ok' if good else 'GROWS'}")
+    bound = max(rate * args.max_lag_seconds, 1000)
+    for name in sorted({r[1] for r in rows if r[1].startswith("lag:")}):
+        lags = [r[4] for r in rows if r[1] == name and r[0] >= end / 2]
+        worst = max(lags) if lags else 0
+        good = worst <= bound
+        ok &= good
+        lines.append(f"{name[4:]:<11} lag at most {worst:>9} messages over the second half "
+                     f"(bound {bound:.0f}): {'ok' if good else 'UNBOUNDED'}")
+    return ok, lines
+
+
+def png(path, panels, width=900, height=560):
+    """A plain chart (no plotting library): one panel per entry of `panels`, stacked, each
+    [(rgb, [(t, v), ...])] drawn on a common scale from 0 to the panel's maximum; time on the x
+    axis. Colours: COLOURS (the report names them)."""
+    pixels = bytearray(b"\xff" * (width * height * 3))
+    t_end = max((t for panel in panels for _, pts in panel for t, _ in pts), default=1) or 1
+    band = height // len(panels)
+
+    def put(x, y, rgb):
+        if 0 <= x < width and 0 <= y < height:
+            i = (y * width + x) * 3
+            pixels[i:i + 3] = bytes(rgb)
+
+    for k, panel in enumerate(panels):
+        top, bottom = k * band + 10, (k + 1) * band - 20
+        for x in range(40, width - 10):
+            put(x, bottom, (0, 0, 0))
+        for y in range(top, bottom):
+            put(40, y, (0, 0, 0))
+        peak = max((v for _, pts in panel for _, v in pts), default=0) or 1
+        for rgb, pts in panel:
+            prev = None
+            for t, v in pts:
+                x = 40 + int((width - 50) * t / t_end)
+                y = bottom - int((bottom - top) * v / peak)
+                if prev:
+                    steps = max(abs(x - prev[0]), abs(y - prev[1]), 1)
+                    for i in range(steps + 1):
+                        put(prev[0] + (x - prev[0]) * i // steps,
+                            prev[1] + (y - prev[1]) * i // steps, rgb)
+                prev = (x, y)
+    raw = b"".join(b"\x00" + bytes(pixels[y * width * 3:(y + 1) * width * 3])
+                   for y in range(height))
+
+    def chunk(kind, data):
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    with open(path, "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height,
+                                                                   8, 2, 0, 0, 0))
+                + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b""))
+
+
+# soak.png: RSS above (ingest blue, processors green, alerts red, nats-server grey), consumer lag
+# below (the same colours; the archive orange).
+COLOURS = {"ingest": (31, 119, 180), "processors": (44, 160, 44), "alerts": (214, 39, 40),
+           "nats-server": (127, 127, 127), "archive": (255, 127, 14)}
+
+
+def write_outputs(args, rows):
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "soak.csv"), "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["t_s", "process_or_stage", "rss_kib", "cpu_s", "lag_messages"])
+        w.writerows(rows)
+    def points(name, column):
+        return [(r[0], r[column]) for r in rows if r[1] == name and r[column] not in ("", None)]
+
+    memory = [(COLOURS[n], points(n, 2)) for n in SERVICES + ("nats-server",)]
+    lag = [(COLOURS[n[4:]], points(n, 4))
+           for n in sorted({r[1] for r in rows if r[1].startswith("lag:")})]
+    png(os.path.join(args.out, "soak.png"), [memory, lag])
+
+
+def soak(run, args):
+    nats, services, groups, sim = start(run, args)
+    procs = {**services, "nats-server": nats.child, "simulator": sim}
+    rows, t0 = [], time.monotonic()
+    raw0, end = None, t0 + args.minutes * 60
+    while time.monotonic() < end:
+        got, raw = sample(t0, nats, procs, groups)
+        rows.extend(got)
+        raw0 = raw if raw0 is None else raw0
+        bench.log(f"t={got[0][0]:.0f}s RAW={raw} " + " ".join(
+            f"{r[1]}={r[2] or r[4]}" for r in got))
+        time.sleep(max(0.0, args.sample - (time.monotonic() - t0 - got[0][0])))
+    rate = (raw - raw0) / max(time.monotonic() - t0, 1)
+    write_outputs(args, rows)
+    ok, lines = judge(rows, args, rate)
+    print(f"soak: {args.sensors} sensors, {args.minutes:g} min (warm-up {args.warmup_minutes:g}),"
+          f" {rate:,.0f} readings/s; {args.out}/soak.csv, {args.out}/soak.png (RSS above, lag "
+          f"below; ingest blue, processors green, alerts red, nats-server grey, archive orange)")
+    print("\n".join(lines))
+    return ok
+
+
+def main(argv):
+    args = parse_args(argv)
+    run, ok = bench.Run(args), False
+    try:
+        bench.check_flags(run)
+        ok = soak(run, args)
+    except bench.BenchError as e:
+        bench.log(f"error: {e}")
+        return 2
+    except KeyboardInterrupt:
+        bench.log("interrupted")
+        return 130
+    finally:
+        run.close(ok)
+    print("soak: passed" if ok else "soak: FAILED")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
