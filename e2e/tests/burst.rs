@@ -1,4 +1,4 @@
-//! Issue 13, item 5, in CI: `scripts/burst` with nats-server's stream ingest queue cut to 2,000
+//! Issue 13, item 5, in CI: `scripts/burst` with nats-server's stream ingest queue cut to 1,000
 //! messages, so a burst of core (unacknowledged) publishes overflows it and the server drops
 //! readings; the script fails unless ingest's missing-reading counter equals exactly what the
 //! server dropped. The shipped queue's figures (a 1.68-million-reading burst, nothing lost) are
@@ -20,7 +20,7 @@ fn scripts_burst_counts_every_reading_the_server_drops() {
         .args(["--no-build", "--sensors", "2000", "--minutes", "60"])
         .args([
             "--max-buffered-msgs",
-            "2000",
+            "1000",
             "--max-buffered-size",
             "128MB",
         ])
@@ -31,12 +31,13 @@ fn scripts_burst_counts_every_reading_the_server_drops() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stdout}\n{stderr}");
     assert!(stdout.contains("every lost reading counted"), "{stdout}");
-    // The queue did overflow: there was something to count.
+    // The queue did overflow: there was something to count (on a slow machine the burst is
+    // slower and the server drops less: 956 of 224,160 in one CI run with a 2,000-message queue).
     let dropped: u64 = stdout
         .lines()
         .find_map(|l| l.strip_prefix("dropped by server"))
         .and_then(|l| l.split_whitespace().next())
         .map(|n| n.parse().unwrap())
         .unwrap();
-    assert!(dropped > 1000, "{stdout}");
+    assert!(dropped >= 100, "{stdout}");
 }
