@@ -10,10 +10,11 @@
 //! Why not simply resume a durable consumer: a consumer left with messages delivered but not
 //! acked (its reader crashed) hands out *newer* messages first and redelivers the older ones only
 //! after the ack wait — out of order, which an event-time stage downstream turns into late data.
-//! So the source never relies on redelivery: whenever the order is in doubt (a jump in the
-//! delivery count after a reconnect, an unusable consumer, a pull stream that ended) it recreates
-//! the consumer from the sequence after the last one it handed out. Redeliveries of messages it
-//! already handed out are skipped.
+//! So the source never relies on redelivery: whenever the order or the flow is in doubt (a jump
+//! in the delivery count after a reconnect, a pull stream that ended, any pull error — a
+//! consumer the restarted server no longer has answers with no responders and missed heartbeats
+//! forever) it recreates the consumer from the sequence after the last one it handed out, backing
+//! off while that delivers nothing. Redeliveries of messages it already handed out are skipped.
 
 use crate::shutdown::Shutdown;
 use async_nats::jetstream::consumer::pull::{self, MessagesErrorKind};
@@ -28,6 +29,8 @@ use std::time::Duration;
 const ACK_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest pause between attempts to (re)create the consumer.
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// First pause before reopening a consumer that has handed out nothing since it was opened.
+const FIRST_REOPEN_PAUSE: Duration = Duration::from_millis(50);
 
 /// What the source reports to its service's metrics (bounded labels via [`SourceEvent::label`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,6 +146,9 @@ pub struct Source {
     next_delivery: u64,
     /// Messages the server still had for the consumer after the last one handed out.
     pending: u64,
+    /// Opens since a message was last handed out: reopening a consumer that delivers nothing
+    /// backs off, so a persistent error does not spin.
+    fruitless_opens: u32,
 }
 
 impl Source {
@@ -156,6 +162,7 @@ impl Source {
             after,
             next_delivery: 1,
             pending: u64::MAX,
+            fruitless_opens: 0,
         }
     }
 
@@ -218,14 +225,16 @@ impl Source {
         let msg = match next {
             Some(Ok(msg)) => msg,
             Some(Err(e)) => {
-                let (reason, reopen) = classify(e.kind());
+                // Any pull error puts the order or the flow in doubt: a pull request lost with
+                // the connection (the client then waits up to its expiry before asking again),
+                // or a consumer the restarted server does not have (no responders and missed
+                // heartbeats forever). Reopening is always safe: it resumes after the last
+                // message handed out.
+                let reason = label(e.kind());
                 (self.observer)(SourceEvent::PullError(reason));
-                tracing::debug!(consumer = %self.config.durable, reason, error = %e, "pull error");
-                if reopen {
-                    tracing::warn!(consumer = %self.config.durable, reason, error = %e,
-                        "consumer unusable; reopening after the last message handed out");
-                    self.messages = None;
-                }
+                tracing::warn!(consumer = %self.config.durable, reason, error = %e,
+                    "pull error; reopening the consumer after the last message handed out");
+                self.messages = None;
                 return false;
             }
             None => {
@@ -257,6 +266,7 @@ impl Source {
         }
         self.after = seq;
         self.pending = pending;
+        self.fruitless_opens = 0;
         let (message, acker) = msg.split();
         out.push(Delivery {
             seq,
@@ -269,6 +279,17 @@ impl Source {
     /// (Re)creates the consumer to deliver after [`Source::position`] and opens its pull
     /// stream, retrying with back-off; `false` on shutdown.
     async fn open(&mut self, shutdown: &Shutdown) -> bool {
+        if self.fruitless_opens > 0 {
+            let pause = FIRST_REOPEN_PAUSE
+                .saturating_mul(1 << self.fruitless_opens.min(8))
+                .min(MAX_BACKOFF);
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => return false,
+                () = tokio::time::sleep(pause) => {}
+            }
+        }
+        self.fruitless_opens = self.fruitless_opens.saturating_add(1);
         let mut backoff = Duration::from_millis(50);
         loop {
             let attempt = async {
@@ -321,16 +342,16 @@ impl Source {
     }
 }
 
-/// A bounded label for a pull error, and whether the consumer must be reopened.
-fn classify(kind: MessagesErrorKind) -> (&'static str, bool) {
+/// A bounded label for a pull error.
+fn label(kind: MessagesErrorKind) -> &'static str {
     match kind {
-        MessagesErrorKind::MissingHeartbeat => ("missing_heartbeat", false),
-        MessagesErrorKind::ConsumerDeleted => ("consumer_deleted", true),
-        MessagesErrorKind::Pull => ("pull", false),
-        MessagesErrorKind::PushBasedConsumer => ("push_based_consumer", true),
-        MessagesErrorKind::NoResponders => ("no_responders", false),
-        MessagesErrorKind::RequestLimitExceeded => ("request_limit_exceeded", true),
-        _ => ("other", false),
+        MessagesErrorKind::MissingHeartbeat => "missing_heartbeat",
+        MessagesErrorKind::ConsumerDeleted => "consumer_deleted",
+        MessagesErrorKind::Pull => "pull",
+        MessagesErrorKind::PushBasedConsumer => "push_based_consumer",
+        MessagesErrorKind::NoResponders => "no_responders",
+        MessagesErrorKind::RequestLimitExceeded => "request_limit_exceeded",
+        _ => "other",
     }
 }
 

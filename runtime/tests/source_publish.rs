@@ -131,3 +131,57 @@ async fn a_new_reader_resumes_in_order_after_the_ack_floor() {
     assert_eq!(second.position(), 50);
     assert!(!events.lock().unwrap().contains(&SourceEvent::Gap));
 }
+
+/// A reader whose consumer the server no longer has after a crash (created moments before the
+/// SIGKILL, or its state lost): the client's pull requests then get "no responders" and missed
+/// heartbeats, never a message. The source must recreate the consumer after its position by
+/// itself and read on — not wait forever (a whole-pipeline fault run once left one processors
+/// partition silent for the rest of the run this way).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_whose_consumer_the_restarted_server_lost_reads_on() {
+    let mut server = NatsServer::start();
+    let client = async_nats::ConnectOptions::new()
+        .retry_on_initial_connect()
+        .connect(server.url())
+        .await
+        .unwrap();
+    let js = jetstream::new(client);
+    let stream = test_stream(&js).await;
+    publish_all(&js, &messages("a", 30), &Shutdown::new(), &|_| {})
+        .await
+        .unwrap();
+    let shutdown = Shutdown::new();
+    let mut config = source_config();
+    config.heartbeat = Duration::from_secs(1);
+    let mut reader = Source::new(stream, config, 0, Arc::new(|_| {}));
+    let mut got = Vec::new();
+    while got.len() < 30 {
+        assert!(reader.next_batch(&mut got, &shutdown).await);
+    }
+
+    // Crash; the restarted server has the stream but not the consumer.
+    server.stop();
+    let consumer_dir = server
+        .store_dir()
+        .join("jetstream/$G/streams/TEST/obs/reader");
+    assert!(consumer_dir.is_dir(), "{}", consumer_dir.display());
+    std::fs::remove_dir_all(&consumer_dir).unwrap();
+    server.start_again();
+    publish_all(&js, &messages("b", 20), &Shutdown::new(), &|_| {})
+        .await
+        .unwrap();
+
+    let read = tokio::time::timeout(Duration::from_secs(30), async {
+        while got.len() < 50 {
+            assert!(reader.next_batch(&mut got, &shutdown).await);
+        }
+    })
+    .await;
+    assert!(
+        read.is_ok(),
+        "the reader stalled with {} of 50 messages",
+        got.len()
+    );
+    let seqs: Vec<u64> = got.iter().map(|d| d.seq).collect();
+    assert_eq!(seqs, (1..=50).collect::<Vec<u64>>());
+}
