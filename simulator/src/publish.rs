@@ -4,7 +4,9 @@
 //! natural key, with up to `max_in_flight` acknowledgements outstanding at once for throughput.
 //! A failed attempt (no ack, a timeout, an error ack) is counted and retried with the same id
 //! after a capped backoff, so the server stores it exactly once: a message counted as acked is
-//! stored. Core mode publishes with plain core NATS (fire and forget, like an MQTT QoS 0
+//! stored. Acks are collected oldest first and a failed one is retried before anything newer is
+//! sent, so a reading lands in RAW at most `max_in_flight` messages out of order, whatever the
+//! broker does. Core mode publishes with plain core NATS (fire and forget, like an MQTT QoS 0
 //! device), still setting `Nats-Msg-Id` so a stream capturing the subjects deduplicates.
 
 use crate::engine::Outgoing;
@@ -16,7 +18,7 @@ use async_nats::HeaderMap;
 use bytes::Bytes;
 use citypulse_runtime::shutdown::Shutdown;
 use futures::future::BoxFuture;
-use futures::stream::FuturesUnordered;
+use futures::stream::FuturesOrdered;
 use futures::StreamExt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -61,7 +63,7 @@ pub struct Publisher {
     mode: Mode,
     client: async_nats::Client,
     js: async_nats::jetstream::Context,
-    window: FuturesUnordered<AckFuture>,
+    window: FuturesOrdered<AckFuture>,
     max_in_flight: usize,
     metrics: SimMetrics,
 }
@@ -99,7 +101,7 @@ impl Publisher {
             mode,
             client,
             js,
-            window: FuturesUnordered::new(),
+            window: FuturesOrdered::new(),
             max_in_flight,
             metrics,
         }
@@ -215,7 +217,7 @@ impl Publisher {
             };
             match sent {
                 Ok(ack) => {
-                    self.window.push(Box::pin(async move {
+                    self.window.push_back(Box::pin(async move {
                         let result = ack.await;
                         (p, result)
                     }));
@@ -263,7 +265,48 @@ impl Publisher {
                     "publish not acknowledged; retrying with the same Nats-Msg-Id");
                 pause(backoff(p.attempt), shutdown).await?;
                 p.attempt += 1;
-                self.start(p, shutdown).await
+                self.retry_in_place(p, shutdown).await
+            }
+        }
+    }
+
+    /// Publishes the oldest unacknowledged message again and waits for its ack before anything
+    /// newer is sent, as a device retries its oldest reading first. Publishes lost with a
+    /// broker crash are retried only after the context's ack timeout; meanwhile the free
+    /// places of the window kept publishing newer readings, so putting the retry at the back
+    /// of the window (as before) let a sensor's readings land in RAW tens of simulated
+    /// minutes out of order — late for every window downstream. Now a reading lands at most
+    /// `max_in_flight` messages behind the newest.
+    async fn retry_in_place(
+        &mut self,
+        mut p: Pending,
+        shutdown: &Shutdown,
+    ) -> Result<(), PublishFailure> {
+        loop {
+            let publish = PublishMessage::build()
+                .payload(p.payload.clone())
+                .message_id(&p.msg_id);
+            let result = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => return Err(PublishFailure::Cancelled),
+                sent = self.js.send_publish(p.subject.to_string(), publish) => match sent {
+                    Ok(ack) => ack.await,
+                    Err(e) => Err(e),
+                },
+            };
+            match result {
+                Ok(ack) => {
+                    self.metrics.acked(ack.duplicate);
+                    return Ok(());
+                }
+                Err(e) => {
+                    let why = reason(e.kind());
+                    self.metrics.publish_error(why);
+                    tracing::debug!(subject = %p.subject, msg_id = %p.msg_id, reason = why, error = %e,
+                        "publish not acknowledged; retrying with the same Nats-Msg-Id");
+                    pause(backoff(p.attempt), shutdown).await?;
+                    p.attempt += 1;
+                }
             }
         }
     }
