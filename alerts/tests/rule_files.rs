@@ -7,6 +7,8 @@
 //! `BLESS_RULE_FIXTURES=1 cargo test -p citypulse-alerts --test rule_files` rewrites them;
 //! review the diff: a change to a valid file's expectation is a change of behaviour.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use citypulse_alerts::engine::rules::load;
 use std::path::{Path, PathBuf};
 
