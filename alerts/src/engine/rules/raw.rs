@@ -122,7 +122,7 @@ pub(super) struct RawEntry {
     pub common: RawRule,
     /// `None` when the condition or its fields did not deserialise (already reported).
     pub condition: Option<RawCondition>,
-    /// Problems of this rule were already reported (keys its condition does not take).
+    /// Problems of this rule were already reported (a bad condition, keys it does not take).
     pub reported: bool,
 }
 

@@ -205,3 +205,45 @@ summary = "{subject} offline"
     assert_eq!(off.metric, OFFLINE_METRIC);
     assert_eq!(set.rule_count(), 2);
 }
+
+#[test]
+fn keys_are_checked_against_the_rules_own_condition() {
+    let text = "[[rule]]\nname = \"s\"\nkind = \"air\"\ncondition = \"stuck\"\nmetric = \"aqi\"\n\
+                for = \"1h\"\nop = \">\"\ntolerence = 1\nseverity = \"info\"\nsummary = \"x\"\n";
+    let errs = load(text).unwrap_err().0;
+    assert_eq!(errs.len(), 2, "{errs:#?}");
+    assert_eq!(errs[0].line, 7);
+    assert_eq!(
+        errs[0].message,
+        "`op` does not apply to a `stuck` rule (it is a field of `threshold` rules; \
+         a `stuck` rule's own fields: `metric`, `tolerance`)"
+    );
+    assert_eq!(errs[1].line, 8);
+    assert!(
+        errs[1]
+            .message
+            .starts_with("unknown field `tolerence` in a `stuck` rule, expected one of `name`"),
+        "{errs:#?}"
+    );
+    // Only what a stuck rule takes is offered.
+    assert!(
+        errs[1].message.ends_with("`metric`, `tolerance`"),
+        "{errs:#?}"
+    );
+    assert!(!errs[1].message.contains("`op`"), "{errs:#?}");
+}
+
+#[test]
+fn an_offline_rule_names_what_it_takes_instead_of_for() {
+    let text = "[[rule]]\nname = \"o\"\nkind = \"air\"\ncondition = \"offline\"\nintervals = 2\n\
+                for = \"5m\"\nseverity = \"info\"\nsummary = \"x\"\n";
+    let errs = load(text).unwrap_err().0;
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+    assert_eq!(errs[0].line, 6);
+    assert!(
+        errs[0]
+            .message
+            .starts_with("`for` does not apply to an `offline` rule (it fires after `intervals`"),
+        "{errs:#?}"
+    );
+}
