@@ -1,6 +1,6 @@
 //! Every rule file in the repository loads to exactly the rules (or the errors) recorded in
-//! `tests/rules/*.expected`: the default file, the examples of alerts/README.md and the
-//! fixtures in `tests/rules/`. The expectations were written by the loader as it was before
+//! `tests/rules/*.expected`: the default file, the examples of alerts/README.md, the rules of
+//! the service-level tests (`common::TEST_RULES`) and the fixtures in `tests/rules/`. The expectations were written by the loader as it was before
 //! conditions became a typed enum (issue 13, item 6), so they are not computed by the code
 //! under test. Pure: no server.
 //!
@@ -8,6 +8,8 @@
 //! review the diff: a change to a valid file's expectation is a change of behaviour.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
 
 use citypulse_alerts::engine::rules::load;
 use std::path::{Path, PathBuf};
@@ -58,6 +60,7 @@ fn every_rule_file_loads_as_recorded() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let default = std::fs::read_to_string(root.join("rules/default.toml")).unwrap();
     files.push(("default".into(), default));
+    files.push(("test-rules".into(), common::TEST_RULES.to_owned()));
     let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
     let blocks = toml_blocks(&readme);
     assert!(
