@@ -721,6 +721,30 @@ impl Drop for Pipeline {
         for s in self.services() {
             self.kill(s);
         }
+        self.keep_logs();
+    }
+}
+
+impl Pipeline {
+    /// With `CITYPULSE_E2E_KEEP_LOGS=<dir>`, copies every service's whole log into
+    /// `<dir>/<pid>-<n>/` before the temp dir goes (the tails printed on a panic are often not
+    /// enough to diagnose a fault test).
+    fn keep_logs(&self) {
+        let Some(dir) = std::env::var_os("CITYPULSE_E2E_KEEP_LOGS") else {
+            return;
+        };
+        static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let to = PathBuf::from(dir).join(format!("{}-{n}", std::process::id()));
+        if std::fs::create_dir_all(&to).is_err() {
+            return;
+        }
+        for p in self.procs.values() {
+            if let Some(name) = p.log.file_name() {
+                let _ = std::fs::copy(&p.log, to.join(name));
+            }
+        }
+        eprintln!("citypulse-e2e: service logs kept in {}", to.display());
     }
 }
 
