@@ -22,6 +22,7 @@
 //! | `citypulse_ingest_archive_batch_size_rows` | histogram | |
 //! | `citypulse_ingest_archive_write_duration_seconds` | histogram | |
 //! | `citypulse_ingest_readings_missing_total` | counter | `kind` |
+//! | `citypulse_ingest_readings_arrived_after_missing_total` | counter | `kind` |
 //! | `citypulse_ingest_tracked_sensors` | gauge | |
 //! | `citypulse_ingest_sensor_evictions_total` | counter | |
 //!
@@ -57,6 +58,7 @@ pub struct IngestMetrics {
     archive_batch_size: Histogram,
     archive_write_seconds: Histogram,
     missing: IntCounterVec,
+    arrived_after_missing: IntCounterVec,
     tracked_sensors: IntGauge,
     sensor_evictions: IntCounter,
 }
@@ -178,7 +180,13 @@ impl IngestMetrics {
             missing: int_counter_vec(
                 registry,
                 "citypulse_ingest_readings_missing_total",
-                "Readings a sensor numbered (seq) that never reached ingest, counted once 64 newer readings of the sensor passed (or its counter restarted, or it was evicted). One arriving later than that is dropped as a repeat and stays counted. A reading rejected for its time or values arrived and is not counted; a payload too broken to name its sensor and seq is.",
+                "Readings a sensor numbered (seq) that never reached ingest, counted once 64 newer readings of the sensor passed (or its counter restarted, or it was evicted). One arriving later than that is passed on and stays counted here (see citypulse_ingest_readings_arrived_after_missing_total). A reading rejected for its time or values arrived and is not counted; a payload too broken to name its sensor and seq is.",
+                &["kind"],
+            )?,
+            arrived_after_missing: int_counter_vec(
+                registry,
+                "citypulse_ingest_readings_arrived_after_missing_total",
+                "Readings that arrived 64 or more readings behind their sensor's newest, after they were counted missing: passed on to READINGS and the archive (ingest cannot tell one from a repeat of an old reading; the archive's key and the processors' guard absorb a repeat).",
                 &["kind"],
             )?,
             tracked_sensors: int_gauge(
@@ -195,6 +203,7 @@ impl IngestMetrics {
         for k in Kind::ALL {
             m.accepted.with_label_values(&[k.as_str()]);
             m.missing.with_label_values(&[k.as_str()]);
+            m.arrived_after_missing.with_label_values(&[k.as_str()]);
         }
         for r in Rejection::reasons() {
             m.rejected.with_label_values(&[r]);
@@ -222,6 +231,14 @@ impl IngestMetrics {
                 .with_label_values(&[a.reason(), a.field()])
                 .inc();
         }
+    }
+
+    /// A reading of a `kind` sensor arrived after it was counted missing (or is a repeat of an
+    /// old one: ingest cannot tell).
+    pub fn arrived_after_missing(&self, kind: Kind) {
+        self.arrived_after_missing
+            .with_label_values(&[kind.as_str()])
+            .inc();
     }
 
     /// `n` readings of a `kind` sensor were judged missing.

@@ -22,7 +22,7 @@
 
 use crate::metrics::IngestMetrics;
 use crate::nats;
-use crate::recent::{Gap, GapLog, Recent};
+use crate::recent::{Admission, Gap, GapLog, Recent};
 use crate::validate::Validator;
 use async_nats::jetstream::publish::PublishAck;
 use async_nats::jetstream::{self, stream};
@@ -84,8 +84,9 @@ impl Tracking {
         }
     }
 
-    /// Whether `r` is new; counts the readings it reveals missing and the eviction it causes.
-    fn admit(&mut self, r: &Reading, metrics: &IngestMetrics) -> bool {
+    /// Whether `r` is new (or too far behind to tell); counts the readings it reveals missing
+    /// and the eviction it causes.
+    fn admit(&mut self, r: &Reading, metrics: &IngestMetrics) -> Admission {
         self.track(r, r.ts, metrics)
     }
 
@@ -95,7 +96,7 @@ impl Tracking {
         self.track(r, 0, metrics);
     }
 
-    fn track(&mut self, r: &Reading, ts: u64, metrics: &IngestMetrics) -> bool {
+    fn track(&mut self, r: &Reading, ts: u64, metrics: &IngestMetrics) -> Admission {
         let a = self
             .recent
             .admit(&r.sensor, r.kind(), r.seq, ts, &mut self.gaps);
@@ -112,7 +113,7 @@ impl Tracking {
             }
         }
         metrics.set_tracked_sensors(self.recent.len());
-        a.fresh
+        a
     }
 
     /// Logs the gaps since the last line, when one is due at `now_ms`.
@@ -226,7 +227,13 @@ impl Validating {
                     self.metrics
                         .accepted(accepted.reading.kind(), &accepted.adjustments);
                     let r = &accepted.reading;
-                    if !tracking.admit(r, &self.metrics) {
+                    let admission = tracking.admit(r, &self.metrics);
+                    if admission.beyond_window {
+                        // Late or a repeat of an old reading: passed on, never lost for being late.
+                        tracing::debug!(sensor = %r.sensor, seq = r.seq,
+                            "reading 64 or more behind its sensor's newest; passed on");
+                        self.metrics.arrived_after_missing(r.kind());
+                    } else if !admission.fresh {
                         tracing::debug!(sensor = %r.sensor, seq = r.seq, "repeated reading dropped");
                         self.metrics.duplicate("readings");
                         continue;

@@ -16,9 +16,10 @@
 //! - the sensor is evicted from the bounded map (least recently seen, at `--max-tracked-sensors`):
 //!   the holes of its window are counted.
 //!
-//! A reading that arrives more than 64 readings behind its sensor's newest was already counted
-//! missing, and it is dropped as a repeat (the guard cannot tell it from one), so the count stays
-//! right: it never reached READINGS. One that arrives after its sensor was evicted passes (the
+//! A reading that arrives 64 or more readings behind its sensor's newest was already counted
+//! missing; the guard cannot tell it from a repeat of an old reading, so ingest passes it on
+//! ([`Admission::beyond_window`]; the archive's key and the processors' own guard absorb a real
+//! repeat) and counts it as arrived after it was counted missing — never lost for being late. One that arrives after its sensor was evicted passes (the
 //! sensor starts fresh) and stays counted. Numbers below the floor are never counted; gaps across
 //! an ingest restart are not either (the map lives in memory only), so the count is a lower bound
 //! over restarts. The validator loop also notes the `seq` of a reading rejected for its time or
@@ -70,8 +71,11 @@ pub enum GapCause {
 /// What [`Recent::admit`] decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Admission {
-    /// The reading is new (else a repeat: drop it).
+    /// The reading is new (else a repeat: drop it, unless `beyond_window`).
     pub fresh: bool,
+    /// Not fresh because it is 64 or more readings behind its sensor's newest: a repeat of an
+    /// old reading or a reading that late, which the guard cannot tell apart.
+    pub beyond_window: bool,
     /// Another sensor was evicted to make room for this one.
     pub evicted: bool,
 }
@@ -144,6 +148,7 @@ impl Recent {
             let evicted = self.insert(sensor, kind, seq, ts, gaps);
             return Admission {
                 fresh: true,
+                beyond_window: false,
                 evicted,
             };
         };
@@ -175,6 +180,7 @@ impl Recent {
         }
         Admission {
             fresh: a.fresh,
+            beyond_window: a.beyond_window,
             evicted: false,
         }
     }

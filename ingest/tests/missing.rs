@@ -215,3 +215,44 @@ async fn a_reading_rejected_for_its_time_arrived_and_only_an_unreadable_one_coun
     );
     child.kill().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reading_later_than_the_window_is_counted_missing_and_still_passed_on() {
+    let nats = NatsServer::start();
+    let (mut child, admin) = spawn_ingest(&nats.url(), &[]);
+    let js = jetstream(&nats.url()).await;
+    started(&mut child, &js).await;
+    let base_ts = now_ms() - 60_000;
+    // Loop detector 0 sends 0..=100 without 20, then 20 (80 readings late: a device that
+    // retried it after a long outage), then 50 again (a repeat within the window).
+    for seq in (0..=100).filter(|&s| s != 20).chain([20, 50]) {
+        send(&js, 0, seq, base_ts).await;
+    }
+    // 101 readings reach READINGS: the late one too (it used to be dropped as a repeat, and
+    // was lost from the archive although it arrived); the repeat does not.
+    wait_for(WAIT, "101 readings on READINGS", || async {
+        readings_len(&js).await == 101
+    })
+    .await;
+    let series = |name: &str| format!("citypulse_ingest_{name}{{kind=\"traffic\"}}");
+    assert_eq!(
+        scrape(admin, &series("readings_missing_total")).await,
+        Some(1.0)
+    );
+    assert_eq!(
+        scrape(admin, &series("readings_arrived_after_missing_total")).await,
+        Some(1.0)
+    );
+    assert_eq!(
+        scrape(
+            admin,
+            "citypulse_ingest_duplicates_total{stream=\"readings\"}"
+        )
+        .await,
+        Some(1.0)
+    );
+    // Nothing more arrives (the repeat stays out).
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(readings_len(&js).await, 101);
+    child.kill().await.unwrap();
+}

@@ -95,11 +95,13 @@ impl SeqGuard {
         } else {
             (0, false)
         };
+        let beyond_window = seq <= newest && newest - seq >= WINDOW && !restarted;
         let fresh = self.admit(seq, newer_than_all);
         Admitted {
             fresh,
             missed,
             restarted,
+            beyond_window,
         }
     }
 }
@@ -131,6 +133,9 @@ pub struct Admitted {
     pub missed: u64,
     /// The reading restarted the guard (a device counter restart).
     pub restarted: bool,
+    /// Not fresh because it is 64 or more below the newest (and not a restart): the guard
+    /// cannot tell a repeat from a reading that much late.
+    pub beyond_window: bool,
 }
 
 #[cfg(test)]
@@ -221,7 +226,8 @@ mod tests {
             Admitted {
                 fresh: true,
                 missed: 936,
-                restarted: false
+                restarted: false,
+                beyond_window: false
             }
         );
         assert_eq!(g.unseen_from(10), 63);
@@ -246,7 +252,8 @@ mod tests {
             Admitted {
                 fresh: true,
                 missed: 2,
-                restarted: true
+                restarted: true,
+                beyond_window: false
             }
         );
         assert_eq!(g, SeqGuard::starting_at(0));
@@ -264,7 +271,8 @@ mod tests {
             Admitted {
                 fresh: false,
                 missed: 0,
-                restarted: false
+                restarted: false,
+                beyond_window: false
             }
         );
         assert!(!g.admit_counting(70, false, 0).fresh);
@@ -273,7 +281,9 @@ mod tests {
             Admitted {
                 fresh: false,
                 missed: 0,
-                restarted: false
+                restarted: false,
+                // 96 below the newest: a repeat or that late, the guard cannot tell.
+                beyond_window: true
             }
         );
     }

@@ -86,18 +86,21 @@ fn duplicates_are_dropped_and_count_nothing() {
     for s in [99, 98, 50, 40, 3] {
         let a = r.admit("loop-1", T, s, 1_000 + s, &mut gaps);
         assert!(!a.fresh, "{s}");
+        // 3 is 96 behind the newest (99): too far to tell from a late reading.
+        assert_eq!(a.beyond_window, s == 3, "{s}");
     }
     assert!(gaps.is_empty());
 }
 
 #[test]
-fn a_reading_later_than_the_window_is_counted_missing_and_then_dropped() {
+fn a_reading_later_than_the_window_is_counted_missing_and_then_passed_on() {
     let mut r = Recent::new(10);
     let gaps = feed(&mut r, "loop-1", (0..=100).filter(|&s| s != 20));
     assert_eq!(total(&gaps), 1, "20 left the window when 84 came");
     let mut late = Vec::new();
     let a = r.admit("loop-1", T, 20, 1_020, &mut late);
     assert!(!a.fresh, "ingest cannot tell it from a repeat");
+    assert!(a.beyond_window, "so it is passed on, not dropped");
     assert!(
         late.is_empty(),
         "counted once, never taken back or counted again"
