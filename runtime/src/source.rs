@@ -149,6 +149,10 @@ pub struct Source {
     /// Opens since a message was last handed out: reopening a consumer that delivers nothing
     /// backs off, so a persistent error does not spin.
     fruitless_opens: u32,
+    /// Not before this instant is the consumer reopened; kept until an open succeeds, so a
+    /// caller that races `next_batch` against a faster timer (cancelling it) does not restart
+    /// the pause forever.
+    reopen_at: Option<tokio::time::Instant>,
 }
 
 impl Source {
@@ -163,6 +167,7 @@ impl Source {
             next_delivery: 1,
             pending: u64::MAX,
             fruitless_opens: 0,
+            reopen_at: None,
         }
     }
 
@@ -279,17 +284,19 @@ impl Source {
     /// (Re)creates the consumer to deliver after [`Source::position`] and opens its pull
     /// stream, retrying with back-off; `false` on shutdown.
     async fn open(&mut self, shutdown: &Shutdown) -> bool {
-        if self.fruitless_opens > 0 {
+        if self.reopen_at.is_none() && self.fruitless_opens > 0 {
             let pause = FIRST_REOPEN_PAUSE
                 .saturating_mul(1 << self.fruitless_opens.min(8))
                 .min(MAX_BACKOFF);
+            self.reopen_at = Some(tokio::time::Instant::now() + pause);
+        }
+        if let Some(at) = self.reopen_at {
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => return false,
-                () = tokio::time::sleep(pause) => {}
+                () = tokio::time::sleep_until(at) => {}
             }
         }
-        self.fruitless_opens = self.fruitless_opens.saturating_add(1);
         let mut backoff = Duration::from_millis(50);
         loop {
             let attempt = async {
@@ -317,6 +324,8 @@ impl Source {
                 Ok(messages) => {
                     self.messages = Some(messages);
                     self.next_delivery = 1;
+                    self.fruitless_opens = self.fruitless_opens.saturating_add(1);
+                    self.reopen_at = None;
                     return true;
                 }
                 Err(error) => {

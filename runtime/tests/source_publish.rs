@@ -171,9 +171,15 @@ async fn a_reader_whose_consumer_the_restarted_server_lost_reads_on() {
         .await
         .unwrap();
 
+    // Read as the services do: racing the source against a timer that cancels `next_batch`
+    // every 20 ms. (The alerts service's lifecycle tests, with a 50 ms housekeeping tick,
+    // caught a reopening pause that restarted on every cancellation.)
     let read = tokio::time::timeout(Duration::from_secs(30), async {
         while got.len() < 50 {
-            assert!(reader.next_batch(&mut got, &shutdown).await);
+            tokio::select! {
+                more = reader.next_batch(&mut got, &shutdown) => assert!(more),
+                () = tokio::time::sleep(Duration::from_millis(20)) => {}
+            }
         }
     })
     .await;
