@@ -4,8 +4,9 @@
 //! message.
 //!
 //! **Order.** The next batch is published only once the previous one is acknowledged, and a
-//! partition receives one message per batch, so READINGS holds each partition's readings in RAW
-//! order — also across crashes: RAW is read through [`Source`], which resumes exactly after the
+//! partition receives one message per batch (several, one after the other, when its readings
+//! exceed [`batch::MAX_BATCH_BYTES`]: a NATS message has a size limit), so READINGS holds each
+//! partition's readings in RAW order — also across crashes: RAW is read through [`Source`], which resumes exactly after the
 //! last acked message (the consumer's ack floor) instead of relying on the server's redelivery
 //! after the ack wait (which would put the crashed batch behind newer readings, late for every
 //! event-time window downstream).
@@ -138,24 +139,35 @@ struct Group {
 }
 
 impl Group {
-    /// The READINGS message of the readings after RAW sequence `after`, holding the partition
-    /// through `last`; `None` when none is left.
-    fn message(&self, after: u64, last: u64) -> Option<Outgoing> {
-        let rest: Vec<&[u8]> = self
-            .readings
-            .iter()
-            .filter(|(seq, _)| *seq > after)
-            .map(|(_, r)| r.as_ref())
-            .collect();
+    /// The next READINGS message: the readings after RAW sequence `after`, as many as fit in
+    /// [`batch::MAX_BATCH_BYTES`] and [`batch::MAX_BATCH_READINGS`] (at least one), and the RAW
+    /// sequence through which it holds the partition — `last` when it takes the rest, else its
+    /// last reading's. `None` when none is left.
+    fn message(&self, after: u64, last: u64) -> Option<(Outgoing, u64)> {
+        let rest = self.readings.iter().filter(|(seq, _)| *seq > after);
+        let (mut chunk, mut bytes, mut through) = (Vec::new(), 0, after);
+        for (seq, r) in rest {
+            let full = chunk.len() == batch::MAX_BATCH_READINGS
+                || bytes + r.len() + 9 > batch::MAX_BATCH_BYTES;
+            if !chunk.is_empty() && full {
+                break;
+            }
+            chunk.push(r.as_ref());
+            bytes += r.len() + 9;
+            through = *seq;
+        }
         let first = self.readings.iter().find(|(seq, _)| *seq > after)?.0;
+        let whole = self.readings.last().is_some_and(|(seq, _)| *seq == through);
+        let through = if whole { last } else { through };
         let mut headers = HeaderMap::new();
-        headers.insert(HEADER_RAW_LAST, last.to_string().as_str());
-        Some(Outgoing {
+        headers.insert(HEADER_RAW_LAST, through.to_string().as_str());
+        let message = Outgoing {
             subject: batch::batch_subject(&self.district),
             msg_id: format!("batch:{}:{first}", self.partition),
             headers,
-            payload: Bytes::from(batch::encode_batch(&rest)),
-        })
+            payload: Bytes::from(batch::encode_batch(&chunk)),
+        };
+        Some((message, through))
     }
 }
 
@@ -299,12 +311,13 @@ impl Validating {
             .map(|g| stored.get(&g.partition).copied().unwrap_or(0))
             .collect();
         loop {
+            // One message per partition per round, so a partition's messages stay in order.
             let mut out = Vec::new();
             let mut owner = Vec::new();
             for (i, g) in groups.iter().enumerate() {
-                if let Some(m) = g.message(after[i], last) {
+                if let Some((m, through)) = g.message(after[i], last) {
                     out.push(m);
-                    owner.push(i);
+                    owner.push((i, through));
                 }
             }
             let readings = out.len();
@@ -320,7 +333,7 @@ impl Validating {
                     }
                     continue;
                 }
-                let i = owner[k];
+                let (i, through) = owner[k];
                 after[i] = if ack.duplicate {
                     self.metrics.duplicate("readings_batch");
                     let through = self.stored_through(ack, last, shutdown).await?;
@@ -328,7 +341,7 @@ impl Validating {
                     *known = (*known).max(through);
                     through
                 } else {
-                    last
+                    through
                 };
             }
         }
@@ -372,3 +385,50 @@ impl Validating {
 
 /// The ingest clock, ms since the Unix epoch.
 pub use citypulse_runtime::clock::now_ms;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A partition's 1,000 readings of 3,500 bytes (3.5 MB, over nats-server's 1 MiB message
+    /// limit) go out as several messages under `MAX_BATCH_BYTES`, in order, each saying through
+    /// which RAW sequence it holds the partition, the last one through the batch's end.
+    #[test]
+    fn a_group_beyond_one_message_is_cut_in_order() {
+        let group = Group {
+            partition: 3,
+            district: "d00".into(),
+            readings: (1..=1_000u64)
+                .map(|seq| (seq * 2, Bytes::from(vec![seq as u8; 3_500])))
+                .collect(),
+        };
+        let (mut after, mut got, mut ids) = (0, Vec::new(), Vec::new());
+        while let Some((m, through)) = group.message(after, 2_005) {
+            assert!(
+                m.payload.len() <= batch::MAX_BATCH_BYTES + 9,
+                "{}",
+                m.payload.len()
+            );
+            let header = m.headers.get(HEADER_RAW_LAST).map(|v| v.to_string());
+            assert_eq!(header, Some(through.to_string()));
+            let items = batch::decode_batch(&m.payload).unwrap();
+            assert_eq!(
+                through,
+                if got.len() + items.len() == 1_000 {
+                    2_005
+                } else {
+                    (got.len() + items.len()) as u64 * 2
+                }
+            );
+            got.extend(items.iter().map(|r| r.to_vec()));
+            ids.push(m.msg_id);
+            after = through;
+        }
+        let want: Vec<Vec<u8>> = group.readings.iter().map(|(_, r)| r.to_vec()).collect();
+        assert!(got == want, "every reading once, in order");
+        // 149 readings of 3,509 encoded bytes fit in 512 KiB: 7 messages.
+        assert_eq!(ids.len(), 7);
+        assert_eq!(ids[0], "batch:3:2");
+        assert_eq!(ids[1], "batch:3:300");
+    }
+}

@@ -19,6 +19,10 @@ pub const BATCH_TOKEN: &str = "batch";
 pub const BATCH_FORMAT: &str = "v1";
 /// Most readings in one batch message (bounds a reader's allocation).
 pub const MAX_BATCH_READINGS: usize = 65_536;
+/// Most bytes of readings a writer puts in one batch message: half of nats-server's default
+/// `max_payload` (1 MiB), leaving room for headers and a server configured lower. Ingest splits
+/// a partition's readings of one RAW batch into several messages beyond it.
+pub const MAX_BATCH_BYTES: usize = 512 * 1024;
 
 /// Why a READINGS batch does not decode.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
