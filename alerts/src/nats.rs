@@ -140,16 +140,48 @@ struct Manifest {
     generation: u64,
     chunks: usize,
     bytes: usize,
+    /// Where the chunks are: [`Layout`] (absent in manifests written before v0.2.1).
+    #[serde(default)]
+    layout: Layout,
 }
 
-/// The evaluator checkpoint in JetStream KV: chunks `state.<generation>.<i>`, then a `manifest`
-/// naming the generation. The manifest is written last, so a crash mid-write leaves the
-/// previous checkpoint intact; the previous generation's chunks are purged afterwards.
+/// How chunk keys are named.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Layout {
+    /// Before v0.2.1: `state.<generation>.<i>`, the previous generation purged after each save.
+    /// Every purge left a marker under a key never used again, so the bucket grew by a few
+    /// entries a second for ever.
+    #[default]
+    PerGeneration,
+    /// `slot.<generation % 2>.<i>`: two alternating slots, overwritten in place (history 1), so
+    /// the bucket holds at most twice the largest checkpoint's chunks plus the manifest.
+    Slots,
+}
+
+impl Layout {
+    fn key(self, generation: u64, i: usize) -> String {
+        match self {
+            Layout::PerGeneration => format!("state.{generation}.{i}"),
+            Layout::Slots => format!("slot.{}.{i}", generation % 2),
+        }
+    }
+}
+
+/// The evaluator checkpoint in JetStream KV: chunks in the slot of its generation
+/// (`slot.<generation % 2>.<i>`), then a `manifest` naming the generation. The manifest is
+/// written last and the slot written is never the one it names, so a crash mid-write leaves the
+/// previous checkpoint intact. A checkpoint of the earlier per-generation layout loads, and its
+/// chunks are purged once the first new one is written.
 #[derive(Debug, Clone)]
 pub struct Checkpoints {
     kv: kv::Store,
     generation: u64,
-    chunks: usize,
+    /// Chunks written in each slot by this process (stale ones beyond a smaller checkpoint are
+    /// purged; after a restart, at most one slot's worth stays unread).
+    slot_chunks: [usize; 2],
+    /// Chunks of a per-generation checkpoint loaded at start, purged after the next save.
+    legacy: Option<(u64, usize)>,
 }
 
 impl Checkpoints {
@@ -182,7 +214,8 @@ impl Checkpoints {
         Ok(Checkpoints {
             kv,
             generation: 0,
-            chunks: 0,
+            slot_chunks: [0, 0],
+            legacy: None,
         })
     }
 
@@ -193,6 +226,17 @@ impl Checkpoints {
         })
     }
 
+    async fn put(&self, key: &str, value: Bytes) -> Result<(), CheckpointError> {
+        self.kv
+            .put(key, value)
+            .await
+            .map(|_| ())
+            .map_err(|e| CheckpointError::Write {
+                key: key.to_owned(),
+                detail: e.to_string(),
+            })
+    }
+
     /// The latest checkpoint, or `None` on a first start.
     pub async fn load(&mut self) -> Result<Option<Vec<u8>>, CheckpointError> {
         let Some(raw) = self.get(MANIFEST).await? else {
@@ -200,9 +244,9 @@ impl Checkpoints {
         };
         let m: Manifest = serde_json::from_slice(&raw)
             .map_err(|e| CheckpointError::Corrupt(format!("manifest: {e}")))?;
-        let mut bytes = Vec::with_capacity(m.bytes);
+        let mut bytes = Vec::with_capacity(m.bytes.min(64 * CHUNK));
         for i in 0..m.chunks {
-            let key = chunk_key(m.generation, i);
+            let key = m.layout.key(m.generation, i);
             let chunk = self
                 .get(&key)
                 .await?
@@ -217,53 +261,45 @@ impl Checkpoints {
             )));
         }
         self.generation = m.generation;
-        self.chunks = m.chunks;
+        match m.layout {
+            Layout::Slots => self.slot_chunks[(m.generation % 2) as usize] = m.chunks,
+            Layout::PerGeneration => self.legacy = Some((m.generation, m.chunks)),
+        }
         Ok(Some(bytes))
     }
 
     /// Writes a new checkpoint.
     pub async fn save(&mut self, bytes: &[u8]) -> Result<(), CheckpointError> {
         let generation = self.generation + 1;
-        let pieces: Vec<&[u8]> = if bytes.is_empty() {
-            vec![]
-        } else {
-            bytes.chunks(CHUNK).collect()
-        };
+        let slot = (generation % 2) as usize;
+        let pieces: Vec<&[u8]> = bytes.chunks(CHUNK).collect();
         for (i, piece) in pieces.iter().enumerate() {
-            let key = chunk_key(generation, i);
-            self.kv
-                .put(&key, Bytes::copy_from_slice(piece))
-                .await
-                .map_err(|e| CheckpointError::Write {
-                    key: key.clone(),
-                    detail: e.to_string(),
-                })?;
+            self.put(
+                &Layout::Slots.key(generation, i),
+                Bytes::copy_from_slice(piece),
+            )
+            .await?;
         }
         let manifest = Manifest {
             generation,
             chunks: pieces.len(),
             bytes: bytes.len(),
+            layout: Layout::Slots,
         };
         let body = serde_json::to_vec(&manifest)
             .map_err(|e| CheckpointError::Corrupt(format!("encoding manifest: {e}")))?;
-        self.kv
-            .put(MANIFEST, body.into())
-            .await
-            .map_err(|e| CheckpointError::Write {
-                key: MANIFEST.to_owned(),
-                detail: e.to_string(),
-            })?;
-        let (old_gen, old_chunks) = (self.generation, self.chunks);
+        self.put(MANIFEST, body.into()).await?;
         self.generation = generation;
-        self.chunks = pieces.len();
-        for i in 0..old_chunks {
-            // Best effort: a leftover chunk is only wasted space, never read again.
-            let _ = self.kv.purge(chunk_key(old_gen, i)).await;
+        // Best effort below: a leftover chunk is only wasted space, never read again.
+        let stale = std::mem::replace(&mut self.slot_chunks[slot], pieces.len());
+        for i in pieces.len()..stale {
+            let _ = self.kv.purge(Layout::Slots.key(generation, i)).await;
+        }
+        if let Some((old, chunks)) = self.legacy.take() {
+            for i in 0..chunks {
+                let _ = self.kv.purge(Layout::PerGeneration.key(old, i)).await;
+            }
         }
         Ok(())
     }
-}
-
-fn chunk_key(generation: u64, i: usize) -> String {
-    format!("state.{generation}.{i}")
 }
