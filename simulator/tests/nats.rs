@@ -189,6 +189,27 @@ async fn a_server_crash_mid_run_loses_nothing_and_stores_nothing_twice() {
 /// hour newer, late for every window downstream.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_server_crash_readings_land_at_most_the_in_flight_window_out_of_order() {
+    // A crash costs publishes only when some were on the wire: on a busy machine the client may
+    // still hold them all in its buffer and send them after the reconnect. Every attempt checks
+    // the order; at least one must have lost publishes, or this test shows nothing.
+    let mut lost = Vec::new();
+    for _ in 0..5 {
+        let errors = crash_mid_run_and_check_the_order().await;
+        lost.push(errors);
+        if errors > 0 {
+            return;
+        }
+    }
+    panic!(
+        "no crash cost a publish in {} attempts: {lost:?}",
+        lost.len()
+    );
+}
+
+/// One run with a server crash while the simulator publishes flat out; checks that every
+/// reading landed once and at most the in-flight window after its place; returns how many
+/// publish attempts failed.
+async fn crash_mid_run_and_check_the_order() -> u64 {
     const IN_FLIGHT: usize = 64;
     let mut server = NatsServer::start();
     let dir = tempfile::tempdir().unwrap();
@@ -203,11 +224,11 @@ async fn after_a_server_crash_readings_land_at_most_the_in_flight_window_out_of_
             "--start",
             &start,
             "--duration",
-            "3h",
+            "2h",
             "--speed",
             "max",
             "--sensors",
-            "300",
+            "100",
             "--faults",
             "none",
             "--max-in-flight",
@@ -216,7 +237,6 @@ async fn after_a_server_crash_readings_land_at_most_the_in_flight_window_out_of_
     );
     let run_url = url.clone();
     let task = tokio::spawn(async move { simulate(&cfg, &run_url).await });
-    // Crash the server while the simulator is publishing flat out (RAW is growing).
     let js = jetstream::new(
         async_nats::ConnectOptions::new()
             .retry_on_initial_connect()
@@ -226,7 +246,7 @@ async fn after_a_server_crash_readings_land_at_most_the_in_flight_window_out_of_
     );
     citypulse_harness::wait_for(Duration::from_secs(60), "RAW filling", || async {
         match js.get_stream(streams::RAW).await {
-            Ok(mut s) => s.info().await.is_ok_and(|i| i.state.messages > 5_000),
+            Ok(mut s) => s.info().await.is_ok_and(|i| i.state.messages > 3_000),
             Err(_) => false,
         }
     })
@@ -237,10 +257,6 @@ async fn after_a_server_crash_readings_land_at_most_the_in_flight_window_out_of_
 
     let summary = task.await.unwrap();
     assert!(summary.completed);
-    assert!(
-        summary.totals.errors > 0,
-        "the crash must have cost publishes, or this test shows nothing"
-    );
     let order: std::collections::HashMap<(String, Vec<u8>), usize> = sent(&read_truth(&truth_path))
         .into_iter()
         .enumerate()
@@ -258,6 +274,7 @@ async fn after_a_server_crash_readings_land_at_most_the_in_flight_window_out_of_
         latest <= IN_FLIGHT,
         "a reading landed {latest} messages after its place (window {IN_FLIGHT})"
     );
+    summary.totals.errors
 }
 
 #[tokio::test]
