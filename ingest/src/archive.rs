@@ -28,6 +28,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often the archive lag is measured.
 const LAG_INTERVAL: Duration = Duration::from_secs(1);
+/// Most rows in one write (one statement, one transaction). A batch of READINGS messages taken
+/// after an outage can hold a hundred thousand readings; writing them in slices of this many
+/// keeps the column buffers (which keep their largest size) at a few MB.
+pub const MAX_ROWS_PER_WRITE: usize = 10_000;
 
 /// The archive stage and its dependencies.
 pub struct Archiving {
@@ -59,15 +63,11 @@ impl Archiving {
             let mut batch = Vec::new();
             let mut rows = Rows::default();
             while self.fill(&mut source, &mut batch, &shutdown).await {
-                rows.clear();
-                for d in &batch {
-                    self.push(&mut rows, d);
-                }
-                if !self.write(&mut store, &rows, &shutdown).await {
+                if !self
+                    .write_batch(&mut source, &batch, &mut rows, &mut store, &shutdown)
+                    .await
+                {
                     break;
-                }
-                if let Some(last) = batch.last() {
-                    source.ack(last).await;
                 }
                 batch.clear();
             }
@@ -123,6 +123,38 @@ impl Archiving {
                 Ok(false) => return false,
                 Err(_) => break,
             }
+        }
+        true
+    }
+
+    /// Writes the messages of `batch` in order, [`MAX_ROWS_PER_WRITE`] rows at a time (at least
+    /// one message per write), acking through each write's last message once it committed;
+    /// `false` on shutdown.
+    async fn write_batch(
+        &self,
+        source: &mut Source,
+        batch: &[Delivery],
+        rows: &mut Rows,
+        store: &mut Option<Store>,
+        shutdown: &Shutdown,
+    ) -> bool {
+        let mut rest = batch;
+        while let Some(first) = rest.first() {
+            rows.clear();
+            self.push(rows, first);
+            let mut taken = 1;
+            while let Some(d) = rest.get(taken) {
+                if rows.len() >= MAX_ROWS_PER_WRITE {
+                    break;
+                }
+                self.push(rows, d);
+                taken += 1;
+            }
+            if !self.write(store, rows, shutdown).await {
+                return false;
+            }
+            source.ack(&rest[taken - 1]).await;
+            rest = &rest[taken..];
         }
         true
     }

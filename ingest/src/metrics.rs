@@ -168,8 +168,8 @@ impl IngestMetrics {
             archive_batch_size: histogram(
                 registry,
                 "citypulse_ingest_archive_batch_size_rows",
-                "Readings per archive batch.",
-                vec![1.0, 10.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0],
+                "Readings per archive write (one statement; at most 10,000 plus one READINGS message).",
+                vec![1.0, 10.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10_000.0, 20_000.0],
             )?,
             archive_write_seconds: histogram(
                 registry,

@@ -83,3 +83,67 @@ async fn a_partitions_readings_beyond_one_message_are_split_in_order() {
         "READINGS holds the device's bytes in RAW order"
     );
 }
+
+/// Observations of a histogram at or below `le`, and in total.
+fn histogram(running: &Running, name: &str, le: f64) -> (u64, u64) {
+    let family = running
+        .registry
+        .gather()
+        .into_iter()
+        .find(|f| f.name() == name)
+        .unwrap();
+    let h = family.get_metric()[0].get_histogram();
+    let below = h
+        .get_bucket()
+        .iter()
+        .find(|b| b.upper_bound() == le)
+        .map(|b| b.cumulative_count())
+        .unwrap();
+    (below, h.get_sample_count())
+}
+
+/// The backlog a PostgreSQL outage leaves is written in slices of at most
+/// `MAX_ROWS_PER_WRITE` rows (plus one message), not in one statement holding every reading of
+/// the 2,000 READINGS messages the archive takes at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_archive_backlog_is_written_in_bounded_slices() {
+    let nats = NatsServer::start();
+    let mut pg = citypulse_harness::Postgres::start();
+    let running = Running::start(config(&args(&nats.url(), Some(&pg.url())), &[])).await;
+    let js = jetstream(&nats.url()).await;
+    wait_for(Duration::from_secs(30), "RAW provisioned", || async {
+        js.get_stream("RAW").await.is_ok()
+    })
+    .await;
+    pg.stop();
+    // 30,000 readings of 300 sensors of district d00 (one partition: READINGS messages of
+    // hundreds of readings), their acks awaited 300 at a time.
+    let base = now_ms() - 120_000;
+    for seq in 0..100u64 {
+        let mut acks = Vec::new();
+        for n in 0..300u32 {
+            let r = reading(7 * n, seq, base + seq);
+            let ack = js.publish(raw_subject(&r), r.encode().into()).await;
+            acks.push(ack.unwrap());
+        }
+        for ack in acks {
+            ack.await.unwrap();
+        }
+    }
+    wait_for(
+        Duration::from_secs(60),
+        "30,000 readings on READINGS",
+        || async { readings_len(&js).await == 30_000 },
+    )
+    .await;
+    pg.start_again();
+    wait_for(Duration::from_secs(60), "30,000 rows archived", || async {
+        archived(&pg.url()).await == Some((30_000, 30_000))
+    })
+    .await;
+    let name = "citypulse_ingest_archive_batch_size_rows";
+    let (small, writes) = histogram(&running, name, 20_000.0);
+    assert!(writes >= 3, "{writes} writes");
+    assert_eq!(small, writes, "a write of more than 20,000 rows");
+    running.stop().await;
+}
