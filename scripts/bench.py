@@ -296,11 +296,15 @@ class Postgres:
             shutil.chown(self.data, "nobody")
         self._run([f"{bindir}/initdb", "-D", self.data, "-U", "postgres", "-A", "trust",
                    "-E", "UTF8", "--locale=C", "--no-sync"])
-        opts = f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.data}"
-        self._run([f"{bindir}/pg_ctl", "-D", self.data, "-l", f"{self.data}/server.log",
-                   "-w", "-o", opts, "start"])
-        self.started = True
+        self.opts = f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.data}"
+        self.start()
         run.cleanups.append(self.stop)
+
+    def start(self):
+        """Starts the server (again: same port, same data)."""
+        self._run([f"{self.bindir}/pg_ctl", "-D", self.data, "-l", f"{self.data}/server.log",
+                   "-w", "-o", self.opts, "start"])
+        self.started = True
 
     def _run(self, argv):
         logs = self.logs
@@ -616,6 +620,7 @@ def start_service(run, nats, service, db_url, name):
     before = set(nats.snapshot().consumers)
     argv, port = service_argv(run, service, nats, db_url)
     child = Child(run, name, argv)
+    child.admin_port = port
     wait_until(f"{name}'s /healthz", lambda: http_get(f"http://127.0.0.1:{port}/healthz"),
                60, child)
     seen, since, deadline = None, time.monotonic(), time.monotonic() + 60

@@ -13,6 +13,13 @@ and judges:
   lag      each stage's lag over the second half stays below the bound: what the simulator
            publishes in --max-lag-seconds (60 s) of real time.
 
+With --pg-outage-minutes, PostgreSQL is stopped at the end of the warm-up for that long and
+started again (a simulated clock: --speed 12 makes 10 minutes of outage two hours of the city's
+readings). Memory is then judged at the end of the outage as well, the lag only after it, and
+once the run is over the simulator stops, the services drain, and the soak checks that nothing
+was lost: the archive holds every reading ingest put on READINGS, and alert_events every alert
+transition on ALERTS.
+
 Exit status 0 when both hold, 1 otherwise (the report says which), 2 on an error.
 """
 import argparse
@@ -54,6 +61,10 @@ def parse_args(argv):
     opt("--warmup-minutes", "CITYPULSE_SOAK_WARMUP_MINUTES", 10, type=float,
         help="memory growth is judged from the end of this span")
     opt("--sample", "CITYPULSE_SOAK_SAMPLE", 10, type=float, help="seconds between samples")
+    opt("--speed", "CITYPULSE_SOAK_SPEED", 1, type=float,
+        help="simulated seconds per second of the live simulator")
+    opt("--pg-outage-minutes", "CITYPULSE_SOAK_PG_OUTAGE_MINUTES", 0, type=float,
+        help="stop PostgreSQL this long from the end of the warm-up (0: no outage)")
     opt("--max-growth", "CITYPULSE_SOAK_MAX_GROWTH", 0.10, type=float,
         help="allowed RSS growth after the warm-up, as a fraction")
     opt("--max-lag-seconds", "CITYPULSE_SOAK_MAX_LAG_SECONDS", 60, type=float,
@@ -67,6 +78,10 @@ def parse_args(argv):
     args = ap.parse_args(argv)
     if args.warmup_minutes >= args.minutes:
         ap.error("--warmup-minutes must be shorter than --minutes")
+    if args.pg_outage_minutes < 0 or args.speed <= 0:
+        ap.error("--pg-outage-minutes must be at least 0 and --speed above 0")
+    if args.warmup_minutes + args.pg_outage_minutes >= args.minutes:
+        ap.error("the warm-up and the outage must end before --minutes")
     # What bench.Run and its helpers read.
     args.seed, args.stage_timeout, args.poll_interval = 42, 600, 1.0
     return args
@@ -83,8 +98,9 @@ def start(run, args):
     sim = bench.Child(run, "simulator", [
         run.bin("citypulse-simulator"), "--nats-url", nats.url,
         "--metrics-addr", f"127.0.0.1:{bench.free_port()}", "--city", run.city,
-        "--speed", "1", "--faults", "demo", "--events", "all", "--log-format", "json"])
-    return nats, services, groups, sim
+        "--speed", f"{args.speed:g}", "--faults", "demo", "--events", "all",
+        "--log-format", "json"])
+    return nats, pg, services, groups, sim
 
 
 def sample(t0, nats, procs, groups):
@@ -110,26 +126,95 @@ def judge(rows, args, rate):
     """(passed, lines of the report)."""
     end = max(r[0] for r in rows)
     warm = args.warmup_minutes * 60
+    back = warm + args.pg_outage_minutes * 60
     lines, ok = [], True
-    tail = lambda a, b: (a + 0.9 * (b - a), b)  # noqa: E731  (the last tenth of a span)
+    # The end of a span: its last tenth, and at least one and a half sampling intervals (up to
+    # half an interval past its end: samples do not fall on the span's edges).
+    reach = 1.5 * args.sample
+    tail = lambda a, b: (b - max(0.1 * (b - a), reach), b + args.sample / 2)  # noqa: E731
+    spans = [("at the end", (warm, end))]
+    if args.pg_outage_minutes:
+        spans.insert(0, ("at the end of the PostgreSQL outage", (warm, back)))
     for name in SERVICES:
         series = [(r[0], r[2]) for r in rows if r[1] == name and r[2] not in ("", None)]
         at = lambda span: median([v for t, v in series if span[0] <= t <= span[1]])  # noqa
-        w, e = at(tail(0, warm)), at(tail(warm, end))
-        growth = (e - w) / w if w and e else float("nan")
-        good = growth <= args.max_growth
-        ok &= good
-        lines.append(f"{name:<11} RSS {w / 1024:8.1f} MiB after warm-up, {e / 1024:8.1f} MiB at "
-                     f"the end: {growth * 100:+6.1f} %  {'ok' if good else 'GROWS'}")
+        w = at(tail(0, warm))
+        for when, span in spans:
+            e = at(tail(*span))
+            if not (w and e):
+                ok = False
+                lines.append(f"{name:<11} RSS: no samples to judge {when}")
+                continue
+            growth = (e - w) / w
+            good = growth <= args.max_growth
+            ok &= good
+            lines.append(f"{name:<11} RSS {w / 1024:8.1f} MiB after warm-up, {e / 1024:8.1f} MiB "
+                         f"{when}: {growth * 100:+6.1f} %  {'ok' if good else 'GROWS'}")
     bound = max(rate * args.max_lag_seconds, 1000)
+    # The second half of the run, or of what follows the outage (the archive catches up).
+    since = back + (end - back) / 2 if args.pg_outage_minutes else end / 2
     for name in sorted({r[1] for r in rows if r[1].startswith("lag:")}):
-        lags = [r[4] for r in rows if r[1] == name and r[0] >= end / 2]
+        lags = [r[4] for r in rows if r[1] == name and r[0] >= since]
         worst = max(lags) if lags else 0
         good = worst <= bound
         ok &= good
-        lines.append(f"{name[4:]:<11} lag at most {worst:>9} messages over the second half "
+        lines.append(f"{name[4:]:<11} lag at most {worst:>9} messages from t={since:.0f} s "
                      f"(bound {bound:.0f}): {'ok' if good else 'UNBOUNDED'}")
     return ok, lines
+
+
+def outage(pg, t, args, state):
+    """Stops PostgreSQL at the end of the warm-up and starts it again after the outage; the
+    new state ("before", "down", "back")."""
+    warm = args.warmup_minutes * 60
+    if state == "before" and args.pg_outage_minutes and t >= warm:
+        pg.stop()
+        bench.log(f"t={t:.0f}s PostgreSQL stopped for {args.pg_outage_minutes:g} min")
+        return "down"
+    if state == "down" and t >= warm + args.pg_outage_minutes * 60:
+        pg.start()
+        bench.log(f"t={t:.0f}s PostgreSQL started again")
+        return "back"
+    return state
+
+
+def scrape(child, name, match=""):
+    """Sum of the series of metric `name` whose labels contain `match`, from a service's
+    /metrics."""
+    body = bench.http_get(f"http://127.0.0.1:{child.admin_port}/metrics")
+    if body is None:
+        raise bench.BenchError(f"{child.name}'s /metrics did not answer")
+    total = 0.0
+    for line in body.decode().splitlines():
+        series, _, value = line.rpartition(" ")
+        if series.split("{")[0] == name and match in series:
+            total += float(value)
+    return total
+
+
+def nothing_lost(nats, pg, services, groups, sim):
+    """After an outage: the simulator stops, the archive and alerts drain; then every reading
+    on READINGS is archived and every transition on ALERTS recorded. (passed, report lines)."""
+    sim.stop()
+    bench.wait_until("the archive and alerts drained", lambda: (
+        lambda s: s.drained(groups["archive"]) and s.delivered(groups["alerts"]))(
+            nats.snapshot()), 1800)
+    ingest, db = services["ingest"], "citypulse"
+    on_readings = int(scrape(ingest, "citypulse_ingest_accepted_total")
+                      - scrape(ingest, "citypulse_ingest_duplicates_total", 'stream="readings"'))
+    archived = pg.rows("readings", db)
+    on_alerts = nats.snapshot().messages("ALERTS")
+    recorded = lambda: int(pg.sql("SELECT count(*) FROM alert_events WHERE published", db) or 0)
+    # The history writer commits on its own schedule: give it a minute.
+    deadline = time.monotonic() + 60
+    while recorded() < on_alerts and time.monotonic() < deadline:
+        time.sleep(1)
+    checks = [("archive", archived, on_readings, "readings ingest put on READINGS"),
+              ("alert_events", recorded(), on_alerts, "alert transitions on ALERTS")]
+    lines = [f"{what:<12} {got:>10} rows for {want:>10} {of}: "
+             f"{'ok' if got == want else 'LOST' if got < want else 'EXTRA'}"
+             for what, got, want, of in checks]
+    return all(got == want for _, got, want, _ in checks), lines
 
 
 def png(path, panels, width=900, height=560):
@@ -198,11 +283,12 @@ def write_outputs(args, rows):
 
 
 def soak(run, args):
-    nats, services, groups, sim = start(run, args)
+    nats, pg, services, groups, sim = start(run, args)
     procs = {**services, "nats-server": nats.child, "simulator": sim}
-    rows, t0 = [], time.monotonic()
+    rows, t0, pg_state = [], time.monotonic(), "before"
     raw0, end = None, t0 + args.minutes * 60
     while time.monotonic() < end:
+        pg_state = outage(pg, time.monotonic() - t0, args, pg_state)
         got, raw = sample(t0, nats, procs, groups)
         rows.extend(got)
         raw0 = raw if raw0 is None else raw0
@@ -212,9 +298,16 @@ def soak(run, args):
     rate = (raw - raw0) / max(time.monotonic() - t0, 1)
     write_outputs(args, rows)
     ok, lines = judge(rows, args, rate)
-    print(f"soak: {args.sensors} sensors, {args.minutes:g} min (warm-up {args.warmup_minutes:g}),"
-          f" {rate:,.0f} readings/s; {args.out}/soak.csv, {args.out}/soak.png (RSS above, lag "
-          f"below; ingest blue, processors green, alerts red, nats-server grey, archive orange)")
+    if args.pg_outage_minutes:
+        kept, more = nothing_lost(nats, pg, services, groups, sim)
+        ok &= kept
+        lines += more
+    outage_text = (f", PostgreSQL down from minute {args.warmup_minutes:g} for "
+                   f"{args.pg_outage_minutes:g}" if args.pg_outage_minutes else "")
+    print(f"soak: {args.sensors} sensors at speed {args.speed:g}, {args.minutes:g} min (warm-up "
+          f"{args.warmup_minutes:g}{outage_text}), {rate:,.0f} readings/s; {args.out}/soak.csv, "
+          f"{args.out}/soak.png (RSS above, lag below; ingest blue, processors green, alerts red,"
+          f" nats-server grey, archive orange)")
     print("\n".join(lines))
     return ok
 
