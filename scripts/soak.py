@@ -4,9 +4,9 @@ growth. Run it through `scripts/soak` (builds the release binaries, installs wha
 nats-server, PostgreSQL, ingest, processors and alerts start as separate processes (the
 machinery of scripts/bench.py); the simulator publishes the city scaled to --sensors in real time
 with the demo faults and events. Every --sample seconds the soak records, per process, its
-resident memory (VmRSS) and CPU time, and per pipeline stage its consumer lag (pending plus
-unacknowledged messages), into soak.csv; at the end it draws soak.png (memory and lag over time)
-and judges:
+resident memory (VmRSS, and its anonymous part RssAnon: the heap without the binary's pages) and
+CPU time, and per pipeline stage its consumer lag (pending plus unacknowledged messages), into
+soak.csv; at the end it draws soak.png (memory and lag over time) and judges (on VmRSS):
 
   memory   each service's RSS at the end is at most --max-growth (10 %) above its RSS at the end
            of the warm-up (medians of the samples in the last tenth of each span, against noise);
@@ -36,12 +36,13 @@ import bench  # noqa: E402  (scripts/bench.py: processes, servers, /jsz snapshot
 SERVICES = ("ingest", "processors", "alerts")
 
 
-def rss_kib(pid):
-    """Current resident set size of `pid`, KiB (None once it has exited)."""
+def rss_kib(pid, field="VmRSS"):
+    """A memory figure of `pid` from /proc/<pid>/status, KiB: VmRSS (resident) or RssAnon (its
+    anonymous part: heap and stacks, not the binary's pages); None once it has exited."""
     try:
         with open(f"/proc/{pid}/status") as f:
             for line in f:
-                if line.startswith("VmRSS:"):
+                if line.startswith(f"{field}:"):
                     return int(line.split()[1])
     except OSError:
         return None
@@ -104,16 +105,17 @@ def start(run, args):
 
 
 def sample(t0, nats, procs, groups):
-    """One row per process and one per stage: (t, name, rss_kib, cpu_s, lag)."""
+    """One row per process and one per stage: (t, name, rss_kib, cpu_s, lag, anon_kib)."""
     snap = nats.snapshot()
     t = round(snap.t - t0, 1)
     rows = []
     for name, child in procs.items():
         if not child.alive():
             raise child.died()
-        rows.append((t, name, rss_kib(child.pid), round(child.cpu(), 2), ""))
+        rows.append((t, name, rss_kib(child.pid), round(child.cpu(), 2), "",
+                     rss_kib(child.pid, "RssAnon")))
     for stage, keys in groups.items():
-        rows.append((t, f"lag:{stage}", "", "", snap.lag(keys)))
+        rows.append((t, f"lag:{stage}", "", "", snap.lag(keys), ""))
     return rows, snap.messages(bench.RAW)
 
 
@@ -271,7 +273,7 @@ def write_outputs(args, rows):
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "soak.csv"), "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["t_s", "process_or_stage", "rss_kib", "cpu_s", "lag_messages"])
+        w.writerow(["t_s", "process_or_stage", "rss_kib", "cpu_s", "lag_messages", "anon_kib"])
         w.writerows(rows)
     def points(name, column):
         return [(r[0], r[column]) for r in rows if r[1] == name and r[column] not in ("", None)]
