@@ -5,11 +5,13 @@
 //!
 //! Each round: take up to `archive_batch_size` messages (waiting at most `archive_max_delay` to
 //! fill the batch), write their readings in one statement, and ack (cumulatively) only after it
-//! committed. A failed write drops the connection and writes the same rows again once
-//! PostgreSQL answers (reconnection backs off up to 2 s); meanwhile nothing more is taken, so the
-//! backlog stays in READINGS (archive lag = the consumer's pending messages) while validation
-//! flows on. A replay after a crash between COMMIT and ack hits the natural key and inserts
-//! nothing.
+//! committed. A failed write drops the connection and the batch: the source is rewound to the
+//! last acked message ([`Source::rewind`]), so while PostgreSQL is down the archive holds no
+//! reading in memory (a two-hour outage costs ingest no more memory than a minute); once
+//! PostgreSQL answers again (reconnection backs off up to 2 s) the same messages are read again
+//! and written. The backlog stays in READINGS (archive lag = the consumer's pending messages)
+//! while validation flows on. A replay after a crash between COMMIT and ack hits the natural key
+//! and inserts nothing.
 
 use crate::metrics::IngestMetrics;
 use crate::pause;
@@ -32,6 +34,14 @@ const LAG_INTERVAL: Duration = Duration::from_secs(1);
 /// after an outage can hold a hundred thousand readings; writing them in slices of this many
 /// keeps the column buffers (which keep their largest size) at a few MB.
 pub const MAX_ROWS_PER_WRITE: usize = 10_000;
+
+/// How a batch write ended.
+enum Written {
+    /// Every message written and acked.
+    All,
+    /// A write failed; everything after `after` (a stream sequence) is still to be written.
+    Failed { after: u64 },
+}
 
 /// The archive stage and its dependencies.
 pub struct Archiving {
@@ -63,13 +73,26 @@ impl Archiving {
             let mut batch = Vec::new();
             let mut rows = Rows::default();
             while self.fill(&mut source, &mut batch, &shutdown).await {
-                if !self
-                    .write_batch(&mut source, &batch, &mut rows, &mut store, &shutdown)
-                    .await
-                {
-                    break;
+                let written = tokio::select! {
+                    biased;
+                    () = shutdown.cancelled() => break,
+                    written = self.write_batch(&mut source, &batch, &mut rows, &store) => written,
+                };
+                match written {
+                    Written::All => batch.clear(),
+                    Written::Failed { after } => {
+                        // Hold nothing while PostgreSQL is down: the messages wait in READINGS.
+                        batch = Vec::new();
+                        rows = Rows::default();
+                        drop(store.take());
+                        source.rewind(after).await;
+                        store = self.connect(&shutdown).await;
+                        if store.is_none() {
+                            break;
+                        }
+                        self.metrics.set_archive_up(true);
+                    }
                 }
-                batch.clear();
             }
         }
         self.metrics.set_archive_up(false);
@@ -128,16 +151,14 @@ impl Archiving {
     }
 
     /// Writes the messages of `batch` in order, [`MAX_ROWS_PER_WRITE`] rows at a time (at least
-    /// one message per write), acking through each write's last message once it committed;
-    /// `false` on shutdown.
+    /// one message per write), acking through each write's last message once it committed.
     async fn write_batch(
         &self,
         source: &mut Source,
         batch: &[Delivery],
         rows: &mut Rows,
-        store: &mut Option<Store>,
-        shutdown: &Shutdown,
-    ) -> bool {
+        store: &Option<Store>,
+    ) -> Written {
         let mut rest = batch;
         while let Some(first) = rest.first() {
             rows.clear();
@@ -150,13 +171,15 @@ impl Archiving {
                 self.push(rows, d);
                 taken += 1;
             }
-            if !self.write(store, rows, shutdown).await {
-                return false;
+            if !self.write(store, rows).await {
+                return Written::Failed {
+                    after: first.seq - 1,
+                };
             }
             source.ack(&rest[taken - 1]).await;
             rest = &rest[taken..];
         }
-        true
+        Written::All
     }
 
     /// Adds a message's rows; an unusable message is counted and skipped (only ingest writes
@@ -169,44 +192,27 @@ impl Archiving {
         }
     }
 
-    /// Writes `rows` until committed, (re)connecting as needed; `false` on shutdown.
-    async fn write(&self, store: &mut Option<Store>, rows: &Rows, shutdown: &Shutdown) -> bool {
+    /// Writes `rows` in one statement; `false` when the write failed (counted and logged).
+    async fn write(&self, store: &Option<Store>, rows: &Rows) -> bool {
         if rows.is_empty() {
             return true;
         }
-        let mut backoff = Duration::from_millis(50);
-        loop {
-            let s = match store {
-                Some(s) => s,
-                None => match self.connect(shutdown).await {
-                    Some(s) => {
-                        self.metrics.set_archive_up(true);
-                        store.insert(s)
-                    }
-                    None => return false,
-                },
-            };
-            let started = Instant::now();
-            let attempt = tokio::select! {
-                biased;
-                () = shutdown.cancelled() => return false,
-                attempt = s.insert(rows, WRITE_TIMEOUT) => attempt,
-            };
-            match attempt {
-                Ok(inserted) => {
-                    self.metrics
-                        .archived(rows.len(), inserted, started.elapsed().as_secs_f64());
-                    return true;
-                }
-                Err(error) => {
-                    self.metrics.archive_error(error.reason());
-                    self.metrics.set_archive_up(false);
-                    tracing::warn!(%error, "archive write failed; reconnecting, the batch will be written again");
-                    *store = None;
-                }
+        let Some(s) = store else {
+            return false;
+        };
+        let started = Instant::now();
+        match s.insert(rows, WRITE_TIMEOUT).await {
+            Ok(inserted) => {
+                self.metrics
+                    .archived(rows.len(), inserted, started.elapsed().as_secs_f64());
+                true
             }
-            if !pause(&mut backoff, shutdown).await {
-                return false;
+            Err(error) => {
+                self.metrics.archive_error(error.reason());
+                self.metrics.set_archive_up(false);
+                tracing::warn!(%error,
+                    "archive write failed; reconnecting, the batch will be read and written again");
+                false
             }
         }
     }

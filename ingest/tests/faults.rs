@@ -192,6 +192,17 @@ async fn a_postgres_outage_delays_the_archive_but_loses_and_duplicates_nothing()
             &[("reason", "connect")]
         ) >= 1.0
     );
+    // While PostgreSQL is down the archive holds no batch (its memory does not grow with the
+    // outage): the whole backlog waits undelivered in READINGS, none of it pulled and unacked.
+    let readings = js.get_stream("READINGS").await.unwrap();
+    wait_for(WAIT, "the backlog undelivered, none held by ingest", || {
+        let readings = readings.clone();
+        async move {
+            let info = readings.consumer_info("ingest-archive").await.unwrap();
+            info.num_ack_pending == 0 && info.num_pending as f64 == backlog
+        }
+    })
+    .await;
 
     tokio::task::block_in_place(|| pg.start_again());
     wait_for(WAIT, "the archive caught up", || async {

@@ -300,13 +300,7 @@ impl Source {
         let mut backoff = Duration::from_millis(50);
         loop {
             let attempt = async {
-                // Not found is the normal first start.
-                let _ = self.stream.delete_consumer(&self.config.durable).await;
-                let consumer = self
-                    .stream
-                    .create_consumer(self.config.consumer(self.after))
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let consumer = self.create().await?;
                 consumer
                     .stream()
                     .max_messages_per_batch(self.config.batch)
@@ -338,6 +332,36 @@ impl Source {
                 return false;
             }
         }
+    }
+
+    /// Gives back everything handed out after `after` and holds nothing: closes the pull
+    /// stream (dropping the messages it had buffered) and recreates the consumer to deliver
+    /// from the message after `after`, without pulling, so the server has nothing delivered
+    /// and unacked either. The next [`Source::next_batch`] pulls again from there. For a
+    /// service that cannot use its input for a while (its store is down): it waits holding no
+    /// batch, and a crash meanwhile resumes at `after` as before. Recreating the consumer is
+    /// tried once; if it fails, the next pull recreates it anyway.
+    pub async fn rewind(&mut self, after: u64) {
+        self.messages = None;
+        self.after = after;
+        self.pending = u64::MAX;
+        self.fruitless_opens = 0;
+        self.reopen_at = None;
+        if let Err(error) = self.create().await {
+            (self.observer)(SourceEvent::OpenFailed);
+            tracing::warn!(consumer = %self.config.durable, %error,
+                "cannot recreate the consumer on rewind; the next pull will");
+        }
+    }
+
+    /// Deletes the durable consumer (not found is the normal first start) and creates it to
+    /// deliver after [`Source::position`].
+    async fn create(&self) -> Result<async_nats::jetstream::consumer::PullConsumer, String> {
+        let _ = self.stream.delete_consumer(&self.config.durable).await;
+        self.stream
+            .create_consumer(self.config.consumer(self.after))
+            .await
+            .map_err(|e| e.to_string())
     }
 
     /// Acks every message up to and including `delivery` (the consumer acks cumulatively). A
