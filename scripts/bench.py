@@ -175,6 +175,14 @@ class Child:
                           f"log {self.log_path}:\n{self.tail()}")
 
 
+def stop_on_signals():
+    """Ctrl-C stops everything the run started (through the caller's `finally`), also when
+    started from a shell that ignores SIGINT in background jobs; SIGTERM and SIGHUP too."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    signal.signal(signal.SIGHUP, lambda *_: sys.exit(129))
+
+
 def wait_until(what, predicate, timeout, child=None, interval=0.1):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -227,18 +235,21 @@ class Snapshot:
 
     def __init__(self, t, jsz, nats_cpu):
         self.t, self.nats_cpu = t, nats_cpu
-        self.streams, self.consumers = {}, {}
+        self.streams, self.last_seq, self.consumers = {}, {}, {}
         for account in jsz.get("account_details") or []:
             for s in account.get("stream_detail") or []:
                 name = s.get("name", "")
                 if name.startswith(("KV_", "OBJ_")):
                     continue
-                self.streams[name] = (s.get("state") or {}).get("messages", 0)
+                state = s.get("state") or {}
+                self.streams[name] = state.get("messages", 0)
+                self.last_seq[name] = state.get("last_seq", 0)
                 for c in s.get("consumer_detail") or []:
                     self.consumers[(name, c["name"])] = {
                         "pending": c.get("num_pending", 0),
                         "ack_pending": c.get("num_ack_pending", 0),
                         "acked": (c.get("ack_floor") or {}).get("consumer_seq", 0),
+                        "acked_stream_seq": (c.get("ack_floor") or {}).get("stream_seq", 0),
                         "delivered": (c.get("delivered") or {}).get("consumer_seq", 0),
                     }
 
@@ -260,6 +271,15 @@ class Snapshot:
             return False
         return all(sum(self.consumers[k]["delivered"] for k in keys if k[0] == s)
                    >= self.messages(s) for s in {s for s, _ in keys})
+
+    def caught_up(self, key):
+        """One consumer acknowledged through the end of its stream, nothing pending or
+        unacknowledged. Unlike `drained` it holds for a consumer the service recreated at a
+        later start (the archive rewinds after a PostgreSQL failure): counted in stream
+        sequences, not in the consumer's own."""
+        c = self.consumers.get(key)
+        return (c is not None and c["pending"] == 0 and c["ack_pending"] == 0
+                and c["acked_stream_seq"] >= self.last_seq.get(key[0], 0))
 
     def drained(self, keys):
         """Every consumer in `keys` exists, nothing is pending or unacknowledged, and on each
@@ -1005,11 +1025,7 @@ def main(argv):
                                   if k.startswith("CITYPULSE_") and not k.startswith(
                                       ("CITYPULSE_BENCH_", "CITYPULSE_PYTHONPATH"))
                                   or k == "RUST_LOG")}
-    # Ctrl-C stops everything the run started, also when started from a shell that ignores
-    # SIGINT in background jobs; SIGTERM and SIGHUP too.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    signal.signal(signal.SIGHUP, lambda *_: sys.exit(129))
+    stop_on_signals()
     run, ok = Run(args), False
     meta["start"] = run.start
     try:

@@ -199,7 +199,8 @@ def nothing_lost(nats, pg, services, groups, sim):
     on READINGS is archived and every transition on ALERTS recorded. (passed, report lines)."""
     sim.stop()
     bench.wait_until("the archive and alerts drained", lambda: (
-        lambda s: s.drained(groups["archive"]) and s.delivered(groups["alerts"]))(
+        lambda s: groups["archive"] and all(s.caught_up(k) for k in groups["archive"])
+        and s.delivered(groups["alerts"]))(
             nats.snapshot()), 1800)
     ingest, db = services["ingest"], "citypulse"
     on_readings = int(scrape(ingest, "citypulse_ingest_accepted_total")
@@ -316,6 +317,7 @@ def soak(run, args):
 
 def main(argv):
     args = parse_args(argv)
+    bench.stop_on_signals()
     run, ok = bench.Run(args), False
     try:
         bench.check_flags(run)
