@@ -71,19 +71,17 @@ impl Archiving {
             let mut store = self.connect(&shutdown).await;
             self.metrics.set_archive_up(store.is_some());
             let mut batch = Vec::new();
-            let mut rows = Rows::default();
             while self.fill(&mut source, &mut batch, &shutdown).await {
                 let written = tokio::select! {
                     biased;
                     () = shutdown.cancelled() => break,
-                    written = self.write_batch(&mut source, &batch, &mut rows, &store) => written,
+                    written = self.write_batch(&mut source, &batch, &store) => written,
                 };
                 match written {
                     Written::All => batch.clear(),
                     Written::Failed { after } => {
                         // Hold nothing while PostgreSQL is down: the messages wait in READINGS.
                         batch = Vec::new();
-                        rows = Rows::default();
                         drop(store.take());
                         source.rewind(after).await;
                         store = self.connect(&shutdown).await;
@@ -152,26 +150,27 @@ impl Archiving {
 
     /// Writes the messages of `batch` in order, [`MAX_ROWS_PER_WRITE`] rows at a time (at least
     /// one message per write), acking through each write's last message once it committed.
+    /// Each write builds its rows afresh: a catch-up's 10,000-row columns are freed after their
+    /// write rather than kept as capacity for the small batches of live traffic.
     async fn write_batch(
         &self,
         source: &mut Source,
         batch: &[Delivery],
-        rows: &mut Rows,
         store: &Option<Store>,
     ) -> Written {
         let mut rest = batch;
         while let Some(first) = rest.first() {
-            rows.clear();
-            self.push(rows, first);
+            let mut rows = Rows::default();
+            self.push(&mut rows, first);
             let mut taken = 1;
             while let Some(d) = rest.get(taken) {
                 if rows.len() >= MAX_ROWS_PER_WRITE {
                     break;
                 }
-                self.push(rows, d);
+                self.push(&mut rows, d);
                 taken += 1;
             }
-            if !self.write(store, rows).await {
+            if !self.write(store, &rows).await {
                 return Written::Failed {
                     after: first.seq - 1,
                 };
