@@ -6,6 +6,9 @@ use citypulse_runtime::{admin::Health, nats, shutdown::Shutdown, telemetry};
 use clap::Parser;
 use std::process::ExitCode;
 
+#[global_allocator]
+static ALLOC: citypulse_runtime::alloc::Allocator = citypulse_runtime::alloc::ALLOCATOR;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse_from(with_default_command(std::env::args_os()));

@@ -7,6 +7,9 @@ use citypulse_runtime::{shutdown::Shutdown, telemetry};
 use clap::Parser;
 use std::process::ExitCode;
 
+#[global_allocator]
+static ALLOC: citypulse_runtime::alloc::Allocator = citypulse_runtime::alloc::ALLOCATOR;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let config = Config::parse();

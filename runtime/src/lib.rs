@@ -17,6 +17,7 @@
 //! - [`stream_config`]: every JetStream stream's settings ([`stream_config::Limits`] and one builder per
 //!   stream), so the owner of a stream and a service that merely needs it create it alike.
 //! - [`metrics`]: the one way to build and register metrics in the process's registry.
+//! - [`alloc`]: the memory allocator every service binary installs.
 //! - [`duration`]: human durations ("30s", "2h") for clap, and [`duration::millis`]; [`clock`]: the
 //!   wall clock in ms.
 //!
@@ -24,6 +25,7 @@
 //! plumbing.
 
 pub mod admin;
+pub mod alloc;
 pub mod clock;
 pub mod duration;
 pub mod jetstream;

@@ -6,6 +6,9 @@ use citypulse_simulator::config::{now_ms, Command, Config, Plan};
 use clap::Parser;
 use std::process::ExitCode;
 
+#[global_allocator]
+static ALLOC: citypulse_runtime::alloc::Allocator = citypulse_runtime::alloc::ALLOCATOR;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let config = Config::parse();

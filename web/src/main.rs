@@ -5,6 +5,9 @@ use citypulse_web::config::Config;
 use clap::Parser;
 use std::process::ExitCode;
 
+#[global_allocator]
+static ALLOC: citypulse_runtime::alloc::Allocator = citypulse_runtime::alloc::ALLOCATOR;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cfg = Config::parse();
