@@ -21,7 +21,7 @@
 //! | `citypulse_ingest_archive_lag_seconds` | gauge | |
 //! | `citypulse_ingest_archive_batch_size_rows` | histogram | |
 //! | `citypulse_ingest_archive_write_duration_seconds` | histogram | |
-//! | `citypulse_ingest_readings_missing_total` | counter | `kind` |
+//! | `citypulse_ingest_readings_missing_total` | counter | `district` (at most 1,000, then `(other)`), `kind` |
 //! | `citypulse_ingest_readings_arrived_after_missing_total` | counter | `kind` |
 //! | `citypulse_ingest_tracked_sensors` | gauge | |
 //! | `citypulse_ingest_sensor_evictions_total` | counter | |
@@ -180,8 +180,8 @@ impl IngestMetrics {
             missing: int_counter_vec(
                 registry,
                 "citypulse_ingest_readings_missing_total",
-                "Readings a sensor numbered (seq) that never reached ingest, counted once 64 newer readings of the sensor passed (or its counter restarted, or it was evicted). One arriving later than that is passed on and stays counted here (see citypulse_ingest_readings_arrived_after_missing_total). A reading rejected for its time or values arrived and is not counted; a payload too broken to name its sensor and seq is.",
-                &["kind"],
+                "Readings a sensor numbered (seq) that never reached ingest, counted once 64 newer readings of the sensor passed (or its counter restarted, or it was evicted), under the sensor's district (the first 1,000 districts seen; later ones as (other)) and kind. One arriving later than that is passed on and stays counted here (see citypulse_ingest_readings_arrived_after_missing_total). A reading rejected for its time or values arrived and is not counted; a payload too broken to name its sensor and seq is.",
+                &["district", "kind"],
             )?,
             arrived_after_missing: int_counter_vec(
                 registry,
@@ -202,7 +202,6 @@ impl IngestMetrics {
         };
         for k in Kind::ALL {
             m.accepted.with_label_values(&[k.as_str()]);
-            m.missing.with_label_values(&[k.as_str()]);
             m.arrived_after_missing.with_label_values(&[k.as_str()]);
         }
         for r in Rejection::reasons() {
@@ -241,9 +240,19 @@ impl IngestMetrics {
             .inc();
     }
 
-    /// `n` readings of a `kind` sensor were judged missing.
-    pub fn missing(&self, kind: Kind, n: u64) {
-        self.missing.with_label_values(&[kind.as_str()]).inc_by(n);
+    /// A district's label is used for the first time: its missing-reading series start at zero,
+    /// so the first gap shows as an increase rather than as a new series.
+    pub fn district_seen(&self, district: &str) {
+        for k in Kind::ALL {
+            self.missing.with_label_values(&[district, k.as_str()]);
+        }
+    }
+
+    /// `n` readings of a `kind` sensor in `district` were judged missing.
+    pub fn missing(&self, district: &str, kind: Kind, n: u64) {
+        self.missing
+            .with_label_values(&[district, kind.as_str()])
+            .inc_by(n);
     }
 
     /// Sensors tracked now.

@@ -23,7 +23,7 @@
 
 use crate::metrics::IngestMetrics;
 use crate::nats;
-use crate::recent::{Admission, Gap, GapLog, Recent};
+use crate::recent::{Admission, Districts, Gap, GapLog, Recent, Series};
 use crate::validate::Validator;
 use async_nats::jetstream::publish::PublishAck;
 use async_nats::jetstream::{self, stream};
@@ -65,6 +65,8 @@ pub const HEADER_RAW_LAST: &str = "Citypulse-Raw-Last";
 /// gaps, one for the validator loop.
 struct Tracking {
     recent: Recent,
+    /// The missing-reading counter's district labels (bounded).
+    districts: Districts,
     /// Gaps judged by the current reading (reused buffer).
     gaps: Vec<Gap>,
     log: GapLog,
@@ -79,6 +81,7 @@ impl Tracking {
     fn new(max_sensors: usize) -> Tracking {
         Tracking {
             recent: Recent::new(max_sensors),
+            districts: Districts::default(),
             gaps: Vec::new(),
             log: GapLog::new(GAP_LOG_EVERY_MS),
             full_reported: false,
@@ -98,11 +101,19 @@ impl Tracking {
     }
 
     fn track(&mut self, r: &Reading, ts: u64, metrics: &IngestMetrics) -> Admission {
+        let (district, new) = self.districts.index(&r.district);
+        if new {
+            metrics.district_seen(&r.district);
+        }
+        let series = Series {
+            kind: r.kind(),
+            district,
+        };
         let a = self
             .recent
-            .admit(&r.sensor, r.kind(), r.seq, ts, &mut self.gaps);
+            .admit(&r.sensor, series, r.seq, ts, &mut self.gaps);
         for gap in self.gaps.drain(..) {
-            metrics.missing(gap.kind, gap.missed);
+            metrics.missing(self.districts.name(gap.district), gap.kind, gap.missed);
             self.log.note(&gap);
         }
         if a.evicted {

@@ -38,6 +38,24 @@ use std::sync::Arc;
 /// No slot (end of the recency list).
 const NIL: u32 = u32::MAX;
 
+/// What a sensor's gaps are counted under: its kind and its district, the latter as an index the
+/// caller chose (ingest's bounded table of district labels; 0 when the caller does not count
+/// per district). Kept per tracked sensor, so an eviction's gaps are counted where the sensor's
+/// readings were.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Series {
+    /// The sensor's kind.
+    pub kind: Kind,
+    /// The caller's index of the sensor's district.
+    pub district: u16,
+}
+
+impl From<Kind> for Series {
+    fn from(kind: Kind) -> Series {
+        Series { kind, district: 0 }
+    }
+}
+
 /// The largest capacity (slot indexes are `u32`, [`NIL`] excluded).
 pub const MAX_CAPACITY: usize = 100_000_000;
 
@@ -48,6 +66,8 @@ pub struct Gap {
     pub sensor: Arc<str>,
     /// Its kind.
     pub kind: Kind,
+    /// Its district, as the caller's index ([`Series::district`]).
+    pub district: u16,
     /// How many readings.
     pub missed: u64,
     /// The sensor's newest `seq` once the gap was judged (before an eviction or a restart: the
@@ -84,7 +104,7 @@ pub struct Admission {
 #[derive(Debug)]
 struct Slot {
     sensor: Arc<str>,
-    kind: Kind,
+    series: Series,
     guard: SeqGuard,
     /// Newest event time accepted (ms).
     newest_ts: u64,
@@ -135,17 +155,18 @@ impl Recent {
     }
 
     /// Whether `(sensor, seq)` at event time `ts` is new; pushes onto `gaps` what this reading
-    /// (or the eviction it causes) judges missing.
+    /// (or the eviction it causes) judges missing. A sensor's `series` is the one of its first
+    /// reading since it was tracked.
     pub fn admit(
         &mut self,
         sensor: &str,
-        kind: Kind,
+        series: impl Into<Series>,
         seq: u64,
         ts: u64,
         gaps: &mut Vec<Gap>,
     ) -> Admission {
         let Some(&i) = self.index.get(sensor) else {
-            let evicted = self.insert(sensor, kind, seq, ts, gaps);
+            let evicted = self.insert(sensor, series.into(), seq, ts, gaps);
             return Admission {
                 fresh: true,
                 beyond_window: false,
@@ -168,7 +189,8 @@ impl Recent {
         if a.missed > 0 {
             gaps.push(Gap {
                 sensor: slot.sensor.clone(),
-                kind: slot.kind,
+                kind: slot.series.kind,
+                district: slot.series.district,
                 missed: a.missed,
                 newest: slot.guard.newest(),
                 cause: if a.restarted {
@@ -186,10 +208,17 @@ impl Recent {
     }
 
     /// Tracks a new sensor, evicting the least recently seen one when full; whether it evicted.
-    fn insert(&mut self, sensor: &str, kind: Kind, seq: u64, ts: u64, gaps: &mut Vec<Gap>) -> bool {
+    fn insert(
+        &mut self,
+        sensor: &str,
+        series: Series,
+        seq: u64,
+        ts: u64,
+        gaps: &mut Vec<Gap>,
+    ) -> bool {
         let slot = Slot {
             sensor: Arc::from(sensor),
-            kind,
+            series,
             guard: SeqGuard::starting_at(seq),
             newest_ts: ts,
             floor: seq,
@@ -207,7 +236,8 @@ impl Recent {
             if missed > 0 {
                 gaps.push(Gap {
                     sensor: old.sensor,
-                    kind: old.kind,
+                    kind: old.series.kind,
+                    district: old.series.district,
                     missed,
                     newest: old.guard.newest(),
                     cause: GapCause::Evicted,
@@ -260,6 +290,53 @@ impl Recent {
             h => self.slots[h as usize].prev = i,
         }
         self.head = i;
+    }
+}
+
+/// The label of the districts beyond [`Districts::MAX`], and of index 0.
+pub const OTHER_DISTRICT: &str = "(other)";
+
+/// A bounded table of district labels for the missing-reading counter: the first
+/// [`Districts::MAX`] districts ingest sees get an index of their own, every later one shares
+/// index 0, labelled [`OTHER_DISTRICT`] (a district is any well-formed subject token a device
+/// sends, so the table must not grow with what devices invent; a city has tens of districts).
+#[derive(Debug)]
+pub struct Districts {
+    index: HashMap<Box<str>, u16>,
+    names: Vec<Box<str>>,
+}
+
+impl Default for Districts {
+    fn default() -> Districts {
+        Districts {
+            index: HashMap::new(),
+            names: vec![OTHER_DISTRICT.into()],
+        }
+    }
+}
+
+impl Districts {
+    /// Districts with a label of their own, at most.
+    pub const MAX: usize = 1_000;
+
+    /// The index of `district`, and whether it was new (its label is used for the first time).
+    pub fn index(&mut self, district: &str) -> (u16, bool) {
+        if let Some(&i) = self.index.get(district) {
+            return (i, false);
+        }
+        if self.names.len() > Self::MAX {
+            return (0, false);
+        }
+        // At most MAX + 1 < u16::MAX names.
+        let i = u16::try_from(self.names.len()).unwrap_or(0);
+        self.names.push(district.into());
+        self.index.insert(district.into(), i);
+        (i, true)
+    }
+
+    /// The label of index `i` ([`OTHER_DISTRICT`] for one it never gave).
+    pub fn name(&self, i: u16) -> &str {
+        self.names.get(usize::from(i)).map_or(OTHER_DISTRICT, |n| n)
     }
 }
 

@@ -55,6 +55,12 @@ async fn scrape(addr: SocketAddr, series: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
 
+/// The missing-reading series of `kind` sensors in `district` (test sensor `n` is in district
+/// `d0<n % 7>`: 0 a loop detector in d00, 1 an air station in d01).
+fn missing(district: &str, kind: &str) -> String {
+    format!("citypulse_ingest_readings_missing_total{{district=\"{district}\",kind=\"{kind}\"}}")
+}
+
 /// Publishes reading `seq` of test sensor `n` (0: a loop detector, 1: an air station) to RAW and
 /// waits for the ack, so RAW holds them in publish order.
 async fn send(js: &async_nats::jetstream::Context, n: u32, seq: u64, base_ts: u64) {
@@ -67,7 +73,7 @@ async fn send(js: &async_nats::jetstream::Context, n: u32, seq: u64, base_ts: u6
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn gaps_in_a_sensors_seq_are_counted_per_kind_on_the_metrics_endpoint() {
+async fn gaps_in_a_sensors_seq_are_counted_per_district_and_kind_on_the_metrics_endpoint() {
     let nats = NatsServer::start();
     let (mut child, admin) = spawn_ingest(&nats.url(), &[]);
     let js = jetstream(&nats.url()).await;
@@ -106,16 +112,16 @@ async fn gaps_in_a_sensors_seq_are_counted_per_kind_on_the_metrics_endpoint() {
         readings_len(&js).await == distinct
     })
     .await;
-    let missing =
-        |kind: &str| format!("citypulse_ingest_readings_missing_total{{kind=\"{kind}\"}}");
     assert_eq!(
-        scrape(admin, &missing("traffic")).await,
+        scrape(admin, &missing("d00", "traffic")).await,
         Some(traffic_lost as f64)
     );
     assert_eq!(
-        scrape(admin, &missing("air")).await,
+        scrape(admin, &missing("d01", "air")).await,
         Some(f64::from(air_lost))
     );
+    // Each district's series start at zero for both kinds.
+    assert_eq!(scrape(admin, &missing("d00", "air")).await, Some(0.0));
     assert_eq!(
         scrape(
             admin,
@@ -151,10 +157,10 @@ async fn a_full_map_evicts_the_least_recently_seen_sensor_and_counts_its_holes()
         readings_len(&js).await == 4
     })
     .await;
-    let missing =
-        |kind: &str| format!("citypulse_ingest_readings_missing_total{{kind=\"{kind}\"}}");
-    assert_eq!(scrape(admin, &missing("traffic")).await, Some(2.0));
-    assert_eq!(scrape(admin, &missing("air")).await, Some(0.0));
+    // The evicted loop detector's holes count in its own district.
+    assert_eq!(scrape(admin, &missing("d00", "traffic")).await, Some(2.0));
+    assert_eq!(scrape(admin, &missing("d01", "air")).await, Some(0.0));
+    assert_eq!(scrape(admin, &missing("d01", "traffic")).await, Some(0.0));
     assert_eq!(
         scrape(admin, "citypulse_ingest_sensor_evictions_total").await,
         Some(2.0)
@@ -205,14 +211,7 @@ async fn a_reading_rejected_for_its_time_arrived_and_only_an_unreadable_one_coun
         Some(1.0)
     );
     assert_eq!(scrape(admin, &rejected("malformed_cbor")).await, Some(1.0));
-    assert_eq!(
-        scrape(
-            admin,
-            "citypulse_ingest_readings_missing_total{kind=\"air\"}"
-        )
-        .await,
-        Some(1.0)
-    );
+    assert_eq!(scrape(admin, &missing("d01", "air")).await, Some(1.0));
     child.kill().await.unwrap();
 }
 
@@ -234,13 +233,13 @@ async fn a_reading_later_than_the_window_is_counted_missing_and_still_passed_on(
         readings_len(&js).await == 101
     })
     .await;
-    let series = |name: &str| format!("citypulse_ingest_{name}{{kind=\"traffic\"}}");
+    assert_eq!(scrape(admin, &missing("d00", "traffic")).await, Some(1.0));
     assert_eq!(
-        scrape(admin, &series("readings_missing_total")).await,
-        Some(1.0)
-    );
-    assert_eq!(
-        scrape(admin, &series("readings_arrived_after_missing_total")).await,
+        scrape(
+            admin,
+            "citypulse_ingest_readings_arrived_after_missing_total{kind=\"traffic\"}"
+        )
+        .await,
         Some(1.0)
     );
     assert_eq!(

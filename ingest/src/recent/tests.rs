@@ -128,6 +128,35 @@ fn gaps_carry_the_sensors_kind() {
 }
 
 #[test]
+fn gaps_carry_the_sensors_district_also_when_it_is_evicted() {
+    let air = |district| Series {
+        kind: Kind::Air,
+        district,
+    };
+    let mut r = Recent::new(1);
+    let mut gaps = Vec::new();
+    for s in (0..=70).filter(|&s| s != 3) {
+        r.admit("aq-1", air(7), s, s, &mut gaps);
+    }
+    r.admit("aq-1", air(7), 72, 72, &mut gaps); // 71 is a hole in the window
+    assert_eq!(
+        gaps.iter()
+            .map(|g| (g.district, g.missed))
+            .collect::<Vec<_>>(),
+        [(7, 1)],
+        "3 passed out of the window"
+    );
+    // Evicted by a sensor of another district: its hole counts in its own.
+    r.admit("aq-2", air(9), 0, 1, &mut gaps);
+    assert_eq!(
+        gaps.iter()
+            .map(|g| (&*g.sensor, g.district, g.kind, g.missed, g.cause))
+            .next_back(),
+        Some(("aq-1", 7, Kind::Air, 1, GapCause::Evicted))
+    );
+}
+
+#[test]
 fn the_least_recently_seen_sensor_is_evicted_and_its_holes_counted() {
     let mut r = Recent::new(2);
     let mut gaps = Vec::new();
@@ -158,6 +187,7 @@ fn the_gap_log_reports_at_once_then_at_most_once_per_interval() {
     let gap = |missed| Gap {
         sensor: Arc::from(format!("loop-{missed}")),
         kind: T,
+        district: 0,
         missed,
         newest: 100,
         cause: GapCause::Passed,
@@ -245,4 +275,30 @@ proptest! {
         distinct.dedup();
         prop_assert!(evictions >= (distinct.len().saturating_sub(capacity)) as u64);
     }
+}
+
+#[test]
+fn districts_get_labels_up_to_the_bound_then_share_other() {
+    let mut d = Districts::default();
+    assert_eq!(d.index("d01"), (1, true));
+    assert_eq!(d.index("d02"), (2, true));
+    assert_eq!(d.index("d01"), (1, false));
+    assert_eq!(
+        (d.name(1), d.name(2), d.name(0)),
+        ("d01", "d02", OTHER_DISTRICT)
+    );
+    for n in 3..=Districts::MAX {
+        d.index(&format!("d{n}"));
+    }
+    assert_eq!(
+        d.name(u16::try_from(Districts::MAX).unwrap()),
+        format!("d{}", Districts::MAX)
+    );
+    assert_eq!(d.index("one-too-many"), (0, false));
+    assert_eq!(
+        d.index("d02"),
+        (2, false),
+        "known districts keep their label"
+    );
+    assert_eq!(d.name(u16::MAX), OTHER_DISTRICT);
 }
