@@ -1267,7 +1267,9 @@ impl LocalCluster {
     }
 
     /// Every node answers /healthz 200 (JetStream current with a meta leader) and has routes to
-    /// both others.
+    /// both others, and the meta leader counts both other peers as current (without that, a
+    /// replicated stream created at once can fail with "no suitable peers for placement, peer
+    /// offline" on a busy machine).
     fn wait_formed(&mut self) -> Result<(), NotFormed> {
         let start = std::time::Instant::now();
         loop {
@@ -1280,7 +1282,10 @@ impl LocalCluster {
                     && peers
                         .into_iter()
                         .all(|p| routez.contains(&format!("\"remote_name\":\"nats-{p}\"")))
-            });
+            }) && self
+                .nodes
+                .iter()
+                .any(|n| meta_peers_current(n.monitor) == 2);
             if ready {
                 return Ok(());
             }
@@ -1386,4 +1391,16 @@ impl Drop for LocalCluster {
 /// not answer.
 fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     citypulse_harness::http_get(SocketAddr::from((Ipv4Addr::LOCALHOST, port)), path).ok()
+}
+
+/// How many peers the node at `monitor` sees as current in the JetStream meta group, if it is
+/// the meta leader (only the leader lists them in /jsz); 0 otherwise.
+fn meta_peers_current(monitor: u16) -> usize {
+    let Some((200, body)) = http_get(monitor, "/jsz") else {
+        return 0;
+    };
+    let jsz: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+    jsz["meta_cluster"]["replicas"]
+        .as_array()
+        .map_or(0, |r| r.iter().filter(|p| p["current"] == true).count())
 }
