@@ -32,7 +32,7 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 const LAG_INTERVAL: Duration = Duration::from_secs(1);
 /// Most rows in one write (one statement, one transaction). A batch of READINGS messages taken
 /// after an outage can hold a hundred thousand readings; writing them in slices of this many
-/// keeps the column buffers (which keep their largest size) at a few MB.
+/// keeps each write's column buffers (built per write, freed after it) at a few MB.
 pub const MAX_ROWS_PER_WRITE: usize = 10_000;
 
 /// How a batch write ended.
