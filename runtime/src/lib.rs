@@ -18,6 +18,8 @@
 //!   stream), so the owner of a stream and a service that merely needs it create it alike.
 //! - [`metrics`]: the one way to build and register metrics in the process's registry.
 //! - [`alloc`]: the memory allocator every service binary installs.
+//! - [`group`]: instances sharing units of work (partitions, an active role) through leases in
+//!   a KV bucket whose keys expire: membership, balanced assignment, fencing.
 //! - [`duration`]: human durations ("30s", "2h") for clap, and [`duration::millis`]; [`clock`]: the
 //!   wall clock in ms.
 //!
@@ -28,6 +30,7 @@ pub mod admin;
 pub mod alloc;
 pub mod clock;
 pub mod duration;
+pub mod group;
 pub mod jetstream;
 pub mod metrics;
 pub mod nats;
