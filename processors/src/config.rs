@@ -92,6 +92,18 @@ pub struct Config {
     /// How long METRICS keeps window results when this service creates it.
     #[arg(long, env = "CITYPULSE_PROCESSORS_METRICS_MAX_AGE", default_value = "7d", value_parser = duration::parse_positive)]
     pub metrics_max_age: Duration,
+
+    /// A one-off task instead of the service (the service runs when omitted).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// One-off tasks.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// Recompute the window results of a past range from READINGS into a separate stream
+    /// (backfill after a change); takes the service's settings, which its flags override.
+    Replay(crate::replay::ReplayArgs),
 }
 
 /// Which partitions an instance owns.

@@ -53,10 +53,12 @@
 pub mod checkpoint;
 pub mod config;
 pub mod domain;
+pub mod fold;
 pub mod metrics;
 pub mod nats;
 pub mod pipeline;
 pub mod registry;
+pub mod replay;
 pub mod window;
 
 use anyhow::Context as _;

@@ -1,6 +1,6 @@
 //! `citypulse-processors`: event-time windows over READINGS, window results on METRICS.
 
-use citypulse_processors::config::Config;
+use citypulse_processors::config::{Command, Config};
 use citypulse_runtime::admin::{self, Health};
 use citypulse_runtime::nats::{connect, NatsMetrics};
 use citypulse_runtime::{shutdown::Shutdown, telemetry};
@@ -14,6 +14,9 @@ static ALLOC: citypulse_runtime::alloc::Allocator = citypulse_runtime::alloc::AL
 async fn main() -> ExitCode {
     let config = Config::parse();
     telemetry::init(&config.log);
+    if let Some(Command::Replay(args)) = &config.command {
+        return citypulse_processors::replay::command(&config, args).await;
+    }
     match serve(config).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
