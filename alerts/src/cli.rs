@@ -1,5 +1,8 @@
 //! The tools for people: `check-rules` validates a rule file; `tail`, `list`, `ack`, `silence`
-//! and `unsilence` talk to the running service over NATS.
+//! and `unsilence` talk to the running service over NATS; [`replay`] shows what rules would have
+//! done over a past range.
+
+pub mod replay;
 
 use crate::api::{
     self, AckRequest, ErrorReply, ListRequest, ListResponse, SilenceRequest, UnsilenceRequest,

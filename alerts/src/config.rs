@@ -43,6 +43,9 @@ pub enum Command {
     Silence(SilenceArgs),
     /// Remove a silence.
     Unsilence(UnsilenceArgs),
+    /// Print the transitions a rule file would have made over a past range of METRICS (or of a
+    /// replayed stream); publishes nothing, touches no checkpoint.
+    Replay(crate::cli::replay::ReplayArgs),
 }
 
 /// Settings of the service.
@@ -271,6 +274,7 @@ const SUBCOMMANDS: &[&str] = &[
     "ack",
     "silence",
     "unsilence",
+    "replay",
     "help",
 ];
 

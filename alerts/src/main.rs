@@ -20,6 +20,7 @@ async fn main() -> ExitCode {
         Command::Ack(a) => cli::run_client(cli::ack(a)).await,
         Command::Silence(a) => cli::run_client(cli::silence(a)).await,
         Command::Unsilence(a) => cli::run_client(cli::unsilence(a)).await,
+        Command::Replay(a) => cli::run_client(cli::replay::replay(a)).await,
     }
 }
 
