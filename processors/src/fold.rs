@@ -27,12 +27,27 @@ pub struct Refusal {
     pub body: Bytes,
 }
 
+/// A reading the core took, and what it said.
+#[derive(Debug)]
+pub struct Outcome<'a> {
+    /// The reading.
+    pub reading: &'a Reading,
+    /// Its bytes: a slice of the message's payload (`Bytes::slice_ref` gives them without a
+    /// copy), the whole payload for a single reading.
+    pub raw: &'a [u8],
+    /// Its index within a batch; `None` for a single reading.
+    pub item: Option<u32>,
+    /// What [`PartitionState::observe`] said.
+    pub observed: Observed,
+    /// The watermark after it.
+    pub watermark: Option<u64>,
+}
+
 /// Receives what became of each reading of a folded message.
 pub trait Folded {
-    /// A reading reached the core; `outcome` is what [`PartitionState::observe`] said (a
-    /// [`Observed::Rejected`] reading is not refused again through [`Folded::refused`]).
-    /// `item` is its index within a batch.
-    fn observed(&mut self, reading: &Reading, item: Option<u32>, outcome: Observed);
+    /// A reading reached the core (an [`Observed::Rejected`] one is not reported again through
+    /// [`Folded::refused`]).
+    fn observed(&mut self, outcome: Outcome<'_>);
     /// A message or reading that never reached the core.
     fn refused(&mut self, refusal: Refusal);
 }
@@ -127,8 +142,14 @@ impl<F: Folded> Fold<'_, F> {
                 );
                 continue;
             }
-            let outcome = self.state.observe(&reading, self.now_ms);
-            self.out.observed(&reading, index, outcome);
+            let observed = self.state.observe(&reading, self.now_ms);
+            self.out.observed(Outcome {
+                reading: &reading,
+                raw: item,
+                item: index,
+                observed,
+                watermark: self.state.watermark(),
+            });
         }
     }
 
@@ -168,7 +189,13 @@ impl<F: Folded> Fold<'_, F> {
             self.refuse(kind, "mismatch", detail, None, payload.clone());
             return;
         }
-        let outcome = self.state.observe(&reading, self.now_ms);
-        self.out.observed(&reading, None, outcome);
+        let observed = self.state.observe(&reading, self.now_ms);
+        self.out.observed(Outcome {
+            reading: &reading,
+            raw: payload,
+            item: None,
+            observed,
+            watermark: self.state.watermark(),
+        });
     }
 }

@@ -27,7 +27,7 @@
 //! stream on the live subjects with the live ids: the server drops the results it already has.
 
 use crate::config::{Config, Settings};
-use crate::fold::{self, Folded, Refusal};
+use crate::fold::{self, Folded, Outcome, Refusal};
 use crate::window::{Observed, PartitionState};
 use anyhow::Context as _;
 use async_nats::jetstream::consumer::{pull, DeliverPolicy};
@@ -40,7 +40,7 @@ use citypulse_runtime::nats::{connect, NatsArgs, NatsMetrics};
 use citypulse_runtime::publish::{publish_all, Outgoing};
 use citypulse_runtime::shutdown::Shutdown;
 use citypulse_runtime::stream_config;
-use citypulse_schema::{streams, Reading, WindowResult};
+use citypulse_schema::{streams, WindowResult};
 use clap::Args;
 use futures::StreamExt;
 use std::io::{IsTerminal, Write};
@@ -543,9 +543,9 @@ struct Tally {
 }
 
 impl Folded for Tally {
-    fn observed(&mut self, _: &Reading, _: Option<u32>, outcome: Observed) {
+    fn observed(&mut self, outcome: Outcome<'_>) {
         self.readings += 1;
-        match outcome {
+        match outcome.observed {
             Observed::Accepted => self.accepted += 1,
             Observed::Late(_) => self.late += 1,
             Observed::Rejected(_) => self.rejected += 1,
