@@ -11,10 +11,12 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-/// Named readiness checks; `/healthz` answers 200 when all pass, 503 otherwise, listing each.
+/// Named readiness checks; `/healthz` answers 200 when all pass, 503 otherwise, listing each,
+/// followed by informational notes (say, `role: standby`) that do not affect the status.
 #[derive(Debug, Clone, Default)]
 pub struct Health {
     checks: Arc<Mutex<BTreeMap<&'static str, bool>>>,
+    notes: Arc<Mutex<BTreeMap<&'static str, String>>>,
 }
 
 impl Health {
@@ -30,6 +32,13 @@ impl Health {
         }
     }
 
+    /// Sets one named note: shown by `/healthz`, never failing it.
+    pub fn note(&self, name: &'static str, value: impl Into<String>) {
+        if let Ok(mut n) = self.notes.lock() {
+            n.insert(name, value.into());
+        }
+    }
+
     /// True when every check passes.
     pub fn is_healthy(&self) -> bool {
         self.checks
@@ -39,14 +48,20 @@ impl Health {
     }
 
     fn report(&self) -> String {
-        match self.checks.lock() {
+        let mut out = match self.checks.lock() {
             Ok(c) if c.is_empty() => "ok\n".to_owned(),
             Ok(c) => c
                 .iter()
                 .map(|(k, ok)| format!("{k}: {}\n", if *ok { "ok" } else { "failing" }))
                 .collect(),
-            Err(_) => "health state poisoned\n".to_owned(),
+            Err(_) => return "health state poisoned\n".to_owned(),
+        };
+        if let Ok(n) = self.notes.lock() {
+            for (k, v) in n.iter() {
+                out.push_str(&format!("{k}: {v}\n"));
+            }
         }
+        out
     }
 }
 
@@ -118,5 +133,8 @@ mod tests {
         assert!(h.report().contains("postgres: failing"));
         h.set("postgres", true);
         assert!(h.is_healthy());
+        h.note("role", "standby");
+        assert!(h.is_healthy());
+        assert!(h.report().ends_with("role: standby\n"), "{}", h.report());
     }
 }

@@ -118,6 +118,22 @@ pub fn validate_name(name: &str) -> Result<(), String> {
     }
 }
 
+/// [`validate_name`] as a clap value parser (`--group`).
+pub fn parse_name(s: &str) -> Result<String, String> {
+    validate_name(s).map(|()| s.to_owned())
+}
+
+/// A group TTL ("5s") of at least [`MIN_TTL`], as a clap value parser (`--group-ttl`).
+pub fn parse_ttl(s: &str) -> Result<Duration, String> {
+    let ttl = crate::duration::parse(s)?;
+    if ttl < MIN_TTL {
+        return Err(format!(
+            "group TTL `{s}` is below the shortest accepted, {MIN_TTL:?}"
+        ));
+    }
+    Ok(ttl)
+}
+
 /// A unique id for this process: host name, process id and start time.
 pub fn instance_id() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -127,7 +143,13 @@ pub fn instance_id() -> String {
     let host: String = host
         .trim()
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
         .take(40)
         .collect();
     let nanos = std::time::SystemTime::now()
@@ -330,6 +352,8 @@ pub struct Member<W: Worker> {
     metrics: GroupMetrics,
     running: BTreeMap<u32, Running>,
     heartbeat_ok: Instant,
+    /// Keep a unit this instance holds even when the assignment names another member.
+    sticky: bool,
 }
 
 impl<W: Worker> Member<W> {
@@ -343,7 +367,17 @@ impl<W: Worker> Member<W> {
             metrics,
             running: BTreeMap::new(),
             heartbeat_ok: Instant::now(),
+            sticky: false,
         }
+    }
+
+    /// Keeps the units this instance holds until it stops or loses them, instead of handing
+    /// them to the member the assignment names: for an active/standby role (one unit), where a
+    /// joining instance should stand by rather than take the role over. A free unit is still
+    /// taken only by the member it is assigned to.
+    pub fn sticky(mut self) -> Member<W> {
+        self.sticky = true;
+        self
     }
 
     /// This instance's id in the group.
@@ -378,7 +412,10 @@ impl<W: Worker> Member<W> {
                 _ = tick.tick() => {}
             }
             ticks += 1;
-            if let Err(e) = self.turn(ticks > 2, &shutdown).await {
+            // Acquire from the second tick on: the first one wrote this member's key, so an
+            // instance started at about the same time has seen it by then (and this one has
+            // seen every member that was alive before it started).
+            if let Err(e) = self.turn(ticks > 1, &shutdown).await {
                 break Err(e);
             }
         };
@@ -401,7 +438,7 @@ impl<W: Worker> Member<W> {
             .into_iter()
             .collect();
         for (unit, r) in &mut self.running {
-            if !mine.contains(unit) && !r.releasing {
+            if !mine.contains(unit) && !r.releasing && !self.sticky {
                 tracing::info!(unit, "unit assigned to another member; handing it over");
                 r.releasing = true;
                 r.lease.stop.trigger();
@@ -474,7 +511,10 @@ impl<W: Worker> Member<W> {
                     r.renewed = sent;
                 }
                 Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => {
-                    tracing::warn!(unit, "lease taken over or expired; stopping the unit at once");
+                    tracing::warn!(
+                        unit,
+                        "lease taken over or expired; stopping the unit at once"
+                    );
                     r.lease.lose();
                 }
                 Err(e) if r.renewed.elapsed() > limit => {
@@ -531,7 +571,8 @@ impl<W: Worker> Member<W> {
                 continue;
             };
             let result = r.task.await.map_err(anyhow::Error::from).and_then(|x| x);
-            self.give_back(unit, &r.lease, r.revision, r.releasing).await;
+            self.give_back(unit, &r.lease, r.revision, r.releasing)
+                .await;
             result.map_err(|e| e.context(format!("unit {unit}")))?;
         }
         Ok(())
@@ -582,7 +623,9 @@ mod tests {
     use super::*;
 
     fn members(n: usize) -> BTreeSet<String> {
-        (0..n).map(|i| format!("host-{i}-{:08x}", i * 7919)).collect()
+        (0..n)
+            .map(|i| format!("host-{i}-{:08x}", i * 7919))
+            .collect()
     }
 
     fn owner_of(a: &BTreeMap<String, Vec<u32>>) -> BTreeMap<u32, String> {
@@ -637,7 +680,10 @@ mod tests {
             .filter(|u| four[u] != gone && after[u] == four[u])
             .count();
         let had = (0..64).filter(|u| four[u] != gone).count();
-        assert!(kept * 4 >= had * 3, "only {kept} of {had} survivors' units stayed");
+        assert!(
+            kept * 4 >= had * 3,
+            "only {kept} of {had} survivors' units stayed"
+        );
     }
 
     #[test]
@@ -646,6 +692,8 @@ mod tests {
         assert!(validate_name("citypulse").is_ok());
         assert!(validate_name("a.b").is_err());
         assert!(validate_name("").is_err());
+        assert_eq!(parse_ttl("5s"), Ok(Duration::from_secs(5)));
+        assert!(parse_ttl("1s").is_err() && parse_ttl("x").is_err());
         let id = instance_id();
         assert!(id
             .bytes()
