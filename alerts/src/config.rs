@@ -112,6 +112,17 @@ pub struct RunConfig {
     /// How often silences expire and quiet districts are judged (wall clock).
     #[arg(long, env = "CITYPULSE_ALERTS_HOUSEKEEPING_INTERVAL", default_value = "1s", value_parser = duration::parse_positive)]
     pub housekeeping_interval: Duration,
+    /// Active/standby group: of the instances started with the same name (on the same NATS),
+    /// the one holding the group's lease evaluates and answers operator requests; the others
+    /// wait and take over from its KV checkpoint once it stops renewing the lease (killed,
+    /// cut off).
+    #[arg(long, env = "CITYPULSE_ALERTS_GROUP", default_value = "citypulse", value_parser = citypulse_runtime::group::parse_name)]
+    pub group: String,
+    /// How long the active instance's lease lives without renewal (renewed every fifth of it):
+    /// a standby takes over this long after the active one died. Every instance must use the
+    /// same value.
+    #[arg(long, env = "CITYPULSE_ALERTS_GROUP_TTL", default_value = "5s", value_parser = citypulse_runtime::group::parse_ttl)]
+    pub group_ttl: Duration,
 }
 
 impl RunConfig {

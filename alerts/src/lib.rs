@@ -16,6 +16,16 @@
 //! alert never re-fires, no resolution is lost and no `for` countdown restarts; a re-published
 //! transition is deduplicated by its message id.
 //!
+//! **Active/standby**: instances started with the same `--group` form a group
+//! ([`citypulse_runtime::group`], KV bucket [`GROUP_BUCKET`], one unit). The instance holding
+//! the lease is active: it restores the checkpoint, evaluates, and is the only one subscribed
+//! to the operator subjects; the others stand by (`/healthz`: `role: standby`) and one of them
+//! takes over from the checkpoint once the lease expires (`--group-ttl`, default 5 s). An
+//! instance that loses the lease stops at once without a final checkpoint; before each checkpoint
+//! write it confirms the lease, and the write itself is compare-and-set on the manifest's KV
+//! revision ([`nats::Checkpoints`]), so a paused instance that wakes up cannot overwrite its
+//! successor's state.
+//!
 //! Module map:
 //! - [`engine`] — PURE: [`engine::rules`] (TOML → validated rules), [`engine::evaluator`]
 //!   (lifecycle), [`engine::notify`] (silences, acks, publication policy), templates.
@@ -38,6 +48,7 @@ pub mod store;
 
 use anyhow::Context as _;
 use citypulse_runtime::admin::{self, Health};
+use citypulse_runtime::group;
 use citypulse_runtime::jetstream::{watch_consumer_lag, CONSUMER_LAG_INTERVAL};
 use citypulse_runtime::shutdown::Shutdown;
 use citypulse_runtime::source::{ack_floor, Source};
@@ -58,8 +69,13 @@ pub fn load_rules(cfg: &RunConfig) -> anyhow::Result<RuleSet> {
     }
 }
 
-/// Runs the service until `shutdown`: provisions METRICS/ALERTS/DLQ and the KV bucket, restores
-/// the checkpoint, serves `/metrics` and `/healthz` on `--metrics-addr`, and evaluates.
+/// KV bucket of the alerts' active/standby groups (keys expire after `--group-ttl`).
+pub const GROUP_BUCKET: &str = "citypulse_alerts_group";
+
+/// Runs the service until `shutdown`: provisions METRICS/ALERTS/DLQ and the KV bucket, serves
+/// `/metrics` and `/healthz` on `--metrics-addr`, joins the active/standby group `--group`, and
+/// — while this instance holds the group's lease — restores the checkpoint, evaluates and
+/// answers operator requests. `/healthz` says `role: active` or `role: standby`.
 pub async fn run(
     cfg: RunConfig,
     client: async_nats::Client,
@@ -71,6 +87,8 @@ pub async fn run(
     let rules = Arc::new(load_rules(&cfg)?);
     let metrics = metrics::AlertsMetrics::new(&registry)?;
     metrics.set_rules(rules.rule_count());
+    let group_metrics = group::GroupMetrics::new(&registry, "citypulse_alerts")?;
+    health.note("role", "standby");
     let (_addr, admin_task) =
         admin::serve(cfg.metrics_addr, registry, health.clone(), shutdown.clone())
             .await
@@ -102,60 +120,141 @@ pub async fn run(
         source = %cfg.rules.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "embedded defaults".into()),
         "rules loaded"
     );
-    let (lag_pending, lag_ack_pending) = metrics.consumer_lag();
-    let observer = metrics.source_observer();
-    let pipeline = pipeline::Pipeline::start(
-        client.clone(),
+    let group_config = group::GroupConfig {
+        bucket: GROUP_BUCKET.to_owned(),
+        group: cfg.group.clone(),
+        ttl: cfg.group_ttl,
+        replicas: 1,
+        units: 1,
+    };
+    let kv = group::open_bucket(&js, &group_config).await?;
+    let active = Active {
+        cfg: Arc::new(cfg),
+        client,
+        js,
+        metrics_stream,
         rules,
         checkpoints,
         store,
         metrics,
-        shutdown.clone(),
-        &cfg,
-    )
-    .await?;
-    // Right after the checkpoint; without one, after the consumer's ack floor (empty state).
-    let after = match pipeline.resume_after() {
-        Some(seq) => seq,
-        None => {
-            let floor = ack_floor(&metrics_stream, &cfg.consumer).await?;
-            if floor > 0 {
-                tracing::warn!(consumer = %cfg.consumer, floor,
-                    "no checkpoint but the consumer has acked messages: continuing after its ack floor with empty state");
-            }
-            floor
-        }
+        health,
     };
-    let source = Source::new(metrics_stream, nats::source_config(&cfg), after, observer);
-    let requests = client
-        .queue_subscribe(
-            format!("{}.*", api::SUBJECT_PREFIX),
-            "citypulse-alerts".into(),
-        )
-        .await
-        .context("subscribing to operator requests")?;
-    let lag = tokio::spawn(watch_consumer_lag(
-        js.clone(),
-        citypulse_schema::streams::METRICS.to_owned(),
-        cfg.consumer.clone(),
-        lag_pending,
-        lag_ack_pending,
-        CONSUMER_LAG_INTERVAL,
-        shutdown.clone(),
-    ));
-    let result = pipeline
-        .run(
-            source,
-            requests,
-            cfg.checkpoint_interval,
-            cfg.housekeeping_interval,
-        )
-        .await;
+    let member = group::Member::new(
+        kv,
+        group_config,
+        move |lease: group::Lease| active.clone().evaluate(lease),
+        group_metrics,
+    )
+    // An instance that joins stands by; it does not take the role over.
+    .sticky();
+    tracing::info!(
+        instance = member.id(),
+        "standing by until this instance holds the alerts lease"
+    );
+    let result = member.run(shutdown.clone()).await;
     shutdown.trigger();
     let _ = admin_task.await;
-    let _ = lag.await;
     if let Some(t) = store_task {
         let _ = t.await;
     }
     result
+}
+
+/// What the active role needs, shared by every term of it.
+#[derive(Clone)]
+struct Active {
+    cfg: Arc<RunConfig>,
+    client: async_nats::Client,
+    js: async_nats::jetstream::Context,
+    metrics_stream: async_nats::jetstream::stream::Stream,
+    rules: Arc<RuleSet>,
+    checkpoints: nats::Checkpoints,
+    store: Option<store::Store>,
+    metrics: metrics::AlertsMetrics,
+    health: Health,
+}
+
+impl Active {
+    /// One term as the active instance: restores the checkpoint, evaluates and answers
+    /// operator requests until `lease.stop()`.
+    async fn evaluate(self, lease: group::Lease) -> anyhow::Result<()> {
+        let cfg = &self.cfg;
+        self.health.note("role", "active");
+        tracing::info!("active: evaluating");
+        let (lag_pending, lag_ack_pending) = self.metrics.consumer_lag();
+        let observer = self.metrics.source_observer();
+        let stop = lease.stop().clone();
+        let pipeline = pipeline::Pipeline::start(
+            self.client.clone(),
+            Arc::clone(&self.rules),
+            self.checkpoints.clone(),
+            self.store.clone(),
+            self.metrics.clone(),
+            lease.clone(),
+            cfg,
+        )
+        .await;
+        let pipeline = match pipeline {
+            Ok(p) => p,
+            Err(e) if lease.is_lost() || stop.is_triggered() => {
+                self.health.note("role", "standby");
+                tracing::warn!(error = %format!("{e:#}"), "stopped while starting the active role");
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        // Right after the checkpoint; without one, after the consumer's ack floor (empty state).
+        let after = match pipeline.resume_after() {
+            Some(seq) => seq,
+            None => {
+                let floor = ack_floor(&self.metrics_stream, &cfg.consumer).await?;
+                if floor > 0 {
+                    tracing::warn!(consumer = %cfg.consumer, floor,
+                        "no checkpoint but the consumer has acked messages: continuing after its ack floor with empty state");
+                }
+                floor
+            }
+        };
+        let source = Source::new(
+            self.metrics_stream.clone(),
+            nats::source_config(cfg),
+            after,
+            observer,
+        );
+        // Only the active instance is subscribed: a standby answers nothing.
+        let requests = self
+            .client
+            .queue_subscribe(
+                format!("{}.*", api::SUBJECT_PREFIX),
+                "citypulse-alerts".into(),
+            )
+            .await
+            .context("subscribing to operator requests")?;
+        let lag = tokio::spawn(watch_consumer_lag(
+            self.js.clone(),
+            citypulse_schema::streams::METRICS.to_owned(),
+            cfg.consumer.clone(),
+            lag_pending,
+            lag_ack_pending,
+            CONSUMER_LAG_INTERVAL,
+            stop.clone(),
+        ));
+        let result = pipeline
+            .run(
+                source,
+                requests,
+                cfg.checkpoint_interval,
+                cfg.housekeeping_interval,
+            )
+            .await;
+        stop.trigger();
+        let _ = lag.await;
+        self.health.note("role", "standby");
+        if lease.is_lost() {
+            tracing::warn!("lease lost: standing by");
+        } else {
+            tracing::info!("active role ended");
+        }
+        result
+    }
 }

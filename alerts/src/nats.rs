@@ -128,6 +128,22 @@ pub enum CheckpointError {
     /// The manifest names a chunk that is missing, or does not parse.
     #[error("checkpoint is corrupt: {0}")]
     Corrupt(String),
+    /// Another instance wrote a checkpoint since this one last read or wrote it (it took over
+    /// the active role): this instance must stop without writing.
+    #[error("checkpoint written by another instance (manifest revision {found:?}, expected {expected:?})")]
+    Fenced {
+        /// The manifest revision this instance last read or wrote.
+        expected: Option<u64>,
+        /// The one found.
+        found: Option<u64>,
+    },
+}
+
+impl CheckpointError {
+    /// Whether the write was refused because another instance owns the checkpoint now.
+    pub fn is_fenced(&self) -> bool {
+        matches!(self, CheckpointError::Fenced { .. })
+    }
 }
 
 /// Largest chunk of a checkpoint stored under one key (below the server's default 1 MiB
@@ -173,9 +189,16 @@ impl Layout {
 /// written last and the slot written is never the one it names, so a crash mid-write leaves the
 /// previous checkpoint intact. A checkpoint of the earlier per-generation layout loads, and its
 /// chunks are purged once the first new one is written.
+///
+/// **Fencing.** The manifest is written compare-and-set on the revision this instance last read
+/// or wrote, and a save first checks that revision is still the current one before touching a
+/// chunk: an instance that lost the active role to another (which has written since) gets
+/// [`CheckpointError::Fenced`] and overwrites neither the manifest nor the slot it names.
 #[derive(Debug, Clone)]
 pub struct Checkpoints {
     kv: kv::Store,
+    /// Revision of the manifest this instance last read or wrote (`None`: none existed).
+    revision: Option<u64>,
     generation: u64,
     /// Chunks written in each slot by this process (stale ones beyond a smaller checkpoint are
     /// purged; after a restart, at most one slot's worth stays unread).
@@ -213,6 +236,7 @@ impl Checkpoints {
         };
         Ok(Checkpoints {
             kv,
+            revision: None,
             generation: 0,
             slot_chunks: [0, 0],
             legacy: None,
@@ -237,9 +261,66 @@ impl Checkpoints {
             })
     }
 
+    /// The current manifest's revision and bytes (`None`: no manifest).
+    async fn manifest(&self) -> Result<Option<(u64, Bytes)>, CheckpointError> {
+        let entry = self
+            .kv
+            .entry(MANIFEST)
+            .await
+            .map_err(|e| CheckpointError::Read {
+                key: MANIFEST.to_owned(),
+                detail: e.to_string(),
+            })?;
+        Ok(entry
+            .filter(|e| e.operation == kv::Operation::Put)
+            .map(|e| (e.revision, e.value)))
+    }
+
+    /// Writes the manifest compare-and-set on [`Checkpoints::revision`].
+    async fn write_manifest(&mut self, body: Bytes) -> Result<(), CheckpointError> {
+        let written = match self.revision {
+            None => self
+                .kv
+                .create(MANIFEST, body.clone())
+                .await
+                .map_err(|e| e.to_string()),
+            Some(r) => self
+                .kv
+                .update(MANIFEST, body.clone(), r)
+                .await
+                .map_err(|e| e.to_string()),
+        };
+        let detail = match written {
+            Ok(revision) => {
+                self.revision = Some(revision);
+                return Ok(());
+            }
+            Err(e) => e,
+        };
+        // A retried write whose first attempt landed looks like a conflict: accept it when the
+        // stored manifest is exactly ours; another revision is another instance's.
+        match self.manifest().await? {
+            Some((revision, current)) if current == body => {
+                self.revision = Some(revision);
+                Ok(())
+            }
+            found if found.as_ref().map(|(r, _)| *r) != self.revision => {
+                Err(CheckpointError::Fenced {
+                    expected: self.revision,
+                    found: found.map(|(r, _)| r),
+                })
+            }
+            _ => Err(CheckpointError::Write {
+                key: MANIFEST.to_owned(),
+                detail,
+            }),
+        }
+    }
+
     /// The latest checkpoint, or `None` on a first start.
     pub async fn load(&mut self) -> Result<Option<Vec<u8>>, CheckpointError> {
-        let Some(raw) = self.get(MANIFEST).await? else {
+        let Some((revision, raw)) = self.manifest().await? else {
+            self.revision = None;
             return Ok(None);
         };
         let m: Manifest = serde_json::from_slice(&raw)
@@ -260,6 +341,7 @@ impl Checkpoints {
                 m.bytes
             )));
         }
+        self.revision = Some(revision);
         self.generation = m.generation;
         match m.layout {
             Layout::Slots => self.slot_chunks[(m.generation % 2) as usize] = m.chunks,
@@ -268,10 +350,19 @@ impl Checkpoints {
         Ok(Some(bytes))
     }
 
-    /// Writes a new checkpoint.
+    /// Writes a new checkpoint; [`CheckpointError::Fenced`] when another instance has written
+    /// one since this one last read or wrote.
     pub async fn save(&mut self, bytes: &[u8]) -> Result<(), CheckpointError> {
         let generation = self.generation + 1;
         let slot = (generation % 2) as usize;
+        // Before any chunk: the slot written is free only while the manifest is still ours.
+        let found = self.manifest().await?.map(|(r, _)| r);
+        if found != self.revision {
+            return Err(CheckpointError::Fenced {
+                expected: self.revision,
+                found,
+            });
+        }
         let pieces: Vec<&[u8]> = bytes.chunks(CHUNK).collect();
         for (i, piece) in pieces.iter().enumerate() {
             self.put(
@@ -288,7 +379,7 @@ impl Checkpoints {
         };
         let body = serde_json::to_vec(&manifest)
             .map_err(|e| CheckpointError::Corrupt(format!("encoding manifest: {e}")))?;
-        self.put(MANIFEST, body.into()).await?;
+        self.write_manifest(Bytes::from(body)).await?;
         self.generation = generation;
         // Best effort below: a leftover chunk is only wasted space, never read again.
         let stale = std::mem::replace(&mut self.slot_chunks[slot], pieces.len());

@@ -10,6 +10,11 @@
 //! checkpoint's sequence are acked and skipped, the rest are evaluated again from the
 //! checkpointed state — deterministically, so they produce the same transitions with the same
 //! `Nats-Msg-Id`s, which the server deduplicates.
+//!
+//! The pipeline runs only while this instance holds the group's lease ([`Lease`]): its stop is
+//! the lease's, every checkpoint write is preceded by [`Lease::confirm`] and is itself
+//! compare-and-set ([`Checkpoints::save`]), and once the lease is lost nothing more is
+//! published, checkpointed or acked, and no operator request is answered.
 
 use crate::api::{self, Effect};
 use crate::config::RunConfig;
@@ -18,6 +23,7 @@ use crate::metrics::AlertsMetrics;
 use crate::nats::{self as adapter, Checkpoints};
 use crate::store::{Row, Store};
 use async_nats::jetstream::{self, Context};
+use citypulse_runtime::group::Lease;
 use citypulse_runtime::jetstream::PublishError;
 use citypulse_runtime::shutdown::Shutdown;
 use citypulse_runtime::source::{Delivery, Source};
@@ -77,7 +83,10 @@ pub struct Pipeline {
     /// ahead of what was delivered, so it must not be checkpointed (the replay redoes it).
     consistent: bool,
     metrics: AlertsMetrics,
+    /// The lease's stop: process shutdown, the role handed over, or the lease lost.
     shutdown: Shutdown,
+    /// The active role's lease (fencing).
+    lease: Lease,
     checkpoint_every: u32,
     grace_ms: u64,
     /// A checkpoint was restored at start.
@@ -90,16 +99,17 @@ pub struct Pipeline {
 
 impl Pipeline {
     /// Restores the checkpoint (if any) under `rules`, resolves alerts of removed rules, and
-    /// re-queues uncommitted history rows.
+    /// re-queues uncommitted history rows. Runs until `lease.stop()`.
     pub async fn start(
         client: async_nats::Client,
         rules: Arc<RuleSet>,
         mut checkpoints: Checkpoints,
         store: Option<Store>,
         metrics: AlertsMetrics,
-        shutdown: Shutdown,
+        lease: Lease,
         cfg: &RunConfig,
     ) -> anyhow::Result<Pipeline> {
+        let shutdown = lease.stop().clone();
         let js = jetstream::new(client.clone());
         let loaded = checkpoints.load().await?;
         let mut events = Vec::new();
@@ -120,6 +130,7 @@ impl Pipeline {
             consistent: true,
             metrics,
             shutdown,
+            lease,
             checkpoint_every: cfg.checkpoint_every,
             grace_ms: citypulse_runtime::duration::millis(cfg.district_silence_grace),
             restored: false,
@@ -232,7 +243,12 @@ impl Pipeline {
                 break;
             }
         }
-        if self.consistent {
+        if self.lease.is_lost() {
+            tracing::warn!(
+                checkpointed_seq = self.checkpointed_seq,
+                "lease lost: stopped without a final checkpoint (the new active instance resumes from its own)"
+            );
+        } else if self.consistent {
             self.checkpoint().await;
             if let Some(d) = self.ackable.take() {
                 source.ack(&d).await;
@@ -410,6 +426,22 @@ impl Pipeline {
             tracing::error!(error = %e, "encoding the checkpoint failed");
             return;
         }
+        // Fencing: never write once another instance may have taken over.
+        match self.lease.confirm().await {
+            Ok(true) => {}
+            Ok(false) => {
+                self.metrics
+                    .checkpoint(false, bytes.len(), self.processed_seq);
+                tracing::warn!("lease lost: checkpoint not written");
+                return;
+            }
+            Err(e) => {
+                self.metrics
+                    .checkpoint(false, bytes.len(), self.processed_seq);
+                tracing::warn!(error = %e, "cannot confirm the lease; checkpoint retried at the next interval");
+                return;
+            }
+        }
         match self.checkpoints.save(&bytes).await {
             Ok(()) => {
                 self.metrics
@@ -421,6 +453,12 @@ impl Pipeline {
                 if let Some(d) = self.last.take() {
                     self.ackable = Some(d);
                 }
+            }
+            Err(e) if e.is_fenced() => {
+                self.metrics
+                    .checkpoint(false, bytes.len(), self.processed_seq);
+                tracing::warn!(error = %e, "another instance took over the checkpoint; stopping");
+                self.lease.lose();
             }
             Err(e) => {
                 self.metrics
@@ -528,6 +566,10 @@ impl Pipeline {
             self.dirty = true;
             self.checkpoint().await;
             self.update_gauges();
+        }
+        if self.lease.is_lost() {
+            // Not persisted here: no answer, so the operator retries against the new active.
+            return Ok(());
         }
         if let Some(reply) = req.reply {
             if let Err(e) = self.client.publish(reply, h.reply.into()).await {
