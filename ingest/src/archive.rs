@@ -18,6 +18,7 @@ use crate::pause;
 use crate::pipeline::now_ms;
 use crate::store::{Rows, Store};
 use async_nats::jetstream::stream::Stream;
+use citypulse_runtime::group::Lease;
 use citypulse_runtime::shutdown::Shutdown;
 use citypulse_runtime::source::{ack_floor, Delivery, Source, SourceConfig, SourceEvent};
 use citypulse_schema::{batch, Reading};
@@ -58,8 +59,10 @@ pub struct Archiving {
 }
 
 impl Archiving {
-    /// Runs until `shutdown`.
-    pub async fn run(self, shutdown: Shutdown) {
+    /// Runs until `lease.stop()`. A zombie's write is harmless (the table's key absorbs it), but
+    /// once the lease is lost nothing more is acked.
+    pub async fn run(self, lease: &Lease) {
+        let shutdown = lease.stop().clone();
         let monitor = tokio::spawn(lag_monitor(
             self.readings.clone(),
             self.consumer.durable.clone(),
@@ -75,7 +78,7 @@ impl Archiving {
                 let written = tokio::select! {
                     biased;
                     () = shutdown.cancelled() => break,
-                    written = self.write_batch(&mut source, &batch, &store) => written,
+                    written = self.write_batch(&mut source, &batch, &store, lease) => written,
                 };
                 match written {
                     Written::All => batch.clear(),
@@ -157,6 +160,7 @@ impl Archiving {
         source: &mut Source,
         batch: &[Delivery],
         store: &Option<Store>,
+        lease: &Lease,
     ) -> Written {
         let mut rest = batch;
         while let Some(first) = rest.first() {
@@ -174,6 +178,10 @@ impl Archiving {
                 return Written::Failed {
                     after: first.seq - 1,
                 };
+            }
+            if lease.is_lost() {
+                // The source stops at the next pull (the lease's stop is triggered).
+                return Written::All;
             }
             source.ack(&rest[taken - 1]).await;
             rest = &rest[taken..];

@@ -123,6 +123,19 @@ pub struct Config {
     /// Durable consumer name on RAW; the archive's consumer on READINGS is `<name>-archive`.
     #[arg(long, env = "CITYPULSE_INGEST_CONSUMER_NAME", default_value = "ingest")]
     pub consumer_name: String,
+
+    /// Group of ingest instances (on the same NATS) that share the two stages: the RAW
+    /// validator and the PostgreSQL archive each run on one instance at a time, under a lease;
+    /// a third instance stands by. A stage of an instance that dies resumes on another one.
+    #[arg(long, env = "CITYPULSE_INGEST_GROUP", default_value = "citypulse",
+          value_parser = citypulse_runtime::group::parse_name)]
+    pub group: String,
+
+    /// How long a stage's lease lives without renewal (renewed every fifth of it): a stage of a
+    /// dead instance resumes elsewhere this long after. Every instance must use the same value.
+    #[arg(long, env = "CITYPULSE_INGEST_GROUP_TTL", default_value = "5s",
+          value_parser = citypulse_runtime::group::parse_ttl)]
+    pub group_ttl: Duration,
 }
 
 impl Config {

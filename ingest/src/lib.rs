@@ -23,6 +23,14 @@
 //! idempotently at start ([`nats`]); existing streams with other settings are kept and the
 //! differences logged.
 //!
+//! **Several instances**: instances started with the same `--group` share ingest's two stages
+//! ([`mod@unit`]: the validator and the archive) through leases in the KV bucket [`GROUP_BUCKET`]
+//! ([`citypulse_runtime::group`]): each stage runs on one instance at a time (two instances
+//! split them, more stand by), because each reads its consumer in order and recreates it at the
+//! ack floor. When an instance dies, its stage resumes on another after `--group-ttl` (default
+//! 5 s). The validator confirms its lease before publishing each batch and, like the archive,
+//! acks nothing once the lease is lost.
+//!
 //! **Modules**: [`validate`] (PURE: the verdict on one message, physical limits), [`recent`]
 //! (PURE: per-sensor `seq` tracking — repeats, missing readings, the bounded map),
 //! [`pipeline`] (SHELL: the validator loop), [`archive`] (SHELL: the archive loop),
@@ -40,10 +48,12 @@ pub mod validate;
 
 use anyhow::Context as _;
 use async_nats::jetstream::{self, stream};
+use citypulse_runtime::group;
 use citypulse_runtime::jetstream::{ensure_stream, watch_consumer_lag, CONSUMER_LAG_INTERVAL};
 use citypulse_runtime::shutdown::Shutdown;
 use citypulse_schema::streams;
 use prometheus::Registry;
+use std::sync::Arc;
 use std::time::Duration;
 
 pub use config::Config;
@@ -62,8 +72,23 @@ pub(crate) async fn pause(backoff: &mut Duration, shutdown: &Shutdown) -> bool {
     shutdown.back_off(backoff, MAX_BACKOFF).await
 }
 
-/// Runs ingest until `shutdown`: provisions RAW, READINGS and DLQ, starts the archive when
-/// `config.database_url` is set, and validates RAW. Registers its metrics in `registry`.
+/// KV bucket of ingest's groups (keys expire after `--group-ttl`).
+pub const GROUP_BUCKET: &str = "citypulse_ingest_group";
+
+/// The group's units: the stages that run on one instance at a time.
+pub mod unit {
+    /// RAW → validate → READINGS and DLQ.
+    pub const VALIDATOR: u32 = 0;
+    /// READINGS → PostgreSQL.
+    pub const ARCHIVE: u32 = 1;
+    /// How many.
+    pub const COUNT: u32 = 2;
+}
+
+/// Runs ingest until `shutdown`: provisions RAW, READINGS and DLQ, joins the group `--group`,
+/// and runs the stages whose leases this instance holds ([`mod@unit`]): the validator, and the
+/// archive (which waits for shutdown when `config.database_url` is not set). Registers its
+/// metrics in `registry`.
 pub async fn run(
     config: Config,
     client: async_nats::Client,
@@ -72,6 +97,8 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     config.validate().map_err(anyhow::Error::msg)?;
     let metrics = IngestMetrics::new(registry).context("registering ingest metrics")?;
+    let group_metrics = group::GroupMetrics::new(registry, "citypulse_ingest")
+        .context("registering ingest group metrics")?;
     let js = jetstream::new(client);
 
     let Some(raw) = provision(&js, nats::raw_stream(&config), &shutdown).await? else {
@@ -86,58 +113,98 @@ pub async fn run(
     {
         return Ok(());
     }
-
-    let archive = match &config.database_url {
-        Some(url) => {
-            tracing::info!(consumer = %config.archive_consumer_name(), "archiving READINGS to PostgreSQL");
-            let archiving = archive::Archiving {
-                readings: readings.clone(),
-                consumer: nats::archive_consumer(&config),
-                database_url: url.clone(),
-                max_delay: config.archive_max_delay,
-                metrics: metrics.clone(),
-            };
-            Some(tokio::spawn(archiving.run(shutdown.clone())))
-        }
-        None => {
-            tracing::info!(
-                "no --database-url / DATABASE_URL: running without the PostgreSQL archive"
-            );
-            None
-        }
+    if config.database_url.is_none() {
+        tracing::info!("no --database-url / DATABASE_URL: running without the PostgreSQL archive");
+    }
+    let group_config = group::GroupConfig {
+        bucket: GROUP_BUCKET.to_owned(),
+        group: config.group.clone(),
+        ttl: config.group_ttl,
+        replicas: usize::from(config.stream_replicas),
+        units: unit::COUNT,
     };
-
-    let (pending, ack_pending) = metrics.consumer_lag("validator");
-    let lag = tokio::spawn(watch_consumer_lag(
-        js.clone(),
-        streams::RAW.to_owned(),
-        config.consumer_name.clone(),
-        pending,
-        ack_pending,
-        CONSUMER_LAG_INTERVAL,
-        shutdown.clone(),
-    ));
-    tracing::info!(consumer = %config.consumer_name, partitions = config.partitions,
-        max_future_skew = ?config.max_future_skew, max_age = ?config.max_age, "validating RAW");
-    let validating = pipeline::Validating {
+    let kv = group::open_bucket(&js, &group_config).await?;
+    let stages = Stages {
+        config: Arc::new(config),
         js,
-        validator: validate::Validator::new(config.time_limits()),
-        metrics,
         raw,
         readings,
-        consumer: nats::validator_consumer(&config),
-        partitions: config.partitions,
-        max_tracked_sensors: config.max_tracked_sensors as usize,
+        metrics,
     };
-    validating.run(shutdown.clone()).await;
-
-    if let Some(archive) = archive {
-        archive.await.context("archive task")?;
-    }
-    // The validator returns only on shutdown, which stops the watcher too.
-    lag.await.context("consumer lag task")?;
+    let member = group::Member::new(
+        kv,
+        group_config,
+        move |lease: group::Lease| stages.clone().run(lease),
+        group_metrics,
+    );
+    tracing::info!(instance = member.id(), "joining the ingest group");
+    member.run(shutdown).await?;
     tracing::info!("ingest stopped");
     Ok(())
+}
+
+/// What the stages need, shared by every term of a lease.
+#[derive(Clone)]
+struct Stages {
+    config: Arc<Config>,
+    js: jetstream::Context,
+    raw: stream::Stream,
+    readings: stream::Stream,
+    metrics: IngestMetrics,
+}
+
+impl Stages {
+    /// Runs the stage of `lease.unit()` until `lease.stop()`.
+    async fn run(self, lease: group::Lease) -> anyhow::Result<()> {
+        let config = &self.config;
+        match lease.unit() {
+            unit::VALIDATOR => {
+                let (pending, ack_pending) = self.metrics.consumer_lag("validator");
+                let lag = tokio::spawn(watch_consumer_lag(
+                    self.js.clone(),
+                    streams::RAW.to_owned(),
+                    config.consumer_name.clone(),
+                    pending,
+                    ack_pending,
+                    CONSUMER_LAG_INTERVAL,
+                    lease.stop().clone(),
+                ));
+                tracing::info!(consumer = %config.consumer_name, partitions = config.partitions,
+                    max_future_skew = ?config.max_future_skew, max_age = ?config.max_age, "validating RAW");
+                let validating = pipeline::Validating {
+                    js: self.js.clone(),
+                    validator: validate::Validator::new(config.time_limits()),
+                    metrics: self.metrics.clone(),
+                    raw: self.raw.clone(),
+                    readings: self.readings.clone(),
+                    consumer: nats::validator_consumer(config),
+                    partitions: config.partitions,
+                    max_tracked_sensors: config.max_tracked_sensors as usize,
+                };
+                validating.run(&lease).await;
+                // The validator returns only on the lease's stop, which stops the watcher too.
+                lag.await.context("consumer lag task")?;
+                tracing::info!(lost = lease.is_lost(), "validator stopped");
+            }
+            unit::ARCHIVE => match &config.database_url {
+                Some(url) => {
+                    tracing::info!(consumer = %config.archive_consumer_name(), "archiving READINGS to PostgreSQL");
+                    let archiving = archive::Archiving {
+                        readings: self.readings.clone(),
+                        consumer: nats::archive_consumer(config),
+                        database_url: url.clone(),
+                        max_delay: config.archive_max_delay,
+                        metrics: self.metrics.clone(),
+                    };
+                    archiving.run(&lease).await;
+                    tracing::info!(lost = lease.is_lost(), "archive stopped");
+                }
+                None => lease.stop().cancelled().await,
+            },
+            other => anyhow::bail!("ingest has no unit {other}"),
+        }
+        Ok(())
+    }
 }
 
 /// Ensures a stream, retrying while NATS is unreachable; `None` on shutdown.

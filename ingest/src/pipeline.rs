@@ -29,6 +29,7 @@ use async_nats::jetstream::publish::PublishAck;
 use async_nats::jetstream::{self, stream};
 use async_nats::HeaderMap;
 use bytes::Bytes;
+use citypulse_runtime::group::Lease;
 use citypulse_runtime::jetstream::PublishError;
 use citypulse_runtime::publish::{self, publish_all, Outgoing, Rejected};
 use citypulse_runtime::shutdown::Shutdown;
@@ -183,8 +184,10 @@ impl Group {
 }
 
 impl Validating {
-    /// Runs until `shutdown`.
-    pub async fn run(self, shutdown: Shutdown) {
+    /// Runs until `lease.stop()`. Fencing: the lease is confirmed before each batch is
+    /// published, and once it is lost nothing more is published or acked.
+    pub async fn run(self, lease: &Lease) {
+        let shutdown = lease.stop().clone();
         let Some(after) = self.resume_point(&shutdown).await else {
             return;
         };
@@ -204,12 +207,16 @@ impl Validating {
             let Some(last) = batch.last() else { continue };
             let (groups, letters) = self.verdicts(&batch, &mut tracking);
             tracking.report(now_ms());
+            if !self.confirm(lease, &shutdown).await {
+                // Lost (another instance validates now) or shutdown: this batch is not ours.
+                break;
+            }
             self.metrics.set_in_flight(groups.len() + letters.len());
             let published = self
                 .publish(groups, letters, last.seq, &mut stored, &shutdown)
                 .await;
             self.metrics.set_in_flight(0);
-            if published.is_err() {
+            if published.is_err() || lease.is_lost() {
                 // Shutdown before every ack: the next start resumes with this batch.
                 break;
             }
@@ -218,6 +225,24 @@ impl Validating {
         }
         // What is pending at shutdown, however recent the last line.
         tracking.report(u64::MAX);
+    }
+
+    /// Whether the lease is still this instance's, asked right before a batch is published;
+    /// retried while NATS does not answer. `false` once lost, or on shutdown.
+    async fn confirm(&self, lease: &Lease, shutdown: &Shutdown) -> bool {
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            match lease.confirm().await {
+                Ok(mine) => return mine && !shutdown.is_triggered(),
+                Err(e) => {
+                    self.metrics.retried("confirm_lease");
+                    tracing::debug!(error = %e, "cannot confirm the validator's lease; retrying");
+                }
+            }
+            if !crate::pause(&mut backoff, shutdown).await {
+                return false;
+            }
+        }
     }
 
     /// The RAW sequence after which to resume: the consumer's ack floor, read with retries.
