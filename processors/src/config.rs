@@ -50,10 +50,22 @@ pub struct Config {
     #[arg(long, env = "CITYPULSE_PROCESSORS_IDLE_TIMEOUT", default_value = "30s", value_parser = duration::parse_positive)]
     pub idle_timeout: Duration,
 
-    /// READINGS partitions this instance owns: "all", or a list such as "0,1,5". Instances
-    /// sharing a stream must own disjoint sets.
-    #[arg(long, env = "CITYPULSE_PROCESSORS_PARTITIONS", default_value = "all")]
-    pub partitions: Partitions,
+    /// Static deployments only: the READINGS partitions this instance owns, "all" or a list
+    /// such as "0,1,5" (instances sharing a stream must own disjoint sets). Without it, the
+    /// instance joins the consumer group `--group` and the group shares the partitions.
+    #[arg(long, env = "CITYPULSE_PROCESSORS_PARTITIONS")]
+    pub partitions: Option<Partitions>,
+
+    /// Consumer group: every instance started with the same name shares the partitions (balanced,
+    /// rebalanced when an instance joins or leaves; a dead instance's partitions resume elsewhere
+    /// from their checkpoints). Ignored with --partitions.
+    #[arg(long, env = "CITYPULSE_PROCESSORS_GROUP", default_value = "citypulse")]
+    pub group: String,
+
+    /// How long a group member or partition lease lives without being renewed: a killed
+    /// instance's partitions move after about this long. Every instance must use the same.
+    #[arg(long, env = "CITYPULSE_PROCESSORS_GROUP_TTL", default_value = "5s", value_parser = duration::parse_positive)]
+    pub group_ttl: Duration,
 
     /// Number of READINGS partitions; must match ingest's (the stream's subject transform).
     #[arg(
@@ -152,13 +164,27 @@ impl Partitions {
     }
 }
 
+/// How an instance finds its partitions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ownership {
+    /// A fixed list (`--partitions`).
+    Static(Vec<u32>),
+    /// A share of the consumer group's.
+    Group {
+        /// `--group`.
+        name: String,
+        /// `--group-ttl`.
+        ttl: Duration,
+    },
+}
+
 /// Validated settings.
 #[derive(Debug, Clone)]
 pub struct Settings {
     /// The windowing core's configuration.
     pub core: Arc<CoreConfig>,
-    /// Partitions owned.
-    pub partitions: Vec<u32>,
+    /// Which partitions this instance works on.
+    pub ownership: Ownership,
     /// Partitions of READINGS.
     pub partition_count: u32,
     /// Longest time between checkpoints.
@@ -179,10 +205,29 @@ impl Config {
         if self.partition_count == 0 {
             return Err("--partition-count must be at least 1".to_owned());
         }
-        let partitions = self.partitions.resolve(self.partition_count)?;
-        if partitions.is_empty() {
-            return Err("--partitions names no partition".to_owned());
-        }
+        let ownership = match &self.partitions {
+            Some(p) => {
+                let partitions = p.resolve(self.partition_count)?;
+                if partitions.is_empty() {
+                    return Err("--partitions names no partition".to_owned());
+                }
+                Ownership::Static(partitions)
+            }
+            None => {
+                citypulse_runtime::group::validate_name(&self.group)?;
+                if self.group_ttl < citypulse_runtime::group::MIN_TTL {
+                    return Err(format!(
+                        "--group-ttl {:?} is shorter than {:?}",
+                        self.group_ttl,
+                        citypulse_runtime::group::MIN_TTL
+                    ));
+                }
+                Ownership::Group {
+                    name: self.group.clone(),
+                    ttl: self.group_ttl,
+                }
+            }
+        };
         if self.batch_size == 0 {
             return Err("--batch-size must be at least 1".to_owned());
         }
@@ -208,7 +253,7 @@ impl Config {
                 idle_timeout_ms: duration::millis(self.idle_timeout),
                 registry,
             }),
-            partitions,
+            ownership,
             partition_count: self.partition_count,
             checkpoint_interval: self.checkpoint_interval,
             batch_size: self.batch_size,
@@ -234,11 +279,20 @@ mod tests {
     }
 
     #[test]
-    fn defaults_are_one_minute_tumbling_windows_over_all_eight_partitions() {
+    fn defaults_are_one_minute_tumbling_windows_in_the_default_group_of_eight_partitions() {
         let s = parse(&[]).expect("defaults are valid");
         assert_eq!(s.core.spec, WindowSpec::tumbling(60_000).expect("valid"));
         assert_eq!(s.core.allowed_lateness_ms, 30_000);
-        assert_eq!(s.partitions, (0..8).collect::<Vec<_>>());
+        assert_eq!(
+            s.ownership,
+            Ownership::Group {
+                name: "citypulse".into(),
+                ttl: Duration::from_secs(5)
+            }
+        );
+        assert_eq!(s.partition_count, 8);
+        let all = parse(&["--partitions", "all"]).expect("valid");
+        assert_eq!(all.ownership, Ownership::Static((0..8).collect()));
         assert!(s.core.registry.is_empty());
         // Alerts creates METRICS with these when the processors have not yet.
         assert_eq!(s.metrics_limits, Limits::METRICS);
@@ -252,7 +306,7 @@ mod tests {
             s.core.spec,
             WindowSpec::hopping(300_000, 60_000).expect("valid")
         );
-        assert_eq!(s.partitions, vec![0, 1, 5]);
+        assert_eq!(s.ownership, Ownership::Static(vec![0, 1, 5]));
     }
 
     #[test]
@@ -270,6 +324,8 @@ mod tests {
                 "reading city file",
             ),
             (&["--idle-timeout", "0s"][..], "greater than zero"),
+            (&["--group", "a.b"][..], "group name"),
+            (&["--group-ttl", "1s"][..], "shorter than"),
         ] {
             let err = parse(args).expect_err("invalid");
             assert!(err.contains(needle), "{args:?}: {err}");

@@ -9,10 +9,16 @@
 //! [`WindowResult::msg_id`](citypulse_schema::WindowResult::msg_id); refused readings on
 //! `dlq.<reason>` when the DLQ stream exists. State: KV bucket `citypulse_processors`, key `p<N>`.
 //!
-//! **Partitions.** One durable pull consumer per owned partition (`processors-p<N>`, filter
+//! **Partitions.** One durable pull consumer per partition (`processors-p<N>`, filter
 //! `readings.<N>.>`, cumulative acks), one task and one pure [`window::PartitionState`] each.
-//! An instance owns all partitions or a configured subset; instances owning disjoint subsets
-//! scale out. Nothing is shared between partitions: a district lives in exactly one.
+//! Nothing is shared between partitions: a district lives in exactly one. By default every
+//! instance joins the consumer group `--group` ([`citypulse_runtime::group`]): the group's
+//! members share the partitions, balanced and rebalanced as instances join or leave, each
+//! partition worked on only under its lease in the KV bucket `citypulse_processors_group`; a
+//! killed instance's partitions resume on the others from their checkpoints once its leases
+//! expire (`--group-ttl`). A partition's task checks its lease right before each checkpoint,
+//! and the checkpoint write is compare-and-set, so an instance that lost a partition cannot
+//! overwrite its successor's state. `--partitions` instead fixes the list (static deployments).
 //!
 //! **Windows and watermark.** Tumbling or hopping event-time windows (default 1 min), a
 //! watermark per partition = newest event time − allowed lateness (default 30 s), never going
@@ -62,9 +68,10 @@ pub mod replay;
 pub mod window;
 
 use anyhow::Context as _;
+use citypulse_runtime::group::{self, GroupConfig, GroupMetrics, Lease, Member};
 use citypulse_runtime::jetstream::{ensure_stream, watch_consumer_lag, CONSUMER_LAG_INTERVAL};
 use citypulse_runtime::shutdown::Shutdown;
-use config::Settings;
+use config::{Ownership, Settings};
 use metrics::ProcessorMetrics;
 use prometheus::Registry;
 
@@ -88,38 +95,68 @@ pub async fn run(
         return Ok(());
     };
     let max_payload = client.server_info().max_payload;
-    tracing::info!(partitions = ?settings.partitions, windows = %settings.core.spec,
+    tracing::info!(ownership = ?settings.ownership, windows = %settings.core.spec,
         allowed_lateness_ms = settings.core.allowed_lateness_ms,
         idle_timeout_ms = settings.core.idle_timeout_ms,
         registry_detectors = settings.core.registry.len(), "processors running");
-
-    // One stop signal for the partitions: the process's shutdown, or a fatal partition error.
-    let stop = shutdown.child();
-    // Each partition's consumer lag, until the partitions stop.
-    let mut watchers = tokio::task::JoinSet::new();
-    for &p in &settings.partitions {
-        let (pending, ack_pending) = metrics.consumer_lag(p);
-        watchers.spawn(watch_consumer_lag(
-            js.clone(),
-            citypulse_schema::streams::READINGS.to_owned(),
-            nats::consumer_name(p),
-            pending,
-            ack_pending,
-            CONSUMER_LAG_INTERVAL,
-            stop.clone(),
-        ));
-    }
     let shared = pipeline::Shared {
-        js,
+        js: js.clone(),
         readings,
         bucket,
         max_payload,
         settings: settings.clone(),
         metrics,
     };
+    match settings.ownership.clone() {
+        Ownership::Static(partitions) => run_static(&partitions, shared, shutdown).await,
+        Ownership::Group { name, ttl } => {
+            let config = GroupConfig {
+                bucket: nats::GROUP_BUCKET.to_owned(),
+                group: name,
+                ttl,
+                replicas: 1,
+                units: settings.partition_count,
+            };
+            let kv = group::open_bucket(&js, &config).await?;
+            let metrics = GroupMetrics::new(registry, "citypulse_processors")?;
+            let worker = move |lease: Lease| run_leased(lease, shared.clone());
+            Member::new(kv, config, worker, metrics).run(shutdown).await
+        }
+    }
+}
+
+/// Works on one partition under `lease`, with its consumer lag watched meanwhile.
+async fn run_leased(lease: Lease, shared: pipeline::Shared) -> anyhow::Result<()> {
+    let p = lease.unit();
+    let (pending, ack_pending) = shared.metrics.consumer_lag(p);
+    let watcher = tokio::spawn(watch_consumer_lag(
+        shared.js.clone(),
+        citypulse_schema::streams::READINGS.to_owned(),
+        nats::consumer_name(p),
+        pending,
+        ack_pending,
+        CONSUMER_LAG_INTERVAL,
+        lease.stop().clone(),
+    ));
+    let result = pipeline::run_partition(shared, lease.clone()).await;
+    lease.stop().trigger();
+    let _ = watcher.await;
+    result
+}
+
+/// A fixed list of partitions (`--partitions`): one task each; the first fatal error stops the
+/// others and is returned.
+async fn run_static(
+    partitions: &[u32],
+    shared: pipeline::Shared,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    // One stop signal for the partitions: the process's shutdown, or a fatal partition error.
+    let stop = shutdown.child();
     let mut tasks = tokio::task::JoinSet::new();
-    for &p in &settings.partitions {
-        tasks.spawn(pipeline::run_partition(p, shared.clone(), stop.clone()));
+    for &p in partitions {
+        let lease = Lease::unconditional(p, stop.child());
+        tasks.spawn(run_leased(lease, shared.clone()));
     }
     let mut first_error = None;
     while let Some(done) = tasks.join_next().await {
@@ -130,7 +167,5 @@ pub async fn run(
             first_error.get_or_insert(e);
         }
     }
-    stop.trigger();
-    while watchers.join_next().await.is_some() {}
     first_error.map_or(Ok(()), Err)
 }

@@ -21,6 +21,9 @@ use std::time::{Duration, Instant};
 /// KV bucket of the partitions' checkpoints.
 pub const CHECKPOINT_BUCKET: &str = "citypulse_processors";
 
+/// KV bucket of the processors' consumer groups: members and partition leases.
+pub const GROUP_BUCKET: &str = "citypulse_processors_group";
+
 /// How long the server waits for an ack before redelivering. Acks follow checkpoints, at most
 /// `--checkpoint-interval` apart while readings flow; redeliveries are skipped by sequence anyway.
 const ACK_WAIT: Duration = Duration::from_secs(120);

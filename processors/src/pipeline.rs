@@ -16,6 +16,7 @@ use crate::window::{Observed, PartitionState, Rejection};
 use async_nats::jetstream::{kv, stream, Context};
 use bytes::Bytes;
 use citypulse_runtime::duration;
+use citypulse_runtime::group::Lease;
 use citypulse_runtime::shutdown::Shutdown;
 use citypulse_runtime::source::{Delivery, Source, SourceEvent};
 use citypulse_schema::{batch, partition_of, Reading, SensorSubject, WindowResult};
@@ -44,6 +45,8 @@ struct Partition {
     settings: Settings,
     metrics: ProcessorMetrics,
     shutdown: Shutdown,
+    /// The right to work on this partition.
+    lease: Lease,
     state: PartitionState,
     store: CheckpointStore,
     /// Highest READINGS sequence folded into `state`.
@@ -81,9 +84,13 @@ pub struct Shared {
     pub metrics: ProcessorMetrics,
 }
 
-/// Runs partition `id` until shutdown. Errors are fatal for the process: a checkpoint that
-/// cannot be decoded, or one written by another owner.
-pub async fn run_partition(id: u32, shared: Shared, shutdown: Shutdown) -> anyhow::Result<()> {
+/// Runs partition `lease.unit()` until the lease's stop: gracefully (a final checkpoint and
+/// ack) on shutdown or hand-over, at once and writing nothing when the lease is lost. Errors are
+/// fatal for the process: a checkpoint that cannot be decoded, or (static ownership only) one
+/// written by another process; with a group lease that is a lost lease instead.
+pub async fn run_partition(shared: Shared, lease: Lease) -> anyhow::Result<()> {
+    let id = lease.unit();
+    let shutdown = lease.stop().clone();
     let Shared {
         js,
         readings,
@@ -123,6 +130,7 @@ pub async fn run_partition(id: u32, shared: Shared, shutdown: Shutdown) -> anyho
         settings,
         metrics,
         shutdown,
+        lease,
         state,
         store,
         last_seq,
@@ -168,6 +176,11 @@ impl Partition {
             tokio::select! {
                 biased;
                 _ = self.shutdown.cancelled() => {
+                    if self.lease.is_lost() {
+                        tracing::warn!(partition = self.id, last_seq = self.last_seq,
+                            "partition lease lost; stopped without writing");
+                        return Ok(());
+                    }
                     self.flush(true, &source).await?;
                     tracing::info!(partition = self.id, last_seq = self.last_seq, "partition stopped");
                     return Ok(());
@@ -407,8 +420,20 @@ impl Partition {
         let bytes = checkpoint::encode(self.id, self.last_seq, self.state.data(), &self.outbox);
         let mut backoff = Duration::from_millis(50);
         loop {
-            match self.store.save(&bytes).await {
+            let saved = match self.lease.confirm().await {
+                Ok(true) => self.store.save(&bytes).await,
+                Ok(false) => return Ok(Flow::Stop),
+                Err(e) => Err(StoreError::Unavailable(e)),
+            };
+            match saved {
                 Ok(()) => break,
+                Err(fenced @ StoreError::Fenced { .. }) if self.lease.is_group() => {
+                    // Someone else wrote after this process last read: the partition is theirs.
+                    tracing::warn!(partition = self.id, error = %fenced, "partition taken over; stopping");
+                    self.metrics.checkpoint_failed();
+                    self.lease.lose();
+                    return Ok(Flow::Stop);
+                }
                 Err(StoreError::Unavailable(e)) => {
                     self.metrics.checkpoint_failed();
                     tracing::warn!(partition = self.id, error = %e,

@@ -9,52 +9,7 @@ mod naive;
 use citypulse_harness::{wait_for, NatsServer};
 use common::*;
 use std::collections::BTreeMap;
-use std::process::Stdio;
 use std::time::Duration;
-
-struct Binary {
-    child: tokio::process::Child,
-    args: Vec<String>,
-    log: std::path::PathBuf,
-    starts: usize,
-}
-
-impl Binary {
-    fn spawn(args: Vec<String>, log: std::path::PathBuf) -> Binary {
-        Binary {
-            child: Self::start(&args, &log),
-            args,
-            log,
-            starts: 1,
-        }
-    }
-
-    fn start(args: &[String], log: &std::path::Path) -> tokio::process::Child {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .unwrap();
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_citypulse-processors"))
-            .args(args)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawning citypulse-processors")
-    }
-
-    /// SIGKILL, then start again.
-    async fn crash_and_restart(&mut self) {
-        self.child.start_kill().expect("SIGKILL");
-        let status = self.child.wait().await.unwrap();
-        assert!(!status.success(), "killed, not exited: {status}");
-        self.child = Self::start(&self.args, &self.log);
-        self.starts += 1;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_processors_repeatedly_changes_nothing_a_subscriber_sees() {

@@ -15,6 +15,7 @@ use citypulse_schema::{
 use clap::Parser;
 use futures::StreamExt;
 use std::collections::BTreeMap;
+use std::process::Stdio;
 use std::time::Duration;
 
 use super::naive;
@@ -60,13 +61,18 @@ pub struct Scenario {
 /// stations reporting every 5 min (with gaps) over `air_hours`. About 1 % of the readings
 /// arrive 2.5 min late (behind the watermark) and 2 % 20 s late (out of order, on time).
 pub fn scenario(seed: u64, air_hours: u64, traffic_hours: u64) -> Scenario {
+    scenario_in(seed, 6, air_hours, traffic_hours)
+}
+
+/// [`scenario`] with `districts` districts.
+pub fn scenario_in(seed: u64, districts: u64, air_hours: u64, traffic_hours: u64) -> Scenario {
     let mut rng = Rng::new(seed);
     let mut timed: Vec<(u64, u64, Reading)> = Vec::new();
     let mut city = String::new();
     let mut free_flow = std::collections::HashMap::new();
     let mut capacity = std::collections::HashMap::new();
     let end = T0 + air_hours.max(traffic_hours) * HOUR;
-    for d in 1..=6u64 {
+    for d in 1..=districts {
         let district = format!("d{d:02}");
         city.push_str(&format!(
             "[[district]]\nid = \"{district}\"\nname = \"District {d}\"\n"
@@ -228,7 +234,7 @@ pub async fn publish_readings(js: &Context, readings: &[Reading]) {
 /// Publishes readings as ingest v0.2 does: `per_pull` readings at a time (one RAW pull), one
 /// batch message per partition on `readings.<district>.batch.v1`, in order.
 pub async fn publish_batches(js: &Context, readings: &[Reading], per_pull: usize) {
-    for (n, pull) in readings.chunks(per_pull).enumerate() {
+    for pull in readings.chunks(per_pull) {
         let mut groups: BTreeMap<u32, (String, Vec<Vec<u8>>)> = BTreeMap::new();
         for r in pull {
             let g = groups
@@ -238,9 +244,10 @@ pub async fn publish_batches(js: &Context, readings: &[Reading], per_pull: usize
         }
         for (p, (district, items)) in groups {
             let mut h = HeaderMap::new();
+            // Unique across calls: named after the pull's first reading.
             h.insert(
                 async_nats::header::NATS_MESSAGE_ID,
-                format!("batch:{p}:{n}").as_str(),
+                format!("batch:{p}:{}", pull[0].msg_id()).as_str(),
             );
             js.publish_with_headers(
                 batch::batch_subject(&district),
@@ -373,5 +380,62 @@ impl InProcess {
             })
             .map(|m| m.get_counter().get_value())
             .sum()
+    }
+}
+
+/// The released processors binary as a child process (stderr to `log`).
+pub struct Binary {
+    pub child: tokio::process::Child,
+    pub args: Vec<String>,
+    pub log: std::path::PathBuf,
+    pub starts: usize,
+}
+
+impl Binary {
+    pub fn spawn(args: Vec<String>, log: std::path::PathBuf) -> Binary {
+        Binary {
+            child: Self::start(&args, &log),
+            args,
+            log,
+            starts: 1,
+        }
+    }
+
+    fn start(args: &[String], log: &std::path::Path) -> tokio::process::Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap();
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_citypulse-processors"))
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawning citypulse-processors")
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("running")
+    }
+
+    /// SIGKILL, and wait until it is gone.
+    pub async fn kill(&mut self) {
+        self.child.start_kill().expect("SIGKILL");
+        let status = self.child.wait().await.unwrap();
+        assert!(!status.success(), "killed, not exited: {status}");
+    }
+
+    /// SIGKILL, then start again.
+    pub async fn crash_and_restart(&mut self) {
+        self.child.start_kill().expect("SIGKILL");
+        let status = self.child.wait().await.unwrap();
+        assert!(!status.success(), "killed, not exited: {status}");
+        self.child = Self::start(&self.args, &self.log);
+        self.starts += 1;
     }
 }
