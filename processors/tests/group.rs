@@ -71,20 +71,7 @@ async fn three_instances_share_the_partitions_survive_a_kill_and_rebalance_on_a_
         create_readings_stream(&js).await;
         publish_batches(&js, &s.readings, 500).await;
         let p = InProcess::start(&server.url(), &flags).await;
-        // Done when METRICS has stopped growing for 3 s.
-        let deadline = Instant::now() + Duration::from_secs(180);
-        let mut last = (0, Instant::now());
-        while last.0 == 0 || last.1.elapsed() < Duration::from_secs(3) {
-            assert!(
-                Instant::now() < deadline,
-                "the reference run did not finish"
-            );
-            tokio::time::sleep(Duration::from_millis(250)).await;
-            let n = metrics_count(&js).await;
-            if n != last.0 {
-                last = (n, Instant::now());
-            }
-        }
+        settle(&js).await;
         p.stop().await;
         let messages = read_metrics(&js).await;
         unique_by_id(&messages);
@@ -269,5 +256,169 @@ async fn three_instances_share_the_partitions_survive_a_kill_and_rebalance_on_a_
     );
     for mut b in instances {
         b.kill().await;
+    }
+}
+
+/// Each partition's checkpoint as stored: manifest revision and the verified bytes (an error
+/// when it does not load: a torn or overwritten chunk fails its hash).
+async fn checkpoints(
+    js: &async_nats::jetstream::Context,
+    max_payload: usize,
+) -> BTreeMap<u32, Result<(u64, Vec<u8>), String>> {
+    let kv = js
+        .get_key_value(citypulse_processors::nats::CHECKPOINT_BUCKET)
+        .await
+        .unwrap();
+    let mut out = BTreeMap::new();
+    for p in 0..PARTITIONS {
+        let revision = kv
+            .entry(citypulse_processors::checkpoint::manifest_key(p))
+            .await
+            .ok()
+            .flatten()
+            .map(|e| e.revision)
+            .unwrap_or(0);
+        let mut store =
+            citypulse_processors::nats::CheckpointStore::new(kv.clone(), p, max_payload);
+        let loaded = store
+            .load()
+            .await
+            .map(|b| (revision, b.unwrap_or_default()))
+            .map_err(|e| e.to_string());
+        out.insert(p, loaded);
+    }
+    out
+}
+
+fn signal(pid: u32, signal: &str) {
+    let status = std::process::Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{signal} {pid}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_paused_past_its_leases_overwrites_no_checkpoint_when_it_wakes() {
+    // Checkpoints larger than a chunk (max_payload 64 KiB), so a write touches chunk keys
+    // before the manifest's compare-and-set could refuse it.
+    let max_payload = 64 * 1024;
+    let s = scenario_in(22, 24, 26, 4);
+    let dir = tempfile::tempdir().unwrap();
+    let city = dir.path().join("city.toml");
+    std::fs::write(&city, &s.city).unwrap();
+    let city = city.to_str().unwrap().to_owned();
+    let flags = ["--idle-timeout", "1h", "--city", &city];
+
+    let reference: BTreeMap<String, Vec<u8>> = {
+        let server = NatsServer::start_with_config(&format!("max_payload: {max_payload}"));
+        let js = async_nats::jetstream::new(async_nats::connect(server.url()).await.unwrap());
+        create_readings_stream(&js).await;
+        publish_batches(&js, &s.readings, 100).await;
+        let p = InProcess::start(&server.url(), &flags).await;
+        settle(&js).await;
+        p.stop().await;
+        let messages = read_metrics(&js).await;
+        unique_by_id(&messages);
+        messages.into_iter().map(|(id, b, _)| (id, b)).collect()
+    };
+
+    let server = NatsServer::start_with_config(&format!("max_payload: {max_payload}"));
+    let js = async_nats::jetstream::new(async_nats::connect(server.url()).await.unwrap());
+    create_readings_stream(&js).await;
+    let quarters: Vec<&[citypulse_schema::Reading]> =
+        s.readings.chunks(s.readings.len().div_ceil(4)).collect();
+    publish_batches(&js, quarters[0], 100).await;
+    let spawn = |name: &str| {
+        let mut a: Vec<String> = vec![
+            "--nats-url".into(),
+            server.url(),
+            "--metrics-addr".into(),
+            "127.0.0.1:0".into(),
+        ];
+        a.extend(flags.iter().map(|f| f.to_string()));
+        Binary::spawn(a, dir.path().join(format!("{name}.log")))
+    };
+    let (zombie, other) = (spawn("zombie"), spawn("other"));
+    let pids: BTreeSet<u32> = [zombie.pid(), other.pid()].into();
+    wait_for(
+        Duration::from_secs(60),
+        "two instances sharing 8 partitions",
+        || async { balanced_over(&leases(&js).await, &pids) },
+    )
+    .await;
+
+    // Pause one instance while it works on new input: it holds state it has not checkpointed.
+    publish_batches(&js, quarters[1], 100).await;
+    signal(zombie.pid(), "STOP");
+    let alone: BTreeSet<u32> = [other.pid()].into();
+    wait_for(
+        Duration::from_secs(60),
+        "the other instance holding every partition",
+        || async { balanced_over(&leases(&js).await, &alone) },
+    )
+    .await;
+    publish_batches(&js, quarters[2], 100).await;
+    settle(&js).await;
+    let before = checkpoints(&js, max_payload).await;
+    assert!(before.values().all(Result::is_ok), "{before:?}");
+
+    // Wake it: it must find its leases gone and stop those partitions without writing.
+    signal(zombie.pid(), "CONT");
+    let log = dir.path().join("zombie.log");
+    wait_for(
+        Duration::from_secs(30),
+        "the woken instance noticing",
+        || async {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            text.contains("lease taken over or expired") || text.contains("no longer held")
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = checkpoints(&js, max_payload).await;
+    for p in 0..PARTITIONS {
+        let (b, a) = (&before[&p], &after[&p]);
+        // The other instance may have checkpointed since (a newer revision), but every stored
+        // checkpoint loads, and an unchanged revision has unchanged bytes.
+        assert!(
+            a.is_ok(),
+            "partition {p}: the checkpoint no longer loads: {a:?}"
+        );
+        if let (Ok((rb, bb)), Ok((ra, ba))) = (b, a) {
+            assert!(
+                ra > rb || ba == bb,
+                "partition {p}: the checkpoint was overwritten"
+            );
+        }
+    }
+
+    // The rest of the input: METRICS equals one uninterrupted instance's.
+    publish_batches(&js, quarters[3], 100).await;
+    wait_for(Duration::from_secs(120), "every window result", || async {
+        metrics_count(&js).await >= reference.len() as u64
+    })
+    .await;
+    settle(&js).await;
+    let messages = read_metrics(&js).await;
+    unique_by_id(&messages);
+    let got: BTreeMap<String, Vec<u8>> = messages.into_iter().map(|(id, b, _)| (id, b)).collect();
+    assert_eq!(got.len(), reference.len());
+    assert!(reference.iter().all(|(id, b)| got.get(id) == Some(b)));
+    drop((zombie, other));
+}
+
+/// Waits until METRICS has stopped growing for 3 s.
+async fn settle(js: &async_nats::jetstream::Context) {
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let mut last = (0, Instant::now());
+    while last.0 == 0 || last.1.elapsed() < Duration::from_secs(3) {
+        assert!(Instant::now() < deadline, "METRICS kept growing");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let n = metrics_count(js).await;
+        if n != last.0 {
+            last = (n, Instant::now());
+        }
     }
 }
