@@ -113,8 +113,18 @@ pub async fn run(
     {
         return Ok(());
     }
-    if config.database_url.is_none() {
-        tracing::info!("no --database-url / DATABASE_URL: running without the PostgreSQL archive");
+    match &config.database_url {
+        None => tracing::info!(
+            "no --database-url / DATABASE_URL: running without the PostgreSQL archive"
+        ),
+        // The table exists as soon as any instance runs, not only once one holds the archive's
+        // lease (readers of the archive may start before). Best effort: the archive creates it
+        // too when it connects.
+        Some(url) => match store::Store::connect(url, Duration::from_secs(5)).await {
+            Ok(_) => tracing::debug!("PostgreSQL schema in place"),
+            Err(e) => tracing::warn!(error = %e,
+                "PostgreSQL not reachable at start; the archive creates its table when it connects"),
+        },
     }
     let group_config = group::GroupConfig {
         bucket: GROUP_BUCKET.to_owned(),
