@@ -12,6 +12,9 @@ Stages (all by default, in this order):
               READINGS -> PostgreSQL (reported separately).
   processors  citypulse-processors --city on READINGS -> METRICS.
   alerts      citypulse-alerts on METRICS (unit: window results).
+  replay      citypulse-processors replay --city over all of READINGS into a stream of its own
+              (BENCH_REPLAY), the same backlog the processors stage read; from its start to its
+              exit (it stops once every partition is read).
   pipeline    on a fresh nats-server and database: ingest, processors and alerts together, with the
               simulator publishing live at --speed max; every consumer's lag sampled each second.
 
@@ -43,7 +46,7 @@ import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TICKS = os.sysconf("SC_CLK_TCK")
-STAGES = ("baseline", "ingest", "processors", "alerts", "pipeline")
+STAGES = ("baseline", "ingest", "processors", "alerts", "replay", "pipeline")
 RAW = "RAW"
 DLQ = "DLQ"
 DROPPED_ENV = ("NATS_URL", "NATS_CREDS", "NATS_USER", "NATS_PASSWORD", "NATS_INBOX_PREFIX",
@@ -462,6 +465,7 @@ def check_flags(run):
         ("citypulse-ingest",): service_argv(run, "ingest", _FakeNats, "x")[0][1:],
         ("citypulse-processors",): service_argv(run, "processors", _FakeNats, "x")[0][1:],
         ("citypulse-alerts", "run"): service_argv(run, "alerts", _FakeNats, "x")[0][2:],
+        ("citypulse-processors", "replay"): replay_argv(run, _FakeNats)[2:],
     }
     for (binary, *sub), argv in wanted.items():
         path = run.bin(binary)
@@ -616,6 +620,36 @@ def stage_ingest(run, nats, pg, db, nats_cpu0, before):
             s2.nats_cpu - nats_cpu0, rss2, archived_rows=rows, consumers=consumers,
             postgres_cpu_us=pg_cpu * 1e6 / valid),
     ], valid
+
+
+def replay_argv(run, nats):
+    """`citypulse-processors replay` over everything READINGS holds."""
+    return [run.bin("citypulse-processors"), "replay", "--nats-url", nats.url,
+            "--city", run.city, "--from", "2000-01-01T00:00:00Z",
+            "--to", "2100-01-01T00:00:00Z", "--into", "BENCH_REPLAY", "--quiet"]
+
+
+def stage_replay(run, nats, valid):
+    """The processors' replay of the whole backlog: start to exit. Its summary line (stdout, in
+    the log) gives the readings it read."""
+    cpu0 = nats.child.cpu()
+    c = Child(run, "replay", replay_argv(run, nats))
+    if not c.wait(run.args.stage_timeout) or c.rc != 0:
+        c.stop()
+        raise c.died()
+    readings = results = None
+    with open(c.log_path, errors="replace") as f:
+        for line in f:
+            if line.startswith("replayed "):
+                words = line.split()
+                readings = int(words[words.index("readings") - 1])
+                results = int(words[words.index("window") - 1])
+    if readings != valid:
+        raise BenchError(f"the replay read {readings} readings, READINGS holds {valid}:\n"
+                         f"{c.tail()}")
+    return row("replay READINGS -> BENCH_REPLAY", "readings", readings,
+               c.exited_at - c.started, c.cpu(), nats.child.cpu() - cpu0, c.peak_rss(),
+               window_results=results)
 
 
 def stage_simple(run, nats, db_url, service, label, unit, items_of, nats_cpu0, before):
@@ -891,7 +925,7 @@ def stage_list(ap, text):
     unknown = [s for s in stages if s not in STAGES]
     if unknown or not stages:
         ap.error(f"--stages: unknown {unknown}; choose from {','.join(STAGES)}")
-    if "alerts" in stages:
+    if "alerts" in stages or "replay" in stages:
         stages += ["processors"]
     if "processors" in stages:
         stages += ["ingest"]
@@ -915,7 +949,8 @@ def parse_args(argv):
     opt("--minutes", "CITYPULSE_BENCH_MINUTES", 30, type=int, help="simulated minutes")
     opt("--stages", "CITYPULSE_BENCH_STAGES", ",".join(STAGES),
         help=f"comma-separated subset of {','.join(STAGES)}; processors needs ingest's output "
-             "and alerts the processors', so they run (and are reported) when needed")
+             "and alerts and replay the processors', so they run (and are reported) when "
+             "needed")
     opt("--bin-dir", "CITYPULSE_BENCH_BIN_DIR", "target/release",
         help="directory of the citypulse-* binaries")
     opt("--json", "CITYPULSE_BENCH_JSON", None, help="also write the results as JSON here")
@@ -972,6 +1007,9 @@ def backlog_stages(run, nats, pg):
             rows.append(stage_simple(run, nats, db_url, service, label, unit, items_of,
                                      snap.nats_cpu, set(snap.consumers)))
             log(f"{service}: {rows[-1]['rate']:,.0f} {unit}/s")
+    if "replay" in stages:
+        rows.append(stage_replay(run, nats, valid))
+        log(f"replay: {rows[-1]['rate']:,.0f} readings/s")
     # The live run starts from nothing; free the disk the backlog took (GiBs at 100,000 sensors).
     nats.child.stop()
     shutil.rmtree(nats.store, ignore_errors=True)
