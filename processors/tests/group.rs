@@ -422,3 +422,158 @@ async fn settle(js: &async_nats::jetstream::Context) {
         }
     }
 }
+
+/// Publishes like [`publish_batches`], retrying each message under its `Nats-Msg-Id` until
+/// acked (a stream leader election after a node's death refuses publishes for a moment).
+async fn publish_batches_retrying(
+    js: &async_nats::jetstream::Context,
+    readings: &[citypulse_schema::Reading],
+) {
+    use citypulse_schema::batch;
+    for pull in readings.chunks(100) {
+        let mut groups: BTreeMap<u32, (String, Vec<Vec<u8>>)> = BTreeMap::new();
+        for r in pull {
+            let g = groups
+                .entry(partition_of(&r.district, PARTITIONS))
+                .or_insert_with(|| (r.district.clone(), Vec::new()));
+            g.1.push(r.encode());
+        }
+        for (p, (district, items)) in groups {
+            let id = format!("batch:{p}:{}", pull[0].msg_id());
+            let payload = bytes::Bytes::from(batch::encode_batch(&items));
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                let mut h = async_nats::HeaderMap::new();
+                h.insert(async_nats::header::NATS_MESSAGE_ID, id.as_str());
+                let sent = js
+                    .publish_with_headers(batch::batch_subject(&district), h, payload.clone())
+                    .await;
+                if let Ok(ack) = sent {
+                    if ack.await.is_ok() {
+                        break;
+                    }
+                }
+                assert!(Instant::now() < deadline, "publish {id} not acked in 60 s");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_three_node_cluster_a_killed_node_loses_and_doubles_nothing() {
+    use async_nats::jetstream::stream::StorageType;
+    use citypulse_harness::NatsCluster;
+    use citypulse_runtime::stream_config::{self, Limits};
+    let s = scenario_in(23, 16, 26, 4);
+    let dir = tempfile::tempdir().unwrap();
+    let city = dir.path().join("city.toml");
+    std::fs::write(&city, &s.city).unwrap();
+    let city = city.to_str().unwrap().to_owned();
+    let flags = ["--idle-timeout", "1h", "--city", &city];
+
+    let reference: BTreeMap<String, Vec<u8>> = {
+        let server = NatsServer::start();
+        let js = async_nats::jetstream::new(async_nats::connect(server.url()).await.unwrap());
+        create_readings_stream(&js).await;
+        publish_batches(&js, &s.readings, 100).await;
+        let p = InProcess::start(&server.url(), &flags).await;
+        settle(&js).await;
+        p.stop().await;
+        let messages = read_metrics(&js).await;
+        unique_by_id(&messages);
+        messages.into_iter().map(|(id, b, _)| (id, b)).collect()
+    };
+
+    // Streams and buckets with 3 replicas (the services keep existing ones as they are).
+    let mut cluster = NatsCluster::start();
+    let js = async_nats::jetstream::new(async_nats::connect(cluster.node(0).url()).await.unwrap());
+    let r3 = |l: Limits| Limits { replicas: 3, ..l };
+    js.create_stream(stream_config::readings(
+        r3(Limits {
+            max_bytes: 256 << 20,
+            ..Limits::READINGS
+        }),
+        PARTITIONS,
+    ))
+    .await
+    .unwrap();
+    js.create_stream(stream_config::metrics(r3(Limits::METRICS)))
+        .await
+        .unwrap();
+    for (bucket, max_age) in [
+        (
+            citypulse_processors::nats::CHECKPOINT_BUCKET,
+            Duration::ZERO,
+        ),
+        (GROUP_BUCKET, Duration::from_secs(5)),
+    ] {
+        js.create_key_value(kv::Config {
+            bucket: bucket.to_owned(),
+            history: 1,
+            max_age,
+            storage: StorageType::File,
+            num_replicas: 3,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    }
+    let halves: Vec<&[citypulse_schema::Reading]> =
+        s.readings.chunks(s.readings.len().div_ceil(2)).collect();
+    publish_batches_retrying(&js, halves[0]).await;
+    let urls = cluster.urls().join(",");
+    let mut instances: Vec<Binary> = ["a", "b", "c"]
+        .iter()
+        .map(|n| {
+            let mut a: Vec<String> = vec![
+                "--nats-url".into(),
+                urls.clone(),
+                "--metrics-addr".into(),
+                "127.0.0.1:0".into(),
+            ];
+            a.extend(flags.iter().map(|f| f.to_string()));
+            Binary::spawn(a, dir.path().join(format!("{n}.log")))
+        })
+        .collect();
+    let pids: BTreeSet<u32> = instances.iter().map(Binary::pid).collect();
+    wait_for(
+        Duration::from_secs(60),
+        "three instances sharing 8 partitions",
+        || async { balanced_over(&leases(&js).await, &pids) },
+    )
+    .await;
+    wait_for(Duration::from_secs(60), "results flowing", || async {
+        metrics_count(&js).await > 0
+    })
+    .await;
+
+    // SIGKILL a node the test's own connection does not use, mid-run; bring it back later.
+    let (during, after) = halves[1].split_at(halves[1].len() / 2);
+    cluster.kill_node(2);
+    publish_batches_retrying(&js, during).await;
+    cluster.restart_node(2);
+    publish_batches_retrying(&js, after).await;
+    wait_for(Duration::from_secs(180), "every window result", || async {
+        metrics_count(&js).await >= reference.len() as u64
+    })
+    .await;
+    settle(&js).await;
+    let messages = read_metrics(&js).await;
+    unique_by_id(&messages);
+    let got: BTreeMap<String, Vec<u8>> = messages.into_iter().map(|(id, b, _)| (id, b)).collect();
+    let differing = reference
+        .iter()
+        .filter(|(id, b)| got.get(*id) != Some(*b))
+        .count();
+    assert!(
+        got.len() == reference.len() && differing == 0,
+        "{} results, {} expected, {differing} differ or are missing",
+        got.len(),
+        reference.len()
+    );
+    // Every instance is still running: they reconnected by themselves.
+    for b in &mut instances {
+        assert!(b.child.try_wait().unwrap().is_none(), "an instance exited");
+    }
+}

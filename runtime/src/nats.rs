@@ -174,16 +174,43 @@ pub async fn connect(
             }
         }
     });
+    let servers = server_list(&args.nats_url)?;
     let client = opts
-        .connect(args.nats_url.as_str())
+        .connect(servers.as_slice())
         .await
         .with_context(|| format!("connecting to NATS at {}", args.nats_url))?;
     Ok(client)
 }
 
+/// The servers of `--nats-url`: one URL, or several separated by commas (a cluster's nodes).
+fn server_list(urls: &str) -> anyhow::Result<Vec<async_nats::ServerAddr>> {
+    urls.split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(|u| {
+            u.parse::<async_nats::ServerAddr>()
+                .with_context(|| format!("--nats-url: `{u}` is not a NATS server URL"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()
+        .and_then(|v| {
+            anyhow::ensure!(!v.is_empty(), "--nats-url names no server");
+            Ok(v)
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cluster_is_a_comma_separated_list_of_urls() {
+        let list = server_list("nats://127.0.0.1:4222, nats://127.0.0.1:4223,tls://n3:4222")
+            .expect("valid");
+        assert_eq!(list.len(), 3);
+        assert_eq!(list[1].port(), 4223);
+        assert!(server_list("nats://127.0.0.1:notaport").is_err());
+        assert!(server_list(" , ").is_err());
+    }
 
     #[test]
     fn the_inbox_prefix_defaults_to_the_client_name() {
