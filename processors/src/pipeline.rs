@@ -29,6 +29,8 @@ const ACK_THRESHOLD: usize = 50_000;
 /// Once the partition's backlog is drained, checkpoint (and so ack) after this long rather than
 /// the full `--checkpoint-interval`: a drained backlog shows as drained within about a second.
 const CAUGHT_UP_CHECKPOINT: Duration = Duration::from_secs(1);
+/// How long the last flush of a stopping partition may take to publish and checkpoint.
+const FINAL_FLUSH_GRACE: Duration = Duration::from_secs(10);
 /// Longest wait between retries of a checkpoint write.
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
@@ -175,16 +177,7 @@ impl Partition {
         loop {
             tokio::select! {
                 biased;
-                _ = self.shutdown.cancelled() => {
-                    if self.lease.is_lost() {
-                        tracing::warn!(partition = self.id, last_seq = self.last_seq,
-                            "partition lease lost; stopped without writing");
-                        return Ok(());
-                    }
-                    self.flush(true, &source).await?;
-                    tracing::info!(partition = self.id, last_seq = self.last_seq, "partition stopped");
-                    return Ok(());
-                }
+                _ = self.shutdown.cancelled() => break,
                 // On shutdown it returns false and the next turn takes the branch above.
                 _ = source.next_batch(&mut batch, &self.shutdown) => {
                     for d in batch.drain(..) {
@@ -199,9 +192,44 @@ impl Partition {
                 }
             }
             if matches!(self.flush(false, &source).await?, Flow::Stop) {
-                return Ok(());
+                // The stop (or a lost lease) cut a flush short.
+                break;
             }
         }
+        self.stop(&source).await
+    }
+
+    /// The way out: nothing more when the lease is lost; otherwise one last flush — results,
+    /// checkpoint, ack — whose publishing is not cancelled by the very stop it completes (only
+    /// after [`FINAL_FLUSH_GRACE`]), so a graceful stop leaves nothing for the next owner to redo.
+    async fn stop(&mut self, source: &Source) -> anyhow::Result<()> {
+        if self.lease.is_lost() {
+            tracing::warn!(
+                partition = self.id,
+                last_seq = self.last_seq,
+                "partition lease lost; stopped without writing"
+            );
+            return Ok(());
+        }
+        let grace = Shutdown::new();
+        let timer = {
+            let grace = grace.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(FINAL_FLUSH_GRACE).await;
+                grace.trigger();
+            })
+        };
+        let stop = std::mem::replace(&mut self.shutdown, grace);
+        let flushed = self.flush(true, source).await;
+        self.shutdown = stop;
+        timer.abort();
+        flushed?;
+        tracing::info!(
+            partition = self.id,
+            last_seq = self.last_seq,
+            "partition stopped"
+        );
+        Ok(())
     }
 
     /// Folds one delivered READINGS message (a batch, or a single v0.1 reading) into the state.

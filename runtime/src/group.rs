@@ -414,7 +414,8 @@ impl<W: Worker> Member<W> {
             ticks += 1;
             // Acquire from the second tick on: the first one wrote this member's key, so an
             // instance started at about the same time has seen it by then (and this one has
-            // seen every member that was alive before it started).
+            // seen every member that was alive before it started). A member alone in its group
+            // acquires at once (a single instance starts working without a tick's delay).
             if let Err(e) = self.turn(ticks > 1, &shutdown).await {
                 break Err(e);
             }
@@ -428,7 +429,13 @@ impl<W: Worker> Member<W> {
         self.reap().await?;
         self.heartbeat().await;
         self.renew().await;
-        let Some(members) = self.members().await else {
+        // Listing reads a stream of keys: bounded, so a server that went away mid-listing
+        // (its ordered consumer gone) cannot stall the renewals.
+        let listing = tokio::time::timeout(self.config.ttl / 2, self.members()).await;
+        let Ok(Some(members)) = listing else {
+            if listing.is_err() {
+                tracing::warn!("listing group members timed out");
+            }
             return Ok(());
         };
         self.metrics.members.set(members.len() as i64);
@@ -444,7 +451,7 @@ impl<W: Worker> Member<W> {
                 r.lease.stop.trigger();
             }
         }
-        if may_acquire {
+        if may_acquire || members.len() == 1 {
             for unit in mine {
                 if !self.running.contains_key(&unit) {
                     self.acquire(unit, shutdown).await;
