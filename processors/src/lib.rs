@@ -52,8 +52,10 @@
 //!   writing the same partition is detected and stops with an error instead of interleaving.
 //!
 //! Module map: [`domain`] (PURE arithmetic: AQI, NowCast, EAQI, traffic), [`window`] (PURE
-//! windowing core), [`registry`] (PURE segment registry), [`checkpoint`] (PURE checkpoint
-//! layout), [`pipeline`] (SHELL: the partition loop), [`nats`] (ADAPTER: streams, consumer, KV,
+//! windowing core), [`fold`] (PURE: a READINGS message into a partition's state, shared
+//! by the live loop and replay), [`registry`] (PURE segment registry), [`checkpoint`] (PURE checkpoint
+//! layout), [`pipeline`] (SHELL: the partition loop), [`replay`] (SHELL: `replay` recomputes a past
+//! range into a stream of its own), [`nats`] (ADAPTER: streams, consumer, KV,
 //! publishing), [`metrics`], [`config`].
 
 pub mod checkpoint;

@@ -10,6 +10,7 @@
 
 use crate::checkpoint::{self, OutboxEntry};
 use crate::config::Settings;
+use crate::fold::{self, Folded, Outcome, Refusal};
 use crate::metrics::ProcessorMetrics;
 use crate::nats::{self, CheckpointStore, DeadLetter, StoreError};
 use crate::window::{Observed, PartitionState, Rejection};
@@ -19,7 +20,7 @@ use citypulse_runtime::duration;
 use citypulse_runtime::group::Lease;
 use citypulse_runtime::shutdown::Shutdown;
 use citypulse_runtime::source::{Delivery, Source, SourceEvent};
-use citypulse_schema::{batch, partition_of, Reading, SensorSubject, WindowResult};
+use citypulse_schema::WindowResult;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -232,158 +233,31 @@ impl Partition {
         Ok(())
     }
 
-    /// Folds one delivered READINGS message (a batch, or a single v0.1 reading) into the state.
+    /// Folds one delivered READINGS message (a batch, or a single v0.1 reading) into the state
+    /// ([`fold::fold_message`], shared with `replay`).
     fn handle(&mut self, d: Delivery) {
-        let seq = d.seq;
-        self.last_seq = seq;
+        self.last_seq = d.seq;
         self.unacked += 1;
         self.dirty = true;
-        let subject = d.message.subject.as_str();
-        let payload = d.message.payload.clone();
-        let in_partition = subject.split('.').nth(1).and_then(|t| t.parse().ok()) == Some(self.id);
-        if batch::is_batch_subject(subject) {
-            let subject = subject.to_owned();
-            self.fold_batch(&subject, seq, &payload, in_partition);
-        } else {
-            let subject = subject.to_owned();
-            self.fold_single(&subject, seq, &payload, in_partition);
-        }
+        let now = self.now_ms();
+        let mut out = Outcomes {
+            partition: self.id,
+            subject: d.message.subject.as_str(),
+            seq: d.seq,
+            payload: &d.message.payload,
+            metrics: &self.metrics,
+            dead_letters: &mut self.dead_letters,
+        };
+        fold::fold_message(
+            &mut self.state,
+            self.id,
+            self.settings.partition_count,
+            d.message.subject.as_str(),
+            &d.message.payload,
+            now,
+            &mut out,
+        );
         self.last = Some(d);
-    }
-
-    /// The readings of a batch, each checked to belong to this partition.
-    fn fold_batch(&mut self, subject: &str, seq: u64, payload: &Bytes, in_partition: bool) {
-        let letter =
-            |reason: &'static str, detail: String, item: Option<u32>, body: Bytes| DeadLetter {
-                reason,
-                detail,
-                subject: subject.to_owned(),
-                sequence: seq,
-                item,
-                payload: body,
-            };
-        if !in_partition {
-            let detail = format!("batch is not in partition {}", self.id);
-            self.reject(
-                None,
-                letter("wrong_partition", detail, None, payload.clone()),
-            );
-            return;
-        }
-        let items = match batch::decode_batch(payload) {
-            Ok(items) => items,
-            Err(e) => {
-                self.reject(
-                    None,
-                    letter(e.reason(), e.to_string(), None, payload.clone()),
-                );
-                return;
-            }
-        };
-        for (i, item) in items.into_iter().enumerate() {
-            let index = u32::try_from(i).unwrap_or(u32::MAX);
-            let body = || payload.slice_ref(item);
-            let reading = match Reading::decode(item) {
-                Ok(r) => r,
-                Err(e) => {
-                    self.reject(None, letter(e.reason(), e.to_string(), Some(index), body()));
-                    continue;
-                }
-            };
-            if partition_of(&reading.district, self.settings.partition_count) != self.id {
-                let detail = format!(
-                    "district {} is not in partition {} of {}",
-                    reading.district, self.id, self.settings.partition_count
-                );
-                let l = letter("wrong_partition", detail, Some(index), body());
-                self.reject(Some(reading.kind()), l);
-                continue;
-            }
-            if let Some(why) = self.observe(&reading) {
-                self.reject(
-                    Some(reading.kind()),
-                    letter(why.reason(), why.to_string(), Some(index), body()),
-                );
-            }
-        }
-    }
-
-    /// A single reading stored by ingest v0.1 under its sensor's subject.
-    fn fold_single(&mut self, subject: &str, seq: u64, payload: &Bytes, in_partition: bool) {
-        let letter = |reason: &'static str, detail: String| DeadLetter {
-            reason,
-            detail,
-            subject: subject.to_owned(),
-            sequence: seq,
-            item: None,
-            payload: payload.clone(),
-        };
-        let claimed = match SensorSubject::parse_readings(subject) {
-            Ok(s) => s,
-            Err(e) => {
-                self.reject(None, letter("subject", e.to_string()));
-                return;
-            }
-        };
-        let own = in_partition
-            && partition_of(&claimed.district, self.settings.partition_count) == self.id;
-        if !own {
-            let detail = format!(
-                "district {} is not in partition {} of {}",
-                claimed.district, self.id, self.settings.partition_count
-            );
-            self.reject(Some(claimed.kind), letter("wrong_partition", detail));
-            return;
-        }
-        let reading = match Reading::decode(payload) {
-            Ok(r) => r,
-            Err(e) => {
-                self.reject(None, letter(e.reason(), e.to_string()));
-                return;
-            }
-        };
-        let kind = reading.kind();
-        if !reading.matches(&claimed) {
-            let detail = format!(
-                "payload of {} stored under {subject}",
-                reading.claimed_subject()
-            );
-            self.reject(Some(kind), letter("mismatch", detail));
-            return;
-        }
-        if let Some(why) = self.observe(&reading) {
-            self.reject(Some(kind), letter(why.reason(), why.to_string()));
-        }
-    }
-
-    /// Feeds one reading to the state and counts the outcome; the rejection to dead-letter, if
-    /// any.
-    fn observe(&mut self, reading: &Reading) -> Option<Rejection> {
-        let kind = reading.kind();
-        match self.state.observe(reading, self.now_ms()) {
-            Observed::Accepted => self.metrics.accepted(kind),
-            Observed::Late(reason) => {
-                self.metrics.late(kind, reason);
-                tracing::debug!(partition = self.id, sensor = %reading.sensor, ts = reading.ts,
-                    watermark = ?self.state.watermark(), reason = reason.reason(), "late reading counted");
-            }
-            Observed::Rejected(Rejection::Duplicate) => {
-                // Not bad input: the same reading twice. Counted, not dead-lettered.
-                self.metrics
-                    .rejected(Some(kind), Rejection::Duplicate.reason());
-                tracing::debug!(partition = self.id, sensor = %reading.sensor, seq = reading.seq,
-                    "duplicate reading ignored");
-            }
-            Observed::Rejected(why) => return Some(why),
-        }
-        None
-    }
-
-    fn reject(&mut self, kind: Option<citypulse_schema::Kind>, letter: DeadLetter) {
-        self.metrics.rejected(kind, letter.reason);
-        tracing::warn!(partition = self.id, subject = %letter.subject, sequence = letter.sequence,
-            reason = letter.reason, detail = %letter.detail, "reading rejected; dead-lettering it");
-        self.dead_letters.push(letter);
     }
 
     /// Closes ready windows and, when due, makes everything durable: dead letters, checkpoint,
@@ -498,5 +372,57 @@ impl Partition {
         // The stored checkpoint still lists them; the next one will not.
         self.dirty = true;
         Flow::Continue
+    }
+}
+
+/// Counts, logs and dead-letters what became of one message's readings.
+struct Outcomes<'a> {
+    partition: u32,
+    subject: &'a str,
+    seq: u64,
+    payload: &'a Bytes,
+    metrics: &'a ProcessorMetrics,
+    dead_letters: &'a mut Vec<DeadLetter>,
+}
+
+impl Folded for Outcomes<'_> {
+    fn observed(&mut self, o: Outcome<'_>) {
+        let (r, kind) = (o.reading, o.reading.kind());
+        match o.observed {
+            Observed::Accepted => self.metrics.accepted(kind),
+            Observed::Late(reason) => {
+                self.metrics.late(kind, reason);
+                tracing::debug!(partition = self.partition, sensor = %r.sensor, ts = r.ts,
+                    watermark = ?o.watermark, reason = reason.reason(), "late reading counted");
+            }
+            Observed::Rejected(Rejection::Duplicate) => {
+                // Not bad input: the same reading twice. Counted, not dead-lettered.
+                self.metrics
+                    .rejected(Some(kind), Rejection::Duplicate.reason());
+                tracing::debug!(partition = self.partition, sensor = %r.sensor, seq = r.seq,
+                    "duplicate reading ignored");
+            }
+            Observed::Rejected(why) => self.refused(Refusal {
+                kind: Some(kind),
+                reason: why.reason(),
+                detail: why.to_string(),
+                item: o.item,
+                body: self.payload.slice_ref(o.raw),
+            }),
+        }
+    }
+
+    fn refused(&mut self, r: Refusal) {
+        self.metrics.rejected(r.kind, r.reason);
+        tracing::warn!(partition = self.partition, subject = %self.subject, sequence = self.seq,
+            reason = r.reason, detail = %r.detail, "reading rejected; dead-lettering it");
+        self.dead_letters.push(DeadLetter {
+            reason: r.reason,
+            detail: r.detail,
+            subject: self.subject.to_owned(),
+            sequence: self.seq,
+            item: r.item,
+            payload: r.body,
+        });
     }
 }
