@@ -1,5 +1,5 @@
 //! Command line: `run` (the default, alias `serve`) and the tools for people (`check-rules`,
-//! `tail`, `list`, `ack`, `silence`, `unsilence`). Every service setting also reads an
+//! `tail`, `list`, `ack`, `silence`, `unsilence`, `replay`). Every service setting also reads an
 //! environment variable; shared infrastructure ones are plain (`NATS_URL`, `DATABASE_URL`).
 
 use citypulse_runtime::duration;

@@ -33,7 +33,7 @@
 //! - [`nats`] — ADAPTER: streams, consumer, publishing, KV checkpoint.
 //! - [`store`] — ADAPTER: PostgreSQL alert history.
 //! - [`api`] — operator request/reply payloads and their pure handler.
-//! - [`cli`] — the tools for people: `check-rules`, `tail`, `list`, `ack`, `silence`, `unsilence`.
+//! - [`cli`] — the tools for people: `check-rules`, `tail`, `list`, `ack`, `silence`, `unsilence`, `replay` (the transitions a rule file would have made over a past range).
 //! - [`config`], [`metrics`].
 
 pub mod api;
