@@ -74,8 +74,8 @@ fn scripts_bench_runs_every_stage_and_the_counts_add_up() {
     rows.push(pipeline);
     assert_eq!(
         rows.len(),
-        7,
-        "load, baseline, 2 × ingest, processors, alerts, pipeline"
+        8,
+        "load, baseline, 2 × ingest, processors, replay, alerts, pipeline"
     );
     for row in &rows {
         assert!(items(row) > 0, "no items: {row:#}");
@@ -120,6 +120,8 @@ fn scripts_bench_runs_every_stage_and_the_counts_add_up() {
     let archive = stage(&report, "ingest incl");
     assert_eq!(archive["archived_rows"].as_u64().unwrap(), published);
     assert_eq!(items(stage(&report, "processors")), published);
+    // The replay reads the same backlog again.
+    assert_eq!(items(stage(&report, "replay")), published);
     // The alerts read every window result the processors wrote.
     let written = stage(&report, "processors")["stream_messages"]["METRICS"].as_u64();
     assert!(written.unwrap() > 0, "the processors closed no window");
