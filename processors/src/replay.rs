@@ -1,6 +1,7 @@
 //! `citypulse-processors replay`: recomputes the window results of a past range from READINGS
-//! into a separate stream, for a backfill after a change (a window size, a city file, a fixed
-//! bug), without touching the live service's consumers, checkpoints or METRICS.
+//! (or, with `--source raw`, from RAW through ingest's validator) into a separate stream, for a
+//! backfill after a change (a window size, a city file, a fixed bug), without touching the live
+//! service's consumers, checkpoints or METRICS.
 //!
 //! **Reading.** One ordered consumer per partition (ephemeral, no durable state, no acks) on
 //! `readings.<p>.>`, from the first message stored at or after `--from` − `--warmup` (stream
@@ -11,6 +12,24 @@
 //! `--partition-count` override them). Windows close by event time only: there is no idle
 //! advance. A partition stops once its watermark has reached `--to` or when it has read every
 //! message the stream held when the replay started.
+//!
+//! **Reading RAW** (`--source raw`, for a range READINGS no longer holds). One ordered consumer
+//! on all of RAW from the first message stored at or after `--from` − `--warmup`, in stream
+//! order. Each message goes through ingest's pure validator
+//! ([`citypulse_ingest::validate::Validator`]) with ingest's time limits (`--max-future-skew`,
+//! `--max-age`, ingest's defaults) evaluated at the message's own publish time — the closest
+//! known value of the clock ingest validated it with — and with ingest's normalisations
+//! (clamped pollutants, a speed without vehicles dropped). An invalid message is counted
+//! (`invalid` in the summary), not dead-lettered. A valid reading goes to the [`PartitionState`]
+//! of its district's partition ([`partition_of`]); per partition readings then arrive in RAW
+//! order, the order ingest wrote them to READINGS, so the results equal a READINGS replay's. A
+//! repeated reading, which ingest dropped, is dropped by the state's duplicate guard. Windows
+//! are closed whenever a partition's watermark moves, and a partition whose watermark reached
+//! `--to` takes no more readings; reading stops once every partition has, or at RAW's last
+//! message when the replay started. Differences from what ingest decided live are possible
+//! only where ingest's clock was far from the publish time (ingest catching up a backlog:
+//! a reading it found too old may be accepted here, one slightly from the future rejected)
+//! or where its settings (`--partitions`, time limits) differed from the replay's.
 //!
 //! **Emitting.** Only windows with `window_start ≥ --from` and `window_end ≤ --to`, and only
 //! windows the watermark closed: a window still open when its partition's input ends (the last
@@ -33,6 +52,7 @@ use anyhow::Context as _;
 use async_nats::jetstream::consumer::{pull, DeliverPolicy};
 use async_nats::jetstream::stream::Stream;
 use async_nats::jetstream::Context;
+use citypulse_ingest::validate::{TimeLimits, Validator};
 use citypulse_runtime::admin::Health;
 use citypulse_runtime::duration;
 use citypulse_runtime::jetstream::ensure_stream;
@@ -40,8 +60,8 @@ use citypulse_runtime::nats::{connect, NatsArgs, NatsMetrics};
 use citypulse_runtime::publish::{publish_all, Outgoing};
 use citypulse_runtime::shutdown::Shutdown;
 use citypulse_runtime::stream_config;
-use citypulse_schema::{streams, WindowResult};
-use clap::Args;
+use citypulse_schema::{partition_of, streams, WindowResult};
+use clap::{Args, ValueEnum};
 use futures::StreamExt;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -65,7 +85,8 @@ const RESERVED: [&str; 4] = [
     streams::ALERTS,
 ];
 
-/// `replay`: recompute window results for a past range from READINGS into a separate stream.
+/// `replay`: recompute window results for a past range from READINGS (or RAW) into a separate
+/// stream.
 #[derive(Debug, Clone, Args)]
 pub struct ReplayArgs {
     /// NATS connection (also accepted before `replay`).
@@ -87,9 +108,9 @@ pub struct ReplayArgs {
     #[arg(long, env = "CITYPULSE_PROCESSORS_REPLAY_INTO", value_parser = parse_target)]
     pub into: String,
 
-    /// How much READINGS before --from is read (stream time) to rebuild the stateful figures:
-    /// NowCast (12 h), the 24-h means, learned free-flow speeds. Results of the warm-up are not
-    /// emitted. A value longer than READINGS' age reads it from its first message.
+    /// How much READINGS (or RAW) before --from is read (stream time) to rebuild the stateful
+    /// figures: NowCast (12 h), the 24-h means, learned free-flow speeds. Results of the warm-up
+    /// are not emitted. A value longer than the stream's age reads it from its first message.
     #[arg(long, env = "CITYPULSE_PROCESSORS_REPLAY_WARMUP", default_value = "24h", value_parser = duration::parse)]
     pub warmup: Duration,
 
@@ -118,9 +139,33 @@ pub struct ReplayArgs {
     )]
     pub partition_count: Option<u32>,
 
+    /// What to read: "readings" (READINGS, what the live service read) or "raw" (RAW, the
+    /// devices' messages, through ingest's validator: for a range READINGS no longer holds).
+    #[arg(long, env = "CITYPULSE_PROCESSORS_REPLAY_SOURCE", value_enum, default_value_t = Source::Readings)]
+    pub source: Source,
+
+    /// With --source raw: readings whose `ts` is further ahead of their RAW message's publish
+    /// time are invalid, as ingest's --max-future-skew (set it to ingest's).
+    #[arg(long, env = "CITYPULSE_PROCESSORS_REPLAY_MAX_FUTURE_SKEW", default_value = "30s", value_parser = duration::parse)]
+    pub max_future_skew: Duration,
+
+    /// With --source raw: readings whose `ts` is older than this at their RAW message's publish
+    /// time are invalid, as ingest's --max-age (set it to ingest's).
+    #[arg(long, env = "CITYPULSE_PROCESSORS_REPLAY_MAX_AGE", default_value = "72h", value_parser = duration::parse_positive)]
+    pub max_age: Duration,
+
     /// No progress line on stderr.
     #[arg(long, env = "CITYPULSE_PROCESSORS_REPLAY_QUIET")]
     pub quiet: bool,
+}
+
+/// The stream a replay reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Source {
+    /// READINGS: validated readings, by partition.
+    Readings,
+    /// RAW: the devices' messages, validated again as ingest did.
+    Raw,
 }
 
 impl ReplayArgs {
@@ -243,6 +288,10 @@ pub struct Plan {
     pub read_from: u64,
     /// Where results go.
     pub target: Target,
+    /// What is read.
+    pub source: Source,
+    /// With [`Source::Raw`]: ingest's time limits, applied at each RAW message's publish time.
+    pub time_limits: TimeLimits,
     /// Draw the progress line.
     pub progress: bool,
 }
@@ -279,6 +328,11 @@ impl Plan {
             to: args.to,
             read_from: args.from.saturating_sub(duration::millis(args.warmup)),
             target: Target::of(&args.into),
+            source: args.source,
+            time_limits: TimeLimits {
+                max_future_skew_ms: duration::millis(args.max_future_skew),
+                max_age_ms: duration::millis(args.max_age),
+            },
             progress: !args.quiet,
         })
     }
@@ -292,9 +346,11 @@ impl Plan {
 /// What a replay did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Summary {
-    /// READINGS messages read.
+    /// Messages read (READINGS, or RAW with `--source raw`).
     pub messages: u64,
-    /// Readings in them (each with one outcome below).
+    /// RAW messages ingest's validator refuses (with `--source raw`; not counted in `readings`).
+    pub invalid: u64,
+    /// Readings that reached the fold (each with one outcome below).
     pub readings: u64,
     /// Accepted into windows.
     pub accepted: u64,
@@ -317,10 +373,13 @@ impl Summary {
 
 impl std::fmt::Display for Summary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} messages, ", self.messages)?;
+        if self.invalid > 0 {
+            write!(f, "{} invalid, ", self.invalid)?;
+        }
         write!(
             f,
-            "{} messages, {} readings (accepted {}, late {}, rejected {}), {} window results in {:.1} s: {:.0} readings/s",
-            self.messages,
+            "{} readings (accepted {}, late {}, rejected {}), {} window results in {:.1} s: {:.0} readings/s",
             self.readings,
             self.accepted,
             self.late,
@@ -336,6 +395,7 @@ impl std::fmt::Display for Summary {
 #[derive(Debug, Default)]
 struct Counters {
     messages: AtomicU64,
+    invalid: AtomicU64,
     readings: AtomicU64,
     accepted: AtomicU64,
     late: AtomicU64,
@@ -362,12 +422,74 @@ pub async fn run(
 ) -> anyhow::Result<Summary> {
     let started = Instant::now();
     let js = async_nats::jetstream::new(client);
-    let mut readings = js
-        .get_stream(streams::READINGS)
-        .await
-        .with_context(|| format!("stream {} not found", streams::READINGS))?;
-    let info = readings.info().await?;
     let count = plan.settings.partition_count;
+    // READINGS must be partitioned as --partition-count says, since a partition's readings
+    // share one watermark. Reading RAW, a READINGS that is gone is no reason to stop.
+    let readings = match js.get_stream(streams::READINGS).await {
+        Ok(stream) => Some(stream),
+        Err(e) if plan.source == Source::Raw => {
+            tracing::warn!(error = %e, "stream {} not found; --partition-count {count} unchecked",
+                streams::READINGS);
+            None
+        }
+        Err(e) => return Err(e).with_context(|| format!("stream {} not found", streams::READINGS)),
+    };
+    let readings = match readings {
+        Some(mut stream) => {
+            let end_seq = check_partitioning(&mut stream, count).await?;
+            Some((stream, end_seq))
+        }
+        None => None,
+    };
+    provision(&js, &plan).await?;
+    tracing::info!(from = plan.from, to = plan.to, read_from = plan.read_from,
+        source = ?plan.source, stream = plan.target.stream(), windows = %plan.settings.core.spec,
+        allowed_lateness_ms = plan.settings.core.allowed_lateness_ms, "replay starting");
+
+    let counters = Arc::new(Counters::default());
+    let plan = Arc::new(plan);
+    let stop = shutdown.child();
+    let publisher = Publisher {
+        js: js.clone(),
+        plan: Arc::clone(&plan),
+        counters: Arc::clone(&counters),
+        shutdown: stop.clone(),
+    };
+    let progress = plan.progress.then(|| {
+        let (counters, stop) = (Arc::clone(&counters), stop.clone());
+        tokio::spawn(progress_line(counters, started, stop))
+    });
+    let result = match (plan.source, readings) {
+        (Source::Raw, _) => replay_raw(&js, publisher).await,
+        (Source::Readings, Some((stream, end_seq))) => {
+            replay_readings(&stream, end_seq, publisher).await
+        }
+        (Source::Readings, None) => Ok(()),
+    };
+    stop.trigger();
+    if let Some(p) = progress {
+        let _ = p.await;
+    }
+    result?;
+    if shutdown.is_triggered() {
+        anyhow::bail!("interrupted");
+    }
+    let c = &counters;
+    Ok(Summary {
+        messages: Counters::get(&c.messages),
+        invalid: Counters::get(&c.invalid),
+        readings: Counters::get(&c.readings),
+        accepted: Counters::get(&c.accepted),
+        late: Counters::get(&c.late),
+        rejected: Counters::get(&c.rejected),
+        results: Counters::get(&c.results),
+        elapsed: started.elapsed(),
+    })
+}
+
+/// Checks READINGS' subject transform against `count` partitions; its last sequence.
+async fn check_partitioning(readings: &mut Stream, count: u32) -> anyhow::Result<u64> {
+    let info = readings.info().await?;
     let want = streams::readings_transform_destination(count);
     let have = info
         .config
@@ -381,64 +503,121 @@ pub async fn run(
             streams::READINGS
         );
     }
-    let end_seq = info.state.last_sequence;
-    provision(&js, &plan).await?;
-    tracing::info!(from = plan.from, to = plan.to, read_from = plan.read_from,
-        stream = plan.target.stream(), windows = %plan.settings.core.spec,
-        allowed_lateness_ms = plan.settings.core.allowed_lateness_ms, end_seq, "replay starting");
+    Ok(info.state.last_sequence)
+}
 
-    let counters = Arc::new(Counters::default());
-    let plan = Arc::new(plan);
+/// READINGS, one task per partition, until each is done; the first error stops the others.
+async fn replay_readings(
+    readings: &Stream,
+    end_seq: u64,
+    publisher: Publisher,
+) -> anyhow::Result<()> {
+    let plan = Arc::clone(&publisher.plan);
     let mut tasks = tokio::task::JoinSet::new();
-    let stop = shutdown.child();
-    for p in 0..count {
-        let consumer = open(&readings, p, plan.read_from).await?;
+    for p in 0..plan.settings.partition_count {
+        let consumer = open(readings, p, plan.read_from).await?;
         let pending = consumer.cached_info().num_pending;
-        Counters::add(&counters.total, pending);
+        Counters::add(&publisher.counters.total, pending);
         if pending == 0 {
             continue;
         }
         let run = PartitionReplay {
-            id: p,
-            plan: Arc::clone(&plan),
-            js: js.clone(),
-            counters: Arc::clone(&counters),
+            lane: Lane::new(p, &plan),
+            publisher: publisher.clone(),
             end_seq,
-            shutdown: stop.clone(),
         };
         tasks.spawn(run.run(consumer));
     }
-    let progress = plan.progress.then(|| {
-        let (counters, stop) = (Arc::clone(&counters), stop.clone());
-        tokio::spawn(progress_line(counters, started, stop))
-    });
     let mut first_error = None;
     while let Some(done) = tasks.join_next().await {
         if let Err(e) = done.map_err(anyhow::Error::from).and_then(|r| r) {
-            stop.trigger();
+            publisher.shutdown.trigger();
             first_error.get_or_insert(e);
         }
     }
-    stop.trigger();
-    if let Some(p) = progress {
-        let _ = p.await;
+    first_error.map_or(Ok(()), Err)
+}
+
+/// RAW in stream order through ingest's validator, each valid reading to its partition's lane,
+/// until every partition is done or RAW's end at the start.
+async fn replay_raw(js: &Context, publisher: Publisher) -> anyhow::Result<()> {
+    let plan = Arc::clone(&publisher.plan);
+    let counters = Arc::clone(&publisher.counters);
+    let mut raw = js
+        .get_stream(streams::RAW)
+        .await
+        .with_context(|| format!("stream {} not found", streams::RAW))?;
+    let end_seq = raw.info().await?.state.last_sequence;
+    let consumer = raw
+        .create_consumer(pull::OrderedConfig {
+            deliver_policy: deliver_from(plan.read_from)?,
+            description: Some("citypulse processors replay from RAW".to_owned()),
+            ..Default::default()
+        })
+        .await
+        .context("creating the replay consumer of RAW")?;
+    let pending = consumer.cached_info().num_pending;
+    Counters::add(&counters.total, pending);
+    if pending == 0 {
+        return Ok(());
     }
-    if let Some(e) = first_error {
-        return Err(e);
+    let validator = Validator::new(plan.time_limits);
+    let count = plan.settings.partition_count;
+    let mut lanes: Vec<Lane> = (0..count).map(|p| Lane::new(p, &plan)).collect();
+    let mut queued = 0;
+    let mut messages = consumer.messages().await.context("reading RAW")?;
+    loop {
+        let next = tokio::select! {
+            biased;
+            _ = publisher.shutdown.cancelled() => return Ok(()),
+            next = messages.next() => next,
+        };
+        let Some(message) = next else {
+            anyhow::bail!("the RAW consumer ended");
+        };
+        let message = message.context("reading RAW")?;
+        let (seq, pending, published) = match message.info() {
+            Ok(i) => (i.stream_sequence, i.pending, i.published),
+            Err(e) => anyhow::bail!("RAW message without info: {e}"),
+        };
+        if seq > end_seq {
+            break;
+        }
+        Counters::add(&counters.messages, 1);
+        // Ingest's clock when it validated the message, as closely as it can be known.
+        let at_ms = u64::try_from(published.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
+        match validator.validate(&message.subject, &message.payload, at_ms) {
+            Err(_) => Counters::add(&counters.invalid, 1),
+            Ok(accepted) => {
+                let p = partition_of(&accepted.subject.district, count);
+                if let Some(lane) = lanes.get_mut(p as usize).filter(|l| !l.done) {
+                    let before = lane.outbox.len();
+                    let wm = lane.state.watermark();
+                    let mut tally = Tally::default();
+                    tally.count(&lane.state.observe(&accepted.reading, 0));
+                    tally.add_to(&counters);
+                    if lane.state.watermark() != wm {
+                        lane.close(&plan);
+                    }
+                    queued += lane.outbox.len() - before;
+                }
+            }
+        }
+        let finished = pending == 0 || seq >= end_seq || lanes.iter().all(|l| l.done);
+        if queued >= PUBLISH_BATCH || finished {
+            for lane in &mut lanes {
+                publisher.publish(&mut lane.outbox).await?;
+            }
+            queued = 0;
+        }
+        if finished {
+            break;
+        }
     }
-    if shutdown.is_triggered() {
-        anyhow::bail!("interrupted");
+    for lane in &lanes {
+        tracing::debug!(partition = lane.id, watermark = ?lane.state.watermark(), "partition replayed");
     }
-    let c = &counters;
-    Ok(Summary {
-        messages: Counters::get(&c.messages),
-        readings: Counters::get(&c.readings),
-        accepted: Counters::get(&c.accepted),
-        late: Counters::get(&c.late),
-        rejected: Counters::get(&c.rejected),
-        results: Counters::get(&c.results),
-        elapsed: started.elapsed(),
-    })
+    Ok(())
 }
 
 /// The `replay` command: connects, replays, prints the summary on stdout (progress and logs on
@@ -497,25 +676,28 @@ async fn provision(js: &Context, plan: &Plan) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Where an ordered consumer starts: the first message stored at or after `from_ms`.
+fn deliver_from(from_ms: u64) -> anyhow::Result<DeliverPolicy> {
+    if from_ms == 0 {
+        return Ok(DeliverPolicy::All);
+    }
+    let nanos = i128::from(from_ms) * 1_000_000;
+    Ok(DeliverPolicy::ByStartTime {
+        start_time: time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
+            .context("--from minus --warmup is out of range")?,
+    })
+}
+
 /// An ordered consumer of partition `p` from stream time `from_ms`.
 async fn open(
     readings: &Stream,
     p: u32,
     from_ms: u64,
 ) -> anyhow::Result<async_nats::jetstream::consumer::Consumer<pull::OrderedConfig>> {
-    let deliver_policy = if from_ms == 0 {
-        DeliverPolicy::All
-    } else {
-        let nanos = i128::from(from_ms) * 1_000_000;
-        DeliverPolicy::ByStartTime {
-            start_time: time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
-                .context("--from minus --warmup is out of range")?,
-        }
-    };
     readings
         .create_consumer(pull::OrderedConfig {
             filter_subject: crate::nats::partition_filter(p),
-            deliver_policy,
+            deliver_policy: deliver_from(from_ms)?,
             description: Some(format!("citypulse processors replay, partition {p}")),
             ..Default::default()
         })
@@ -523,116 +705,52 @@ async fn open(
         .with_context(|| format!("creating the replay consumer of partition {p}"))
 }
 
-/// One partition's replay.
-struct PartitionReplay {
+/// A partition's windowing state and the results it has queued.
+struct Lane {
     id: u32,
-    plan: Arc<Plan>,
+    state: PartitionState,
+    outbox: Vec<Outgoing>,
+    closed: Vec<WindowResult>,
+    /// Its watermark has reached --to: every window of the range is closed.
+    done: bool,
+}
+
+impl Lane {
+    fn new(id: u32, plan: &Plan) -> Lane {
+        Lane {
+            id,
+            state: PartitionState::new(plan.settings.core.clone()),
+            outbox: Vec::new(),
+            closed: Vec::new(),
+            done: false,
+        }
+    }
+
+    /// Closes the windows the watermark passed and queues those in the range.
+    fn close(&mut self, plan: &Plan) {
+        self.closed.clear();
+        self.state.close_ready(&mut self.closed);
+        for w in self.closed.iter().filter(|w| plan.emits(w)) {
+            self.outbox.push(Outgoing::new(
+                plan.target.subject(&w.subject()),
+                w.msg_id(),
+                w.encode().into(),
+            ));
+        }
+        self.done = self.state.watermark().is_some_and(|wm| wm >= plan.to);
+    }
+}
+
+/// Publishes queued results into the target.
+#[derive(Clone)]
+struct Publisher {
     js: Context,
+    plan: Arc<Plan>,
     counters: Arc<Counters>,
-    /// The stream's last sequence when the replay started: nothing after it is read.
-    end_seq: u64,
     shutdown: Shutdown,
 }
 
-/// Counts each reading's outcome (no metrics, no dead letters: the live service did that).
-struct Tally {
-    readings: u64,
-    accepted: u64,
-    late: u64,
-    rejected: u64,
-}
-
-impl Folded for Tally {
-    fn observed(&mut self, outcome: Outcome<'_>) {
-        self.readings += 1;
-        match outcome.observed {
-            Observed::Accepted => self.accepted += 1,
-            Observed::Late(_) => self.late += 1,
-            Observed::Rejected(_) => self.rejected += 1,
-        }
-    }
-    fn refused(&mut self, _: Refusal) {
-        self.readings += 1;
-        self.rejected += 1;
-    }
-}
-
-impl PartitionReplay {
-    async fn run(
-        self,
-        consumer: async_nats::jetstream::consumer::Consumer<pull::OrderedConfig>,
-    ) -> anyhow::Result<()> {
-        let settings = &self.plan.settings;
-        let mut state = PartitionState::new(settings.core.clone());
-        let mut messages = consumer
-            .messages()
-            .await
-            .with_context(|| format!("reading partition {}", self.id))?;
-        let mut closed = Vec::new();
-        let mut outbox: Vec<Outgoing> = Vec::new();
-        loop {
-            let next = tokio::select! {
-                biased;
-                _ = self.shutdown.cancelled() => return Ok(()),
-                next = messages.next() => next,
-            };
-            let Some(message) = next else {
-                anyhow::bail!("partition {}: the READINGS consumer ended", self.id);
-            };
-            let message = message.with_context(|| format!("reading partition {}", self.id))?;
-            let (seq, pending) = match message.info() {
-                Ok(i) => (i.stream_sequence, i.pending),
-                Err(e) => anyhow::bail!("partition {}: message without info: {e}", self.id),
-            };
-            if seq > self.end_seq {
-                break;
-            }
-            let mut tally = Tally {
-                readings: 0,
-                accepted: 0,
-                late: 0,
-                rejected: 0,
-            };
-            // Processing time 0: the idle clock is never consulted (no idle advance here).
-            fold::fold_message(
-                &mut state,
-                self.id,
-                settings.partition_count,
-                &message.subject,
-                &message.payload,
-                0,
-                &mut tally,
-            );
-            let c = &self.counters;
-            Counters::add(&c.messages, 1);
-            Counters::add(&c.readings, tally.readings);
-            Counters::add(&c.accepted, tally.accepted);
-            Counters::add(&c.late, tally.late);
-            Counters::add(&c.rejected, tally.rejected);
-            closed.clear();
-            state.close_ready(&mut closed);
-            for w in closed.iter().filter(|w| self.plan.emits(w)) {
-                outbox.push(Outgoing::new(
-                    self.plan.target.subject(&w.subject()),
-                    w.msg_id(),
-                    w.encode().into(),
-                ));
-            }
-            let done = pending == 0
-                || seq >= self.end_seq
-                || state.watermark().is_some_and(|wm| wm >= self.plan.to);
-            if outbox.len() >= PUBLISH_BATCH || done {
-                self.publish(&mut outbox).await?;
-            }
-            if done {
-                break;
-            }
-        }
-        self.publish(&mut outbox).await?;
-        tracing::debug!(partition = self.id, watermark = ?state.watermark(), "partition replayed");
-        Ok(())
-    }
-
+impl Publisher {
     async fn publish(&self, outbox: &mut Vec<Outgoing>) -> anyhow::Result<()> {
         if outbox.is_empty() {
             return Ok(());
@@ -642,6 +760,109 @@ impl PartitionReplay {
             .with_context(|| format!("publishing into {}", self.plan.target.stream()))?;
         Counters::add(&self.counters.results, outbox.len() as u64);
         outbox.clear();
+        Ok(())
+    }
+}
+
+/// One READINGS partition's replay.
+struct PartitionReplay {
+    lane: Lane,
+    publisher: Publisher,
+    /// The stream's last sequence when the replay started: nothing after it is read.
+    end_seq: u64,
+}
+
+/// Counts each reading's outcome (no metrics, no dead letters: the live service did that).
+#[derive(Default)]
+struct Tally {
+    readings: u64,
+    accepted: u64,
+    late: u64,
+    rejected: u64,
+}
+
+impl Tally {
+    fn count(&mut self, observed: &Observed) {
+        self.readings += 1;
+        match observed {
+            Observed::Accepted => self.accepted += 1,
+            Observed::Late(_) => self.late += 1,
+            Observed::Rejected(_) => self.rejected += 1,
+        }
+    }
+
+    fn add_to(&self, c: &Counters) {
+        Counters::add(&c.readings, self.readings);
+        Counters::add(&c.accepted, self.accepted);
+        Counters::add(&c.late, self.late);
+        Counters::add(&c.rejected, self.rejected);
+    }
+}
+
+impl Folded for Tally {
+    fn observed(&mut self, outcome: Outcome<'_>) {
+        self.count(&outcome.observed);
+    }
+    fn refused(&mut self, _: Refusal) {
+        self.readings += 1;
+        self.rejected += 1;
+    }
+}
+
+impl PartitionReplay {
+    async fn run(
+        mut self,
+        consumer: async_nats::jetstream::consumer::Consumer<pull::OrderedConfig>,
+    ) -> anyhow::Result<()> {
+        let id = self.lane.id;
+        let plan = Arc::clone(&self.publisher.plan);
+        let count = plan.settings.partition_count;
+        let mut messages = consumer
+            .messages()
+            .await
+            .with_context(|| format!("reading partition {id}"))?;
+        loop {
+            let next = tokio::select! {
+                biased;
+                _ = self.publisher.shutdown.cancelled() => return Ok(()),
+                next = messages.next() => next,
+            };
+            let Some(message) = next else {
+                anyhow::bail!("partition {id}: the READINGS consumer ended");
+            };
+            let message = message.with_context(|| format!("reading partition {id}"))?;
+            let (seq, pending) = match message.info() {
+                Ok(i) => (i.stream_sequence, i.pending),
+                Err(e) => anyhow::bail!("partition {id}: message without info: {e}"),
+            };
+            if seq > self.end_seq {
+                break;
+            }
+            let mut tally = Tally::default();
+            // Processing time 0: the idle clock is never consulted (no idle advance here).
+            let lane = &mut self.lane;
+            fold::fold_message(
+                &mut lane.state,
+                id,
+                count,
+                &message.subject,
+                &message.payload,
+                0,
+                &mut tally,
+            );
+            Counters::add(&self.publisher.counters.messages, 1);
+            tally.add_to(&self.publisher.counters);
+            lane.close(&plan);
+            let done = pending == 0 || seq >= self.end_seq || lane.done;
+            if lane.outbox.len() >= PUBLISH_BATCH || done {
+                self.publisher.publish(&mut lane.outbox).await?;
+            }
+            if done {
+                break;
+            }
+        }
+        self.publisher.publish(&mut self.lane.outbox).await?;
+        tracing::debug!(partition = id, watermark = ?self.lane.state.watermark(), "partition replayed");
         Ok(())
     }
 }
@@ -753,6 +974,29 @@ mod tests {
     }
 
     #[test]
+    fn raw_is_validated_with_ingests_default_time_limits_unless_told() {
+        let mut args = RANGE.to_vec();
+        args.extend(["--into", "X"]);
+        let p = plan(&args).expect("valid");
+        assert_eq!(p.source, Source::Readings);
+        let ingest = citypulse_ingest::Config::try_parse_from(["citypulse-ingest"])
+            .expect("ingest's defaults");
+        assert_eq!(p.time_limits, ingest.time_limits());
+        args.extend([
+            "--source",
+            "raw",
+            "--max-age",
+            "7d",
+            "--max-future-skew",
+            "1m",
+        ]);
+        let p = plan(&args).expect("valid");
+        assert_eq!(p.source, Source::Raw);
+        assert_eq!(p.time_limits.max_age_ms, 7 * 24 * 3_600_000);
+        assert_eq!(p.time_limits.max_future_skew_ms, 60_000);
+    }
+
+    #[test]
     fn invalid_replays_say_what_is_wrong() {
         let with = |extra: &[&'static str]| {
             let mut a = RANGE.to_vec();
@@ -763,6 +1007,11 @@ mod tests {
             (with(&["--into", "READINGS"]), "pipeline's own streams"),
             (with(&["--into", "metrics"]), "live stream"),
             (with(&["--into", "a.b"]), "not a stream name"),
+            (
+                with(&["--into", "X", "--source", "kafka"]),
+                "possible values",
+            ),
+            (with(&["--into", "X", "--max-age", "0s"]), "--max-age"),
             (
                 with(&["--into", "X", "--hop", "2m", "--window", "5m"]),
                 "multiple of the hop",
