@@ -87,6 +87,11 @@ pub struct RunConfig {
         default_value = "citypulse_alerts"
     )]
     pub kv_bucket: String,
+    /// Replicas of what this service creates: ALERTS (and METRICS or DLQ when it creates them),
+    /// the checkpoint bucket and the group bucket (3 on a 3-node JetStream cluster).
+    #[arg(long, env = "CITYPULSE_ALERTS_STREAM_REPLICAS", default_value_t = 1,
+          value_parser = clap::value_parser!(u8).range(1..=5))]
+    pub stream_replicas: u8,
     /// Longest time between checkpoints while there is new state.
     #[arg(long, env = "CITYPULSE_ALERTS_CHECKPOINT_INTERVAL", default_value = "1s", value_parser = duration::parse_positive)]
     pub checkpoint_interval: Duration,

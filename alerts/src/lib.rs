@@ -94,8 +94,9 @@ pub async fn run(
             .await
             .with_context(|| format!("binding the admin server to {}", cfg.metrics_addr))?;
     let js = async_nats::jetstream::new(client.clone());
-    let metrics_stream = nats::provision(&js).await?;
-    let checkpoints = nats::Checkpoints::open(&js, &cfg.kv_bucket).await?;
+    let replicas = usize::from(cfg.stream_replicas);
+    let metrics_stream = nats::provision(&js, replicas).await?;
+    let checkpoints = nats::Checkpoints::open(&js, &cfg.kv_bucket, replicas).await?;
     let (store, store_task) = match &cfg.database_url {
         Some(url) => {
             let (s, t) = store::Store::spawn(
@@ -124,7 +125,7 @@ pub async fn run(
         bucket: GROUP_BUCKET.to_owned(),
         group: cfg.group.clone(),
         ttl: cfg.group_ttl,
-        replicas: 1,
+        replicas,
         units: 1,
     };
     let kv = group::open_bucket(&js, &group_config).await?;

@@ -26,11 +26,12 @@ pub fn metrics_stream() -> stream::Config {
 }
 
 /// Provisions ALERTS (owned here) and, with their owners' defaults when they are missing,
-/// METRICS and DLQ, idempotently; returns METRICS.
-pub async fn provision(js: &Context) -> anyhow::Result<Stream> {
-    let metrics = ensure_stream(js, metrics_stream()).await?;
-    ensure_stream(js, stream_config::alerts(Limits::ALERTS)).await?;
-    ensure_stream(js, stream_config::dlq(Limits::DLQ)).await?;
+/// METRICS and DLQ, idempotently, each with `replicas`; returns METRICS.
+pub async fn provision(js: &Context, replicas: usize) -> anyhow::Result<Stream> {
+    let r = |l: Limits| Limits { replicas, ..l };
+    let metrics = ensure_stream(js, stream_config::metrics(r(Limits::METRICS))).await?;
+    ensure_stream(js, stream_config::alerts(r(Limits::ALERTS))).await?;
+    ensure_stream(js, stream_config::dlq(r(Limits::DLQ))).await?;
     Ok(metrics)
 }
 
@@ -208,8 +209,12 @@ pub struct Checkpoints {
 }
 
 impl Checkpoints {
-    /// Opens (or creates) the bucket.
-    pub async fn open(js: &Context, bucket: &str) -> Result<Checkpoints, CheckpointError> {
+    /// Opens (or creates, with `replicas`) the bucket.
+    pub async fn open(
+        js: &Context,
+        bucket: &str,
+        replicas: usize,
+    ) -> Result<Checkpoints, CheckpointError> {
         let err = |e: String| CheckpointError::Bucket {
             bucket: bucket.to_owned(),
             detail: e,
@@ -222,6 +227,7 @@ impl Checkpoints {
                     description: "citypulse-alerts evaluator checkpoint".into(),
                     history: 1,
                     storage: stream::StorageType::File,
+                    num_replicas: replicas.max(1),
                     ..Default::default()
                 })
                 .await

@@ -21,7 +21,7 @@ fn state(tag: u8, n: usize) -> Vec<u8> {
 async fn the_bucket_stays_bounded_however_many_checkpoints_are_written() {
     let server = NatsServer::start();
     let js = jetstream::new(async_nats::connect(server.url()).await.unwrap());
-    let mut cp = Checkpoints::open(&js, "cp").await.unwrap();
+    let mut cp = Checkpoints::open(&js, "cp", 1).await.unwrap();
     // 60 checkpoints of one to three 512 KiB chunks (the earlier layout left a purge marker
     // under a new key for every chunk of every checkpoint: about 120 entries here).
     let mut last = Vec::new();
@@ -31,7 +31,7 @@ async fn the_bucket_stays_bounded_however_many_checkpoints_are_written() {
     }
     let entries = bucket_messages(&js, "cp").await;
     assert!(entries <= 2 * 3 + 1, "{entries} entries in the bucket");
-    let mut fresh = Checkpoints::open(&js, "cp").await.unwrap();
+    let mut fresh = Checkpoints::open(&js, "cp", 1).await.unwrap();
     assert_eq!(fresh.load().await.unwrap(), Some(last));
 }
 
@@ -40,7 +40,7 @@ async fn a_per_generation_checkpoint_loads_and_the_next_save_purges_it() {
     let server = NatsServer::start();
     let js = jetstream::new(async_nats::connect(server.url()).await.unwrap());
     // As v0.2.0 left it: chunks under state.<generation>.<i>, a manifest without a layout.
-    let mut cp = Checkpoints::open(&js, "cp").await.unwrap();
+    let mut cp = Checkpoints::open(&js, "cp", 1).await.unwrap();
     let kv = js.get_key_value("cp").await.unwrap();
     kv.put("state.7.0", "hello ".into()).await.unwrap();
     kv.put("state.7.1", "world".into()).await.unwrap();
@@ -53,7 +53,7 @@ async fn a_per_generation_checkpoint_loads_and_the_next_save_purges_it() {
     assert_eq!(cp.load().await.unwrap(), Some(b"hello world".to_vec()));
 
     cp.save(b"next").await.unwrap();
-    let mut fresh = Checkpoints::open(&js, "cp").await.unwrap();
+    let mut fresh = Checkpoints::open(&js, "cp", 1).await.unwrap();
     assert_eq!(fresh.load().await.unwrap(), Some(b"next".to_vec()));
     for key in ["state.7.0", "state.7.1"] {
         assert_eq!(kv.get(key).await.unwrap(), None, "{key} purged");

@@ -105,6 +105,12 @@ pub struct Config {
     #[arg(long, env = "CITYPULSE_PROCESSORS_METRICS_MAX_AGE", default_value = "7d", value_parser = duration::parse_positive)]
     pub metrics_max_age: Duration,
 
+    /// Replicas of what this service creates: METRICS, the checkpoint bucket and the group
+    /// bucket (3 on a 3-node JetStream cluster, so losing a node stops nothing).
+    #[arg(long, env = "CITYPULSE_PROCESSORS_STREAM_REPLICAS", default_value_t = 1,
+          value_parser = clap::value_parser!(u8).range(1..=5))]
+    pub stream_replicas: u8,
+
     /// A one-off task instead of the service (the service runs when omitted).
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -260,6 +266,7 @@ impl Config {
             metrics_limits: Limits {
                 max_age: self.metrics_max_age,
                 duplicate_window: self.duplicate_window,
+                replicas: usize::from(self.stream_replicas),
                 ..Limits::METRICS
             },
         })

@@ -91,7 +91,8 @@ pub async fn run(
     ensure_stream(&js, nats::metrics_stream(&settings))
         .await
         .context("provisioning the METRICS stream")?;
-    let bucket = nats::checkpoint_bucket(&js).await?;
+    let replicas = settings.metrics_limits.replicas;
+    let bucket = nats::checkpoint_bucket(&js, replicas).await?;
     let Some(readings) = nats::wait_for_readings(&js, settings.partition_count, &shutdown).await?
     else {
         return Ok(());
@@ -116,7 +117,7 @@ pub async fn run(
                 bucket: nats::GROUP_BUCKET.to_owned(),
                 group: name,
                 ttl,
-                replicas: 1,
+                replicas,
                 units: settings.partition_count,
             };
             let kv = group::open_bucket(&js, &config).await?;

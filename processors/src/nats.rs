@@ -87,8 +87,9 @@ pub async fn wait_for_readings(
     }
 }
 
-/// The checkpoint bucket, created when missing (one value per key: history is not needed).
-pub async fn checkpoint_bucket(js: &Context) -> anyhow::Result<kv::Store> {
+/// The checkpoint bucket, created when missing with `replicas` (one value per key: history is
+/// not needed).
+pub async fn checkpoint_bucket(js: &Context, replicas: usize) -> anyhow::Result<kv::Store> {
     let mut last = None;
     for _ in 0..3 {
         if let Ok(store) = js.get_key_value(CHECKPOINT_BUCKET).await {
@@ -100,6 +101,7 @@ pub async fn checkpoint_bucket(js: &Context) -> anyhow::Result<kv::Store> {
                 description: "citypulse processors: partition checkpoints".to_owned(),
                 history: 1,
                 storage: StorageType::File,
+                num_replicas: replicas.max(1),
                 ..Default::default()
             })
             .await

@@ -196,7 +196,7 @@ fn unknown_formats_and_corrupt_checkpoints_are_still_refused() {
 async fn a_v1_checkpoint_in_the_bucket_loads_and_is_replaced_by_format_2() {
     let server = NatsServer::start();
     let js = async_nats::jetstream::new(async_nats::connect(server.url()).await.unwrap());
-    let kv = checkpoint_bucket(&js).await.unwrap();
+    let kv = checkpoint_bucket(&js, 1).await.unwrap();
     let mut m = Manifest::describe(FIXTURE, 0, 64 * 1024, 24 * 1024);
     m.format = 1;
     kv.put(checkpoint::manifest_key(0), m.encode().into())

@@ -17,7 +17,7 @@ fn bytes(n: usize, salt: u8) -> Vec<u8> {
 async fn large_checkpoints_are_chunked_and_read_back_whole() {
     let server = NatsServer::start();
     let js = async_nats::jetstream::new(async_nats::connect(server.url()).await.unwrap());
-    let kv = checkpoint_bucket(&js).await.unwrap();
+    let kv = checkpoint_bucket(&js, 1).await.unwrap();
     // A 40 KiB message limit: 24 KiB chunks.
     let mut store = CheckpointStore::new(kv.clone(), 3, 40 * 1024);
     assert_eq!(store.load().await.unwrap(), None, "no checkpoint yet");
@@ -52,7 +52,7 @@ async fn large_checkpoints_are_chunked_and_read_back_whole() {
 async fn a_second_writer_of_the_same_partition_is_detected() {
     let server = NatsServer::start();
     let js = async_nats::jetstream::new(async_nats::connect(server.url()).await.unwrap());
-    let kv = checkpoint_bucket(&js).await.unwrap();
+    let kv = checkpoint_bucket(&js, 1).await.unwrap();
     let mut first = CheckpointStore::new(kv.clone(), 0, 1024 * 1024);
     first.load().await.unwrap();
     first.save(b"one").await.unwrap();

@@ -462,7 +462,6 @@ async fn publish_batches_retrying(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_a_three_node_cluster_a_killed_node_loses_and_doubles_nothing() {
-    use async_nats::jetstream::stream::StorageType;
     use citypulse_harness::NatsCluster;
     use citypulse_runtime::stream_config::{self, Limits};
     let s = scenario_in(23, 16, 26, 4);
@@ -484,8 +483,10 @@ async fn on_a_three_node_cluster_a_killed_node_loses_and_doubles_nothing() {
         unique_by_id(&messages);
         messages.into_iter().map(|(id, b, _)| (id, b)).collect()
     };
+    let flags = [&flags[..], &["--stream-replicas", "3"]].concat();
 
-    // Streams and buckets with 3 replicas (the services keep existing ones as they are).
+    // READINGS (ingest's) with 3 replicas; the processors create METRICS and their buckets with
+    // --stream-replicas 3.
     let mut cluster = NatsCluster::start();
     let js = async_nats::jetstream::new(async_nats::connect(cluster.node(0).url()).await.unwrap());
     let r3 = |l: Limits| Limits { replicas: 3, ..l };
@@ -498,27 +499,6 @@ async fn on_a_three_node_cluster_a_killed_node_loses_and_doubles_nothing() {
     ))
     .await
     .unwrap();
-    js.create_stream(stream_config::metrics(r3(Limits::METRICS)))
-        .await
-        .unwrap();
-    for (bucket, max_age) in [
-        (
-            citypulse_processors::nats::CHECKPOINT_BUCKET,
-            Duration::ZERO,
-        ),
-        (GROUP_BUCKET, Duration::from_secs(5)),
-    ] {
-        js.create_key_value(kv::Config {
-            bucket: bucket.to_owned(),
-            history: 1,
-            max_age,
-            storage: StorageType::File,
-            num_replicas: 3,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    }
     let halves: Vec<&[citypulse_schema::Reading]> =
         s.readings.chunks(s.readings.len().div_ceil(2)).collect();
     publish_batches_retrying(&js, halves[0]).await;
@@ -543,6 +523,15 @@ async fn on_a_three_node_cluster_a_killed_node_loses_and_doubles_nothing() {
         || async { balanced_over(&leases(&js).await, &pids) },
     )
     .await;
+    for stream in [
+        "METRICS".to_owned(),
+        format!("KV_{}", citypulse_processors::nats::CHECKPOINT_BUCKET),
+        format!("KV_{GROUP_BUCKET}"),
+    ] {
+        let mut handle = js.get_stream(&stream).await.unwrap();
+        let replicas = handle.info().await.unwrap().config.num_replicas;
+        assert_eq!(replicas, 3, "{stream} is not replicated");
+    }
     wait_for(Duration::from_secs(60), "results flowing", || async {
         metrics_count(&js).await > 0
     })
