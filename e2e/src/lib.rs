@@ -6,6 +6,8 @@
 //!   the four service binaries as child processes) and [`pipeline::Prometheus`] scrapes it.
 //! - [`deploy`]: a copy of `deploy/nats` to start servers from, dev TLS certificates, sensor
 //!   credentials from `citypulse-nats-auth`, MQTT publishes with `mosquitto_pub`.
+//! - [`outputs`]: what a finished run left in its streams and archive, and how two runs compare
+//!   (the fault tests' checks).
 //!
 //! The tests:
 //!
@@ -23,8 +25,13 @@
 //!   unit tests pass); against the running pipeline, every PromQL expression of the Grafana
 //!   dashboards returns data, every alert rule evaluates, and stopping a stage fires its stall
 //!   alert.
+//! - `tests/whole_pipeline_faults.rs`: SIGKILLs of nats-server and of every service change no
+//!   window result, alert transition or archived reading.
+//! - `tests/cluster_faults.rs`: the same on a three-node cluster with R3 streams when one node is
+//!   SIGKILLed and restarted; the services reconnect by themselves.
 //! - `tests/bench_smoke.rs`: `scripts/bench`, tiny, on this build's binaries: every stage reports
 //!   a rate and the counts add up.
 
 pub mod deploy;
+pub mod outputs;
 pub mod pipeline;

@@ -1,7 +1,8 @@
-//! [`Pipeline`]: the whole citypulse system, started for a test: a real nats-server and
-//! PostgreSQL (from `citypulse-harness`) and the four service binaries as child processes, each
-//! with its admin server (`/metrics`, `/healthz`) on a free 127.0.0.1 port. Plus
-//! [`Prometheus`]: a real Prometheus scraping them every second.
+//! [`Pipeline`]: the whole citypulse system, started for a test: a real nats-server (or a
+//! three-node cluster, [`PipelineOptions::cluster`]) and PostgreSQL (from `citypulse-harness`)
+//! and the four service binaries as child processes, each with its admin server (`/metrics`,
+//! `/healthz`) on a free 127.0.0.1 port. Plus [`Prometheus`]: a real Prometheus scraping them
+//! every second.
 //!
 //! Dev-only, and synchronous like the harness: starting blocks until everything is ready (every
 //! wait polls a readiness signal, never a blind sleep), which is fine inside `#[tokio::test]`.
@@ -28,7 +29,7 @@
 // test environment, and a panic carrying the reason and the logs is the most useful report.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
-use citypulse_harness::{free_port, http_get, NatsServer, Postgres};
+use citypulse_harness::{free_port, http_get, NatsCluster, NatsServer, Postgres};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -168,6 +169,13 @@ pub struct PipelineOptions {
     /// with [`NatsServer::start_with_config`]`(text)`, e.g. the deploy accounts and TLS
     /// ([`crate::deploy::DeployCopy::config`]); give the services their credentials in `env`.
     pub nats_config: Option<String>,
+    /// `true`: the harness's three-node JetStream cluster ([`NatsCluster::start`]) instead of
+    /// one server. Every service gets all three client URLs, comma-separated, as `NATS_URL`,
+    /// and ingest, the processors and alerts `--stream-replicas 3` (as
+    /// `CITYPULSE_<SERVICE>_STREAM_REPLICAS`), so every stream and bucket they create lives on
+    /// all three nodes (RAW too: ingest creates it before the simulator starts). Not combinable
+    /// with `nats_config`.
+    pub cluster: bool,
     /// Extra environment variables per service, set after the pipeline's own (so they override
     /// them), e.g. `NATS_USER`, `NATS_PASSWORD`, `SSL_CERT_FILE` or a `tls://` `NATS_URL`.
     pub env: BTreeMap<Service, Vec<(String, String)>>,
@@ -184,6 +192,7 @@ impl Default for PipelineOptions {
             alerts_args: Vec::new(),
             rust_log: "info".to_owned(),
             nats_config: None,
+            cluster: false,
             env: BTreeMap::new(),
         }
     }
@@ -207,12 +216,13 @@ struct Proc {
 
 /// The whole pipeline: nats-server, PostgreSQL and the services as child processes.
 ///
-/// Every service gets `NATS_URL`, `DATABASE_URL` (ingest and alerts: their tables are created
-/// in the harness's `postgres` database), `RUST_LOG`, and `--metrics-addr 127.0.0.1:<free
-/// port>`; ingest also gets stream size limits that fit the harness's nats-server (RAW and
-/// READINGS 128 MiB, DLQ 32 MiB, as `CITYPULSE_INGEST_*_MAX_BYTES`). No other `CITYPULSE_*`,
-/// `NATS_*` or `DATABASE_URL` variable of the test's own environment reaches them. Logs (stdout
-/// and stderr, every restart appended) are in the pipeline's temp dir: [`Pipeline::log`].
+/// Every service gets `NATS_URL` ([`Pipeline::url`]), `DATABASE_URL` (ingest and alerts: their
+/// tables are created in the harness's `postgres` database), `RUST_LOG`, and `--metrics-addr
+/// 127.0.0.1:<free port>` (on a cluster also `CITYPULSE_<SERVICE>_STREAM_REPLICAS=3`); ingest
+/// also gets stream size limits that fit the harness's nats-server (RAW and READINGS 128 MiB,
+/// DLQ 32 MiB, as `CITYPULSE_INGEST_*_MAX_BYTES`). No other `CITYPULSE_*`, `NATS_*` or
+/// `DATABASE_URL` variable of the test's own environment reaches them. Logs (stdout and stderr,
+/// every restart appended) are in the pipeline's temp dir: [`Pipeline::log`].
 /// [`PipelineOptions::env`] comes last.
 #[derive(Debug)]
 pub struct Pipeline {
@@ -220,7 +230,7 @@ pub struct Pipeline {
     city: Option<PathBuf>,
     rust_log: String,
     // Dropped after the processes (fields drop in declaration order, after `Drop::drop`).
-    nats: NatsServer,
+    nats: Nats,
     postgres: Postgres,
     dir: TempDir,
 }
@@ -246,9 +256,14 @@ impl Pipeline {
                 path.display()
             );
         }
+        assert!(
+            !(options.cluster && options.nats_config.is_some()),
+            "PipelineOptions: `cluster` and `nats_config` do not combine"
+        );
         let nats = match &options.nats_config {
-            None => NatsServer::start(),
-            Some(config) => NatsServer::start_with_config(config),
+            _ if options.cluster => Nats::Cluster(NatsCluster::start()),
+            None => Nats::Single(NatsServer::start()),
+            Some(config) => Nats::Single(NatsServer::start_with_config(config)),
         };
         let postgres = Postgres::start();
         let dir = tempfile::Builder::new()
@@ -327,14 +342,37 @@ impl Pipeline {
         pipeline
     }
 
-    /// The NATS client URL, `nats://127.0.0.1:PORT`.
+    /// The `NATS_URL` the services get: `nats://127.0.0.1:PORT`, or with
+    /// [`PipelineOptions::cluster`] the three nodes' URLs, comma-separated (a test's own
+    /// `async_nats` client takes one URL or a list: use [`Pipeline::cluster`]'s `urls()`).
     pub fn url(&self) -> String {
-        self.nats.url()
+        match &self.nats {
+            Nats::Single(server) => server.url(),
+            Nats::Cluster(cluster) => cluster.urls().join(","),
+        }
     }
 
     /// The nats-server (monitoring URL, `restart()`, `stop()`, ...).
+    ///
+    /// # Panics
+    /// When the pipeline runs on a cluster ([`Pipeline::cluster`]).
     pub fn nats(&mut self) -> &mut NatsServer {
-        &mut self.nats
+        match &mut self.nats {
+            Nats::Single(server) => server,
+            Nats::Cluster(_) => panic!("this pipeline runs on a cluster: use Pipeline::cluster"),
+        }
+    }
+
+    /// The three-node cluster ([`PipelineOptions::cluster`]): `urls()`, `node(i)`,
+    /// `kill_node(i)`, `restart_node(i)`.
+    ///
+    /// # Panics
+    /// When the pipeline runs on one server ([`Pipeline::nats`]).
+    pub fn cluster(&mut self) -> &mut NatsCluster {
+        match &mut self.nats {
+            Nats::Cluster(cluster) => cluster,
+            Nats::Single(_) => panic!("this pipeline runs on one nats-server: use Pipeline::nats"),
+        }
     }
 
     /// The PostgreSQL URL the services write to.
@@ -565,7 +603,8 @@ impl Pipeline {
 
     fn spawn(&mut self, service: Service) {
         let (nats_url, database_url, rust_log) =
-            (self.nats.url(), self.postgres.url(), self.rust_log.clone());
+            (self.url(), self.postgres.url(), self.rust_log.clone());
+        let replicas = matches!(self.nats, Nats::Cluster(_)).then_some("3");
         let p = self.proc_mut(service);
         let mut log = OpenOptions::new()
             .create(true)
@@ -596,6 +635,18 @@ impl Pipeline {
             cmd.env("CITYPULSE_INGEST_RAW_MAX_BYTES", "128MiB")
                 .env("CITYPULSE_INGEST_READINGS_MAX_BYTES", "128MiB")
                 .env("CITYPULSE_INGEST_DLQ_MAX_BYTES", "32MiB");
+        }
+        if let Some(replicas) = replicas {
+            let key = match service {
+                Service::Ingest => Some("CITYPULSE_INGEST_STREAM_REPLICAS"),
+                Service::Processors => Some("CITYPULSE_PROCESSORS_STREAM_REPLICAS"),
+                Service::Alerts => Some("CITYPULSE_ALERTS_STREAM_REPLICAS"),
+                // The simulator finds RAW created by ingest (with its replicas).
+                Service::Simulator => None,
+            };
+            if let Some(key) = key {
+                cmd.env(key, replicas);
+            }
         }
         cmd.env("NATS_URL", nats_url)
             .env("DATABASE_URL", database_url)
@@ -668,15 +719,23 @@ impl Pipeline {
 
     fn wait_streams(&self, names: &[&str]) {
         let deadline = Instant::now() + HEALTHY_TIMEOUT;
-        let addr = self.nats.monitor_addr();
+        // A cluster node reports the streams it holds a replica of: ask every node.
+        let addrs: Vec<SocketAddr> = match &self.nats {
+            Nats::Single(server) => vec![server.monitor_addr()],
+            Nats::Cluster(cluster) => (0..cluster.urls().len())
+                .map(|i| cluster.node(i).monitor_addr())
+                .collect(),
+        };
         let mut missing: Vec<&str> = names.to_vec();
         while Instant::now() < deadline {
-            if let Ok((200, body)) = http_get(addr, "/jsz?accounts=true&streams=true") {
-                let present = stream_names(&body);
-                missing.retain(|n| !present.iter().any(|p| p == n));
-                if missing.is_empty() {
-                    return;
+            for addr in &addrs {
+                if let Ok((200, body)) = http_get(*addr, "/jsz?accounts=true&streams=true") {
+                    let present = stream_names(&body);
+                    missing.retain(|n| !present.iter().any(|p| p == n));
                 }
+            }
+            if missing.is_empty() {
+                return;
             }
             std::thread::sleep(POLL);
         }
@@ -746,6 +805,13 @@ impl Pipeline {
         }
         eprintln!("citypulse-e2e: service logs kept in {}", to.display());
     }
+}
+
+/// The NATS a pipeline runs on.
+#[derive(Debug)]
+enum Nats {
+    Single(NatsServer),
+    Cluster(NatsCluster),
 }
 
 /// Why a service did not become healthy.

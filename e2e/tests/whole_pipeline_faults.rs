@@ -10,10 +10,13 @@
 //! - PostgreSQL: the archive holds every reading once, by (sensor, seq).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use async_nats::jetstream::{self, consumer};
+use async_nats::jetstream;
+use citypulse_e2e::outputs::{
+    all_messages, archive_counts, archive_gaps, assert_lifecycle, first_difference, progress,
+    stream_len, Messages,
+};
 use citypulse_e2e::pipeline::{Pipeline, PipelineOptions, Service, SimulatorOptions};
 use citypulse_schema::streams;
-use futures::StreamExt;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 /// The city: 1,000 sensors over two simulated hours (hourly air-quality means close too).
@@ -22,9 +25,6 @@ const SIMULATED: Duration = Duration::from_secs(2 * 3600);
 /// How long the counts must stay unchanged before a run counts as finished: longer than the
 /// processors' idle timeout (30 s), after which they close the last windows.
 const QUIET: Duration = Duration::from_secs(40);
-
-/// (subject, Nats-Msg-Id, payload) of every message of a stream, sorted.
-type Messages = Vec<(String, String, Vec<u8>)>;
 
 /// One message of the fault schedule: at this share of RAW's final count, do this.
 #[derive(Debug, Clone, Copy)]
@@ -77,77 +77,6 @@ struct Outcome {
     archived_distinct: i64,
     /// When the archive does not hold every RAW reading: which are missing, and where.
     archive_gaps: String,
-}
-
-async fn stream_len(js: &jetstream::Context, name: &str) -> u64 {
-    match js.get_stream(name).await {
-        Ok(mut s) => s.info().await.map(|i| i.state.messages).unwrap_or(0),
-        Err(_) => 0,
-    }
-}
-
-/// Every message of `name`, read with an ephemeral consumer without acks.
-async fn all_messages(js: &jetstream::Context, name: &str) -> Messages {
-    let stream = js.get_stream(name).await.unwrap();
-    let total = stream_len(js, name).await;
-    let consumer: consumer::PullConsumer = stream
-        .create_consumer(consumer::pull::Config {
-            ack_policy: consumer::AckPolicy::None,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    let mut messages = consumer.messages().await.unwrap();
-    let mut out = Vec::with_capacity(total as usize);
-    while (out.len() as u64) < total {
-        let m = tokio::time::timeout(Duration::from_secs(30), messages.next())
-            .await
-            .expect("reading the stream stalled")
-            .unwrap()
-            .unwrap();
-        let id = m
-            .headers
-            .as_ref()
-            .and_then(|h| h.get(async_nats::header::NATS_MESSAGE_ID))
-            .map(|v| v.to_string())
-            .unwrap_or_default();
-        out.push((m.subject.to_string(), id, m.payload.to_vec()));
-    }
-    out.sort();
-    out
-}
-
-async fn archive_counts(pipeline: &Pipeline) -> (i64, i64) {
-    let (client, conn) = tokio_postgres::connect(&pipeline.database_url(), tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let row = client
-        .query_one(
-            "SELECT count(*), count(DISTINCT (sensor, seq)) FROM readings",
-            &[],
-        )
-        .await
-        .unwrap();
-    (row.get(0), row.get(1))
-}
-
-/// Counts that must all stand still for [`QUIET`] once the simulator is done.
-async fn progress(js: &jetstream::Context, pipeline: &Pipeline) -> [i64; 5] {
-    let (archived, _) = archive_counts(pipeline).await;
-    let mut out = [archived; 5];
-    for (i, s) in [
-        streams::RAW,
-        streams::READINGS,
-        streams::METRICS,
-        streams::ALERTS,
-    ]
-    .iter()
-    .enumerate()
-    {
-        out[i] = stream_len(js, s).await as i64;
-    }
-    out
 }
 
 /// Runs the pipeline to quiescence, applying the faults of `schedule` once RAW holds that
@@ -217,100 +146,6 @@ async fn run(schedule: &[(f64, Fault)], expected_raw: u64) -> Outcome {
     }
 }
 
-/// The RAW readings the archive lacks (the first few, with their RAW sequence and whether
-/// READINGS holds them): where a reading was lost.
-async fn archive_gaps(js: &jetstream::Context, pipeline: &Pipeline) -> String {
-    use citypulse_schema::{batch, Reading};
-    use std::collections::BTreeSet;
-    let key = |b: &[u8]| {
-        Reading::decode(b)
-            .ok()
-            .map(|r| (r.sensor.to_string(), r.seq))
-    };
-    let (client, conn) = tokio_postgres::connect(&pipeline.database_url(), tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let archived: BTreeSet<(String, u64)> = client
-        .query("SELECT sensor, seq FROM readings", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1) as u64))
-        .collect();
-    let mut in_readings = BTreeSet::new();
-    for (_, _, body) in all_messages(js, streams::READINGS).await {
-        match batch::decode_batch(&body) {
-            Ok(readings) => in_readings.extend(readings.into_iter().filter_map(key)),
-            Err(_) => in_readings.extend(key(&body)),
-        }
-    }
-    let raw = all_messages_with_seq(js, streams::RAW).await;
-    let missing: Vec<String> = raw
-        .iter()
-        .filter_map(|(seq, b)| key(b).map(|k| (seq, k)))
-        .filter(|(_, k)| !archived.contains(k))
-        .map(|(seq, k)| {
-            format!(
-                "{}#{} (RAW {seq}, on READINGS: {})",
-                k.0,
-                k.1,
-                in_readings.contains(&k)
-            )
-        })
-        .collect();
-    format!(
-        "{} RAW readings not archived, {} of them not on READINGS either; first: {:?}",
-        missing.len(),
-        missing.iter().filter(|m| m.ends_with("false)")).count(),
-        &missing[..missing.len().min(8)]
-    )
-}
-
-/// (stream sequence, payload) of every message of a stream, in stream order.
-async fn all_messages_with_seq(js: &jetstream::Context, name: &str) -> Vec<(u64, Vec<u8>)> {
-    let stream = js.get_stream(name).await.unwrap();
-    let total = stream_len(js, name).await;
-    let consumer: consumer::PullConsumer = stream
-        .create_consumer(consumer::pull::Config {
-            ack_policy: consumer::AckPolicy::None,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    let mut messages = consumer.messages().await.unwrap();
-    let mut out = Vec::with_capacity(total as usize);
-    while (out.len() as u64) < total {
-        let m = tokio::time::timeout(Duration::from_secs(30), messages.next())
-            .await
-            .expect("reading the stream stalled")
-            .unwrap()
-            .unwrap();
-        let seq = m.info().map(|i| i.stream_sequence).unwrap_or(0);
-        out.push((seq, m.payload.to_vec()));
-    }
-    out
-}
-
-/// The first difference between two sorted message lists, for the failure message.
-fn first_difference(a: &Messages, b: &Messages) -> String {
-    let only_a: Vec<_> = a.iter().filter(|m| b.binary_search(m).is_err()).collect();
-    let only_b: Vec<_> = b.iter().filter(|m| a.binary_search(m).is_err()).collect();
-    let show = |v: &[&(String, String, Vec<u8>)]| -> Vec<String> {
-        v.iter()
-            .take(5)
-            .map(|(s, id, _)| format!("{s} {id}"))
-            .collect()
-    };
-    format!(
-        "{} only in the uninterrupted run (e.g. {:?}), {} only in the faulted run (e.g. {:?})",
-        only_a.len(),
-        show(&only_a),
-        only_b.len(),
-        show(&only_b)
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkills_of_nats_server_and_every_service_change_no_result() {
     // Both runs replay the same two hours of the same morning.
@@ -359,29 +194,4 @@ async fn sigkills_of_nats_server_and_every_service_change_no_result() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     // Alert transitions: each once, resolutions after firings.
     assert_lifecycle(&faulted.alerts);
-}
-
-/// Every alert transition once; every resolution after a firing of the same incident.
-fn assert_lifecycle(alerts: &Messages) {
-    let mut ids: Vec<&str> = alerts.iter().map(|(_, id, _)| id.as_str()).collect();
-    ids.sort_unstable();
-    let before = ids.len();
-    ids.dedup();
-    assert_eq!(ids.len(), before, "an alert transition published twice");
-    let mut events: Vec<citypulse_schema::AlertEvent> = alerts
-        .iter()
-        .map(|(_, _, b)| citypulse_schema::AlertEvent::decode(b).unwrap())
-        .collect();
-    events.sort_by_key(|e| e.at);
-    let mut firing = std::collections::BTreeSet::new();
-    for e in &events {
-        match e.state {
-            citypulse_schema::AlertState::Firing => {
-                firing.insert(e.id.clone());
-            }
-            citypulse_schema::AlertState::Resolved => {
-                assert!(firing.remove(&e.id), "resolved without firing: {e:?}");
-            }
-        }
-    }
 }
