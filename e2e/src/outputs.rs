@@ -26,11 +26,16 @@ pub async fn stream_len(js: &jetstream::Context, name: &str) -> u64 {
     }
 }
 
-/// Every message of `name`, read with an ephemeral consumer without acks.
+/// Every message of `name`, in stream order, each mapped by `f`, read with an ephemeral
+/// consumer without acks.
 ///
 /// # Panics
 /// When the stream is missing, or reading stalls for 30 s.
-pub async fn all_messages(js: &jetstream::Context, name: &str) -> Messages {
+async fn read_all<T>(
+    js: &jetstream::Context,
+    name: &str,
+    f: impl Fn(&jetstream::Message) -> T,
+) -> Vec<T> {
     let stream = js.get_stream(name).await.unwrap();
     let total = stream_len(js, name).await;
     let consumer: consumer::PullConsumer = stream
@@ -48,14 +53,26 @@ pub async fn all_messages(js: &jetstream::Context, name: &str) -> Messages {
             .expect("reading the stream stalled")
             .unwrap()
             .unwrap();
+        out.push(f(&m));
+    }
+    out
+}
+
+/// Every message of `name` as (subject, `Nats-Msg-Id`, payload), sorted.
+///
+/// # Panics
+/// As [`read_all`].
+pub async fn all_messages(js: &jetstream::Context, name: &str) -> Messages {
+    let mut out = read_all(js, name, |m| {
         let id = m
             .headers
             .as_ref()
             .and_then(|h| h.get(async_nats::header::NATS_MESSAGE_ID))
             .map(|v| v.to_string())
             .unwrap_or_default();
-        out.push((m.subject.to_string(), id, m.payload.to_vec()));
-    }
+        (m.subject.to_string(), id, m.payload.to_vec())
+    })
+    .await;
     out.sort();
     out
 }
@@ -63,29 +80,13 @@ pub async fn all_messages(js: &jetstream::Context, name: &str) -> Messages {
 /// (stream sequence, payload) of every message of a stream, in stream order.
 ///
 /// # Panics
-/// As [`all_messages`].
+/// As [`read_all`].
 pub async fn all_messages_with_seq(js: &jetstream::Context, name: &str) -> Vec<(u64, Vec<u8>)> {
-    let stream = js.get_stream(name).await.unwrap();
-    let total = stream_len(js, name).await;
-    let consumer: consumer::PullConsumer = stream
-        .create_consumer(consumer::pull::Config {
-            ack_policy: consumer::AckPolicy::None,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    let mut messages = consumer.messages().await.unwrap();
-    let mut out = Vec::with_capacity(total as usize);
-    while (out.len() as u64) < total {
-        let m = tokio::time::timeout(READ_TIMEOUT, messages.next())
-            .await
-            .expect("reading the stream stalled")
-            .unwrap()
-            .unwrap();
+    read_all(js, name, |m| {
         let seq = m.info().map(|i| i.stream_sequence).unwrap_or(0);
-        out.push((seq, m.payload.to_vec()));
-    }
-    out
+        (seq, m.payload.to_vec())
+    })
+    .await
 }
 
 /// Rows of the `readings` archive, and how many distinct (sensor, seq) they hold.

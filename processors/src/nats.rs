@@ -55,20 +55,7 @@ pub async fn wait_for_readings(
     loop {
         match js.get_stream(streams::READINGS).await {
             Ok(mut s) => {
-                let info = s.info().await?;
-                let want = streams::readings_transform_destination(partition_count);
-                let have = info
-                    .config
-                    .subject_transform
-                    .as_ref()
-                    .map(|t| t.destination.clone());
-                if have.as_deref() != Some(want.as_str()) {
-                    anyhow::bail!(
-                        "stream {} is not partitioned as --partition-count {partition_count} expects: \
-                         its subject transform is {have:?}, expected {want:?}; use ingest's partition count",
-                        streams::READINGS
-                    );
-                }
+                check_partitioning(&mut s, partition_count).await?;
                 return Ok(Some(s));
             }
             Err(e) => {
@@ -85,6 +72,26 @@ pub async fn wait_for_readings(
             _ = tokio::time::sleep(Duration::from_millis(500)) => {}
         }
     }
+}
+
+/// Checks READINGS' subject transform against `count` partitions (it must be ingest's); returns
+/// the stream's last sequence.
+pub async fn check_partitioning(readings: &mut stream::Stream, count: u32) -> anyhow::Result<u64> {
+    let info = readings.info().await?;
+    let want = streams::readings_transform_destination(count);
+    let have = info
+        .config
+        .subject_transform
+        .as_ref()
+        .map(|t| t.destination.clone());
+    if have.as_deref() != Some(want.as_str()) {
+        anyhow::bail!(
+            "stream {} is not partitioned as --partition-count {count} expects: its subject \
+             transform is {have:?}, expected {want:?}; use ingest's partition count",
+            streams::READINGS
+        );
+    }
+    Ok(info.state.last_sequence)
 }
 
 /// The checkpoint bucket, created when missing with `replicas` (one value per key: history is

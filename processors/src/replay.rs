@@ -436,7 +436,7 @@ pub async fn run(
     };
     let readings = match readings {
         Some(mut stream) => {
-            let end_seq = check_partitioning(&mut stream, count).await?;
+            let end_seq = crate::nats::check_partitioning(&mut stream, count).await?;
             Some((stream, end_seq))
         }
         None => None,
@@ -485,25 +485,6 @@ pub async fn run(
         results: Counters::get(&c.results),
         elapsed: started.elapsed(),
     })
-}
-
-/// Checks READINGS' subject transform against `count` partitions; its last sequence.
-async fn check_partitioning(readings: &mut Stream, count: u32) -> anyhow::Result<u64> {
-    let info = readings.info().await?;
-    let want = streams::readings_transform_destination(count);
-    let have = info
-        .config
-        .subject_transform
-        .as_ref()
-        .map(|t| t.destination.clone());
-    if have.as_deref() != Some(want.as_str()) {
-        anyhow::bail!(
-            "stream {} is not partitioned as --partition-count {count} expects: its subject \
-             transform is {have:?}, expected {want:?}",
-            streams::READINGS
-        );
-    }
-    Ok(info.state.last_sequence)
 }
 
 /// READINGS, one task per partition, until each is done; the first error stops the others.

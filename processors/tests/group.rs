@@ -65,18 +65,7 @@ async fn three_instances_share_the_partitions_survive_a_kill_and_rebalance_on_a_
     let flags = ["--idle-timeout", "1h", "--city", &city];
 
     // The uninterrupted run: one instance, in-process, on its own server.
-    let reference: BTreeMap<String, Vec<u8>> = {
-        let server = NatsServer::start();
-        let js = async_nats::jetstream::new(async_nats::connect(server.url()).await.unwrap());
-        create_readings_stream(&js).await;
-        publish_batches(&js, &s.readings, 500).await;
-        let p = InProcess::start(&server.url(), &flags).await;
-        settle(&js).await;
-        p.stop().await;
-        let messages = read_metrics(&js).await;
-        unique_by_id(&messages);
-        messages.into_iter().map(|(id, b, _)| (id, b)).collect()
-    };
+    let reference = reference_run(NatsServer::start(), &s.readings, 500, &flags).await;
     println!(
         "reference: {} readings, {} window results",
         s.readings.len(),
@@ -232,14 +221,8 @@ async fn three_instances_share_the_partitions_survive_a_kill_and_rebalance_on_a_
     .await;
     // Anything extra would arrive now.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let messages = read_metrics(&js).await;
-    unique_by_id(&messages);
-    let got: BTreeMap<String, Vec<u8>> = messages.into_iter().map(|(id, b, _)| (id, b)).collect();
-    let differing: Vec<&String> = reference
-        .iter()
-        .filter(|(id, bytes)| got.get(*id) != Some(bytes))
-        .map(|(id, _)| id)
-        .collect();
+    let got = stored(&js).await;
+    let differing = differing(&reference, &got);
     let logs: String = ["a", "b", "c", "d"]
         .iter()
         .map(|n| std::fs::read_to_string(dir.path().join(format!("{n}.log"))).unwrap_or_default())
@@ -311,18 +294,13 @@ async fn an_instance_paused_past_its_leases_overwrites_no_checkpoint_when_it_wak
     let city = city.to_str().unwrap().to_owned();
     let flags = ["--idle-timeout", "1h", "--city", &city];
 
-    let reference: BTreeMap<String, Vec<u8>> = {
-        let server = NatsServer::start_with_config(&format!("max_payload: {max_payload}"));
-        let js = async_nats::jetstream::new(async_nats::connect(server.url()).await.unwrap());
-        create_readings_stream(&js).await;
-        publish_batches(&js, &s.readings, 100).await;
-        let p = InProcess::start(&server.url(), &flags).await;
-        settle(&js).await;
-        p.stop().await;
-        let messages = read_metrics(&js).await;
-        unique_by_id(&messages);
-        messages.into_iter().map(|(id, b, _)| (id, b)).collect()
-    };
+    let reference = reference_run(
+        NatsServer::start_with_config(&format!("max_payload: {max_payload}")),
+        &s.readings,
+        100,
+        &flags,
+    )
+    .await;
 
     let server = NatsServer::start_with_config(&format!("max_payload: {max_payload}"));
     let js = async_nats::jetstream::new(async_nats::connect(server.url()).await.unwrap());
@@ -401,12 +379,46 @@ async fn an_instance_paused_past_its_leases_overwrites_no_checkpoint_when_it_wak
     })
     .await;
     settle(&js).await;
-    let messages = read_metrics(&js).await;
-    unique_by_id(&messages);
-    let got: BTreeMap<String, Vec<u8>> = messages.into_iter().map(|(id, b, _)| (id, b)).collect();
+    let got = stored(&js).await;
     assert_eq!(got.len(), reference.len());
-    assert!(reference.iter().all(|(id, b)| got.get(id) == Some(b)));
+    assert!(differing(&reference, &got).is_empty());
     drop((zombie, other));
+}
+
+/// METRICS of one uninterrupted in-process instance over `readings` (published `per_pull` at a
+/// time) on its own `server`: `Nats-Msg-Id` → bytes, each stored once.
+async fn reference_run(
+    server: NatsServer,
+    readings: &[citypulse_schema::Reading],
+    per_pull: usize,
+    flags: &[&str],
+) -> BTreeMap<String, Vec<u8>> {
+    let js = async_nats::jetstream::new(async_nats::connect(server.url()).await.unwrap());
+    create_readings_stream(&js).await;
+    publish_batches(&js, readings, per_pull).await;
+    let p = InProcess::start(&server.url(), flags).await;
+    settle(&js).await;
+    p.stop().await;
+    stored(&js).await
+}
+
+/// METRICS as stored: `Nats-Msg-Id` → bytes, asserting no result is stored twice.
+async fn stored(js: &async_nats::jetstream::Context) -> BTreeMap<String, Vec<u8>> {
+    let messages = read_metrics(js).await;
+    unique_by_id(&messages);
+    messages.into_iter().map(|(id, b, _)| (id, b)).collect()
+}
+
+/// The ids of `reference` that `got` lacks or holds with other bytes.
+fn differing<'a>(
+    reference: &'a BTreeMap<String, Vec<u8>>,
+    got: &BTreeMap<String, Vec<u8>>,
+) -> Vec<&'a String> {
+    reference
+        .iter()
+        .filter(|(id, bytes)| got.get(*id) != Some(*bytes))
+        .map(|(id, _)| id)
+        .collect()
 }
 
 /// Waits until METRICS has stopped growing for 3 s.
@@ -471,18 +483,7 @@ async fn on_a_three_node_cluster_a_killed_node_loses_and_doubles_nothing() {
     let city = city.to_str().unwrap().to_owned();
     let flags = ["--idle-timeout", "1h", "--city", &city];
 
-    let reference: BTreeMap<String, Vec<u8>> = {
-        let server = NatsServer::start();
-        let js = async_nats::jetstream::new(async_nats::connect(server.url()).await.unwrap());
-        create_readings_stream(&js).await;
-        publish_batches(&js, &s.readings, 100).await;
-        let p = InProcess::start(&server.url(), &flags).await;
-        settle(&js).await;
-        p.stop().await;
-        let messages = read_metrics(&js).await;
-        unique_by_id(&messages);
-        messages.into_iter().map(|(id, b, _)| (id, b)).collect()
-    };
+    let reference = reference_run(NatsServer::start(), &s.readings, 100, &flags).await;
     let flags = [&flags[..], &["--stream-replicas", "3"]].concat();
 
     // READINGS (ingest's) with 3 replicas; the processors create METRICS and their buckets with
@@ -548,13 +549,8 @@ async fn on_a_three_node_cluster_a_killed_node_loses_and_doubles_nothing() {
     })
     .await;
     settle(&js).await;
-    let messages = read_metrics(&js).await;
-    unique_by_id(&messages);
-    let got: BTreeMap<String, Vec<u8>> = messages.into_iter().map(|(id, b, _)| (id, b)).collect();
-    let differing = reference
-        .iter()
-        .filter(|(id, b)| got.get(*id) != Some(*b))
-        .count();
+    let got = stored(&js).await;
+    let differing = differing(&reference, &got).len();
     assert!(
         got.len() == reference.len() && differing == 0,
         "{} results, {} expected, {differing} differ or are missing",

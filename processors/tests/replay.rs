@@ -147,52 +147,7 @@ async fn replay_with_the_live_settings_is_byte_identical_to_the_live_results() {
     )
     .await;
 
-    let live: Stored = stored(&js, "METRICS")
-        .await
-        .into_iter()
-        .filter(|(_, (_, payload))| {
-            let w = WindowResult::decode(payload).unwrap();
-            w.window_start >= from && w.window_end <= to
-        })
-        .collect();
-    let replayed = stored(&js, "BACKFILL_A").await;
-    assert!(
-        live.len() > 1_500,
-        "the range holds {} live results",
-        live.len()
-    );
-    assert!(
-        stdout.contains(&format!("{} window results", live.len())),
-        "{stdout}"
-    );
-    // The stateful figures are in the range: a replay without the warm-up could not match.
-    let stateful = live.values().any(|(_, p)| {
-        let w = WindowResult::decode(p).unwrap();
-        w.value("pm25_24h_ugm3").is_some() && w.value("pm25_nowcast_ugm3").is_some()
-    });
-    assert!(
-        stateful,
-        "no result in the range has 24-h and NowCast figures"
-    );
-    let missing: Vec<_> = live.keys().filter(|k| !replayed.contains_key(*k)).collect();
-    let extra: Vec<_> = replayed.keys().filter(|k| !live.contains_key(*k)).collect();
-    assert!(
-        missing.is_empty() && extra.is_empty(),
-        "{} live, {} replayed; missing {:?}; extra {:?}",
-        live.len(),
-        replayed.len(),
-        &missing[..missing.len().min(5)],
-        &extra[..extra.len().min(5)]
-    );
-    for (id, (subject, payload)) in &live {
-        let (r_subject, r_payload) = &replayed[id];
-        assert_eq!(
-            r_subject,
-            &format!("replay.backfill_a.{subject}"),
-            "{id}: subject"
-        );
-        assert!(r_payload == payload, "{id}: the replayed bytes differ");
-    }
+    assert_replayed_equals_live(&js, &stdout, (from, to), "BACKFILL_A").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -463,7 +418,26 @@ async fn replay_from_raw_after_readings_is_purged_is_byte_identical_to_the_live_
     )
     .await;
 
-    let live: Stored = stored(&js, "METRICS")
+    assert_replayed_equals_live(&js, &stdout, (from, to), "FROM_RAW").await;
+    // The validator's verdicts: the three invalid messages; repeats dropped by the guard.
+    assert!(stdout.contains(" 3 invalid, "), "{stdout}");
+    assert!(
+        !stdout.contains("rejected 0)"),
+        "the duplicate guard drops repeats: {stdout}"
+    );
+}
+
+/// Asserts that the replay into stream `into` holds exactly the live METRICS results of the range
+/// — the same ids and bytes, on `replay.<into, lowercase>.` + the live subject — that the range
+/// is substantial (over 1,500 results, some with 24-h and NowCast figures, which a replay without
+/// the warm-up could not match) and that the replay's summary counted them.
+async fn assert_replayed_equals_live(
+    js: &Context,
+    stdout: &str,
+    (from, to): (u64, u64),
+    into: &str,
+) {
+    let live: Stored = stored(js, "METRICS")
         .await
         .into_iter()
         .filter(|(_, (_, payload))| {
@@ -471,7 +445,7 @@ async fn replay_from_raw_after_readings_is_purged_is_byte_identical_to_the_live_
             w.window_start >= from && w.window_end <= to
         })
         .collect();
-    let replayed = stored(&js, "FROM_RAW").await;
+    let replayed = stored(js, into).await;
     assert!(
         live.len() > 1_500,
         "the range holds {} live results",
@@ -499,14 +473,11 @@ async fn replay_from_raw_after_readings_is_purged_is_byte_identical_to_the_live_
         &missing[..missing.len().min(5)],
         &extra[..extra.len().min(5)]
     );
+    let prefix = format!("replay.{}.", into.to_lowercase());
     let mut differ = Vec::new();
     for (id, (subject, payload)) in &live {
         let (r_subject, r_payload) = &replayed[id];
-        assert_eq!(
-            r_subject,
-            &format!("replay.from_raw.{subject}"),
-            "{id}: subject"
-        );
+        assert_eq!(r_subject, &format!("{prefix}{subject}"), "{id}: subject");
         if r_payload != payload {
             differ.push(id);
         }
@@ -517,11 +488,5 @@ async fn replay_from_raw_after_readings_is_purged_is_byte_identical_to_the_live_
         differ.len(),
         live.len(),
         &differ[..differ.len().min(5)]
-    );
-    // The validator's verdicts: the three invalid messages; repeats dropped by the guard.
-    assert!(stdout.contains(" 3 invalid, "), "{stdout}");
-    assert!(
-        !stdout.contains("rejected 0)"),
-        "the duplicate guard drops repeats: {stdout}"
     );
 }
