@@ -174,6 +174,12 @@ struct Held {
     kv: kv::Store,
     key: String,
     holder: String,
+    /// When the last successful write of the lease (create or renewal) was sent: the lease is
+    /// this instance's until at least that moment plus the TTL.
+    renewed: Arc<std::sync::Mutex<Instant>>,
+    /// How long after `renewed` [`Lease::confirm`] trusts it without asking the server: well
+    /// inside the TTL.
+    trusted_for: Duration,
 }
 
 impl Lease {
@@ -224,6 +230,13 @@ impl Lease {
         let Some(h) = &self.held else {
             return Ok(true);
         };
+        // Nobody can take a lease before it expires, a TTL after its last write: shortly after
+        // a renewal, no need to ask (this keeps a read off every batch of a busy stage). A
+        // process paused past that, or cut off from renewing, asks.
+        let renewed = *h.renewed.lock().unwrap_or_else(|p| p.into_inner());
+        if renewed.elapsed() < h.trusted_for {
+            return Ok(true);
+        }
         let entry = h.kv.entry(h.key.clone()).await.map_err(|e| e.to_string())?;
         let mine = entry.is_some_and(|e| {
             e.operation == kv::Operation::Put && e.value.as_ref() == h.holder.as_bytes()
@@ -516,6 +529,9 @@ impl<W: Worker> Member<W> {
                 Ok(revision) => {
                     r.revision = revision;
                     r.renewed = sent;
+                    if let Some(h) = &r.lease.held {
+                        *h.renewed.lock().unwrap_or_else(|p| p.into_inner()) = sent;
+                    }
                 }
                 Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => {
                     tracing::warn!(
@@ -550,6 +566,8 @@ impl<W: Worker> Member<W> {
                 kv: self.kv.clone(),
                 key,
                 holder: self.id.clone(),
+                renewed: Arc::new(std::sync::Mutex::new(sent)),
+                trusted_for: self.config.ttl / 2,
             }),
         };
         let task = tokio::spawn(self.worker.run(lease.clone()));
