@@ -64,3 +64,52 @@ fn scripts_soak_short_form_passes_and_writes_its_csv_and_chart() {
     let png = std::fs::read(out_dir.path().join("soak.png")).unwrap();
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
 }
+
+/// The soak's memory judgement (scripts/soak.py `judge`) on made-up samples, no servers: RSS that
+/// is flat but for a peak once a minute (the one-minute windows closing together) passes even
+/// when the run's last sample is such a peak — a CI run failed exactly so, processors 64 → 83 MiB
+/// on one sample — while RSS that climbs 20 % after the warm-up fails.
+#[test]
+fn the_soak_judges_the_memory_level_not_the_phase_of_the_minute_cycle() {
+    let judged = |shape: &str| -> (bool, String) {
+        let script = format!(
+            r#"
+import sys, types
+sys.path.insert(0, {scripts:?})
+import soak
+args = types.SimpleNamespace(warmup_minutes=3, pg_outage_minutes=0, sample=10,
+                             max_growth=0.10, max_lag_seconds=60)
+rows = []
+for t in range(10, 351, 10):
+    base = 64000 * (1 + 0.2 * max(0, t - 180) / 170) if {shape:?} == "climbs" else 64000
+    peak = 20000 if t % 60 == 40 else 0  # t = 160, 220, 280, 340: the last sample is 350
+    for name in soak.SERVICES:
+        rows.append((t, name, base + peak, 0, "", "", ""))
+    rows.append((t, "lag:processors", "", "", 10, "", ""))
+ok, lines = soak.judge(rows, args, 600)
+print("passed" if ok else "failed")
+print("\n".join(lines))
+"#,
+            scripts = repo().join("scripts").display().to_string(),
+        );
+        let out = Command::new("python3")
+            .args(["-c", &script])
+            .output()
+            .expect("running python3");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (stdout.starts_with("passed"), stdout)
+    };
+    let (ok, report) = judged("flat");
+    assert!(
+        ok,
+        "flat RSS with a peak each minute was judged growing:\n{report}"
+    );
+    let (ok, report) = judged("climbs");
+    assert!(!ok, "RSS climbing 20 % after the warm-up passed:\n{report}");
+    assert!(report.contains("GROWS"), "{report}");
+}
