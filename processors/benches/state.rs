@@ -2,7 +2,10 @@
 //! mix of loop detectors and air stations), readings fed through one `PartitionState` per
 //! READINGS partition (8), then each partition's checkpoint encoded as the service writes it.
 //! Air stations report every 5 min for 25 hours first (a full day of hourly history: the
-//! steady state), then detectors every 30 s for 30 minutes. Prints bytes per active sensor.
+//! steady state), then detectors every 30 s for 30 minutes. Prints bytes per active sensor, in
+//! the checkpoint and in memory: the process's anonymous resident memory (`RssAnon`) with the
+//! state, above what it was before, under the services' allocator (`runtime::alloc`, freed pages
+//! returned after 1 s).
 //!
 //! `cargo bench -p citypulse-processors --bench state`
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
@@ -15,11 +18,16 @@ use citypulse_simulator::city::City;
 use std::sync::Arc;
 use std::time::Instant;
 
+#[global_allocator]
+static ALLOC: citypulse_runtime::alloc::Allocator = citypulse_runtime::alloc::ALLOCATOR;
+
 const T0: u64 = 1_767_225_600_000;
 const HOUR: u64 = 3_600_000;
 const PARTITIONS: u32 = 8;
 
 struct Run {
+    /// `RssAnon` before the run, KiB.
+    base_kib: u64,
     states: Vec<PartitionState>,
     out: Vec<citypulse_schema::WindowResult>,
     readings: u64,
@@ -35,6 +43,7 @@ impl Run {
             registry: registry.clone(),
         });
         Run {
+            base_kib: rss_anon_kib(),
             states: (0..PARTITIONS)
                 .map(|_| PartitionState::new(cfg.clone()))
                 .collect(),
@@ -132,17 +141,29 @@ fn traffic_readings(city: &City, from: u64, minutes: u64, mut each: impl FnMut(&
     }
 }
 
+/// The process's anonymous resident memory (heap and stacks), KiB.
+fn rss_anon_kib() -> u64 {
+    // jemalloc returns freed pages after its 1 s decay: wait them out first.
+    std::thread::sleep(std::time::Duration::from_millis(2_500));
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("RssAnon:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
 fn report(what: &str, run: &Run, took: f64) {
     let (total, largest, encode_ms, sensors) = run.measure();
+    let memory = rss_anon_kib().saturating_sub(run.base_kib) * 1024;
     println!(
         "{what}: {sensors} sensors, {} readings in {took:.1} s, {} results; \
          checkpoints {:.1} MiB in all = {:.0} bytes per active sensor; largest partition {:.2} MiB, \
-         encoded in {encode_ms:.0} ms",
+         encoded in {encode_ms:.0} ms; in memory {:.1} MiB = {:.0} bytes per active sensor",
         run.readings,
         run.results,
         total as f64 / (1024.0 * 1024.0),
         total as f64 / sensors as f64,
         largest as f64 / (1024.0 * 1024.0),
+        memory as f64 / (1024.0 * 1024.0),
+        memory as f64 / sensors as f64,
     );
 }
 
@@ -159,8 +180,8 @@ fn main() {
     let traffic_from = T0 + 25 * HOUR;
 
     // Everything: a day of air history, then half an hour of traffic, registry speeds.
-    let started = Instant::now();
     let mut all = Run::new(&registry);
+    let started = Instant::now();
     air_readings(&city, 25, |r| all.feed(r));
     all.close();
     traffic_readings(&city, traffic_from, 30, |r| all.feed(r));
@@ -182,16 +203,16 @@ fn main() {
             SegmentRegistry::empty(),
         ),
     ] {
-        let started = Instant::now();
         let mut run = Run::new(&registry);
+        let started = Instant::now();
         traffic_readings(&city, traffic_from, 30, |r| run.feed(r));
         run.close();
         report(what, &run, started.elapsed().as_secs_f64());
     }
 
     // Stations alone, after a day.
-    let started = Instant::now();
     let mut run = Run::new(&registry);
+    let started = Instant::now();
     air_readings(&city, 25, |r| run.feed(r));
     run.close();
     report(

@@ -25,6 +25,7 @@
 
 pub mod air;
 pub mod seq;
+mod small_map;
 pub mod spec;
 pub mod traffic;
 pub mod watermark;
