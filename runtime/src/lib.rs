@@ -36,6 +36,7 @@ pub mod metrics;
 pub mod nats;
 pub mod publish;
 pub mod shutdown;
+pub mod small_map;
 pub mod source;
 pub mod stream_config;
 pub mod telemetry;

@@ -21,6 +21,7 @@
 
 use super::rules::{Condition, Group, Rule, RuleSet};
 use super::template::Context;
+use citypulse_runtime::small_map::SmallMap;
 use citypulse_schema::{AlertEvent, AlertState, Kind, Severity, WindowResult};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -71,7 +72,7 @@ struct SubjectState {
     #[serde(default)]
     silent: bool,
     #[serde(default)]
-    groups: BTreeMap<String, GroupState>,
+    groups: SmallMap<String, GroupState>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -82,7 +83,7 @@ struct GroupState {
     last_end: u64,
     /// Per level (rule name): `window_start` of the run in which its condition has held.
     #[serde(default)]
-    since: BTreeMap<String, u64>,
+    since: SmallMap<String, u64>,
     /// Stuck groups: the value and since when it has not changed.
     #[serde(default)]
     run: Option<Run>,
@@ -284,11 +285,11 @@ impl Evaluator {
                 let groups = &mut subject.groups;
                 match group.base().condition {
                     Condition::Threshold { .. } => {
-                        let gs = groups.entry(group.name.clone()).or_default();
+                        let gs = groups.get_or_default(&group.name);
                         threshold_step(group, s, gs, w, interval, out)
                     }
                     Condition::Stuck { tolerance } => {
-                        let gs = groups.entry(group.name.clone()).or_default();
+                        let gs = groups.get_or_default(&group.name);
                         stuck_step(group, s, gs, w, interval, tolerance, out)
                     }
                     // Offline incidents fire in `check_subject`; a result only ends one.
@@ -437,7 +438,7 @@ fn check_subject(
             && matches!(g.base().condition, Condition::Offline { .. })
     });
     for group in offline_groups {
-        let gs = subject.groups.entry(group.name.clone()).or_default();
+        let gs = subject.groups.get_or_default(&group.name);
         for (l, level) in group.levels.iter().enumerate() {
             let Condition::Offline { intervals } = level.condition else {
                 continue;
@@ -496,7 +497,9 @@ fn threshold_step(
     for level in &group.levels {
         if let Condition::Threshold { op, threshold, .. } = level.condition {
             if op.holds(v, threshold) {
-                gs.since.entry(level.name.clone()).or_insert(w.window_start);
+                if gs.since.get(&level.name).is_none() {
+                    gs.since.insert(level.name.clone(), w.window_start);
+                }
             } else {
                 gs.since.remove(&level.name);
             }

@@ -36,11 +36,11 @@
 //! undefined edges that would not be any station's AQI).
 
 use super::seq::SeqGuard;
-use super::small_map::SmallMap;
 use crate::domain::aqi::{self, Aqi, Averaging, SubIndex};
 use crate::domain::eaqi;
 use crate::domain::fixed::{Fixed, Mean};
 use crate::domain::nowcast::{nowcast, HOURS as NOWCAST_HOURS};
+use citypulse_runtime::small_map::SmallMap;
 use citypulse_schema::{Air, AirMetrics, Pollutant};
 use serde::{Deserialize, Serialize};
 
@@ -244,7 +244,7 @@ impl AirStation {
         // Both offsets are below one hour (3.6 × 10⁶ ms), so they fit in u32.
         let offset = |t: u64| u32::try_from(t - start).unwrap_or(u32::MAX);
         self.open
-            .get_or_insert_with(start, HourAcc::default)
+            .get_or_default(&start)
             .add(offset(from), offset(ts), s);
     }
 
@@ -253,21 +253,21 @@ impl AirStation {
     /// join those hours any more.
     pub fn finalize_through(&mut self, t: u64) {
         let boundary = t - t % HOUR_MS;
-        for (start, acc) in self.open.take_below(boundary) {
+        for (start, acc) in self.open.take_below(&boundary) {
             let means = acc.finish();
             if means.iter().any(Option::is_some) {
                 self.hourly.insert(start, means.into());
             }
         }
         let oldest_needed = boundary.saturating_sub(KEPT_HOURS * HOUR_MS);
-        self.hourly.take_below(oldest_needed).for_each(drop);
+        self.hourly.take_below(&oldest_needed).for_each(drop);
     }
 
     /// The mean of hour `age` before the window end's hour boundary `h0` (age 0 = the hour
     /// ending at `h0`).
     fn hour(&self, h0: u64, age: u64, p: Pollutant) -> Option<Fixed> {
         let start = h0.checked_sub((age + 1) * HOUR_MS)?;
-        self.hourly.get(start).and_then(|m| m.get(ix(p)))
+        self.hourly.get(&start).and_then(|m| m.get(ix(p)))
     }
 
     /// The figures at window end `end`, with `window` the window's own means. Call

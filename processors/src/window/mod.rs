@@ -25,7 +25,6 @@
 
 pub mod air;
 pub mod seq;
-mod small_map;
 pub mod spec;
 pub mod traffic;
 pub mod watermark;
