@@ -67,19 +67,19 @@ pub enum RegistryError {
 #[error("{} problem(s) in the city file: {}", .0.len(), .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
 pub struct RegistryErrors(pub Vec<RegistryError>);
 
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
 struct RawCity {
     #[serde(default)]
     district: Vec<RawDistrict>,
 }
 
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
 struct RawDistrict {
     #[serde(default)]
     segment: Vec<RawSegment>,
 }
 
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
 struct RawSegment {
     #[serde(default)]
     id: String,
@@ -91,6 +91,59 @@ struct RawSegment {
     detectors: Vec<String>,
 }
 
+/// Parses a city file a district at a time where that is certainly the same as parsing it
+/// whole ([`district_chunks`]), and whole otherwise or on any error (whose message then has the
+/// file's own line numbers). Why: the TOML parser's document tree takes about 24 times the
+/// text, so the 19 MB file of a 100,000-sensor city peaked at 460 MB while it was read, and the
+/// processors at 620 MB before their first reading (more than deploy/k8s's 512 MiB limit); a
+/// district at a time, a twelfth of that.
+fn parse_city(text: &str) -> Result<RawCity, toml::de::Error> {
+    let Some((prelude, districts)) = district_chunks(text) else {
+        return toml::from_str(text);
+    };
+    let chunked = (|| {
+        let mut city: RawCity = toml::from_str(prelude)?;
+        for chunk in districts {
+            let part: RawCity = toml::from_str(chunk)?;
+            city.district.extend(part.district);
+        }
+        Ok(city)
+    })();
+    chunked.or_else(|_: toml::de::Error| toml::from_str(text))
+}
+
+/// PURE: the text before the first `[[district]]` header and each district from its header to
+/// the next, when parsing those apart is certainly parsing the file: no multi-line string
+/// (whose lines could look like headers) and, from the first district on, no table header but
+/// `[[district]]` and the district's own subtables (`[district.…]`, `[[district.…]]`), so no
+/// table can be defined in two pieces. `None` otherwise.
+fn district_chunks(text: &str) -> Option<(&str, Vec<&str>)> {
+    if text.contains("\"\"\"") || text.contains("'''") {
+        return None;
+    }
+    let mut starts = Vec::new();
+    let mut offset = 0;
+    for line in text.split_inclusive('\n') {
+        let header = line.trim();
+        let header = header.split('#').next().unwrap_or("").trim_end();
+        if header == "[[district]]" {
+            starts.push(offset);
+        } else if !starts.is_empty()
+            && header.starts_with('[')
+            && !["[district.", "[[district."]
+                .iter()
+                .any(|p| header.starts_with(p))
+        {
+            return None;
+        }
+        offset += line.len();
+    }
+    let first = *starts.first()?;
+    let ends = starts.iter().skip(1).copied().chain([text.len()]);
+    let districts = starts.iter().zip(ends).map(|(&a, b)| &text[a..b]).collect();
+    Some((&text[..first], districts))
+}
+
 impl SegmentRegistry {
     /// An empty registry: every free-flow speed is learned.
     pub fn empty() -> SegmentRegistry {
@@ -99,7 +152,7 @@ impl SegmentRegistry {
 
     /// Parses a city file, reporting every problem at once.
     pub fn from_toml(text: &str) -> Result<SegmentRegistry, RegistryErrors> {
-        let raw: RawCity = toml::from_str(text)
+        let raw = parse_city(text)
             .map_err(|e| RegistryErrors(vec![RegistryError::Syntax(e.to_string())]))?;
         let mut errors = Vec::new();
         let mut by_detector = BTreeMap::new();
@@ -236,5 +289,50 @@ mod tests {
         let errs = SegmentRegistry::from_toml(bad).expect_err("invalid");
         assert_eq!(errs.0.len(), 5, "{errs}");
         assert!(SegmentRegistry::from_toml("district = 3").is_err());
+    }
+
+    #[test]
+    fn a_city_is_read_a_district_at_a_time_only_where_that_is_the_same() {
+        let (prelude, districts) = district_chunks(CITY).expect("plain districts");
+        assert!(!prelude.contains("[[district]]"));
+        assert_eq!(districts.len(), CITY.matches("[[district]]").count());
+        assert_eq!(
+            prelude.len() + districts.iter().map(|d| d.len()).sum::<usize>(),
+            CITY.len()
+        );
+        // Another table after a district, or a multi-line string: read whole.
+        assert!(district_chunks(&format!("{CITY}\n[meta]\nx = 1\n")).is_none());
+        assert!(district_chunks(&format!("{CITY}\nnote = '''\n[[district]]\n'''\n")).is_none());
+        assert!(district_chunks("name = \"no districts\"").is_none());
+    }
+
+    #[test]
+    fn read_in_pieces_or_whole_a_city_gives_the_same_registry_and_errors() {
+        // The built-in city at 1,000 sensors, as the simulator writes it.
+        let city = citypulse_simulator::city::City::builtin_scaled(1_000)
+            .to_toml()
+            .unwrap();
+        assert!(district_chunks(&city).is_some_and(|(_, d)| d.len() > 1));
+        let whole: RawCity = toml::from_str(&city).unwrap();
+        let pieces = parse_city(&city).unwrap();
+        let segments = |c: &RawCity| -> Vec<(String, Vec<String>, Option<f64>)> {
+            c.district
+                .iter()
+                .flat_map(|d| &d.segment)
+                .map(|s| (s.id.clone(), s.detectors.clone(), s.free_flow_kmh))
+                .collect()
+        };
+        assert_eq!(segments(&pieces), segments(&whole));
+        assert!(segments(&whole).len() > 100);
+        // A syntax error in the third district reports the file's own line.
+        let third = city.match_indices("\n[[district]]").nth(2).unwrap().0;
+        let broken = format!("{}\nlanes = = 2{}", &city[..third], &city[third..]);
+        let err = parse_city(&broken).unwrap_err().to_string();
+        let expected = toml::from_str::<RawCity>(&broken).unwrap_err().to_string();
+        assert_eq!(err, expected);
+        assert!(
+            err.contains(&format!("line {}", city[..third].lines().count() + 2)),
+            "{err}"
+        );
     }
 }
