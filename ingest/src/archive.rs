@@ -275,8 +275,54 @@ fn push_rows(rows: &mut Rows, msg: &async_nats::Message) -> Result<(), String> {
     Ok(())
 }
 
+/// What READINGS holds and may hold, for [`retention_used`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Retention {
+    /// Messages stored, and their bytes as the server counts them.
+    pub messages: u64,
+    /// Bytes stored.
+    pub bytes: u64,
+    /// The stream's limits; 0 (or less) is none, as in a stream config.
+    pub max_messages: i64,
+    /// See `max_messages`.
+    pub max_bytes: i64,
+    /// See `max_messages`; zero is none.
+    pub max_age: Duration,
+}
+
+/// PURE: the share of READINGS' retention that readings not yet archived take up — of its
+/// message limit, its byte limit (the backlog's bytes estimated at the stream's average message
+/// size) or its age limit (the oldest unarchived message's age), whichever is nearest. At 1 the
+/// stream starts discarding readings the archive has not written (READINGS discards the oldest
+/// messages at its limits, archived or not); 0 with no backlog or no limit.
+pub fn retention_used(r: &Retention, backlog_messages: u64, oldest_age: Duration) -> f64 {
+    if backlog_messages == 0 {
+        return 0.0;
+    }
+    // Counts to ratios: precision loss is irrelevant for a gauge.
+    #[allow(clippy::cast_precision_loss)]
+    let share = |used: f64, limit: i64| if limit > 0 { used / limit as f64 } else { 0.0 };
+    #[allow(clippy::cast_precision_loss)]
+    let backlog = backlog_messages.min(r.messages) as f64;
+    #[allow(clippy::cast_precision_loss)]
+    let backlog_bytes = if r.messages == 0 {
+        0.0
+    } else {
+        r.bytes as f64 * backlog / r.messages as f64
+    };
+    let by_age = if r.max_age.is_zero() {
+        0.0
+    } else {
+        oldest_age.as_secs_f64() / r.max_age.as_secs_f64()
+    };
+    share(backlog, r.max_messages)
+        .max(share(backlog_bytes, r.max_bytes))
+        .max(by_age)
+}
+
 /// Measures the archive's backlog every second: messages pending or unacked on its consumer,
-/// and the age of the oldest of them (the first message after the ack floor).
+/// the age of the oldest of them (the first message after the ack floor), and the share of
+/// READINGS' retention they take ([`retention_used`]).
 async fn lag_monitor(
     readings: Stream,
     consumer: String,
@@ -316,5 +362,85 @@ async fn lag_monitor(
             }
         };
         metrics.set_archive_lag(messages, seconds);
+        let Ok(info) = readings.get_info().await else {
+            continue;
+        };
+        let retention = Retention {
+            messages: info.state.messages,
+            bytes: info.state.bytes,
+            max_messages: info.config.max_messages,
+            max_bytes: info.config.max_bytes,
+            max_age: info.config.max_age,
+        };
+        metrics.set_archive_retention_used(retention_used(
+            &retention,
+            messages,
+            Duration::from_secs_f64(seconds),
+        ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GIB: i64 = 1 << 30;
+    const WEEK: Duration = Duration::from_secs(7 * 24 * 3600);
+
+    fn readings(messages: u64, bytes: u64) -> Retention {
+        Retention {
+            messages,
+            bytes,
+            max_messages: -1,
+            max_bytes: GIB,
+            max_age: WEEK,
+        }
+    }
+
+    #[test]
+    fn no_backlog_uses_nothing_however_full_the_stream() {
+        let full = readings(10_000, 1 << 30);
+        assert_eq!(retention_used(&full, 0, Duration::ZERO), 0.0);
+    }
+
+    #[test]
+    fn the_backlog_s_bytes_are_its_share_of_the_stream_s_average_message() {
+        // A full 1 GiB stream of 4,096 messages (256 KiB each); 1,024 of them unarchived, an
+        // hour old: a quarter of the byte limit, far from the week.
+        let r = readings(4_096, 1 << 30);
+        let used = retention_used(&r, 1_024, Duration::from_secs(3600));
+        assert!((used - 0.25).abs() < 1e-12, "{used}");
+    }
+
+    #[test]
+    fn the_nearest_limit_counts() {
+        // Few bytes, but the oldest unarchived reading is 3.5 days old: half the week.
+        let r = readings(100, 10_000);
+        let used = retention_used(&r, 10, Duration::from_secs(7 * 12 * 3600));
+        assert!((used - 0.5).abs() < 1e-12, "{used}");
+        // A message limit nearer than both.
+        let r = Retention {
+            max_messages: 20,
+            ..r
+        };
+        assert!((retention_used(&r, 15, Duration::from_secs(60)) - 0.75).abs() < 1e-12);
+    }
+
+    #[test]
+    fn no_limit_means_no_share_and_a_backlog_beyond_the_stream_is_the_stream() {
+        let unlimited = Retention {
+            messages: 10,
+            bytes: 1_000,
+            max_messages: 0,
+            max_bytes: -1,
+            max_age: Duration::ZERO,
+        };
+        assert_eq!(retention_used(&unlimited, 10, Duration::from_secs(9)), 0.0);
+        // The consumer's count can run ahead of a stream read a moment later.
+        let r = Retention {
+            max_bytes: 1_000,
+            ..unlimited
+        };
+        assert!((retention_used(&r, 50, Duration::ZERO) - 1.0).abs() < 1e-12);
     }
 }

@@ -19,6 +19,7 @@
 //! | `citypulse_ingest_archive_up` | gauge | |
 //! | `citypulse_ingest_archive_lag_messages` | gauge | |
 //! | `citypulse_ingest_archive_lag_seconds` | gauge | |
+//! | `citypulse_ingest_archive_retention_used_ratio` | gauge | |
 //! | `citypulse_ingest_archive_batch_size_rows` | histogram | |
 //! | `citypulse_ingest_archive_write_duration_seconds` | histogram | |
 //! | `citypulse_ingest_readings_missing_total` | counter | `district` (at most 1,000, then `(other)`), `kind` |
@@ -55,6 +56,7 @@ pub struct IngestMetrics {
     archive_up: IntGauge,
     archive_lag_messages: IntGauge,
     archive_lag_seconds: prometheus::Gauge,
+    archive_retention_used: prometheus::Gauge,
     archive_batch_size: Histogram,
     archive_write_seconds: Histogram,
     missing: IntCounterVec,
@@ -161,6 +163,15 @@ impl IngestMetrics {
                 let g = prometheus::Gauge::new(
                     "citypulse_ingest_archive_lag_seconds",
                     "Age of the oldest READINGS message not yet archived (0 when caught up).",
+                )?;
+                register(registry, g.clone())?;
+                g
+            },
+            archive_retention_used: {
+                let g = prometheus::Gauge::new(
+                    "citypulse_ingest_archive_retention_used_ratio",
+                    "Share of READINGS' retention (message, byte or age limit, the nearest) that \
+                     readings not yet archived take up; at 1 READINGS discards unarchived readings.",
                 )?;
                 register(registry, g.clone())?;
                 g
@@ -334,5 +345,10 @@ impl IngestMetrics {
         self.archive_lag_messages
             .set(i64::try_from(messages).unwrap_or(i64::MAX));
         self.archive_lag_seconds.set(seconds);
+    }
+
+    /// The share of READINGS' retention the archive's backlog takes.
+    pub fn set_archive_retention_used(&self, ratio: f64) {
+        self.archive_retention_used.set(ratio);
     }
 }

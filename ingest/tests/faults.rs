@@ -198,6 +198,32 @@ async fn a_postgres_outage_delays_the_archive_but_loses_and_duplicates_nothing()
             &[("reason", "connect")]
         ) >= 1.0
     );
+    // The backlog's share of READINGS' retention: its bytes against the 64 MiB limit (the age
+    // limit, a week, is far), estimated at the stream's average message size.
+    let info = js
+        .get_stream("READINGS")
+        .await
+        .unwrap()
+        .get_info()
+        .await
+        .unwrap();
+    let share = info.state.bytes as f64 * backlog / info.state.messages as f64 / (64 << 20) as f64;
+    // The unarchived messages' own subjects and payloads: the estimate is of their size.
+    let unarchived: usize = all_messages(&js, "READINGS").await[archived_messages as usize..]
+        .iter()
+        .map(|m| m.subject.len() + m.payload.len())
+        .sum();
+    let own = unarchived as f64 / (64 << 20) as f64;
+    assert!(share > 0.5 * own && share < 2.0 * own, "{share} vs {own}");
+    wait_for(
+        WAIT,
+        "the backlog's share of READINGS' retention",
+        || async {
+            let used = running.metric("citypulse_ingest_archive_retention_used_ratio", &[]);
+            (used - share).abs() <= 0.01 * share
+        },
+    )
+    .await;
     // While PostgreSQL is down the archive holds no batch (its memory does not grow with the
     // outage): the whole backlog waits undelivered in READINGS, none of it pulled and unacked.
     let readings = js.get_stream("READINGS").await.unwrap();
@@ -214,6 +240,7 @@ async fn a_postgres_outage_delays_the_archive_but_loses_and_duplicates_nothing()
     wait_for(WAIT, "the archive caught up", || async {
         archived(&pg.url()).await.map(|(n, _)| n) == Some(i64::from(K))
             && running.metric("citypulse_ingest_archive_lag_messages", &[]) == 0.0
+            && running.metric("citypulse_ingest_archive_retention_used_ratio", &[]) == 0.0
     })
     .await;
     assert_exactly_once(&js, &pg.url(), K).await;
