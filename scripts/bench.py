@@ -286,14 +286,20 @@ class Snapshot:
 
     def drained(self, keys):
         """Every consumer in `keys` exists, nothing is pending or unacknowledged, and on each
-        stream they acknowledged at least as many messages as it holds."""
+        stream they acknowledged at least as many messages as it holds, or (a consumer the
+        service recreated mid-stage counts its acknowledgements afresh) one of them
+        acknowledged the stream's last message."""
         if not keys or any(k not in self.consumers for k in keys):
             return False
         if self.lag(keys) != 0:
             return False
-        streams = {s for s, _ in keys}
-        return all(self.acked([k for k in keys if k[0] == s]) >= self.messages(s)
-                   for s in streams)
+
+        def done(stream):
+            on = [k for k in keys if k[0] == stream]
+            last = max(self.consumers[k]["acked_stream_seq"] for k in on)
+            return (self.acked(on) >= self.messages(stream)
+                    or last >= self.last_seq.get(stream, 0) > 0)
+        return all(done(s) for s in {s for s, _ in keys})
 
 
 class Postgres:
