@@ -254,14 +254,17 @@ impl CheckpointStore {
 
     /// Writes `bytes` as the partition's checkpoint: chunks into the free slot first, then the
     /// manifest, compare-and-set on the revision this process last saw.
-    pub async fn save(&mut self, bytes: &[u8]) -> Result<(), StoreError> {
+    pub async fn save(&mut self, bytes: &Bytes) -> Result<(), StoreError> {
         let slot = 1 - self.slot.min(1);
         let m = Manifest::describe(bytes, slot, self.max_chunk, self.max_chunk);
         if m.inline.is_none() {
-            let puts = bytes.chunks(self.max_chunk).enumerate().map(|(i, c)| {
+            // Chunks are slices of `bytes`, not copies: a checkpoint of a large partition is
+            // megabytes, and all partitions may write at once.
+            let starts = (0..bytes.len()).step_by(self.max_chunk);
+            let puts = starts.enumerate().map(|(i, from)| {
                 let key = checkpoint::chunk_key(self.partition, slot, i as u32);
                 let kv = self.kv.clone();
-                let value = Bytes::copy_from_slice(c);
+                let value = bytes.slice(from..bytes.len().min(from + self.max_chunk));
                 async move { kv.put(key, value).await }
             });
             futures::future::try_join_all(puts)

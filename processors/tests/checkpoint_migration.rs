@@ -208,7 +208,9 @@ async fn a_v1_checkpoint_in_the_bucket_loads_and_is_replaced_by_format_2() {
     let c = checkpoint::decode(0, &bytes).expect("migrates");
     assert_eq!(c.format, 1);
     store
-        .save(&checkpoint::encode(0, c.last_seq, &c.state, &c.outbox))
+        .save(&bytes::Bytes::from(checkpoint::encode(
+            0, c.last_seq, &c.state, &c.outbox,
+        )))
         .await
         .unwrap();
 

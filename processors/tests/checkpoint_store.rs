@@ -23,7 +23,7 @@ async fn large_checkpoints_are_chunked_and_read_back_whole() {
     assert_eq!(store.load().await.unwrap(), None, "no checkpoint yet");
     for (len, salt) in [(100_000, 1), (10, 2), (250_000, 3), (60_000, 4)] {
         let b = bytes(len, salt);
-        store.save(&b).await.unwrap();
+        store.save(&bytes::Bytes::from(b.clone())).await.unwrap();
         let mut fresh = CheckpointStore::new(kv.clone(), 3, 40 * 1024);
         assert_eq!(
             fresh.load().await.unwrap().as_deref(),
@@ -55,13 +55,22 @@ async fn a_second_writer_of_the_same_partition_is_detected() {
     let kv = checkpoint_bucket(&js, 1).await.unwrap();
     let mut first = CheckpointStore::new(kv.clone(), 0, 1024 * 1024);
     first.load().await.unwrap();
-    first.save(b"one").await.unwrap();
+    first
+        .save(&bytes::Bytes::from_static(b"one"))
+        .await
+        .unwrap();
     // Another instance takes the partition over: it loads, then writes.
     let mut second = CheckpointStore::new(kv.clone(), 0, 1024 * 1024);
     assert_eq!(second.load().await.unwrap().as_deref(), Some(&b"one"[..]));
-    second.save(b"two").await.unwrap();
+    second
+        .save(&bytes::Bytes::from_static(b"two"))
+        .await
+        .unwrap();
     // The first one's next write is refused rather than silently overwriting.
-    let err = first.save(b"three").await.unwrap_err();
+    let err = first
+        .save(&bytes::Bytes::from_static(b"three"))
+        .await
+        .unwrap_err();
     assert!(
         matches!(err, StoreError::Fenced { partition: 0, .. }),
         "{err}"
@@ -71,7 +80,7 @@ async fn a_second_writer_of_the_same_partition_is_detected() {
     // A store that never loaded may not create over an existing checkpoint either.
     let mut blind = CheckpointStore::new(kv, 0, 1024 * 1024);
     assert!(matches!(
-        blind.save(b"four").await,
+        blind.save(&bytes::Bytes::from_static(b"four")).await,
         Err(StoreError::Fenced { .. })
     ));
 }

@@ -280,6 +280,17 @@ impl PartitionState {
         )
     }
 
+    /// Whether the watermark has reached a window end not closed yet: [`close_ready`] would
+    /// close something.
+    ///
+    /// [`close_ready`]: Self::close_ready
+    pub fn window_ready(&self) -> bool {
+        self.data.watermark.value().is_some_and(|wm| {
+            let through = self.data.spec.end_at_or_before(wm);
+            self.data.closed_through.is_none_or(|c| through > c)
+        })
+    }
+
     /// Closes every window whose end the watermark has reached, appending their results to
     /// `out` in the documented order; returns how many results were appended.
     pub fn close_ready(&mut self, out: &mut Vec<WindowResult>) -> usize {
