@@ -22,6 +22,26 @@ pub fn repo() -> PathBuf {
         .unwrap()
 }
 
+/// Runs Python `code` with `scripts/` importable (`import bench`, `import soak`), for tests of
+/// the scripts' pure parts; its standard output. Panics with its stderr when it fails.
+pub fn scripts_python(code: &str) -> String {
+    let code = format!(
+        "import sys\nsys.path.insert(0, {:?})\n{code}",
+        repo().join("scripts").display().to_string()
+    );
+    let out = std::process::Command::new("python3")
+        .args(["-c", &code])
+        .output()
+        .expect("running python3");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
 /// A dev password from the committed `deploy/nats/passwords.conf` (`NAME: "value"` lines), e.g.
 /// `dev_password("INGEST_PASSWORD")`.
 pub fn dev_password(var: &str) -> String {

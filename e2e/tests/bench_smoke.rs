@@ -5,7 +5,7 @@
 //! measured by the script (docs/benchmarks.md), never asserted here.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use citypulse_e2e::deploy::repo;
+use citypulse_e2e::deploy::{repo, scripts_python};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -154,8 +154,6 @@ fn a_consumer_recreated_mid_stage_still_ends_its_stage() {
     let drained = |p0_pending: u64, p0_floor: u64| -> bool {
         let script = format!(
             r#"
-import sys
-sys.path.insert(0, {scripts:?})
 import bench
 def consumer(name, pending, acked, floor):
     return {{"name": name, "num_pending": pending, "num_ack_pending": 0,
@@ -167,19 +165,9 @@ jsz = {{"account_details": [{{"stream_detail": [{{"name": "READINGS",
                             consumer("p1", 0, 4, 8)]}}]}}]}}
 snap = bench.Snapshot(0, jsz, 0)
 print(snap.drained([("READINGS", "p0"), ("READINGS", "p1")]))
-"#,
-            scripts = repo().join("scripts").display().to_string(),
+"#
         );
-        let out = Command::new("python3")
-            .args(["-c", &script])
-            .output()
-            .expect("running python3");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim() == "True"
+        scripts_python(&script).trim() == "True"
     };
     // p0 was recreated at sequence 7 and acknowledged 2 messages, through the last (10).
     assert!(drained(0, 10));

@@ -5,7 +5,7 @@
 //! passed and wrote its samples and chart. The hour-long figures are in docs/benchmarks.md.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use citypulse_e2e::deploy::repo;
+use citypulse_e2e::deploy::{repo, scripts_python};
 use std::process::Command;
 
 #[test]
@@ -74,8 +74,7 @@ fn the_soak_judges_the_memory_level_not_the_phase_of_the_minute_cycle() {
     let judged = |shape: &str| -> (bool, String) {
         let script = format!(
             r#"
-import sys, types
-sys.path.insert(0, {scripts:?})
+import types
 import soak
 args = types.SimpleNamespace(warmup_minutes=3, pg_outage_minutes=0, sample=10,
                              max_growth=0.10, max_lag_seconds=60)
@@ -89,19 +88,9 @@ for t in range(10, 351, 10):
 ok, lines = soak.judge(rows, args, 600)
 print("passed" if ok else "failed")
 print("\n".join(lines))
-"#,
-            scripts = repo().join("scripts").display().to_string(),
+"#
         );
-        let out = Command::new("python3")
-            .args(["-c", &script])
-            .output()
-            .expect("running python3");
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(
-            out.status.success(),
-            "{stdout}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let stdout = scripts_python(&script);
         (stdout.starts_with("passed"), stdout)
     };
     let (ok, report) = judged("flat");

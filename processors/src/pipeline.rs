@@ -20,7 +20,6 @@ use citypulse_runtime::duration;
 use citypulse_runtime::group::Lease;
 use citypulse_runtime::shutdown::Shutdown;
 use citypulse_runtime::source::{Delivery, Source, SourceEvent};
-use citypulse_schema::WindowResult;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -70,7 +69,6 @@ struct Partition {
     last_checkpoint: Instant,
     /// Origin of processing time.
     started: Instant,
-    scratch: Vec<WindowResult>,
 }
 
 /// What every partition task shares.
@@ -150,7 +148,6 @@ pub async fn run_partition(shared: Shared, lease: Lease) -> anyhow::Result<()> {
         unacked: 0,
         last_checkpoint: Instant::now(),
         started: Instant::now(),
-        scratch: Vec::new(),
     };
     if !p.outbox.is_empty() && matches!(p.publish_outbox().await, Flow::Stop) {
         return Ok(());
@@ -283,14 +280,14 @@ impl Partition {
     /// Closes ready windows and, when due, makes everything durable: dead letters, checkpoint,
     /// results, ack.
     async fn flush(&mut self, force: bool, source: &Source) -> anyhow::Result<Flow> {
-        if self.state.close_ready(&mut self.scratch) > 0 {
-            self.metrics.closed(&self.scratch);
-            self.outbox.extend(self.scratch.iter().map(OutboxEntry::of));
+        // A window of a large partition is tens of thousands of results: built here and dropped
+        // once encoded into the outbox, not kept as spare capacity between flushes.
+        let mut closed = Vec::new();
+        if self.state.close_ready(&mut closed) > 0 {
+            self.metrics.closed(&closed);
+            self.outbox.extend(closed.iter().map(OutboxEntry::of));
             self.dirty = true;
         }
-        // A window of a large partition is tens of thousands of results: not kept as spare
-        // capacity beside the outbox that replaces them.
-        self.scratch = Vec::new();
         let lag = self.state.watermark().and_then(|wm| {
             let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?;
             now.checked_sub(Duration::from_millis(wm))

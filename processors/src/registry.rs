@@ -101,15 +101,17 @@ fn parse_city(text: &str) -> Result<RawCity, toml::de::Error> {
     let Some((prelude, districts)) = district_chunks(text) else {
         return toml::from_str(text);
     };
-    let chunked = (|| {
-        let mut city: RawCity = toml::from_str(prelude)?;
-        for chunk in districts {
-            let part: RawCity = toml::from_str(chunk)?;
-            city.district.extend(part.district);
-        }
-        Ok(city)
-    })();
-    chunked.or_else(|_: toml::de::Error| toml::from_str(text))
+    parse_pieces(prelude, &districts).or_else(|_| toml::from_str(text))
+}
+
+/// The prelude and each district parsed apart, their districts in order.
+fn parse_pieces(prelude: &str, districts: &[&str]) -> Result<RawCity, toml::de::Error> {
+    let mut city: RawCity = toml::from_str(prelude)?;
+    for chunk in districts {
+        let part: RawCity = toml::from_str(chunk)?;
+        city.district.extend(part.district);
+    }
+    Ok(city)
 }
 
 /// PURE: the text before the first `[[district]]` header and each district from its header to

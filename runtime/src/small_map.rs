@@ -79,10 +79,22 @@ impl<K: Ord, V> SmallMap<K, V> {
         K: Borrow<Q>,
         V: Default,
     {
+        self.get_or_insert_with(k, V::default)
+    }
+
+    /// The value at `k`, inserted as `make()` (under an owned copy of `k`) when absent.
+    pub fn get_or_insert_with<Q: Ord + ToOwned<Owned = K> + ?Sized>(
+        &mut self,
+        k: &Q,
+        make: impl FnOnce() -> V,
+    ) -> &mut V
+    where
+        K: Borrow<Q>,
+    {
         let i = match self.find(k) {
             Ok(i) => i,
             Err(i) => {
-                self.insert_at(i, k.to_owned(), V::default());
+                self.insert_at(i, k.to_owned(), make());
                 i
             }
         };

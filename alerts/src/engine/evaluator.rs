@@ -497,9 +497,7 @@ fn threshold_step(
     for level in &group.levels {
         if let Condition::Threshold { op, threshold, .. } = level.condition {
             if op.holds(v, threshold) {
-                if gs.since.get(&level.name).is_none() {
-                    gs.since.insert(level.name.clone(), w.window_start);
-                }
+                gs.since.get_or_insert_with(&level.name, || w.window_start);
             } else {
                 gs.since.remove(&level.name);
             }

@@ -285,10 +285,19 @@ impl PartitionState {
     ///
     /// [`close_ready`]: Self::close_ready
     pub fn window_ready(&self) -> bool {
-        self.data.watermark.value().is_some_and(|wm| {
-            let through = self.data.spec.end_at_or_before(wm);
-            self.data.closed_through.is_none_or(|c| through > c)
-        })
+        self.data
+            .watermark
+            .value()
+            .is_some_and(|wm| self.closes_through(wm).is_some())
+    }
+
+    /// The last window end the watermark `wm` reaches, when it is not closed yet.
+    fn closes_through(&self, wm: u64) -> Option<u64> {
+        let through = self.data.spec.end_at_or_before(wm);
+        self.data
+            .closed_through
+            .is_none_or(|c| through > c)
+            .then_some(through)
     }
 
     /// Closes every window whose end the watermark has reached, appending their results to
@@ -299,8 +308,7 @@ impl PartitionState {
         };
         let before = out.len();
         let spec = self.data.spec;
-        let through = spec.end_at_or_before(wm);
-        if self.data.closed_through.is_none_or(|c| through > c) {
+        if let Some(through) = self.closes_through(wm) {
             for end in self.open_ends().range(..=through) {
                 self.close_window(*end, out);
             }
