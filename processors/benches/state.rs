@@ -1,6 +1,7 @@
 //! State size at 100,000 sensors: the simulator's built-in city scaled to 100,000 sensors (its
 //! mix of loop detectors and air stations), readings fed through one `PartitionState` per
-//! READINGS partition (8), then each partition's checkpoint encoded as the service writes it.
+//! READINGS partition (8), then each partition's checkpoint encoded as the service writes it
+//! (CBOR compressed with zstd; the uncompressed size is printed beside it).
 //! Air stations report every 5 min for 25 hours first (a full day of hourly history: the
 //! steady state), then detectors every 30 s for 30 minutes. Prints bytes per active sensor, in
 //! the checkpoint and in memory: the process's anonymous resident memory (`RssAnon`) with the
@@ -13,8 +14,10 @@
 use citypulse_processors::checkpoint;
 use citypulse_processors::registry::SegmentRegistry;
 use citypulse_processors::window::{CoreConfig, PartitionState, WindowSpec};
-use citypulse_schema::{partition_of, Air, Measurement, Pollutant, Reading, Traffic};
+use citypulse_runtime::zstd_cbor;
+use citypulse_schema::{partition_of, Kind, Reading};
 use citypulse_simulator::city::City;
+use citypulse_simulator::engine::{Settings, Simulator};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -24,6 +27,20 @@ static ALLOC: citypulse_runtime::alloc::Allocator = citypulse_runtime::alloc::AL
 const T0: u64 = 1_767_225_600_000;
 const HOUR: u64 = 3_600_000;
 const PARTITIONS: u32 = 8;
+
+/// What the checkpoints of a run take.
+#[derive(Default)]
+struct Sizes {
+    /// All partitions' checkpoints as written (zstd), bytes.
+    total: usize,
+    /// The same, uncompressed (the CBOR: format 2's size).
+    cbor: usize,
+    /// The largest partition's, as written.
+    largest: usize,
+    /// Its encode time (CBOR and compression), ms.
+    encode_ms: f64,
+    sensors: usize,
+}
 
 struct Run {
     /// `RssAnon` before the run, KiB.
@@ -69,76 +86,57 @@ impl Run {
         }
     }
 
-    /// (total checkpoint bytes, largest partition's bytes, its encode time in ms, sensors).
-    fn measure(&self) -> (usize, usize, f64, usize) {
-        let mut total = 0;
-        let mut largest = (0, 0.0);
+    fn measure(&self) -> Sizes {
+        let mut sizes = Sizes::default();
         for (p, s) in self.states.iter().enumerate() {
             let started = Instant::now();
             let bytes = checkpoint::encode(p as u32, 1, s.data(), &[]);
             let took = started.elapsed().as_secs_f64() * 1e3;
-            total += bytes.len();
-            if bytes.len() > largest.0 {
-                largest = (bytes.len(), took);
+            sizes.total += bytes.len();
+            sizes.cbor += zstd_cbor::decompress(&bytes, u64::MAX).unwrap().len();
+            if bytes.len() > sizes.largest {
+                (sizes.largest, sizes.encode_ms) = (bytes.len(), took);
             }
         }
-        let sensors = self.states.iter().map(PartitionState::sensors).sum();
-        (total, largest.0, largest.1, sensors)
+        sizes.sensors = self.states.iter().map(PartitionState::sensors).sum();
+        sizes
     }
 }
 
-fn air_readings(city: &City, hours: u64, mut each: impl FnMut(&Reading)) {
-    for step in 0..hours * 12 {
-        for d in &city.districts {
-            for (i, st) in d.stations.iter().enumerate() {
-                let c = 4.0 + ((i as u64 * 7 + step * 3) % 50) as f64 * 0.9 + 0.123;
-                let has = |p: Pollutant| st.pollutants.contains(&p);
-                each(&Reading {
-                    sensor: st.id.clone(),
-                    district: d.id.clone(),
-                    ts: T0 + step * 300_000 + (i as u64 % 30) * 1_000,
-                    seq: step,
-                    data: Measurement::Air(Air {
-                        pm25_ugm3: has(Pollutant::Pm25).then_some(c),
-                        pm10_ugm3: has(Pollutant::Pm10).then_some(c * 1.7),
-                        o3_ppb: has(Pollutant::O3).then_some(30.0 + c),
-                        no2_ppb: has(Pollutant::No2).then_some(c * 0.8),
-                        so2_ppb: has(Pollutant::So2).then_some(c * 0.2),
-                        co_ppm: has(Pollutant::Co).then_some(c / 40.0),
-                        temp_c: st.weather.then_some(14.5),
-                        rh_pct: st.weather.then_some(66.0),
-                        interval_s: Some(300),
-                    }),
-                });
+/// Feeds `each` the simulator's readings of `kind` from `from` until `to` (no faults, seed 42),
+/// `kind`'s sensors reporting every `interval_s`, the others once a day (and skipped): the
+/// values carry the simulator's noise, diurnal patterns and episodes, as real data would, and
+/// are not a pattern a compressor could learn.
+fn simulated(
+    city: &City,
+    kind: Kind,
+    interval_s: u32,
+    from: u64,
+    to: u64,
+    mut each: impl FnMut(&Reading),
+) {
+    let mut settings = Settings::new(42, from);
+    (settings.traffic_interval_s, settings.air_interval_s) = match kind {
+        Kind::Traffic => (interval_s, 86_400),
+        Kind::Air => (86_400, interval_s),
+    };
+    let mut sim = Simulator::new(city, settings);
+    let mut out = Vec::new();
+    while sim.step(to, 65_536, &mut out) > 0 {
+        for o in out.drain(..).filter(|o| o.kind == kind) {
+            if let Some(payload) = o.payload {
+                each(&Reading::decode(&payload).unwrap());
             }
         }
     }
 }
 
-fn traffic_readings(city: &City, from: u64, minutes: u64, mut each: impl FnMut(&Reading)) {
-    for step in 0..minutes * 2 {
-        for d in &city.districts {
-            for seg in &d.segments {
-                for (i, det) in seg.detectors.iter().enumerate() {
-                    let count = ((i as u64 * 5 + step * 11) % 17) as u32;
-                    let v = seg.free_flow_kmh * (0.6 + ((step + i as u64) % 5) as f64 * 0.1) + 0.37;
-                    each(&Reading {
-                        sensor: det.clone(),
-                        district: d.id.clone(),
-                        ts: from + step * 30_000 + (i as u64 % 30) * 1_000,
-                        seq: step,
-                        data: Measurement::Traffic(Traffic {
-                            count,
-                            interval_s: 30,
-                            occupancy: f64::from(count) * 0.012,
-                            speed_kmh: (count > 0).then_some(v),
-                            lanes: seg.lanes,
-                        }),
-                    });
-                }
-            }
-        }
-    }
+fn air_readings(city: &City, hours: u64, each: impl FnMut(&Reading)) {
+    simulated(city, Kind::Air, 300, T0, T0 + hours * HOUR, each);
+}
+
+fn traffic_readings(city: &City, from: u64, minutes: u64, each: impl FnMut(&Reading)) {
+    simulated(city, Kind::Traffic, 30, from, from + minutes * 60_000, each);
 }
 
 /// The process's anonymous resident memory (heap and stacks), KiB.
@@ -151,16 +149,24 @@ fn rss_anon_kib() -> u64 {
 }
 
 fn report(what: &str, run: &Run, took: f64) {
-    let (total, largest, encode_ms, sensors) = run.measure();
+    let Sizes {
+        total,
+        cbor,
+        largest,
+        encode_ms,
+        sensors,
+    } = run.measure();
     let memory = rss_anon_kib().saturating_sub(run.base_kib) * 1024;
     println!(
         "{what}: {sensors} sensors, {} readings in {took:.1} s, {} results; \
-         checkpoints {:.1} MiB in all = {:.0} bytes per active sensor; largest partition {:.2} MiB, \
-         encoded in {encode_ms:.0} ms; in memory {:.1} MiB = {:.0} bytes per active sensor",
+         checkpoints {:.2} MiB in all = {:.0} bytes per active sensor ({:.0} uncompressed); \
+         largest partition {:.2} MiB, encoded in {encode_ms:.0} ms; \
+         in memory {:.1} MiB = {:.0} bytes per active sensor",
         run.readings,
         run.results,
         total as f64 / (1024.0 * 1024.0),
         total as f64 / sensors as f64,
+        cbor as f64 / sensors as f64,
         largest as f64 / (1024.0 * 1024.0),
         memory as f64 / (1024.0 * 1024.0),
         memory as f64 / sensors as f64,

@@ -35,6 +35,8 @@ use citypulse_processors::window::{Observed, PartitionState};
 use citypulse_schema::{Measurement, Reading, WindowMetrics, WindowResult};
 
 const FIXTURE: &[u8] = include_bytes!("fixtures/checkpoint_v1.cbor");
+/// The same cut of the same readings, written uncompressed in format 2 (v0.2 before format 3).
+const FIXTURE_V2: &[u8] = include_bytes!("fixtures/checkpoint_v2.cbor");
 const HOUR: u64 = 3_600_000;
 
 fn fold(state: &mut PartitionState, readings: &[Reading]) -> Vec<WindowResult> {
@@ -128,6 +130,33 @@ fn a_v1_checkpoint_resumes_where_it_stopped() {
     assert_eq!(a2.o3_1h_ppb, None, "aq-2 covered 2 quarters of hour 1");
 }
 
+/// A format-2 checkpoint (uncompressed, written by v0.2 itself) is read as it is: the very state
+/// this build reaches from the same readings, and it resumes to the same results.
+#[test]
+fn a_v2_checkpoint_resumes_where_it_stopped() {
+    let readings = fixture::readings();
+    let cut = cut(&readings);
+    assert_ne!(FIXTURE_V2[..4], [0x28, 0xb5, 0x2f, 0xfd], "not compressed");
+    let c = checkpoint::decode(0, FIXTURE_V2).expect("format 2 is read");
+    assert_eq!((c.format, c.partition, c.last_seq as usize), (2, 0, cut));
+
+    let mut fresh = PartitionState::new(fixture::config());
+    let before = fold(&mut fresh, &readings[..cut]);
+    assert_eq!(&c.state, fresh.data());
+    let tail: Vec<String> = before[before.len() - 6..]
+        .iter()
+        .map(WindowResult::msg_id)
+        .collect();
+    let outbox: Vec<String> = c.outbox.iter().map(|o| o.msg_id.clone()).collect();
+    assert_eq!(outbox, tail);
+
+    let mut restored = PartitionState::restore(fixture::config(), c.state).expect("same spec");
+    let resumed = fold(&mut restored, &readings[cut..]);
+    let expected = fold(&mut fresh, &readings[cut..]);
+    assert!(!expected.is_empty());
+    assert_eq!(resumed, expected);
+}
+
 #[test]
 fn a_migrated_checkpoint_is_written_back_in_the_current_format() {
     let c = checkpoint::decode(0, FIXTURE).expect("migrates");
@@ -156,17 +185,19 @@ fn with_format(format: u32) -> Vec<u8> {
 
 #[test]
 fn unknown_formats_and_corrupt_checkpoints_are_still_refused() {
-    for format in [0, 3, 99] {
+    for format in [0, 4, 99] {
         assert_eq!(
             checkpoint::decode(0, &with_format(format)),
             Err(CheckpointError::Format { found: format })
         );
     }
-    // Format-1 bytes labelled format 2 are not misread as format 2.
-    assert!(matches!(
-        checkpoint::decode(0, &with_format(checkpoint::FORMAT)),
-        Err(CheckpointError::Malformed(_))
-    ));
+    // Format-1 bytes labelled format 2 or 3 are not misread as those.
+    for format in [checkpoint::FORMAT_2, checkpoint::FORMAT] {
+        assert!(matches!(
+            checkpoint::decode(0, &with_format(format)),
+            Err(CheckpointError::Malformed(_))
+        ));
+    }
     assert!(matches!(
         checkpoint::decode(0, &FIXTURE[..FIXTURE.len() / 2]),
         Err(CheckpointError::Malformed(_))
@@ -183,43 +214,58 @@ fn unknown_formats_and_corrupt_checkpoints_are_still_refused() {
         })
     );
     let mut m = Manifest::describe(FIXTURE, 0, usize::MAX, 1);
-    m.format = 3;
+    m.format = 4;
     assert_eq!(
         Manifest::decode(&m.encode()),
-        Err(CheckpointError::Format { found: 3 })
+        Err(CheckpointError::Format { found: 4 })
     );
 }
 
-/// The v0.1 KV layout (a format-1 manifest with the checkpoint inline) loads through the store
-/// and migrates; the next save is format 2.
-#[tokio::test]
-async fn a_v1_checkpoint_in_the_bucket_loads_and_is_replaced_by_format_2() {
+/// A checkpoint of an earlier format in the bucket, as that version left it (its manifest's
+/// format, the checkpoint inline), loads through the store and is read; the next save is the
+/// current format, compressed.
+async fn an_earlier_checkpoint_in_the_bucket_is_replaced(fixture: &[u8], format: u32) {
     let server = NatsServer::start();
     let js = async_nats::jetstream::new(async_nats::connect(server.url()).await.unwrap());
     let kv = checkpoint_bucket(&js, 1).await.unwrap();
-    let mut m = Manifest::describe(FIXTURE, 0, 64 * 1024, 24 * 1024);
-    m.format = 1;
+    let mut m = Manifest::describe(fixture, 0, 64 * 1024, 24 * 1024);
+    m.format = format;
     kv.put(checkpoint::manifest_key(0), m.encode().into())
         .await
         .unwrap();
 
     let mut store = CheckpointStore::new(kv.clone(), 0, 1024 * 1024);
-    let bytes = store.load().await.unwrap().expect("the v0.1 checkpoint");
-    let c = checkpoint::decode(0, &bytes).expect("migrates");
-    assert_eq!(c.format, 1);
-    store
-        .save(&bytes::Bytes::from(checkpoint::encode(
-            0, c.last_seq, &c.state, &c.outbox,
-        )))
-        .await
-        .unwrap();
+    let bytes = store.load().await.unwrap().expect("the earlier checkpoint");
+    let c = checkpoint::decode(0, &bytes).expect("read");
+    assert_eq!(c.format, format);
+    let next = checkpoint::encode(0, c.last_seq, &c.state, &c.outbox);
+    store.save(&bytes::Bytes::from(next.clone())).await.unwrap();
 
     let stored = kv.get(checkpoint::manifest_key(0)).await.unwrap().unwrap();
-    assert_eq!(
-        Manifest::decode(&stored).unwrap().format,
-        checkpoint::FORMAT
+    let m = Manifest::decode(&stored).unwrap();
+    assert_eq!((m.format, m.len), (checkpoint::FORMAT, next.len() as u64));
+    assert!(
+        next.len() < fixture.len(),
+        "{} bytes after, {} before",
+        next.len(),
+        fixture.len()
     );
     let mut reader = CheckpointStore::new(kv, 0, 1024 * 1024);
     let again = checkpoint::decode(0, &reader.load().await.unwrap().unwrap()).unwrap();
-    assert_eq!((again.format, &again.state), (checkpoint::FORMAT, &c.state));
+    assert_eq!(
+        (again.format, &again.state, &again.outbox),
+        (checkpoint::FORMAT, &c.state, &c.outbox)
+    );
+}
+
+/// The v0.1 KV layout: a format-1 manifest with the checkpoint inline.
+#[tokio::test]
+async fn a_v1_checkpoint_in_the_bucket_loads_and_is_replaced_by_the_current_format() {
+    an_earlier_checkpoint_in_the_bucket_is_replaced(FIXTURE, 1).await;
+}
+
+/// v0.2 before format 3: an uncompressed format-2 checkpoint.
+#[tokio::test]
+async fn a_v2_checkpoint_in_the_bucket_loads_and_is_replaced_by_the_current_format() {
+    an_earlier_checkpoint_in_the_bucket_is_replaced(FIXTURE_V2, 2).await;
 }

@@ -20,6 +20,8 @@
 //! - [`alloc`]: the memory allocator every service binary installs.
 //! - [`group`]: instances sharing units of work (partitions, an active role) through leases in
 //!   a KV bucket whose keys expire: membership, balanced assignment, fencing.
+//! - [`zstd_cbor`]: state as CBOR in one zstd frame with its checksum (the services'
+//!   checkpoints), and uncompressed CBOR of earlier versions read as it is.
 //! - [`duration`]: human durations ("30s", "2h") for clap, and [`duration::millis`]; [`clock`]: the
 //!   wall clock in ms.
 //!
@@ -40,3 +42,4 @@ pub mod small_map;
 pub mod source;
 pub mod stream_config;
 pub mod telemetry;
+pub mod zstd_cbor;
