@@ -59,6 +59,16 @@ struct Checkpoint {
     next_serial: u64,
 }
 
+/// A compressed checkpoint may expand to at most this many bytes.
+const MAX_CHECKPOINT_BYTES: u64 = 1 << 30;
+
+/// Reads a checkpoint: CBOR in one zstd frame, or uncompressed CBOR as builds before the
+/// compression wrote it (the same layout).
+fn decode_checkpoint(bytes: &[u8]) -> anyhow::Result<Checkpoint> {
+    let cbor = citypulse_runtime::zstd_cbor::cbor(bytes, MAX_CHECKPOINT_BYTES)?;
+    Ok(ciborium::from_reader(&cbor[..])?)
+}
+
 /// Wall-clock ms, for operator actions (silences, acks).
 pub use citypulse_runtime::clock::now_ms as wall_ms;
 
@@ -142,7 +152,7 @@ impl Pipeline {
                 tracing::info!(bucket = %cfg.kv_bucket, "no checkpoint: starting with empty state")
             }
             Some(bytes) => {
-                let cp: Checkpoint = ciborium::from_reader(&bytes[..]).map_err(|e| {
+                let cp = decode_checkpoint(&bytes).map_err(|e| {
                     anyhow::anyhow!(
                         "checkpoint in KV bucket {} does not decode ({e}); refusing to start \
                          rather than re-fire every alert (delete the bucket's keys to start afresh)",
@@ -401,17 +411,15 @@ impl Pipeline {
         if !self.dirty {
             return;
         }
-        let mut bytes = Vec::new();
-        let mut encode = |outbox: &VecDeque<(u64, Row)>, next_serial: u64| {
-            let cp = CheckpointRef {
+        let encode = |outbox: &VecDeque<(u64, Row)>, next_serial: u64| {
+            citypulse_runtime::zstd_cbor::encode(&CheckpointRef {
                 version: CHECKPOINT_VERSION,
                 stream_seq: self.processed_seq,
                 evaluator: self.evaluator.state(),
                 notifier: &self.notifier,
                 outbox,
                 next_serial,
-            };
-            ciborium::into_writer(&cp, &mut bytes)
+            })
         };
         // The rows PostgreSQL has not committed yet travel in the checkpoint.
         let encoded = match &self.store {
@@ -421,11 +429,14 @@ impl Pipeline {
         if let Some(store) = &self.store {
             self.metrics.store_pending(store.outbox().len());
         }
-        if let Err(e) = encoded {
-            self.metrics.checkpoint(false, 0, self.processed_seq);
-            tracing::error!(error = %e, "encoding the checkpoint failed");
-            return;
-        }
+        let bytes = match encoded {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                self.metrics.checkpoint(false, 0, self.processed_seq);
+                tracing::error!(error = %e, "encoding the checkpoint failed");
+                return;
+            }
+        };
         // Fencing: never write once another instance may have taken over.
         match self.lease.confirm().await {
             Ok(true) => {}
@@ -577,5 +588,68 @@ impl Pipeline {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use citypulse_schema::{AirMetrics, WindowMetrics};
+
+    /// An evaluator's state after air windows of districts (whose AQIs fire) and stations.
+    fn state() -> State {
+        let rules = Arc::new(RuleSet::default_rules().unwrap());
+        let mut ev = Evaluator::new(rules);
+        let mut out = Vec::new();
+        for minute in 0..30u64 {
+            for s in 0..20u16 {
+                ev.evaluate(
+                    &WindowResult {
+                        window_start: 1_767_225_600_000 + minute * 60_000,
+                        window_end: 1_767_225_600_000 + (minute + 1) * 60_000,
+                        district: format!("d{:02}", s % 4),
+                        sensor: (s >= 4).then(|| format!("aq-d01-{s}")),
+                        readings: 1,
+                        sensors: 1,
+                        metrics: WindowMetrics::Air(AirMetrics {
+                            aqi: Some(180 + s),
+                            ..AirMetrics::default()
+                        }),
+                    },
+                    &mut out,
+                );
+            }
+        }
+        assert!(!out.is_empty(), "some alert fired");
+        ev.state().clone()
+    }
+
+    #[test]
+    fn a_checkpoint_is_read_compressed_and_uncompressed_as_earlier_builds_wrote_it() {
+        let (state, notifier) = (state(), Notifier::new());
+        let cp = CheckpointRef {
+            version: CHECKPOINT_VERSION,
+            stream_seq: 42,
+            evaluator: &state,
+            notifier: &notifier,
+            outbox: &VecDeque::new(),
+            next_serial: 7,
+        };
+        let compressed = citypulse_runtime::zstd_cbor::encode(&cp).unwrap();
+        let mut plain = Vec::new();
+        ciborium::into_writer(&cp, &mut plain).unwrap();
+        assert!(
+            compressed.len() * 3 < plain.len(),
+            "{} of {}",
+            compressed.len(),
+            plain.len()
+        );
+        for bytes in [&compressed, &plain] {
+            let c = decode_checkpoint(bytes).unwrap();
+            assert_eq!((c.version, c.stream_seq, c.next_serial), (1, 42, 7));
+            assert_eq!((&c.evaluator, &c.notifier), (&state, &notifier));
+        }
+        assert!(decode_checkpoint(&compressed[..compressed.len() - 1]).is_err());
     }
 }
