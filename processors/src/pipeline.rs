@@ -70,8 +70,8 @@ struct Partition {
     /// The watermark moved by idle advance since the last flush.
     idle_advanced: bool,
     last_checkpoint: Instant,
-    /// The last checkpoint was written with the backlog drained, and it has stayed drained:
-    /// the next one waits for the interval ([`CAUGHT_UP_CHECKPOINT`]).
+    /// The last checkpoint was written with the backlog drained and included all of it, and the
+    /// backlog has stayed drained: the next one waits for the interval ([`CAUGHT_UP_CHECKPOINT`]).
     settled: bool,
     /// Origin of processing time.
     started: Instant,
@@ -335,7 +335,9 @@ impl Partition {
         if matches!(self.checkpoint().await?, Flow::Stop) {
             return Ok(Flow::Stop);
         }
-        self.settled = caught_up;
+        // Settled only once the checkpoint holds everything handed out: a flush within a batch
+        // (a window closed) leaves the batch's rest for the next one, 1 s later.
+        self.settled = caught_up && self.last_seq == source.position();
         if let Some(last) = self.last.take() {
             // The checkpoint is what counts; a lost ack only means a redelivery the source skips.
             source.ack(&last).await;
