@@ -88,8 +88,9 @@ pub struct Config {
     #[arg(long, env = "CITYPULSE_PROCESSORS_CITY")]
     pub city: Option<PathBuf>,
 
-    /// Longest time between checkpoints while readings arrive (a checkpoint is also written
-    /// before every batch of window results is published).
+    /// Longest time between checkpoints while readings arrive (inputs are acked at each
+    /// checkpoint). A partition also checkpoints 1 s after its backlog drains, once; while it
+    /// stays caught up, at this interval.
     #[arg(long, env = "CITYPULSE_PROCESSORS_CHECKPOINT_INTERVAL", default_value = "5s", value_parser = duration::parse_positive)]
     pub checkpoint_interval: Duration,
 

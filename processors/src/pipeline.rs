@@ -8,6 +8,7 @@
 //! to `last_seq`. Windows closed by idle advance — which depends on processing time, not on the
 //! input — are checkpointed with their results (the outbox) before they are published.
 
+use crate::cadence::Cadence;
 use crate::checkpoint::{self, OutboxEntry};
 use crate::config::Settings;
 use crate::fold::{self, Folded, Outcome, Refusal};
@@ -26,12 +27,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 /// Unacked messages that force a checkpoint (and so an ack), well below the consumer's
 /// `max_ack_pending` ([`nats::MAX_ACK_PENDING`]).
 const ACK_THRESHOLD: usize = 50_000;
-/// Once the partition's backlog is drained, checkpoint (and so ack) after this long rather than
-/// the full `--checkpoint-interval`: a drained backlog shows as drained within about a second.
-/// Only once per drained backlog: a live partition that stays caught up checkpoints at the
-/// interval, instead of rewriting its whole state every second (at 100,000 sensors that was
-/// 16 MB of CBOR a second for nats-server to store).
-const CAUGHT_UP_CHECKPOINT: Duration = Duration::from_secs(1);
 /// How long the last flush of a stopping partition may take to publish and checkpoint.
 const FINAL_FLUSH_GRACE: Duration = Duration::from_secs(10);
 /// Window results published per slice of the outbox (acks stay bounded by the runtime's
@@ -69,10 +64,8 @@ struct Partition {
     dirty: bool,
     /// The watermark moved by idle advance since the last flush.
     idle_advanced: bool,
-    last_checkpoint: Instant,
-    /// The last checkpoint was written with the backlog drained and included all of it, and the
-    /// backlog has stayed drained: the next one waits for the interval ([`CAUGHT_UP_CHECKPOINT`]).
-    settled: bool,
+    /// When the next checkpoint is due.
+    cadence: Cadence,
     /// Origin of processing time.
     started: Instant,
 }
@@ -137,6 +130,7 @@ pub async fn run_partition(shared: Shared, lease: Lease) -> anyhow::Result<()> {
     let mut p = Partition {
         id,
         js,
+        cadence: Cadence::new(settings.checkpoint_interval, Instant::now()),
         settings,
         metrics,
         shutdown,
@@ -152,8 +146,6 @@ pub async fn run_partition(shared: Shared, lease: Lease) -> anyhow::Result<()> {
         dead_letters: Vec::new(),
         last: None,
         unacked: 0,
-        last_checkpoint: Instant::now(),
-        settled: false,
         started: Instant::now(),
     };
     if !p.outbox.is_empty() && matches!(p.publish_outbox().await, Flow::Stop) {
@@ -322,22 +314,17 @@ impl Partition {
         if matches!(self.publish_outbox().await, Flow::Stop) {
             return Ok(Flow::Stop);
         }
-        let since = self.last_checkpoint.elapsed();
         let caught_up = source.caught_up();
-        self.settled &= caught_up;
-        let due = force
-            || self.unacked >= ACK_THRESHOLD
-            || since >= self.settings.checkpoint_interval
-            || (caught_up && !self.settled && since >= CAUGHT_UP_CHECKPOINT);
+        let due =
+            force || self.unacked >= ACK_THRESHOLD || self.cadence.due(Instant::now(), caught_up);
         if !due || !self.dirty {
             return Ok(Flow::Continue);
         }
         if matches!(self.checkpoint().await?, Flow::Stop) {
             return Ok(Flow::Stop);
         }
-        // Settled only once the checkpoint holds everything handed out: a flush within a batch
-        // (a window closed) leaves the batch's rest for the next one, 1 s later.
-        self.settled = caught_up && self.last_seq == source.position();
+        self.cadence
+            .settle(caught_up, self.last_seq == source.position());
         if let Some(last) = self.last.take() {
             // The checkpoint is what counts; a lost ack only means a redelivery the source skips.
             source.ack(&last).await;
@@ -388,7 +375,7 @@ impl Partition {
         self.metrics
             .checkpoint(self.id, bytes.len(), started.elapsed());
         self.dirty = false;
-        self.last_checkpoint = Instant::now();
+        self.cadence.written(Instant::now());
         Ok(Flow::Continue)
     }
 

@@ -227,6 +227,54 @@ async fn a_graceful_restart_resumes_where_it_stopped_and_republishes_nothing() {
     p.stop().await;
 }
 
+/// A drained backlog is acked about a second after it drains, however long
+/// `--checkpoint-interval` is (the cadence's caught-up checkpoint, through the service; the
+/// case of a checkpoint within the draining batch is `cadence::tests`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drained_backlog_is_acked_without_waiting_for_the_checkpoint_interval() {
+    let server = NatsServer::start();
+    let js = async_nats::jetstream::new(async_nats::connect(server.url()).await.unwrap());
+    create_readings_stream(&js).await;
+    let s = scenario(7, 26, 2);
+    publish_readings(&js, &s.readings).await;
+    let p = InProcess::start(
+        &server.url(),
+        &["--idle-timeout", "1h", "--checkpoint-interval", "1h"],
+    )
+    .await;
+    wait_for(
+        Duration::from_secs(120),
+        "every READINGS message acked",
+        || async {
+            let stream = js.get_stream("READINGS").await.unwrap();
+            for n in 0..PARTITIONS {
+                let Ok(mut c) = stream
+                    .get_consumer::<async_nats::jetstream::consumer::pull::Config>(&format!(
+                        "processors-p{n}"
+                    ))
+                    .await
+                else {
+                    return false;
+                };
+                if !c
+                    .info()
+                    .await
+                    .is_ok_and(|i| i.num_pending == 0 && i.num_ack_pending == 0)
+                {
+                    return false;
+                }
+            }
+            true
+        },
+    )
+    .await;
+    assert_eq!(
+        p.counter("citypulse_processors_readings_total", &[]) as usize,
+        s.readings.len()
+    );
+    p.stop().await;
+}
+
 /// The upgrade path from v0.1: READINGS holds single readings (as ingest v0.1 wrote them), then
 /// batches (as v0.2 writes them); the processors take both, in order, and the windows equal the
 /// naive model of all readings.
