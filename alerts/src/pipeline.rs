@@ -59,13 +59,11 @@ struct Checkpoint {
     next_serial: u64,
 }
 
-/// A compressed checkpoint may expand to at most this many bytes.
-const MAX_CHECKPOINT_BYTES: u64 = 1 << 30;
-
 /// Reads a checkpoint: CBOR in one zstd frame, or uncompressed CBOR as builds before the
 /// compression wrote it (the same layout).
 fn decode_checkpoint(bytes: &[u8]) -> anyhow::Result<Checkpoint> {
-    let cbor = citypulse_runtime::zstd_cbor::cbor(bytes, MAX_CHECKPOINT_BYTES)?;
+    let cbor =
+        citypulse_runtime::zstd_cbor::cbor(bytes, citypulse_runtime::zstd_cbor::MAX_STATE_BYTES)?;
     Ok(ciborium::from_reader(&cbor[..])?)
 }
 

@@ -3,8 +3,8 @@
 //! - every `--checkpoint-interval` while readings arrive;
 //! - [`CAUGHT_UP`] after a backlog drains, so that a drained backlog shows as drained (acked)
 //!   within about a second — once: a partition that stays caught up goes back to the interval
-//!   instead of rewriting its whole state every second (at 100,000 sensors that was 16 MB of CBOR
-//!   a second for nats-server to store);
+//!   instead of rewriting its whole state every second (at 100,000 sensors that was up to 16 MB
+//!   of CBOR a second for nats-server to store, `scripts/soak`);
 //! - besides, the pipeline forces one before publishing windows closed by idle advance, and at
 //!   50,000 unacked messages.
 

@@ -46,11 +46,6 @@ pub const fn readable(format: u32) -> bool {
     format == FORMAT || format == FORMAT_2 || format == v1::FORMAT
 }
 
-/// A compressed checkpoint may expand to at most this many bytes; beyond it, it is refused as
-/// malformed instead of filling memory. At ~270 bytes of CBOR per sensor that is millions of
-/// sensors in one partition.
-const MAX_DECOMPRESSED: u64 = 1 << 30;
-
 /// Bytes serialized as a CBOR byte string (not an array of integers).
 #[derive(Clone, PartialEq, Eq, Default)]
 pub struct Blob(pub Vec<u8>);
@@ -190,7 +185,7 @@ struct FormatOnly {
 pub fn decode(partition: u32, bytes: &[u8]) -> Result<Checkpoint, CheckpointError> {
     let malformed =
         |e: ciborium::de::Error<std::io::Error>| CheckpointError::Malformed(e.to_string());
-    let cbor = zstd_cbor::cbor(bytes, MAX_DECOMPRESSED)
+    let cbor = zstd_cbor::cbor(bytes, zstd_cbor::MAX_STATE_BYTES)
         .map_err(|e| CheckpointError::Malformed(e.to_string()))?;
     let bytes = &cbor[..];
     let FormatOnly { format } = ciborium::from_reader(bytes).map_err(malformed)?;

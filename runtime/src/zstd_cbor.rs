@@ -1,7 +1,7 @@
 //! PURE: a value as CBOR compressed into one zstd frame (RFC 8878), for the state services keep
 //! in KV buckets (the processors' and alerts' checkpoints). Such state is mostly the same map
 //! keys and sensor ids over and over, which zstd's fastest level already removes: a processors
-//! checkpoint shrinks about four times, so nats-server stores and replicates a quarter of the
+//! checkpoint shrinks 3.6 times, so nats-server stores and replicates a quarter of the
 //! bytes (`cargo bench -p citypulse-processors --bench state`).
 //!
 //! The frame carries its checksum, so a damaged frame is refused rather than decoded into other
@@ -11,10 +11,14 @@
 
 use serde::Serialize;
 use std::borrow::Cow;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 
 /// zstd's level: its fastest, which removes the repetition that makes up most of the state.
 const LEVEL: i32 = 1;
+
+/// The most a service's state may expand to: beyond it, a frame is refused rather than
+/// allowed to fill memory (at ~270 bytes of CBOR per sensor, millions of sensors).
+pub const MAX_STATE_BYTES: u64 = 1 << 30;
 
 /// The first bytes of every zstd frame (RFC 8878, 3.1.1).
 pub const MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
@@ -40,7 +44,7 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> io::Result<Vec<u8>> {
     // ciborium writes item by item: the buffer hands zstd large pieces instead.
     let mut w = io::BufWriter::with_capacity(64 * 1024, z);
     ciborium::into_writer(value, &mut w).map_err(io::Error::other)?;
-    w.flush()?;
+    // Flushes the buffer into the encoder.
     w.into_inner().map_err(|e| e.into_error())?.finish()
 }
 
