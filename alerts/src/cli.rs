@@ -140,7 +140,10 @@ pub async fn tail(args: TailArgs) -> anyhow::Result<()> {
         args.filter.district.clone().unwrap_or_else(|| "*".into())
     );
     let mut sub = client.subscribe(subject.clone()).await?;
-    client.flush().await?;
+    // Once the server has the subscription, "tailing" is true: a script may act right after it.
+    if let Err(e) = citypulse_runtime::nats::round_trip(&client, Duration::from_secs(5)).await {
+        eprintln!("could not confirm the subscription with the server ({e:#}); transitions in the next moments may be missed");
+    }
     let color = !args.no_color && std::io::stdout().is_terminal();
     eprintln!("tailing {subject} (Ctrl-C to stop)");
     let mut out = std::io::stdout().lock();

@@ -661,6 +661,10 @@ async fn alerts_credential_evaluates_metrics_answers_the_cli_and_nothing_else() 
         .subscribe("alerts.>")
         .await
         .expect("the CLI tails alerts");
+    // ... and `tail` knows the server has its subscription by an echo through its own inbox.
+    citypulse_runtime::nats::round_trip(&cli, DEADLINE)
+        .await
+        .expect("the CLI may echo a message through its own inbox");
     let mut service = alerts
         .subscribe("citypulse.alerts.>")
         .await

@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 use futures::StreamExt;
 use std::io::{Read, Write};
 use std::process::ExitCode;
+use std::time::Duration;
 
 /// citypulse: read the pipeline's subjects in the terminal (CBOR decoded).
 #[derive(Debug, Parser)]
@@ -69,14 +70,19 @@ async fn main() -> ExitCode {
     }
 }
 
+/// The NATS client name of `citypulse tail`, and so its inbox prefix, `_INBOX.citypulse-cli`.
+const CLIENT_NAME: &str = "citypulse-cli";
+
 async fn tail(nats: &NatsArgs, subject: &str, json: bool, count: u64) -> anyhow::Result<()> {
     let client = nats
-        .options("citypulse-cli")
+        .options(CLIENT_NAME)
         .await?
         .connect(nats.nats_url.as_str())
         .await?;
     let mut sub = client.subscribe(subject.to_owned()).await?;
-    client.flush().await?;
+    subscribed(&client).await;
+    // This client's own replies (the echo above) are not what a `>` tail is for.
+    let own_inbox = format!("{}.", nats.inbox_prefix(CLIENT_NAME));
     eprintln!("tailing {subject} (Ctrl-C to stop)");
     let mut out = std::io::stdout().lock();
     let mut seen = 0;
@@ -85,6 +91,9 @@ async fn tail(nats: &NatsArgs, subject: &str, json: bool, count: u64) -> anyhow:
             _ = tokio::signal::ctrl_c() => break,
             m = sub.next() => match m { Some(m) => m, None => break },
         };
+        if msg.subject.starts_with(own_inbox.as_str()) {
+            continue;
+        }
         seen += 1;
         let header = |name: &str| {
             msg.headers
@@ -100,6 +109,14 @@ async fn tail(nats: &NatsArgs, subject: &str, json: bool, count: u64) -> anyhow:
         out.flush()?;
     }
     Ok(())
+}
+
+/// Returns once the server has the subscription, so "tailing" is true when printed: a script may
+/// publish right after it. A user who may not publish to its own inbox is warned, not refused.
+async fn subscribed(client: &async_nats::Client) {
+    if let Err(e) = citypulse_runtime::nats::round_trip(client, Duration::from_secs(5)).await {
+        eprintln!("citypulse: could not confirm the subscription with the server ({e:#}); messages published in the next moments may be missed");
+    }
 }
 
 fn decode(subject: Option<&str>, compact: bool) -> anyhow::Result<()> {
