@@ -2,9 +2,15 @@
 //! reading and one typical air reading, as ingest decodes every device payload and the
 //! processors every reading of a READINGS batch. Payloads are what the simulator publishes
 //! ([`Reading::encode`]: non-round values are 8-byte floats).
+//!
+//! And of [`WindowResult::decode`], as alerts decodes every result on METRICS: a district's
+//! traffic result and a station's air result, as the processors write them.
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 use citypulse_schema::{Air, Measurement, Reading, Traffic};
+use citypulse_schema::{
+    AirMetrics, AqiCategory, EaqiBand, Los, Pollutant, TrafficMetrics, WindowMetrics, WindowResult,
+};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use std::hint::black_box;
 
@@ -56,5 +62,68 @@ fn decode(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, decode);
+fn traffic_result() -> WindowResult {
+    WindowResult {
+        window_start: 1_767_225_600_000,
+        window_end: 1_767_225_660_000,
+        district: "d03".into(),
+        sensor: None,
+        readings: 96,
+        sensors: 48,
+        metrics: WindowMetrics::Traffic(TrafficMetrics {
+            flow_vph: 1_012.5,
+            occupancy: 0.182_734_1,
+            speed_kmh: Some(38.416_2),
+            density_vpkm: Some(13.177_9),
+            los: Some(Los::C),
+            congestion_index: Some(0.231_8),
+            congested_share: Some(0.187_5),
+            travel_time_index: Some(1.301_7),
+        }),
+    }
+}
+
+fn air_result() -> WindowResult {
+    WindowResult {
+        window_start: 1_767_225_600_000,
+        window_end: 1_767_225_660_000,
+        district: "d03".into(),
+        sensor: Some("aq-d03-1".into()),
+        readings: 1,
+        sensors: 1,
+        metrics: WindowMetrics::Air(AirMetrics {
+            aqi: Some(58),
+            category: Some(AqiCategory::Moderate),
+            dominant: Some(Pollutant::Pm25),
+            aqi_pm25: Some(58),
+            aqi_pm10: Some(23),
+            aqi_o3: Some(29),
+            aqi_no2: Some(17),
+            pm25_ugm3: Some(13.417_9),
+            pm25_nowcast_ugm3: Some(12.6),
+            pm10_ugm3: Some(24.061_2),
+            pm10_nowcast_ugm3: Some(25.0),
+            o3_1h_ppb: Some(31.772_4),
+            o3_8h_ppb: Some(30.114_7),
+            no2_1h_ppb: Some(18.230_9),
+            eaqi: Some(EaqiBand::Fair),
+            eaqi_dominant: Some(Pollutant::Pm25),
+            ..AirMetrics::default()
+        }),
+    }
+}
+
+fn decode_results(c: &mut Criterion) {
+    let mut g = c.benchmark_group("window_decode");
+    g.throughput(Throughput::Elements(1));
+    for (name, result) in [("traffic", traffic_result()), ("air", air_result())] {
+        let bytes = result.encode();
+        assert_eq!(WindowResult::decode(&bytes).unwrap(), result);
+        eprintln!("{name} result: {} bytes", bytes.len());
+        g.bench_function(name, |b| b.iter(|| WindowResult::decode(black_box(&bytes))));
+    }
+    g.finish();
+}
+
+criterion_group!(benches, decode, decode_results);
 criterion_main!(benches);

@@ -8,7 +8,8 @@
 //! rejects exactly what the ciborium `Value` decoder it replaced for [`Reading`] (issue 9) did,
 //! with the same errors and messages, down to that decoder's quirks (marked where they differ
 //! from the RFC); `codec::legacy`, test-only, keeps the old decoder for the differential tests.
-//! [`WindowResult`] and [`AlertEvent`] decode through serde (ciborium), not through this reader.
+//! [`WindowResult`] decodes through this reader when it is in the plain form the processors write,
+//! and through serde (ciborium) otherwise; [`AlertEvent`] through serde.
 //!
 //! [`Reading`]: crate::Reading
 //! [`WindowResult`]: crate::WindowResult
@@ -18,7 +19,7 @@
 pub(crate) mod legacy;
 mod reader;
 
-pub(crate) use reader::Fields;
+pub(crate) use reader::{Fields, Unusual};
 
 /// Largest payload accepted for a reading. A reading is ~150 bytes; anything near this is an
 /// attack or a bug, and bounding it bounds decoder memory.

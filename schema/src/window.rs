@@ -5,6 +5,10 @@ use crate::codec::{self, DecodeError};
 use crate::vocab::{AqiCategory, EaqiBand, Kind, Los, Pollutant};
 use serde::{Deserialize, Serialize};
 
+#[cfg(test)]
+mod differential;
+mod direct;
+
 /// Largest window result accepted by readers.
 pub const MAX_WINDOW_BYTES: usize = 16 * 1024;
 
@@ -234,6 +238,14 @@ impl WindowResult {
                 max: MAX_WINDOW_BYTES,
             });
         }
+        if let Some(w) = direct::decode(bytes) {
+            return Ok(w);
+        }
+        Self::decode_serde(bytes)
+    }
+
+    /// The serde decoder: every input the fast path leaves, and the reference it is tested against.
+    fn decode_serde(bytes: &[u8]) -> Result<WindowResult, DecodeError> {
         if !crate::lengths::fit(bytes) {
             return Err(DecodeError::Truncated);
         }
@@ -463,7 +475,7 @@ mod tests {
         assert_eq!(traffic_window().msg_id(), "traffic:d01:*:0-60000");
     }
 
-    fn full_air_window() -> WindowResult {
+    pub(crate) fn full_air_window() -> WindowResult {
         let mut w = air_window();
         let f = Some(1.5);
         let i = Some(7);

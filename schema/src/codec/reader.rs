@@ -129,6 +129,8 @@ fn f16_to_f64(half: u16) -> f64 {
 struct Cursor<'a> {
     bytes: &'a [u8],
     at: usize,
+    /// Whether a tag has been read (a bignum read as an integer included).
+    tagged: bool,
 }
 
 impl<'a> Cursor<'a> {
@@ -319,6 +321,7 @@ impl<'a> Cursor<'a> {
     /// of at most 16 bytes) are integers when they fit in the range of major types 0 and 1, and
     /// do not count towards the depth; every other tag wraps its item and counts one level.
     fn tagged(&mut self, tag: u64, depth: usize) -> Result<Item<'a>, Fault> {
+        self.tagged = true;
         let start = self.at;
         let head = self.head()?;
         match (tag, head) {
@@ -391,7 +394,11 @@ fn bignum(negative: bool, n: u128) -> Result<Item<'static>, Fault> {
 
 /// The text of a chunked string whose head is at `at` (already checked by the walk).
 fn joined(bytes: &[u8], at: usize) -> Result<String, Fault> {
-    let mut cur = Cursor { bytes, at };
+    let mut cur = Cursor {
+        bytes,
+        at,
+        tagged: false,
+    };
     let mut out = String::new();
     cur.head()?;
     cur.string(None, true, Some(&mut out))?;
@@ -404,6 +411,9 @@ pub(crate) struct Fields<'a, const N: usize> {
     bytes: &'a [u8],
     names: &'static [&'static str; N],
     items: [Option<Item<'a>>; N],
+    /// Whether the map had an entry whose key is not one of `names` as a definite-length text
+    /// string (an unknown key, a key of another type, a key in chunks), or a tag anywhere.
+    others: bool,
 }
 
 /// What the walk of the top-level map found besides the known fields.
@@ -435,7 +445,11 @@ impl<'a, const N: usize> Fields<'a, N> {
                 max,
             });
         }
-        let mut cur = Cursor { bytes, at: 0 };
+        let mut cur = Cursor {
+            bytes,
+            at: 0,
+            tagged: false,
+        };
         let head = cur.head()?;
         let Head::Map(len) = head else {
             let item = cur.other(head, 0, MAX_DEPTH)?;
@@ -446,8 +460,10 @@ impl<'a, const N: usize> Fields<'a, N> {
             bytes,
             names,
             items: [None; N],
+            others: false,
         };
         let duplicate = fields.walk(&mut cur, len)?;
+        fields.others |= cur.tagged;
         trailing(&cur)?;
         match duplicate {
             Some(key) => Err(DecodeError::DuplicateKey(key.into_owned())),
@@ -474,9 +490,10 @@ impl<'a, const N: usize> Fields<'a, N> {
             match key {
                 Item::Text(key) => self.keep(&mut walk, Cow::Borrowed(key), value),
                 Item::Chunked(at) => {
+                    self.others = true;
                     self.keep(&mut walk, Cow::Owned(joined(cur.bytes, at)?), value)
                 }
-                _ => {}
+                _ => self.others = true,
             }
             Ok(())
         })?;
@@ -498,6 +515,7 @@ impl<'a, const N: usize> Fields<'a, N> {
             }
             None if walk.unknown.contains(&key) => true,
             None => {
+                self.others = true;
                 walk.unknown.push(key.clone());
                 false
             }
@@ -505,6 +523,12 @@ impl<'a, const N: usize> Fields<'a, N> {
         if repeated && walk.duplicate.is_none() {
             walk.duplicate = Some(key);
         }
+    }
+
+    /// Whether the map had entries besides the known keys as definite-length text, or a tag (a
+    /// bignum integer included: serde's decoders do not all read those as the reader does).
+    pub(crate) fn has_others(&self) -> bool {
+        self.others
     }
 
     fn take(&mut self, i: usize) -> Option<Item<'a>> {
@@ -597,6 +621,45 @@ impl<'a, const N: usize> Fields<'a, N> {
     /// A required text field, owned.
     pub(crate) fn text(&mut self, i: usize) -> Result<String, DecodeError> {
         self.str(i).map(Cow::into_owned)
+    }
+}
+
+/// A value a fast path leaves to the full decoder: not in the plain form our producers write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Unusual;
+
+impl<'a, const N: usize> Fields<'a, N> {
+    /// Whether `names[i]` was absent from the map.
+    pub(crate) fn is_absent(&self, i: usize) -> bool {
+        self.items.get(i).is_none_or(Option::is_none)
+    }
+
+    /// `names[i]` if absent or a plain unsigned integer.
+    pub(crate) fn plain_u64(&mut self, i: usize) -> Result<Option<u64>, Unusual> {
+        match self.take(i) {
+            None => Ok(None),
+            Some(Item::Unsigned(n)) => Ok(Some(n)),
+            Some(_) => Err(Unusual),
+        }
+    }
+
+    /// `names[i]` if absent or a float that is not NaN (whose payload bits a conversion from a
+    /// narrower float may not keep alike in two decoders).
+    pub(crate) fn plain_f64(&mut self, i: usize) -> Result<Option<f64>, Unusual> {
+        match self.take(i) {
+            None => Ok(None),
+            Some(Item::Float(f)) if !f.is_nan() => Ok(Some(f)),
+            Some(_) => Err(Unusual),
+        }
+    }
+
+    /// `names[i]` if absent or a definite-length text string.
+    pub(crate) fn plain_str(&mut self, i: usize) -> Result<Option<&'a str>, Unusual> {
+        match self.take(i) {
+            None => Ok(None),
+            Some(Item::Text(t)) => Ok(Some(t)),
+            Some(_) => Err(Unusual),
+        }
     }
 }
 
