@@ -422,7 +422,8 @@ struct Walk<'a> {
     unknown: Vec<Cow<'a, str>>,
     /// The first key equal to an earlier one.
     duplicate: Option<Cow<'a, str>>,
-    /// Where the next key most likely is in `names` (messages list keys in `names` order).
+    /// Where the next key most likely is in `names` (messages list keys in `names` order, with
+    /// absent optional keys left out).
     hint: usize,
 }
 
@@ -504,7 +505,9 @@ impl<'a, const N: usize> Fields<'a, N> {
     /// notes the first repeated key.
     fn keep(&mut self, walk: &mut Walk<'a>, key: Cow<'a, str>, value: Item<'a>) {
         let known = |i: &usize| self.names.get(*i) == Some(&key.as_ref());
-        let found = Some(walk.hint).filter(known).or_else(|| (0..N).find(known));
+        // Search on from the hint, then from the start: keys in `names` order with absent
+        // optional ones between them are found a few steps on (names are distinct).
+        let found = (walk.hint..N).chain(0..walk.hint).find(known);
         let repeated = match found {
             Some(i) => {
                 walk.hint = i + 1;
