@@ -35,7 +35,10 @@ async fn crossing_and_recrossing_thresholds_publishes_exactly_the_expected_event
     let server = NatsServer::start();
     let (client, js) = jetstream(&server.url()).await;
     let mut sub = client.subscribe("alerts.>").await.unwrap();
-    client.flush().await.unwrap();
+    // The server has the subscription before the service starts (a flush only writes it out).
+    citypulse_runtime::nats::round_trip(&client, Duration::from_secs(10))
+        .await
+        .unwrap();
     let svc = start_in_process(&server.url(), TEST_RULES, |_| {}).await;
 
     let windows = scenario();

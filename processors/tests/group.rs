@@ -83,6 +83,10 @@ async fn three_instances_share_the_partitions_survive_a_kill_and_rebalance_on_a_
     // Every result as it is published (duplicates included), with its arrival time.
     let arrivals: Arc<Mutex<Vec<(Instant, u32, u64)>>> = Arc::default();
     let mut sub = client.subscribe("metrics.>").await.unwrap();
+    // The server has the subscription before any processors instance starts.
+    citypulse_runtime::nats::round_trip(&client, Duration::from_secs(10))
+        .await
+        .unwrap();
     let seen = arrivals.clone();
     tokio::spawn(async move {
         while let Some(m) = sub.next().await {

@@ -11,6 +11,8 @@ use citypulse_schema::{
 };
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_citypulse");
 
@@ -49,8 +51,12 @@ fn alert() -> AlertEvent {
     }
 }
 
-/// Starts `citypulse tail` and waits until it has subscribed (its stderr says so).
-fn tail(url: &str, args: &[&str]) -> (Child, BufReader<std::process::ChildStdout>) {
+/// How long a test waits for a line of `citypulse tail`.
+const LINE_DEADLINE: Duration = Duration::from_secs(30);
+
+/// Starts `citypulse tail` and waits until it has subscribed (its stderr says so). Its stdout
+/// lines arrive on the receiver, so that a missing line fails the test instead of hanging it.
+fn tail(url: &str, args: &[&str]) -> (Child, Receiver<String>) {
     let mut child = Command::new(BIN)
         .args(["tail", "--nats-url", url])
         .args(args)
@@ -63,15 +69,23 @@ fn tail(url: &str, args: &[&str]) -> (Child, BufReader<std::process::ChildStdout
     err.read_line(&mut line).unwrap();
     assert!(line.starts_with("tailing "), "{line}");
     let out = BufReader::new(child.stdout.take().unwrap());
-    (child, out)
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in out.lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    (child, rx)
 }
 
-fn lines(out: &mut BufReader<std::process::ChildStdout>, n: usize) -> Vec<String> {
+fn lines(out: &mut Receiver<String>, n: usize) -> Vec<String> {
     (0..n)
-        .map(|_| {
-            let mut l = String::new();
-            out.read_line(&mut l).unwrap();
-            l.trim_end().to_owned()
+        .map(|i| {
+            out.recv_timeout(LINE_DEADLINE).unwrap_or_else(|e| {
+                panic!("`citypulse tail` printed {i} of {n} lines, then nothing for {LINE_DEADLINE:?} ({e})")
+            })
         })
         .collect()
 }
