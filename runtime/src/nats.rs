@@ -188,7 +188,7 @@ pub async fn connect(
 ///
 /// `Client::flush` is not this: it only writes the client's buffer to the socket. A tool that
 /// says "subscribed" after a flush races a publisher on another connection (seen: `citypulse
-/// tail` missed all three messages of its test in 8 of 100 runs on a loaded machine).
+/// tail` missed all three messages of its test in 12 of 150 runs on a loaded machine).
 ///
 /// # Errors
 /// When nothing comes back within `timeout` (for instance, a user not allowed to publish to its
