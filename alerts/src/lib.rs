@@ -241,12 +241,7 @@ impl Active {
             stop.clone(),
         ));
         let result = pipeline
-            .run(
-                source,
-                requests,
-                cfg.checkpoint_interval,
-                cfg.housekeeping_interval,
-            )
+            .run(source, requests, cfg.housekeeping_interval)
             .await;
         stop.trigger();
         let _ = lag.await;

@@ -3,7 +3,8 @@
 //! METRICS is read in order, in batches, through [`Source`] (which resumes right after the
 //! checkpoint). Per message: decode → [`Evaluator::evaluate`] → for each transition,
 //! [`Notifier::route`] → publish to ALERTS and wait for the ack (or record it as suppressed) →
-//! queue its history row. Every `--checkpoint-every` messages or `--checkpoint-interval`, the
+//! queue its history row. Every `--checkpoint-every` messages, or when the [`Cadence`] says
+//! (every `--checkpoint-interval`, and at once when a backlog drains), the
 //! whole state (evaluator, notifier, uncommitted history rows, and the METRICS stream sequence
 //! it includes) is written to the KV bucket, and only then is that sequence acked (`AckPolicy::All`).
 //! After a crash the consumer redelivers everything after the last ack; messages at or below the
@@ -23,6 +24,7 @@ use crate::metrics::AlertsMetrics;
 use crate::nats::{self as adapter, Checkpoints};
 use crate::store::{Row, Store};
 use async_nats::jetstream::{self, Context};
+use citypulse_runtime::cadence::Cadence;
 use citypulse_runtime::group::Lease;
 use citypulse_runtime::jetstream::PublishError;
 use citypulse_runtime::shutdown::Shutdown;
@@ -96,6 +98,8 @@ pub struct Pipeline {
     /// The active role's lease (fencing).
     lease: Lease,
     checkpoint_every: u32,
+    /// When to checkpoint besides every `checkpoint_every` messages.
+    cadence: Cadence,
     grace_ms: u64,
     /// A checkpoint was restored at start.
     restored: bool,
@@ -140,6 +144,7 @@ impl Pipeline {
             shutdown,
             lease,
             checkpoint_every: cfg.checkpoint_every,
+            cadence: Cadence::new(cfg.checkpoint_interval, Instant::now()),
             grace_ms: citypulse_runtime::duration::millis(cfg.district_silence_grace),
             restored: false,
             arrivals: HashMap::new(),
@@ -204,11 +209,8 @@ impl Pipeline {
         mut self,
         mut source: Source,
         mut requests: async_nats::Subscriber,
-        checkpoint_interval: Duration,
         housekeeping_interval: Duration,
     ) -> anyhow::Result<()> {
-        let mut checkpoint_timer = tokio::time::interval(checkpoint_interval);
-        checkpoint_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut housekeeping = tokio::time::interval(housekeeping_interval);
         housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tracing::info!(
@@ -219,6 +221,7 @@ impl Pipeline {
         let shutdown = self.shutdown.clone();
         let mut batch = Vec::new();
         loop {
+            let checkpoint_at = self.cadence.deadline(source.caught_up());
             let step: Result<(), PublishError> = tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
@@ -236,12 +239,12 @@ impl Pipeline {
                     batch.clear();
                     step
                 }
-                _ = checkpoint_timer.tick() => {
-                    self.checkpoint().await;
-                    Ok(())
-                }
+                () = tokio::time::sleep_until(checkpoint_at.into()) => Ok(()),
                 _ = housekeeping.tick() => self.housekeeping().await,
             };
+            if step.is_ok() {
+                self.on_schedule(source.caught_up()).await;
+            }
             if let Some(d) = self.ackable.take() {
                 source.ack(&d).await;
             }
@@ -404,10 +407,26 @@ impl Pipeline {
         }
     }
 
-    /// Writes the checkpoint and then acks the METRICS messages it includes.
-    async fn checkpoint(&mut self) {
-        if !self.dirty {
+    /// Checkpoints when the [`Cadence`] says; `caught_up`: the last message handed out was the
+    /// newest the consumer had (everything handed out is applied here).
+    async fn on_schedule(&mut self, caught_up: bool) {
+        if !self.cadence.due(Instant::now(), caught_up) {
             return;
+        }
+        if self.checkpoint().await {
+            self.cadence.settle(caught_up, true);
+        } else {
+            // Retried a moment later, not in a tight loop.
+            self.cadence.failed(Instant::now());
+        }
+    }
+
+    /// Writes the checkpoint and then acks the METRICS messages it includes; `true` when
+    /// written (or nothing new to write).
+    async fn checkpoint(&mut self) -> bool {
+        if !self.dirty {
+            self.cadence.written(Instant::now());
+            return true;
         }
         let encode = |outbox: &VecDeque<(u64, Row)>, next_serial: u64| {
             citypulse_runtime::zstd_cbor::encode(&CheckpointRef {
@@ -432,7 +451,7 @@ impl Pipeline {
             Err(e) => {
                 self.metrics.checkpoint(false, 0, self.processed_seq);
                 tracing::error!(error = %e, "encoding the checkpoint failed");
-                return;
+                return false;
             }
         };
         // Fencing: never write once another instance may have taken over.
@@ -442,13 +461,13 @@ impl Pipeline {
                 self.metrics
                     .checkpoint(false, bytes.len(), self.processed_seq);
                 tracing::warn!("lease lost: checkpoint not written");
-                return;
+                return false;
             }
             Err(e) => {
                 self.metrics
                     .checkpoint(false, bytes.len(), self.processed_seq);
-                tracing::warn!(error = %e, "cannot confirm the lease; checkpoint retried at the next interval");
-                return;
+                tracing::warn!(error = %e, "cannot confirm the lease; checkpoint retried");
+                return false;
             }
         }
         match self.checkpoints.save(&bytes).await {
@@ -462,17 +481,21 @@ impl Pipeline {
                 if let Some(d) = self.last.take() {
                     self.ackable = Some(d);
                 }
+                self.cadence.written(Instant::now());
+                true
             }
             Err(e) if e.is_fenced() => {
                 self.metrics
                     .checkpoint(false, bytes.len(), self.processed_seq);
                 tracing::warn!(error = %e, "another instance took over the checkpoint; stopping");
                 self.lease.lose();
+                false
             }
             Err(e) => {
                 self.metrics
                     .checkpoint(false, bytes.len(), self.processed_seq);
-                tracing::warn!(error = %e, "checkpoint failed; retrying at the next interval");
+                tracing::warn!(error = %e, "checkpoint failed; retrying");
+                false
             }
         }
     }

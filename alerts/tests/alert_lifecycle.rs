@@ -377,3 +377,22 @@ async fn a_nats_server_restart_mid_stream_loses_no_transition_and_duplicates_non
     assert_eq!(got, evaluate_all(&windows));
     svc.stop().await;
 }
+
+/// A drained backlog is checkpointed and acked about a second after it drains (the runtime's
+/// `Cadence`), not at `--checkpoint-interval` — here an hour, and no count threshold is reached.
+#[tokio::test]
+async fn a_drained_backlog_is_acked_within_seconds_even_with_an_hour_checkpoint_interval() {
+    let server = NatsServer::start();
+    let (_client, js) = jetstream(&server.url()).await;
+    let svc = start_in_process(&server.url(), TEST_RULES, |cfg| {
+        cfg.checkpoint_interval = Duration::from_secs(3600);
+        cfg.ack_wait = Duration::from_secs(7200);
+        cfg.checkpoint_every = 1_000_000;
+        cfg.max_ack_pending = 2_000_000;
+    })
+    .await;
+    let last = publish_all(&js, &scenario()).await;
+    // DEADLINE (20 s): the caught-up checkpoint comes a second after the last one.
+    wait_processed(&js, last).await;
+    svc.stop().await;
+}

@@ -58,7 +58,6 @@
 //! range into a stream of its own), [`nats`] (ADAPTER: streams, consumer, KV,
 //! publishing), [`metrics`], [`config`].
 
-pub mod cadence;
 pub mod checkpoint;
 pub mod config;
 pub mod domain;

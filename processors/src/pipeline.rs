@@ -8,7 +8,6 @@
 //! to `last_seq`. Windows closed by idle advance — which depends on processing time, not on the
 //! input — are checkpointed with their results (the outbox) before they are published.
 
-use crate::cadence::Cadence;
 use crate::checkpoint::{self, OutboxEntry};
 use crate::config::Settings;
 use crate::fold::{self, Folded, Outcome, Refusal};
@@ -17,6 +16,7 @@ use crate::nats::{self, CheckpointStore, DeadLetter, StoreError};
 use crate::window::{Observed, PartitionState, Rejection};
 use async_nats::jetstream::{kv, stream, Context};
 use bytes::Bytes;
+use citypulse_runtime::cadence::Cadence;
 use citypulse_runtime::duration;
 use citypulse_runtime::group::Lease;
 use citypulse_runtime::shutdown::Shutdown;

@@ -22,6 +22,8 @@
 //!   a KV bucket whose keys expire: membership, balanced assignment, fencing.
 //! - [`zstd_cbor`]: state as CBOR in one zstd frame with its checksum (the services'
 //!   checkpoints), and uncompressed CBOR of earlier versions read as it is.
+//! - [`cadence`]: when a consumer that acks after its checkpoint writes one (PURE, time passed
+//!   in).
 //! - [`duration`]: human durations ("30s", "2h") for clap, and [`duration::millis`]; [`clock`]: the
 //!   wall clock in ms.
 //!
@@ -30,6 +32,7 @@
 
 pub mod admin;
 pub mod alloc;
+pub mod cadence;
 pub mod clock;
 pub mod duration;
 pub mod group;
