@@ -96,13 +96,13 @@ pub struct RunConfig {
     #[arg(long, env = "CITYPULSE_ALERTS_CHECKPOINT_INTERVAL", default_value = "1s", value_parser = duration::parse_positive)]
     pub checkpoint_interval: Duration,
     /// Checkpoint after this many METRICS messages at the latest.
-    #[arg(long, env = "CITYPULSE_ALERTS_CHECKPOINT_EVERY", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, env = "CITYPULSE_ALERTS_CHECKPOINT_EVERY", default_value_t = 50_000, value_parser = clap::value_parser!(u32).range(1..))]
     pub checkpoint_every: u32,
     /// Unacknowledged METRICS messages the server may hand out (must exceed --checkpoint-every).
     #[arg(
         long,
         env = "CITYPULSE_ALERTS_MAX_ACK_PENDING",
-        default_value_t = 20_000
+        default_value_t = 100_000
     )]
     pub max_ack_pending: u32,
     /// How long the server waits for an ack before redelivering (must exceed
@@ -356,7 +356,8 @@ mod tests {
     #[test]
     fn dependent_settings_are_checked() {
         let mut cfg = RunConfig::for_url("nats://127.0.0.1:1");
-        cfg.checkpoint_every = 50_000;
+        assert_eq!(cfg.validate(), Ok(()));
+        cfg.checkpoint_every = cfg.max_ack_pending;
         assert!(cfg.validate().unwrap_err().contains("max-ack-pending"));
     }
 }
