@@ -3,8 +3,17 @@
 //!
 //! The table is created idempotently at connect. Its natural key is `(sensor, seq)`, so a batch
 //! written twice (a redelivery after a crash between COMMIT and ack) inserts nothing the second
-//! time. A batch is one `INSERT … SELECT FROM unnest($1, …) ON CONFLICT DO NOTHING`: one round
-//! trip, one statement, one transaction, however many rows.
+//! time. A batch is one `INSERT … SELECT FROM unnest($1, …)`: one round trip, one statement, one
+//! transaction, however many rows.
+//!
+//! **Plain first, skipping after a conflict.** `ON CONFLICT DO NOTHING` makes PostgreSQL insert
+//! each row speculatively (probe the key, insert, confirm): on PostgreSQL 15 here, 200,000 rows
+//! took 2.6–2.8 s with it and 1.6–1.8 s without (`psql \timing`, `INSERT … SELECT
+//! generate_series`, this table and its indexes). Duplicates only come after a crash or a
+//! device's very late repeat, so a batch is inserted plainly; if it violates the key, the whole
+//! statement rolls back and the batch is written again with `ON CONFLICT DO NOTHING`. The store
+//! keeps skipping until a skipping write finds no existing row (a redelivered run of batches is
+//! written once each, not twice), then goes back to plain inserts.
 //!
 //! Queries by district or sensor over a time range use `(district, ts)` and `(sensor, ts)`.
 //! To convert to a TimescaleDB hypertable or a natively range-partitioned table, the
@@ -14,7 +23,9 @@
 //! `ingest/README.md`).
 
 use citypulse_schema::{Measurement, Reading};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, NoTls, Statement};
 
 /// Creates the readings table and its indexes if they do not exist.
@@ -45,9 +56,7 @@ CREATE INDEX IF NOT EXISTS readings_district_ts ON readings (district, ts);
 CREATE INDEX IF NOT EXISTS readings_sensor_ts ON readings (sensor, ts);
 ";
 
-/// Inserts a batch given as parallel arrays; a row whose key exists is skipped. No conflict
-/// target: whatever the key is (`(sensor, seq)`, or `(sensor, seq, ts)` after a conversion to a
-/// hypertable or partitioned table), a duplicate is skipped.
+/// Inserts a batch given as parallel arrays (fails on an existing key: see the module docs).
 const INSERT: &str = "
 INSERT INTO readings (sensor, seq, district, kind, ts, count, interval_s, occupancy, speed_kmh,
                       lanes, pm25_ugm3, pm10_ugm3, o3_ppb, no2_ppb, so2_ppb, co_ppm, temp_c, rh_pct)
@@ -60,8 +69,12 @@ FROM unnest($1::text[], $2::int8[], $3::text[], $4::text[], $5::int8[],
             $16::float8[], $17::float8[], $18::float8[])
      AS t(sensor, seq, district, kind, ts_ms, count, interval_s, occupancy, speed_kmh, lanes,
           pm25_ugm3, pm10_ugm3, o3_ppb, no2_ppb, so2_ppb, co_ppm, temp_c, rh_pct)
-ON CONFLICT DO NOTHING
 ";
+
+/// Appended to [`INSERT`]: a row whose key exists is skipped. No conflict target: whatever the
+/// key is (`(sensor, seq)`, or `(sensor, seq, ts)` after a conversion to a hypertable or
+/// partitioned table), a duplicate is skipped.
+const SKIP_EXISTING: &str = "ON CONFLICT DO NOTHING";
 
 /// Why the archive could not write.
 #[derive(Debug, thiserror::Error)]
@@ -219,10 +232,13 @@ impl Rows {
     }
 }
 
-/// A connection to the archive with the insert prepared.
+/// A connection to the archive with the inserts prepared.
 pub struct Store {
     client: Client,
     insert: Statement,
+    insert_skipping: Statement,
+    /// The last write met an existing key, and no skipping write since found none.
+    skipping: AtomicBool,
     connection: tokio::task::JoinHandle<()>,
 }
 
@@ -243,9 +259,15 @@ impl Store {
                 .await
                 .map_err(StoreError::Connect)?;
             let insert = client.prepare(INSERT).await.map_err(StoreError::Connect)?;
+            let insert_skipping = client
+                .prepare(&format!("{INSERT}{SKIP_EXISTING}"))
+                .await
+                .map_err(StoreError::Connect)?;
             Ok(Store {
                 client,
                 insert,
+                insert_skipping,
+                skipping: AtomicBool::new(false),
                 connection,
             })
         };
@@ -255,9 +277,39 @@ impl Store {
         }
     }
 
-    /// Writes `rows` in one statement; returns how many were new. Bounded by `timeout`; on
-    /// timeout the statement may still commit, which the natural key makes harmless.
+    /// Writes `rows` in one transaction; returns how many were new. Plainly, or skipping
+    /// existing keys after a conflict (module docs). Each statement is bounded by `timeout`; on
+    /// timeout it may still commit, which the natural key makes harmless.
     pub async fn insert(&self, rows: &Rows, timeout: Duration) -> Result<u64, StoreError> {
+        if !self.skipping.load(Ordering::Relaxed) {
+            match self.execute(&self.insert, rows, timeout).await {
+                Err(StoreError::Write { source, .. })
+                    if source.code() == Some(&SqlState::UNIQUE_VIOLATION) =>
+                {
+                    self.skipping.store(true, Ordering::Relaxed);
+                }
+                plain => return plain,
+            }
+        }
+        let inserted = self.execute(&self.insert_skipping, rows, timeout).await?;
+        if inserted == rows.len() as u64 {
+            self.skipping.store(false, Ordering::Relaxed);
+        }
+        Ok(inserted)
+    }
+
+    /// Whether the next write skips existing keys (the last one met some).
+    pub fn is_skipping(&self) -> bool {
+        self.skipping.load(Ordering::Relaxed)
+    }
+
+    /// Runs one of the prepared inserts on `rows`.
+    async fn execute(
+        &self,
+        statement: &Statement,
+        rows: &Rows,
+        timeout: Duration,
+    ) -> Result<u64, StoreError> {
         let r = rows;
         let params: [&(dyn tokio_postgres::types::ToSql + Sync); 18] = [
             &r.sensor,
@@ -279,7 +331,7 @@ impl Store {
             &r.temp_c,
             &r.rh_pct,
         ];
-        let write = self.client.execute(&self.insert, &params);
+        let write = self.client.execute(statement, &params);
         match tokio::time::timeout(timeout, write).await {
             Ok(Ok(n)) => Ok(n),
             Ok(Err(source)) => Err(StoreError::Write {
