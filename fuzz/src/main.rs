@@ -14,7 +14,7 @@ static ALLOC: citypulse_fuzz::alloc::Counting = citypulse_fuzz::alloc::Counting;
 #[command(name = "citypulse-fuzz", version)]
 struct Args {
     /// Targets to run (repeatable); all when absent: reading, validate, batch, window, alert,
-    /// subject, rules, city.
+    /// subject, rules, city, checkpoint.
     #[arg(long = "target", env = "CITYPULSE_FUZZ_TARGETS", value_delimiter = ',')]
     targets: Vec<String>,
     /// Inputs per target.

@@ -82,6 +82,13 @@ pub fn all() -> Vec<Target> {
             alloc_factor: 64,
             alloc_slack: 8 << 20,
         },
+        Target {
+            name: "checkpoint",
+            seeds: checkpoint_seeds,
+            check: checkpoint,
+            alloc_factor: 64,
+            alloc_slack: 4 << 20,
+        },
     ]
 }
 
@@ -331,5 +338,46 @@ fn city(input: &[u8]) -> Result<&'static str, String> {
         }
         Err(e) if e.0.is_empty() => Err("rejected without a problem".to_owned()),
         Err(_) => Ok("rejected"),
+    }
+}
+
+fn checkpoint_seeds() -> Vec<Vec<u8>> {
+    use citypulse_processors::checkpoint;
+    let v1 = include_bytes!("../../processors/tests/fixtures/checkpoint_v1.cbor").to_vec();
+    let v2 = include_bytes!("../../processors/tests/fixtures/checkpoint_v2.cbor").to_vec();
+    // This build's format (3: compressed) of the same state.
+    let v3 = citypulse_processors::checkpoint::decode(0, &v2)
+        .map(|c| checkpoint::encode(c.partition, c.last_seq, &c.state, &c.outbox))
+        .unwrap_or_default();
+    vec![v1, v2, v3]
+}
+
+/// A processors checkpoint read from KV (partition 0's key): any format this build reads either
+/// decodes, and then writes out as this build's format and reads back as the same, or is
+/// refused with an error; never a panic, never memory far beyond its size (the decompression
+/// is capped).
+fn checkpoint(input: &[u8]) -> Result<&'static str, String> {
+    use citypulse_processors::checkpoint::{self, CheckpointError};
+    match checkpoint::decode(0, input) {
+        Ok(c) => {
+            let bytes = checkpoint::encode(c.partition, c.last_seq, &c.state, &c.outbox);
+            let again = checkpoint::decode(0, &bytes).map_err(|e| format!("re-decode: {e}"))?;
+            let bytes_again =
+                checkpoint::encode(again.partition, again.last_seq, &again.state, &again.outbox);
+            if bytes_again != bytes || again.format != checkpoint::FORMAT {
+                return Err(format!(
+                    "format {} read, written as format {} and read back differently",
+                    c.format,
+                    checkpoint::FORMAT
+                ));
+            }
+            Ok("ok")
+        }
+        Err(CheckpointError::Malformed(_)) => Ok("malformed"),
+        Err(CheckpointError::Format { .. }) => Ok("format"),
+        Err(CheckpointError::Partition { .. }) => Ok("partition"),
+        Err(e @ CheckpointError::Torn(_)) => {
+            Err(format!("a single checkpoint cannot be torn: {e}"))
+        }
     }
 }
