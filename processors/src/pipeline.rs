@@ -280,13 +280,9 @@ impl Partition {
     /// results, ack.
     async fn flush(&mut self, force: bool, source: &Source) -> anyhow::Result<Flow> {
         // A window of a large partition is tens of thousands of results: built here and dropped
-        // once encoded into the outbox, not kept as spare capacity between flushes.
-        let mut closed = Vec::new();
-        if self.state.close_ready(&mut closed) > 0 {
-            self.metrics.closed(&closed);
-            self.outbox.extend(closed.iter().map(OutboxEntry::of));
-            self.dirty = true;
-        }
+        // once encoded into the outbox — before publishing, not when this function returns —
+        // and not kept as spare capacity between flushes.
+        self.close_windows();
         let lag = self.state.watermark().and_then(|wm| {
             let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?;
             now.checked_sub(Duration::from_millis(wm))
@@ -331,6 +327,17 @@ impl Partition {
             self.unacked = 0;
         }
         Ok(Flow::Continue)
+    }
+
+    /// Closes the windows the watermark passed into the outbox (encoded); the results
+    /// themselves are dropped on return.
+    fn close_windows(&mut self) {
+        let mut closed = Vec::new();
+        if self.state.close_ready(&mut closed) > 0 {
+            self.metrics.closed(&closed);
+            self.outbox.extend(closed.iter().map(OutboxEntry::of));
+            self.dirty = true;
+        }
     }
 
     /// Writes the checkpoint, retrying while NATS is unavailable.
