@@ -28,23 +28,25 @@
 //!
 //! **Delivery: exactly-once effects.** Each partition task repeats: take a batch of readings
 //! (skipping any stream sequence ≤ `last_seq`, already in the state); close the windows the
-//! watermark has passed into an **outbox**; write the checkpoint — the whole state, `last_seq`
-//! and the outbox, CBOR, chunked under `p<N>` ([`checkpoint`]); publish the outbox (JetStream,
-//! acked, retried with the same `Nats-Msg-Id`); ack the inputs up to `last_seq`. Checkpoints
-//! are also written every `--checkpoint-interval` while readings arrive. On start the task loads
-//! the checkpoint, republishes its outbox (the server drops copies it has), and recreates its
-//! consumer to deliver from `last_seq + 1` in stream order. Deliveries lost in flight (a
-//! reconnect to a restarted server) show as a jump in the consumer's delivery sequence; the task
-//! then reopens the consumer after `last_seq` rather than fold a later reading first (which
-//! would make the missed ones late, and then skip them as already seen). Hence:
+//! watermark has passed into an **outbox** ([`outbox`]); publish it (JetStream, acked, retried
+//! with the same `Nats-Msg-Id`); when due — every `--checkpoint-interval` while readings arrive,
+//! 50,000 unacked messages, a drained backlog, a stop — write the checkpoint (the whole state,
+//! `last_seq` and the unpublished outbox, CBOR, compressed, chunked under `p<N>`:
+//! [`checkpoint`]) and ack the inputs up to `last_seq`. On start the task loads the checkpoint,
+//! republishes its outbox (the server drops copies it has), and recreates its consumer to
+//! deliver from `last_seq + 1` in stream order. Deliveries lost in flight (a reconnect to a
+//! restarted server) show as a jump in the consumer's delivery sequence; the task then reopens
+//! the consumer after `last_seq` rather than fold a later reading first (which would make the
+//! missed ones late, and then skip them as already seen). Hence:
 //! - no reading is lost: inputs are acked only once the state that includes them is durable;
 //! - none is counted twice: the state says up to which sequence it includes, and replay starts
 //!   after it;
-//! - no subscriber sees two versions of a window: a result is published only after the state
-//!   that closed it (and the result itself) is durable, so a restart republishes the same bytes,
-//!   deduplicated by `Nats-Msg-Id`, and never recomputes a published window. This holds even
-//!   though idle advance depends on processing time: replay after a crash may close windows at
-//!   other moments than the first run did, but only windows nobody has seen.
+//! - no subscriber sees two versions of a window: what closes a window from the input alone
+//!   (the watermark, readings in stream order) a replay from the last checkpoint repeats
+//!   exactly, so a result published before a crash is recomputed with the same bytes and
+//!   `Nats-Msg-Id`, and deduplicated. Idle advance depends on processing time, which a replay
+//!   would not repeat: the windows it closes are checkpointed, with their results (the outbox),
+//!   before they are published, so a restart republishes them instead of recomputing them.
 //! - Limit: the deduplication of a republished outbox relies on the METRICS duplicate window; a
 //!   crash followed by a restart more than that window later (10 min by default) can leave a
 //!   second copy of the last batch (identical bytes and `Nats-Msg-Id`) in the stream.
@@ -54,7 +56,7 @@
 //! Module map: [`domain`] (PURE arithmetic: AQI, NowCast, EAQI, traffic), [`window`] (PURE
 //! windowing core), [`fold`] (PURE: a READINGS message into a partition's state, shared
 //! by the live loop and replay), [`registry`] (PURE segment registry), [`checkpoint`] (PURE checkpoint
-//! layout), [`pipeline`] (SHELL: the partition loop), [`replay`] (SHELL: `replay` recomputes a past
+//! layout), [`outbox`] (PURE: closed results until published), [`pipeline`] (SHELL: the partition loop), [`replay`] (SHELL: `replay` recomputes a past
 //! range into a stream of its own), [`nats`] (ADAPTER: streams, consumer, KV,
 //! publishing), [`metrics`], [`config`].
 
@@ -64,6 +66,7 @@ pub mod domain;
 pub mod fold;
 pub mod metrics;
 pub mod nats;
+pub mod outbox;
 pub mod pipeline;
 pub mod registry;
 pub mod replay;

@@ -2,7 +2,7 @@
 //! READINGS consumers, the checkpoint bucket, window results (with `Nats-Msg-Id`) and dead
 //! letters.
 
-use crate::checkpoint::{self, CheckpointError, Manifest, OutboxEntry};
+use crate::checkpoint::{self, CheckpointError, Manifest};
 use crate::config::Settings;
 use crate::metrics::ProcessorMetrics;
 use async_nats::jetstream::context::PublishErrorKind;
@@ -319,22 +319,12 @@ impl CheckpointStore {
 /// [`publish_all`] (bounded acks in flight, retried under the same id until acked or shutdown).
 pub async fn publish_results(
     js: &Context,
-    entries: &[OutboxEntry],
+    out: &[Outgoing],
     shutdown: &Shutdown,
     metrics: &ProcessorMetrics,
 ) -> Result<(), PublishError> {
     let started = Instant::now();
-    let out: Vec<Outgoing> = entries
-        .iter()
-        .map(|e| {
-            Outgoing::new(
-                e.subject.clone(),
-                e.msg_id.clone(),
-                Bytes::from(e.payload.0.clone()),
-            )
-        })
-        .collect();
-    let acks = publish_all(js, &out, shutdown, &|r| metrics.publish_retry(r)).await?;
+    let acks = publish_all(js, out, shutdown, &|r| metrics.publish_retry(r)).await?;
     for ack in acks {
         metrics.published(started.elapsed(), ack.duplicate);
     }

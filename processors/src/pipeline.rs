@@ -8,11 +8,12 @@
 //! to `last_seq`. Windows closed by idle advance — which depends on processing time, not on the
 //! input — are checkpointed with their results (the outbox) before they are published.
 
-use crate::checkpoint::{self, OutboxEntry};
+use crate::checkpoint;
 use crate::config::Settings;
 use crate::fold::{self, Folded, Outcome, Refusal};
 use crate::metrics::ProcessorMetrics;
 use crate::nats::{self, CheckpointStore, DeadLetter, StoreError};
+use crate::outbox::Outbox;
 use crate::window::{Observed, PartitionState, Rejection};
 use async_nats::jetstream::{kv, stream, Context};
 use bytes::Bytes;
@@ -55,7 +56,7 @@ struct Partition {
     /// Highest READINGS sequence folded into `state`.
     last_seq: u64,
     /// Closed windows not yet published.
-    outbox: Vec<OutboxEntry>,
+    outbox: Outbox,
     dead_letters: Vec<DeadLetter>,
     /// Message `last_seq`, to ack once checkpointed (acks are cumulative).
     last: Option<Delivery>,
@@ -120,9 +121,13 @@ pub async fn run_partition(shared: Shared, lease: Lease) -> anyhow::Result<()> {
         Some(bytes) => {
             let c = checkpoint::decode(id, &bytes)?;
             let state = PartitionState::restore(settings.core.clone(), c.state)?;
-            (state, c.last_seq, c.outbox)
+            (state, c.last_seq, Outbox::loaded(c.outbox))
         }
-        None => (PartitionState::new(settings.core.clone()), 0, Vec::new()),
+        None => (
+            PartitionState::new(settings.core.clone()),
+            0,
+            Outbox::default(),
+        ),
     };
     tracing::info!(partition = id, last_seq, sensors = state.sensors(),
         open_windows = state.open_windows(), unpublished = outbox.len(),
@@ -279,9 +284,6 @@ impl Partition {
     /// Closes ready windows and, when due, makes everything durable: dead letters, checkpoint,
     /// results, ack.
     async fn flush(&mut self, force: bool, source: &Source) -> anyhow::Result<Flow> {
-        // A window of a large partition is tens of thousands of results: built here and dropped
-        // once encoded into the outbox — before publishing, not when this function returns —
-        // and not kept as spare capacity between flushes.
         self.close_windows();
         let lag = self.state.watermark().and_then(|wm| {
             let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?;
@@ -329,13 +331,12 @@ impl Partition {
         Ok(Flow::Continue)
     }
 
-    /// Closes the windows the watermark passed into the outbox (encoded); the results
-    /// themselves are dropped on return.
+    /// Closes the windows the watermark passed into the outbox.
     fn close_windows(&mut self) {
         let mut closed = Vec::new();
         if self.state.close_ready(&mut closed) > 0 {
             self.metrics.closed(&closed);
-            self.outbox.extend(closed.iter().map(OutboxEntry::of));
+            self.outbox.extend(closed);
             self.dirty = true;
         }
     }
@@ -347,7 +348,7 @@ impl Partition {
             self.id,
             self.last_seq,
             self.state.data(),
-            &self.outbox,
+            &self.outbox.entries(),
         ));
         let mut backoff = Duration::from_millis(50);
         loop {
@@ -386,27 +387,24 @@ impl Partition {
         Ok(Flow::Continue)
     }
 
-    /// Publishes the outbox (already in the checkpoint) and empties it.
+    /// Publishes the outbox and empties it.
     async fn publish_outbox(&mut self) -> Flow {
         if self.outbox.is_empty() {
             return Flow::Continue;
         }
-        // In slices, so the messages built for publishing are a slice's, not a second copy of
-        // the whole outbox; what is not acked stays in the outbox (the final flush retries it).
-        let mut published = 0;
-        while published < self.outbox.len() {
-            let slice = &self.outbox[published..self.outbox.len().min(published + PUBLISH_SLICE)];
-            if nats::publish_results(&self.js, slice, &self.shutdown, &self.metrics)
+        // Encoded a slice at a time (a window of a large partition is tens of thousands of
+        // results); what is not acked stays in the outbox (the final flush retries it).
+        while !self.outbox.is_empty() {
+            let slice = self.outbox.next_slice(PUBLISH_SLICE);
+            if nats::publish_results(&self.js, &slice, &self.shutdown, &self.metrics)
                 .await
                 .is_err()
             {
-                self.outbox.drain(..published);
                 return Flow::Stop;
             }
-            published += slice.len();
+            self.outbox.consume(slice.len());
         }
-        self.outbox = Vec::new();
-        // The stored checkpoint still lists them; the next one will not.
+        // A stored checkpoint may still list them; the next one will not.
         self.dirty = true;
         Flow::Continue
     }
