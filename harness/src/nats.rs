@@ -212,6 +212,22 @@ impl NatsServer {
         }
     }
 
+    /// Suspends the server (SIGSTOP) without closing anything: clients' writes pile up unread
+    /// and unacknowledged, as with a server that hangs. A [`NatsServer::stop`] afterwards then
+    /// certainly loses what was in flight. Does nothing when it is stopped.
+    ///
+    /// # Panics
+    /// When `kill -STOP` cannot be run.
+    pub fn freeze(&self) {
+        if let Some(child) = &self.child {
+            let status = std::process::Command::new("kill")
+                .args(["-STOP", &child.id().to_string()])
+                .status()
+                .expect("running kill -STOP");
+            assert!(status.success(), "kill -STOP {} failed", child.id());
+        }
+    }
+
     /// Starts a stopped server again on the same ports with the same store dir and waits until it
     /// is ready.
     ///

@@ -189,9 +189,9 @@ async fn a_server_crash_mid_run_loses_nothing_and_stores_nothing_twice() {
 /// hour newer, late for every window downstream.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_server_crash_readings_land_at_most_the_in_flight_window_out_of_order() {
-    // A crash costs publishes only when some were on the wire: on a busy machine the client may
-    // still hold them all in its buffer and send them after the reconnect. Every attempt checks
-    // the order; at least one must have lost publishes, or this test shows nothing.
+    // A crash costs publishes only when some were on the wire (each attempt suspends the server
+    // before killing it to make sure of that). Every attempt checks the order; at least one
+    // must have lost publishes, or this test shows nothing.
     let mut lost = Vec::new();
     for _ in 0..5 {
         let errors = crash_mid_run_and_check_the_order().await;
@@ -251,6 +251,11 @@ async fn crash_mid_run_and_check_the_order() -> u64 {
         }
     })
     .await;
+    // Suspended first, so the publishes sent meanwhile are on the wire, unread, when it is
+    // killed: a plain kill could find every publish already acked and the next ones still in
+    // the client's buffer (five such attempts in a row on a busy CI machine).
+    server.freeze();
+    tokio::time::sleep(Duration::from_millis(300)).await;
     server.stop();
     tokio::time::sleep(Duration::from_millis(500)).await;
     server.start_again();
