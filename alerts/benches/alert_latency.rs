@@ -44,10 +44,10 @@ fn window(district: &str, sensor: Option<String>, minute: u64, aqi: u16) -> Wind
         sensor,
         readings: 2,
         sensors: 1,
-        metrics: WindowMetrics::Air(AirMetrics {
+        metrics: WindowMetrics::Air(Box::new(AirMetrics {
             aqi: Some(aqi),
             ..AirMetrics::default()
-        }),
+        })),
     }
 }
 

@@ -25,11 +25,11 @@ fn air(district: usize, sensor: Option<usize>, minute: u64, aqi: u16) -> WindowR
         sensor: sensor.map(|s| format!("aq-{district:02}{s:02}")),
         readings: 2,
         sensors: 1,
-        metrics: WindowMetrics::Air(AirMetrics {
+        metrics: WindowMetrics::Air(Box::new(AirMetrics {
             aqi: Some(aqi),
             pm25_ugm3: Some(f64::from(aqi) / 7.0 + minute as f64 * 0.01),
             ..AirMetrics::default()
-        }),
+        })),
     }
 }
 
@@ -132,10 +132,10 @@ summary = "AQI {value} ({category}) in {district}"
             for i in 0..iters {
                 w.window_start = T0 + i * MIN;
                 w.window_end = T0 + (i + 1) * MIN;
-                w.metrics = WindowMetrics::Air(AirMetrics {
+                w.metrics = WindowMetrics::Air(Box::new(AirMetrics {
                     aqi: Some(if i % 2 == 0 { 120 } else { 50 }),
                     ..AirMetrics::default()
-                });
+                }));
                 ev.evaluate(black_box(&w), &mut out);
                 out.clear();
             }

@@ -633,10 +633,10 @@ mod tests {
                         sensor: (s >= 4).then(|| format!("aq-d01-{s}")),
                         readings: 1,
                         sensors: 1,
-                        metrics: WindowMetrics::Air(AirMetrics {
+                        metrics: WindowMetrics::Air(Box::new(AirMetrics {
                             aqi: Some(180 + s),
                             ..AirMetrics::default()
-                        }),
+                        })),
                     },
                     &mut out,
                 );

@@ -724,10 +724,10 @@ async fn web_credential_reads_metrics_and_alerts_asks_the_alerts_service_and_not
         sensor: None,
         readings: 1,
         sensors: 1,
-        metrics: WindowMetrics::Air(citypulse_schema::AirMetrics {
+        metrics: WindowMetrics::Air(Box::new(citypulse_schema::AirMetrics {
             aqi: Some(77),
             ..Default::default()
-        }),
+        })),
     };
     let alert = AlertEvent {
         id: "aqi:d01:1".into(),

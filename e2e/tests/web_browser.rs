@@ -514,11 +514,11 @@ async fn a_100000_sensor_city_renders_aggregated_without_freezing() {
             sensor: None,
             readings: 1,
             sensors: 1,
-            metrics: WindowMetrics::Air(citypulse_schema::AirMetrics {
+            metrics: WindowMetrics::Air(Box::new(citypulse_schema::AirMetrics {
                 aqi: Some(d * 20),
                 category: Some(citypulse_schema::AqiCategory::of(d * 20)),
                 ..Default::default()
-            }),
+            })),
         };
         js.publish(w.subject(), w.encode().into())
             .await

@@ -1037,7 +1037,7 @@ mod tests {
             sensor: None,
             readings: 1,
             sensors: 1,
-            metrics: citypulse_schema::WindowMetrics::Air(Default::default()),
+            metrics: citypulse_schema::WindowMetrics::Air(Box::default()),
         };
         assert!(p.emits(&w(p.from, p.from + 60_000)));
         assert!(p.emits(&w(p.to - 60_000, p.to)));

@@ -91,7 +91,7 @@ fn air_result() -> WindowResult {
         sensor: Some("aq-d03-1".into()),
         readings: 1,
         sensors: 1,
-        metrics: WindowMetrics::Air(AirMetrics {
+        metrics: WindowMetrics::Air(Box::new(AirMetrics {
             aqi: Some(58),
             category: Some(AqiCategory::Moderate),
             dominant: Some(Pollutant::Pm25),
@@ -109,7 +109,7 @@ fn air_result() -> WindowResult {
             eaqi: Some(EaqiBand::Fair),
             eaqi_dominant: Some(Pollutant::Pm25),
             ..AirMetrics::default()
-        }),
+        })),
     }
 }
 

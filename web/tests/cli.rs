@@ -24,12 +24,12 @@ fn window() -> WindowResult {
         sensor: None,
         readings: 4,
         sensors: 2,
-        metrics: WindowMetrics::Air(AirMetrics {
+        metrics: WindowMetrics::Air(Box::new(AirMetrics {
             aqi: Some(162),
             category: Some(AqiCategory::Unhealthy),
             pm25_nowcast_ugm3: Some(75.3),
             ..AirMetrics::default()
-        }),
+        })),
     }
 }
 

@@ -23,11 +23,11 @@ fn air(district: &str, end: u64, aqi: u16) -> WindowResult {
         sensor: None,
         readings: 2,
         sensors: 1,
-        metrics: WindowMetrics::Air(AirMetrics {
+        metrics: WindowMetrics::Air(Box::new(AirMetrics {
             aqi: Some(aqi),
             category: Some(AqiCategory::of(aqi)),
             ..AirMetrics::default()
-        }),
+        })),
     }
 }
 

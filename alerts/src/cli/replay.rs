@@ -267,10 +267,10 @@ summary = "AQI {value} in {district}"
             sensor: None,
             readings: 1,
             sensors: 1,
-            metrics: WindowMetrics::Air(AirMetrics {
+            metrics: WindowMetrics::Air(Box::new(AirMetrics {
                 aqi: Some(aqi),
                 ..AirMetrics::default()
-            }),
+            })),
         }
     }
 

@@ -23,11 +23,11 @@ fn air(district: &str, sensor: Option<&str>, minute: u64, aqi: u16) -> WindowRes
         sensor: sensor.map(Into::into),
         readings: 2,
         sensors: 1,
-        metrics: WindowMetrics::Air(AirMetrics {
+        metrics: WindowMetrics::Air(Box::new(AirMetrics {
             aqi: Some(aqi),
             pm25_ugm3: Some(f64::from(aqi) / 10.0),
             ..AirMetrics::default()
-        }),
+        })),
     }
 }
 
@@ -134,7 +134,7 @@ fn missing_value_breaks_the_run_but_does_not_resolve() {
     let mut ev = Evaluator::new(rules(AQI_GROUP));
     let mut windows = series(&[120, 120, 120, 120, 120]);
     let mut blank = air("d04", None, 5, 0);
-    blank.metrics = WindowMetrics::Air(AirMetrics::default());
+    blank.metrics = WindowMetrics::Air(Box::default());
     windows.push(blank);
     windows.push(air("d04", None, 6, 120));
     let out = feed(&mut ev, &windows);

@@ -72,10 +72,10 @@ pub fn air(district: &str, sensor: Option<&str>, minute: u64, aqi: u16) -> Windo
         sensor: sensor.map(Into::into),
         readings: 2,
         sensors: 1,
-        metrics: WindowMetrics::Air(AirMetrics {
+        metrics: WindowMetrics::Air(Box::new(AirMetrics {
             aqi: Some(aqi),
             ..AirMetrics::default()
-        }),
+        })),
     }
 }
 

@@ -482,7 +482,7 @@ impl PartitionState {
                         Some(station),
                         samples.len(),
                         1,
-                        WindowMetrics::Air(c.metrics()),
+                        WindowMetrics::Air(Box::new(c.metrics())),
                     ));
                     district_air.add(station, &c);
                 }
@@ -492,7 +492,7 @@ impl PartitionState {
                         None,
                         readings,
                         air.len() as u64,
-                        WindowMetrics::Air(m),
+                        WindowMetrics::Air(Box::new(m)),
                     ));
                 }
             }

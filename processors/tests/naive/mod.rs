@@ -385,7 +385,7 @@ impl Model {
                 sensor: Some((*s).to_owned()),
                 readings: mine.len() as u64,
                 sensors: 1,
-                metrics: WindowMetrics::Air(c.metrics()),
+                metrics: WindowMetrics::Air(Box::new(c.metrics())),
             });
             display = display.max(&c);
             per_station.push((*s, c.subs()));
@@ -414,7 +414,7 @@ impl Model {
             sensor: None,
             readings: readings as u64,
             sensors: stations.len() as u64,
-            metrics: WindowMetrics::Air(m),
+            metrics: WindowMetrics::Air(Box::new(m)),
         });
         out
     }

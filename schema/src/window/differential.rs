@@ -116,7 +116,7 @@ fn any_air() -> impl Strategy<Value = AirMetrics> {
 fn any_window() -> impl Strategy<Value = WindowResult> {
     let metrics = prop_oneof![
         any_traffic().prop_map(WindowMetrics::Traffic),
-        any_air().prop_map(WindowMetrics::Air),
+        any_air().prop_map(|a| WindowMetrics::Air(Box::new(a))),
     ];
     (
         any::<u64>(),

@@ -90,7 +90,7 @@ pub(super) fn decode(bytes: &[u8]) -> Option<WindowResult> {
             }
             Kind::Air => {
                 next.none_until(AIR)?;
-                WindowMetrics::Air(air(&mut next)?)
+                WindowMetrics::Air(Box::new(air(&mut next)?))
             }
         };
         Ok::<_, Unusual>(WindowResult {
