@@ -176,6 +176,31 @@ fn district_mut<'m, V: Default>(map: &'m mut BTreeMap<String, V>, key: &str) -> 
         .unwrap_or_else(|| unreachable!("key inserted above"))
 }
 
+/// The samples of `sensor` in one pane, sized on first use for the `expected` samples a pane
+/// gets (its span over the sensor's interval), not for the four `Vec` starts with: most sensors
+/// report once or twice per pane, and a pane's samples are most of the state.
+fn pane_samples<'m, S>(
+    map: &'m mut BTreeMap<String, Vec<S>>,
+    sensor: &str,
+    expected: usize,
+) -> &'m mut Vec<S> {
+    if !map.contains_key(sensor) {
+        map.insert(sensor.to_owned(), Vec::with_capacity(expected));
+    }
+    // Inserted just above when missing.
+    map.get_mut(sensor)
+        .unwrap_or_else(|| unreachable!("key inserted above"))
+}
+
+/// Samples of a sensor reporting every `interval_s` seconds in a pane of `hop_ms`: at least one
+/// (also when the interval is unknown), at most eight; a wrong guess costs only a `Vec` growth.
+fn expected_samples(hop_ms: u64, interval_s: Option<u32>) -> usize {
+    let Some(interval_ms) = interval_s.filter(|&i| i > 0).map(|i| u64::from(i) * 1_000) else {
+        return 1;
+    };
+    usize::try_from(hop_ms.div_ceil(interval_ms).clamp(1, 8)).unwrap_or(8)
+}
+
 impl PartitionState {
     /// An empty partition.
     pub fn new(cfg: Arc<CoreConfig>) -> PartitionState {
@@ -246,8 +271,9 @@ impl PartitionState {
                             .insert(r.sensor.clone(), TrafficSensor::new(r.seq, r.ts));
                     }
                 }
+                let expected = expected_samples(d.spec.hop_ms(), Some(s.interval().interval_s));
                 let pd = district_mut(d.panes.entry(pane).or_default(), &r.district);
-                district_mut(&mut pd.traffic, &r.sensor).push(s);
+                pane_samples(&mut pd.traffic, &r.sensor, expected).push(s);
             }
             Sample::Air(s, interval_s) => {
                 match sensors.air.get_mut(&r.sensor) {
@@ -263,8 +289,9 @@ impl PartitionState {
                         sensors.air.insert(r.sensor.clone(), st);
                     }
                 }
+                let expected = expected_samples(d.spec.hop_ms(), interval_s);
                 let pd = district_mut(d.panes.entry(pane).or_default(), &r.district);
-                district_mut(&mut pd.air, &r.sensor).push(s);
+                pane_samples(&mut pd.air, &r.sensor, expected).push(s);
             }
         }
         d.watermark.observe(r.ts, lateness, now_ms);

@@ -341,3 +341,17 @@ fn a_checkpoint_resumes_exactly_and_refuses_another_window_shape() {
         Err(RestoreError::SpecChanged { .. })
     ));
 }
+
+#[test]
+fn a_pane_is_sized_for_the_samples_a_sensor_sends_in_it() {
+    // One-minute panes: a 30-s traffic detector sends two, a 60-s station one, a 45-s one two.
+    assert_eq!(expected_samples(MIN, Some(30)), 2);
+    assert_eq!(expected_samples(MIN, Some(60)), 1);
+    assert_eq!(expected_samples(MIN, Some(45)), 2);
+    // Unknown (or zero) intervals and intervals longer than a pane: one.
+    assert_eq!(expected_samples(MIN, None), 1);
+    assert_eq!(expected_samples(MIN, Some(0)), 1);
+    assert_eq!(expected_samples(MIN, Some(300)), 1);
+    // Never more than eight up front.
+    assert_eq!(expected_samples(5 * MIN, Some(1)), 8);
+}
