@@ -25,12 +25,20 @@
 
 use crate::domain::traffic::{Facility, SegmentParams};
 use serde::Deserialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// Free-flow speed and capacity by detector (sensor id).
+///
+/// Kept compact, because it lives as long as the service: the detector ids sorted, each with
+/// an index into the distinct parameter sets (a scaled city repeats a few hundred). At 100,000
+/// sensors (86,783 detectors) a map of detector to parameters took 13 MB, about 150 bytes a
+/// detector (heaptrack, docs/benchmarks.md); this takes about 40.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct SegmentRegistry {
-    by_detector: BTreeMap<String, SegmentParams>,
+    /// Detector ids in order, each with the index of its segment's parameters in `params`.
+    detectors: Box<[(Box<str>, u32)]>,
+    /// The distinct parameter sets.
+    params: Box<[SegmentParams]>,
 }
 
 /// Why a city file cannot serve as a registry.
@@ -196,25 +204,68 @@ impl SegmentRegistry {
             }
         }
         if errors.is_empty() {
-            Ok(SegmentRegistry { by_detector })
+            Ok(SegmentRegistry::compact(by_detector))
         } else {
             Err(RegistryErrors(errors))
         }
     }
 
+    /// The compact form of a map of detector to parameters.
+    fn compact(by_detector: BTreeMap<String, SegmentParams>) -> SegmentRegistry {
+        let mut params = Vec::new();
+        let mut index: HashMap<ParamsKey, u32> = HashMap::new();
+        let detectors = by_detector
+            .into_iter()
+            .map(|(detector, p)| {
+                let i = *index.entry(ParamsKey::of(&p)).or_insert_with(|| {
+                    params.push(p);
+                    u32::try_from(params.len() - 1).unwrap_or(u32::MAX)
+                });
+                (detector.into_boxed_str(), i)
+            })
+            .collect();
+        SegmentRegistry {
+            detectors,
+            params: params.into_boxed_slice(),
+        }
+    }
+
     /// What the registry knows about `detector`'s segment (empty when unlisted).
     pub fn params(&self, detector: &str) -> SegmentParams {
-        self.by_detector.get(detector).copied().unwrap_or_default()
+        self.detectors
+            .binary_search_by(|(d, _)| d.as_ref().cmp(detector))
+            .ok()
+            .and_then(|at| self.params.get(self.detectors[at].1 as usize))
+            .copied()
+            .unwrap_or_default()
     }
 
     /// Detectors listed.
     pub fn len(&self) -> usize {
-        self.by_detector.len()
+        self.detectors.len()
     }
 
     /// Whether no detector is listed.
     pub fn is_empty(&self) -> bool {
-        self.by_detector.is_empty()
+        self.detectors.is_empty()
+    }
+}
+
+/// Parameter sets compared bit for bit, to share equal ones.
+#[derive(PartialEq, Eq, Hash)]
+struct ParamsKey([Option<u64>; 3], Facility);
+
+impl ParamsKey {
+    fn of(p: &SegmentParams) -> ParamsKey {
+        let bits = |v: Option<f64>| v.map(f64::to_bits);
+        ParamsKey(
+            [
+                bits(p.free_flow_kmh),
+                bits(p.capacity_vphpl),
+                bits(p.length_km),
+            ],
+            p.facility,
+        )
     }
 }
 
@@ -271,6 +322,29 @@ mod tests {
         assert_eq!(r.params("loop-4").facility, Facility::UrbanStreet);
         assert_eq!(r.params("loop-4").length_km, Some(0.25));
         assert_eq!(r.params("loop-1").length_km, None);
+    }
+
+    #[test]
+    fn equal_parameters_are_kept_once_and_every_detector_finds_its_own() {
+        // 300 segments of one detector each, cycling through three parameter sets, listed out
+        // of order: three sets kept, and each detector gets its segment's.
+        let mut city = String::from("[[district]]\nid = \"d01\"\n");
+        for i in (0..300).rev() {
+            let speed = [40.0, 50.0, 100.0][i % 3];
+            city.push_str(&format!(
+                "[[district.segment]]\nid = \"s{i}\"\nfree_flow_kmh = {speed:.1}\n\
+                 detectors = [\"loop-{i}\"]\n"
+            ));
+        }
+        let r = SegmentRegistry::from_toml(&city).expect("valid");
+        assert_eq!((r.len(), r.params.len()), (300, 3));
+        for i in 0..300 {
+            let want = [40.0, 50.0, 100.0][i % 3];
+            assert_eq!(r.params(&format!("loop-{i}")).free_flow_kmh, Some(want), "loop-{i}");
+        }
+        for unlisted in ["", "loop", "loop-300", "loop-1 ", "zzz"] {
+            assert_eq!(r.params(unlisted), SegmentParams::default(), "{unlisted:?}");
+        }
     }
 
     #[test]

@@ -112,7 +112,7 @@ impl fmt::Display for InvalidInterval {
 impl std::error::Error for InvalidInterval {}
 
 /// The HCM facility type of a segment: it decides how its level of service is graded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Facility {
     /// An urban street (signalised arterial, collector, local street): LOS by travel speed as a
     /// percentage of base free-flow speed (HCM 6th ed., Exhibit 16-8). The default.
