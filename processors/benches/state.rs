@@ -141,7 +141,7 @@ fn traffic_readings(city: &City, from: u64, minutes: u64, each: impl FnMut(&Read
 
 /// The process's anonymous resident memory (heap and stacks), KiB.
 fn rss_anon_kib() -> u64 {
-    // jemalloc returns freed pages after its 1 s decay: wait them out first.
+    // jemalloc returns freed pages after its decay (100 ms; 1 s before): wait them out first.
     std::thread::sleep(std::time::Duration::from_millis(2_500));
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
     let line = status.lines().find(|l| l.starts_with("RssAnon:")).unwrap();
