@@ -6,7 +6,7 @@
 //! steady state), then detectors every 30 s for 30 minutes. Prints bytes per active sensor, in
 //! the checkpoint and in memory: the process's anonymous resident memory (`RssAnon`) with the
 //! state, above what it was before, under the services' allocator (`runtime::alloc`, freed pages
-//! returned after 1 s).
+//! returned after 100 ms).
 //!
 //! `cargo bench -p citypulse-processors --bench state`
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
