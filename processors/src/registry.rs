@@ -340,7 +340,11 @@ mod tests {
         assert_eq!((r.len(), r.params.len()), (300, 3));
         for i in 0..300 {
             let want = [40.0, 50.0, 100.0][i % 3];
-            assert_eq!(r.params(&format!("loop-{i}")).free_flow_kmh, Some(want), "loop-{i}");
+            assert_eq!(
+                r.params(&format!("loop-{i}")).free_flow_kmh,
+                Some(want),
+                "loop-{i}"
+            );
         }
         for unlisted in ["", "loop", "loop-300", "loop-1 ", "zzz"] {
             assert_eq!(r.params(unlisted), SegmentParams::default(), "{unlisted:?}");
