@@ -23,8 +23,8 @@
 //! ("Memory across a PostgreSQL outage: the allocator"). The decay was 1 s until
 //! `scripts/bench` at 100,000 sensors showed a service's peak RSS carrying up to a second of
 //! freed pages (the processors 20–30 MiB, replay 27 MiB); 100 ms cost no measurable CPU, 0 ms
-//! about a quarter more of the processors' (docs/benchmarks.md, "The allocator's decay"). Tests and benches keep the system
-//! allocator; only the binaries install this one.
+//! about a quarter more of the processors' (docs/benchmarks.md, "The allocator's decay").
+//! Tests and benches keep the system allocator; only the binaries install this one.
 
 /// The allocator type a service's `#[global_allocator]` static has.
 pub type Allocator = tikv_jemallocator::Jemalloc;

@@ -168,32 +168,27 @@ enum Sample {
 }
 
 fn district_mut<'m, V: Default>(map: &'m mut BTreeMap<String, V>, key: &str) -> &'m mut V {
+    entry_mut(map, key, V::default)
+}
+
+/// The value under `key`, made by `make` when missing (without allocating the key when present).
+fn entry_mut<'m, V>(
+    map: &'m mut BTreeMap<String, V>,
+    key: &str,
+    make: impl FnOnce() -> V,
+) -> &'m mut V {
     if !map.contains_key(key) {
-        map.insert(key.to_owned(), V::default());
+        map.insert(key.to_owned(), make());
     }
     // Inserted just above when missing.
     map.get_mut(key)
         .unwrap_or_else(|| unreachable!("key inserted above"))
 }
 
-/// The samples of `sensor` in one pane, sized on first use for the `expected` samples a pane
-/// gets (its span over the sensor's interval), not for the four `Vec` starts with: most sensors
-/// report once or twice per pane, and a pane's samples are most of the state.
-fn pane_samples<'m, S>(
-    map: &'m mut BTreeMap<String, Vec<S>>,
-    sensor: &str,
-    expected: usize,
-) -> &'m mut Vec<S> {
-    if !map.contains_key(sensor) {
-        map.insert(sensor.to_owned(), Vec::with_capacity(expected));
-    }
-    // Inserted just above when missing.
-    map.get_mut(sensor)
-        .unwrap_or_else(|| unreachable!("key inserted above"))
-}
-
 /// Samples of a sensor reporting every `interval_s` seconds in a pane of `hop_ms`: at least one
 /// (also when the interval is unknown), at most eight; a wrong guess costs only a `Vec` growth.
+/// A sensor's samples in a new pane are sized for this, not for the four a `Vec` starts with:
+/// most sensors report once or twice per pane, and a pane's samples are most of the state.
 fn expected_samples(hop_ms: u64, interval_s: Option<u32>) -> usize {
     let Some(interval_ms) = interval_s.filter(|&i| i > 0).map(|i| u64::from(i) * 1_000) else {
         return 1;
@@ -271,9 +266,11 @@ impl PartitionState {
                             .insert(r.sensor.clone(), TrafficSensor::new(r.seq, r.ts));
                     }
                 }
-                let expected = expected_samples(d.spec.hop_ms(), Some(s.interval().interval_s));
+                let hop_ms = d.spec.hop_ms();
                 let pd = district_mut(d.panes.entry(pane).or_default(), &r.district);
-                pane_samples(&mut pd.traffic, &r.sensor, expected).push(s);
+                let interval_s = Some(s.interval().interval_s);
+                let new = || Vec::with_capacity(expected_samples(hop_ms, interval_s));
+                entry_mut(&mut pd.traffic, &r.sensor, new).push(s);
             }
             Sample::Air(s, interval_s) => {
                 match sensors.air.get_mut(&r.sensor) {
@@ -289,9 +286,10 @@ impl PartitionState {
                         sensors.air.insert(r.sensor.clone(), st);
                     }
                 }
-                let expected = expected_samples(d.spec.hop_ms(), interval_s);
+                let hop_ms = d.spec.hop_ms();
                 let pd = district_mut(d.panes.entry(pane).or_default(), &r.district);
-                pane_samples(&mut pd.air, &r.sensor, expected).push(s);
+                let new = || Vec::with_capacity(expected_samples(hop_ms, interval_s));
+                entry_mut(&mut pd.air, &r.sensor, new).push(s);
             }
         }
         d.watermark.observe(r.ts, lateness, now_ms);
