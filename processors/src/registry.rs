@@ -25,6 +25,7 @@
 
 use crate::domain::traffic::{Facility, SegmentParams};
 use serde::Deserialize;
+use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 
 /// Free-flow speed and capacity by detector (sensor id).
@@ -99,59 +100,152 @@ struct RawSegment {
     detectors: Vec<String>,
 }
 
-/// Parses a city file a district at a time where that is certainly the same as parsing it
-/// whole ([`district_chunks`]), and whole otherwise or on any error (whose message then has the
-/// file's own line numbers). Why: the TOML parser's document tree takes about 24 times the
-/// text, so the 19 MB file of a 100,000-sensor city peaked at 460 MB while it was read, and the
-/// processors at 620 MB before their first reading (more than deploy/k8s's 512 MiB limit); a
-/// district at a time, a twelfth of that.
-fn parse_city(text: &str) -> Result<RawCity, toml::de::Error> {
-    let Some((prelude, districts)) = district_chunks(text) else {
-        return toml::from_str(text);
-    };
-    parse_pieces(prelude, &districts).or_else(|_| toml::from_str(text))
-}
+/// Segments parsed together when a city is read in pieces. The TOML parser's document tree
+/// is about 24 times its text: the 19 MB file of a 100,000-sensor city took 460 MB read whole,
+/// and a district at a time the processors still peaked at 118 MB of RSS before their first
+/// reading, above what they then need to fold. A piece of 512 segments (about 110 KB of the
+/// simulator's city file) is a tree of about 3 MB whatever the size of the city; the peak
+/// before the first reading is then 52 MB, mostly the file's text and the registry being
+/// built (`VmHWM` of `citypulse-processors --city` on that file, docs/benchmarks.md).
+const SEGMENTS_PER_PIECE: usize = 512;
 
-/// The prelude and each district parsed apart, their districts in order.
-fn parse_pieces(prelude: &str, districts: &[&str]) -> Result<RawCity, toml::de::Error> {
-    let mut city: RawCity = toml::from_str(prelude)?;
-    for chunk in districts {
-        let part: RawCity = toml::from_str(chunk)?;
-        city.district.extend(part.district);
+/// Reads the segments of `pieces` into `f`, in file order; `false` when a piece (or the
+/// prelude) does not parse or the prelude defines districts of its own (`district = [...]`,
+/// which the file's `[[district]]` headers would make an error): the file is then read whole.
+fn read_pieces(prelude: &str, pieces: &[Piece<'_>], f: &mut dyn FnMut(RawSegment)) -> bool {
+    match toml::from_str::<RawCity>(prelude) {
+        Ok(head) if head.district.is_empty() => {}
+        _ => return false,
     }
-    Ok(city)
+    let mut buf = String::new();
+    for piece in pieces {
+        let text = if piece.continues {
+            buf.clear();
+            buf.push_str("[[district]]\n");
+            buf.push_str(piece.text);
+            buf.as_str()
+        } else {
+            piece.text
+        };
+        let Ok(part) = toml::from_str::<RawCity>(text) else {
+            return false;
+        };
+        part.district
+            .into_iter()
+            .flat_map(|d| d.segment)
+            .for_each(&mut *f);
+    }
+    true
 }
 
-/// PURE: the text before the first `[[district]]` header and each district from its header to
-/// the next, when parsing those apart is certainly parsing the file: no multi-line string
-/// (whose lines could look like headers) and, from the first district on, no table header but
-/// `[[district]]` and the district's own subtables (`[district.…]`, `[[district.…]]`), so no
-/// table can be defined in two pieces. `None` otherwise.
-fn district_chunks(text: &str) -> Option<(&str, Vec<&str>)> {
+/// A piece of a city file: a district's header and first segments, or (`continues`) more
+/// segments of the district before it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Piece<'t> {
+    text: &'t str,
+    continues: bool,
+}
+
+/// PURE: the text before the first `[[district]]` header, and the districts from there on cut
+/// into pieces at `[[district]]` headers and every [`SEGMENTS_PER_PIECE`]th
+/// `[[district.segment]]` header, when parsing those apart certainly reads the same segments
+/// as parsing the file: no multi-line string (whose lines could look like headers) and, from the
+/// first district on, no table header but `[[district]]` and the district's own subtables
+/// (`[district.…]`, `[[district.…]]`), so no table is defined in two pieces. A piece that does
+/// not start a district is read after a `[[district]]` header of its own: its segments are the
+/// same, in a district the registry does not look at. `None` otherwise.
+fn city_pieces(text: &str) -> Option<(&str, Vec<Piece<'_>>)> {
     if text.contains("\"\"\"") || text.contains("'''") {
         return None;
     }
-    let mut starts = Vec::new();
+    let mut starts: Vec<(usize, bool)> = Vec::new();
+    let mut segments = 0;
     let mut offset = 0;
     for line in text.split_inclusive('\n') {
         let header = line.trim();
         let header = header.split('#').next().unwrap_or("").trim_end();
         if header == "[[district]]" {
-            starts.push(offset);
-        } else if !starts.is_empty()
-            && header.starts_with('[')
-            && !["[district.", "[[district."]
-                .iter()
-                .any(|p| header.starts_with(p))
+            starts.push((offset, false));
+            segments = 0;
+        } else if starts.is_empty() || !header.starts_with('[') {
+        } else if header == "[[district.segment]]" {
+            segments += 1;
+            if segments > SEGMENTS_PER_PIECE {
+                starts.push((offset, true));
+                segments = 1;
+            }
+        } else if !["[district.", "[[district."]
+            .iter()
+            .any(|p| header.starts_with(p))
         {
             return None;
         }
         offset += line.len();
     }
-    let first = *starts.first()?;
-    let ends = starts.iter().skip(1).copied().chain([text.len()]);
-    let districts = starts.iter().zip(ends).map(|(&a, b)| &text[a..b]).collect();
-    Some((&text[..first], districts))
+    let first = starts.first()?.0;
+    let ends = starts.iter().skip(1).map(|s| s.0).chain([text.len()]);
+    let pieces = starts
+        .iter()
+        .zip(ends)
+        .map(|(&(a, continues), b)| Piece {
+            text: &text[a..b],
+            continues,
+        })
+        .collect();
+    Some((&text[..first], pieces))
+}
+
+/// The segments read so far: each detector's parameters, and every problem in file order.
+#[derive(Default)]
+struct Reader {
+    by_detector: BTreeMap<String, SegmentParams>,
+    errors: Vec<RegistryError>,
+}
+
+impl Reader {
+    fn segment(&mut self, seg: RawSegment) {
+        let errors = &mut self.errors;
+        let mut positive = |field: &'static str, v: Option<f64>| match v {
+            Some(x) if !(x.is_finite() && x > 0.0) => {
+                errors.push(RegistryError::Value {
+                    segment: seg.id.clone(),
+                    field,
+                    value: x,
+                });
+                None
+            }
+            other => other,
+        };
+        let free_flow_kmh = positive("free_flow_kmh", seg.free_flow_kmh);
+        let capacity_vphpl = positive("capacity_vphpl", seg.capacity_vphpl);
+        let length_km = positive("length_km", seg.length_km);
+        let facility = match seg.facility.as_deref() {
+            None => Facility::from_free_flow(free_flow_kmh),
+            Some(name) => Facility::parse(name).unwrap_or_else(|| {
+                errors.push(RegistryError::Facility {
+                    segment: seg.id.clone(),
+                    value: name.to_owned(),
+                });
+                Facility::UrbanStreet
+            }),
+        };
+        let params = SegmentParams {
+            free_flow_kmh,
+            capacity_vphpl,
+            facility,
+            length_km,
+        };
+        for d in seg.detectors {
+            match self.by_detector.entry(d) {
+                Entry::Occupied(e) => {
+                    errors.push(RegistryError::DuplicateDetector(e.key().clone()))
+                }
+                Entry::Vacant(e) => {
+                    e.insert(params);
+                }
+            }
+        }
+    }
 }
 
 impl SegmentRegistry {
@@ -162,51 +256,22 @@ impl SegmentRegistry {
 
     /// Parses a city file, reporting every problem at once.
     pub fn from_toml(text: &str) -> Result<SegmentRegistry, RegistryErrors> {
-        let raw = parse_city(text)
-            .map_err(|e| RegistryErrors(vec![RegistryError::Syntax(e.to_string())]))?;
-        let mut errors = Vec::new();
-        let mut by_detector = BTreeMap::new();
-        for seg in raw.district.iter().flat_map(|d| &d.segment) {
-            let mut positive = |field: &'static str, v: Option<f64>| match v {
-                Some(x) if !(x.is_finite() && x > 0.0) => {
-                    errors.push(RegistryError::Value {
-                        segment: seg.id.clone(),
-                        field,
-                        value: x,
-                    });
-                    None
-                }
-                other => other,
-            };
-            let free_flow_kmh = positive("free_flow_kmh", seg.free_flow_kmh);
-            let capacity_vphpl = positive("capacity_vphpl", seg.capacity_vphpl);
-            let length_km = positive("length_km", seg.length_km);
-            let facility = match seg.facility.as_deref() {
-                None => Facility::from_free_flow(free_flow_kmh),
-                Some(name) => Facility::parse(name).unwrap_or_else(|| {
-                    errors.push(RegistryError::Facility {
-                        segment: seg.id.clone(),
-                        value: name.to_owned(),
-                    });
-                    Facility::UrbanStreet
-                }),
-            };
-            let params = SegmentParams {
-                free_flow_kmh,
-                capacity_vphpl,
-                facility,
-                length_km,
-            };
-            for d in &seg.detectors {
-                if by_detector.insert(d.clone(), params).is_some() {
-                    errors.push(RegistryError::DuplicateDetector(d.clone()));
-                }
+        let mut reader = Reader::default();
+        let in_pieces = city_pieces(text).is_some_and(|(prelude, pieces)| {
+            read_pieces(prelude, &pieces, &mut |s| reader.segment(s))
+        });
+        if !in_pieces {
+            reader = Reader::default();
+            let city: RawCity = toml::from_str(text)
+                .map_err(|e| RegistryErrors(vec![RegistryError::Syntax(e.to_string())]))?;
+            for s in city.district.into_iter().flat_map(|d| d.segment) {
+                reader.segment(s);
             }
         }
-        if errors.is_empty() {
-            Ok(SegmentRegistry::compact(by_detector))
+        if reader.errors.is_empty() {
+            Ok(SegmentRegistry::compact(reader.by_detector))
         } else {
-            Err(RegistryErrors(errors))
+            Err(RegistryErrors(reader.errors))
         }
     }
 
@@ -372,47 +437,111 @@ mod tests {
     }
 
     #[test]
-    fn a_city_is_read_a_district_at_a_time_only_where_that_is_the_same() {
-        let (prelude, districts) = district_chunks(CITY).expect("plain districts");
+    fn a_city_is_read_in_pieces_only_where_that_is_the_same() {
+        let (prelude, pieces) = city_pieces(CITY).expect("plain districts");
         assert!(!prelude.contains("[[district]]"));
-        assert_eq!(districts.len(), CITY.matches("[[district]]").count());
+        assert_eq!(pieces.len(), CITY.matches("[[district]]").count());
+        assert!(pieces.iter().all(|p| !p.continues));
         assert_eq!(
-            prelude.len() + districts.iter().map(|d| d.len()).sum::<usize>(),
+            prelude.len() + pieces.iter().map(|p| p.text.len()).sum::<usize>(),
             CITY.len()
         );
         // Another table after a district, or a multi-line string: read whole.
-        assert!(district_chunks(&format!("{CITY}\n[meta]\nx = 1\n")).is_none());
-        assert!(district_chunks(&format!("{CITY}\nnote = '''\n[[district]]\n'''\n")).is_none());
-        assert!(district_chunks("name = \"no districts\"").is_none());
+        assert!(city_pieces(&format!("{CITY}\n[meta]\nx = 1\n")).is_none());
+        assert!(city_pieces(&format!("{CITY}\nnote = '''\n[[district]]\n'''\n")).is_none());
+        assert!(city_pieces("name = \"no districts\"").is_none());
+    }
+
+    #[test]
+    fn a_long_district_is_cut_every_512_segments_at_a_segment_header() {
+        let mut city = String::from("name = \"x\"\n[[district]]\nid = \"d01\"\n");
+        for i in 0..1_100 {
+            city.push_str(&format!(
+                "[[district.segment]]\nid = \"s{i}\"\ndetectors = [\"loop-{i}\"]\n\
+                 [[district.segment.lane]]\nn = 1\n"
+            ));
+        }
+        let (_, pieces) = city_pieces(&city).expect("plain");
+        let continues: Vec<bool> = pieces.iter().map(|p| p.continues).collect();
+        assert_eq!(continues, [false, true, true]);
+        let segments = |p: &Piece<'_>| p.text.matches("[[district.segment]]").count();
+        assert_eq!(
+            pieces.iter().map(segments).collect::<Vec<_>>(),
+            [512, 512, 76]
+        );
+        // A segment's own subtables stay in its piece.
+        assert!(pieces[1]
+            .text
+            .starts_with("[[district.segment]]\nid = \"s512\""));
+        let r = SegmentRegistry::from_toml(&city).expect("valid");
+        assert_eq!(r.len(), 1_100);
+    }
+
+    /// Every detector's parameters, to compare registries.
+    fn listing(r: &SegmentRegistry) -> Vec<(String, SegmentParams)> {
+        r.detectors
+            .iter()
+            .map(|(d, _)| (d.to_string(), r.params(d)))
+            .collect()
+    }
+
+    /// The registry read whole, without pieces.
+    fn read_whole(text: &str) -> Result<SegmentRegistry, RegistryErrors> {
+        let mut reader = Reader::default();
+        let city: RawCity = toml::from_str(text)
+            .map_err(|e| RegistryErrors(vec![RegistryError::Syntax(e.to_string())]))?;
+        for s in city.district.into_iter().flat_map(|d| d.segment) {
+            reader.segment(s);
+        }
+        if reader.errors.is_empty() {
+            Ok(SegmentRegistry::compact(reader.by_detector))
+        } else {
+            Err(RegistryErrors(reader.errors))
+        }
     }
 
     #[test]
     fn read_in_pieces_or_whole_a_city_gives_the_same_registry_and_errors() {
-        // The built-in city at 1,000 sensors, as the simulator writes it.
-        let city = citypulse_simulator::city::City::builtin_scaled(1_000)
+        // The built-in city at 10,000 sensors, as the simulator writes it: districts of more
+        // than 512 segments, so some are cut.
+        let city = citypulse_simulator::city::City::builtin_scaled(10_000)
             .to_toml()
             .unwrap();
-        assert!(district_chunks(&city).is_some_and(|(_, d)| d.len() > 1));
-        let whole: RawCity = toml::from_str(&city).unwrap();
-        let pieces = parse_city(&city).unwrap();
-        let segments = |c: &RawCity| -> Vec<(String, Vec<String>, Option<f64>)> {
-            c.district
-                .iter()
-                .flat_map(|d| &d.segment)
-                .map(|s| (s.id.clone(), s.detectors.clone(), s.free_flow_kmh))
-                .collect()
-        };
-        assert_eq!(segments(&pieces), segments(&whole));
-        assert!(segments(&whole).len() > 100);
-        // A syntax error in the third district reports the file's own line.
-        let third = city.match_indices("\n[[district]]").nth(2).unwrap().0;
-        let broken = format!("{}\nlanes = = 2{}", &city[..third], &city[third..]);
-        let err = parse_city(&broken).unwrap_err().to_string();
-        let expected = toml::from_str::<RawCity>(&broken).unwrap_err().to_string();
+        let (_, pieces) = city_pieces(&city).expect("plain");
+        assert!(pieces.iter().any(|p| p.continues), "no district was cut");
+        let whole = read_whole(&city).unwrap();
+        let pieces = SegmentRegistry::from_toml(&city).unwrap();
+        assert_eq!(listing(&pieces), listing(&whole));
+        assert!(whole.len() > 8_000);
+        // A syntax error in a later piece reports the file's own line.
+        let at = city
+            .match_indices("\n[[district.segment]]")
+            .nth(1_500)
+            .unwrap()
+            .0;
+        let broken = format!("{}\nlanes = = 2{}", &city[..at], &city[at..]);
+        let err = SegmentRegistry::from_toml(&broken).unwrap_err().to_string();
+        let expected = read_whole(&broken).unwrap_err().to_string();
         assert_eq!(err, expected);
         assert!(
-            err.contains(&format!("line {}", city[..third].lines().count() + 2)),
+            err.contains(&format!("line {}", city[..at].lines().count() + 2)),
             "{err}"
+        );
+        // A bad value and a detector listed twice, in the last piece: the same errors.
+        let first = city.match_indices("detectors = [\"").nth(3).unwrap().0;
+        let dup = city[first..].split('"').nth(1).unwrap().to_owned();
+        let bad = format!(
+            "{city}[[district.segment]]\nid = \"x\"\nfree_flow_kmh = -1.0\ndetectors = [\"{dup}\"]\n"
+        );
+        let errs = SegmentRegistry::from_toml(&bad).unwrap_err();
+        assert_eq!(errs, read_whole(&bad).unwrap_err());
+        assert_eq!(errs.0.len(), 2, "{errs}");
+        // A district defined in the prelude as well: read whole, the same either way.
+        let twice =
+            format!("district = [{{ segment = [{{ detectors = [\"loop-p\"] }}] }}]\n{city}");
+        assert_eq!(
+            SegmentRegistry::from_toml(&twice).map(|r| listing(&r)),
+            read_whole(&twice).map(|r| listing(&r))
         );
     }
 }
