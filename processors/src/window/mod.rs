@@ -24,6 +24,7 @@
 //! guard).
 
 pub mod air;
+mod close;
 pub mod seq;
 pub mod spec;
 pub mod traffic;
@@ -32,10 +33,11 @@ pub mod watermark;
 pub use spec::{SpecError, WindowSpec};
 pub use watermark::{LateReason, Watermark};
 
-use crate::domain::traffic::{DistrictTrafficAccumulator, InvalidInterval};
+use crate::domain::traffic::InvalidInterval;
 use crate::registry::SegmentRegistry;
-use air::{AirSample, AirStation, Concentrations, DistrictAir, HOUR_MS};
-use citypulse_schema::{Measurement, Pollutant, Reading, WindowMetrics, WindowResult};
+use air::{AirSample, AirStation, HOUR_MS};
+use citypulse_schema::{Measurement, Pollutant, Reading, WindowResult};
+use close::{Detector, WindowCloser};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -406,122 +408,94 @@ impl PartitionState {
             .retain(|_, ds| !(ds.traffic.is_empty() && ds.air.is_empty()));
     }
 
+    /// Appends the results of the window ending at `end`. A tumbling window is its only pane,
+    /// which no later window needs: it is consumed, each sensor's samples freed once its result
+    /// is made. A hopping window's panes are shared with the windows after it: its samples are
+    /// gathered by reference.
     fn close_window(&mut self, end: u64, out: &mut Vec<WindowResult>) {
         let spec = self.data.spec;
         let start = spec.start_of(end);
-        let last_pane = end - spec.hop_ms();
-        let registry = &self.cfg.registry;
+        let mut closer = WindowCloser::new(start, end, &self.cfg.registry, out);
         let StateData { panes, sensors, .. } = &mut self.data;
-
-        type Gathered<'p> = (
-            BTreeMap<&'p str, Vec<&'p TrafficSample>>,
-            BTreeMap<&'p str, Vec<&'p AirSample>>,
-        );
-        let mut by_district: BTreeMap<&str, Gathered<'_>> = BTreeMap::new();
-        for pane in panes.range(start..end).map(|(_, p)| p) {
-            for (district, pd) in pane {
-                let (t, a) = by_district.entry(district.as_str()).or_default();
-                for (sensor, samples) in &pd.traffic {
-                    t.entry(sensor.as_str()).or_default().extend(samples);
-                }
-                for (sensor, samples) in &pd.air {
-                    a.entry(sensor.as_str()).or_default().extend(samples);
-                }
+        if spec.size_ms() == spec.hop_ms() {
+            if let Some(pane) = panes.remove(&start) {
+                close_pane(&mut closer, pane, sensors);
             }
+        } else {
+            close_panes(&mut closer, panes, end - spec.hop_ms(), start..end, sensors);
         }
+    }
+}
 
-        let result =
-            |district: &str, sensor: Option<&str>, readings: usize, sensors: u64, m| WindowResult {
-                window_start: start,
-                window_end: end,
-                district: district.to_owned(),
-                sensor: sensor.map(str::to_owned),
-                readings: readings as u64,
-                sensors,
-                metrics: m,
+/// Closes a tumbling window from its pane, consuming it.
+fn close_pane(
+    closer: &mut WindowCloser<'_>,
+    pane: BTreeMap<String, PaneDistrict>,
+    sensors: &mut BTreeMap<String, DistrictSensors>,
+) {
+    for (district, pd) in pane {
+        let mut ds = sensors.get_mut(&district);
+        for (id, samples) in pd.traffic {
+            let st = ds.as_deref_mut().and_then(|d| d.traffic.get_mut(&id));
+            let d = Detector {
+                id: &id,
+                samples: samples.iter(),
+                last: Some(&samples),
             };
+            closer.detector(&district, st, d);
+        }
+        closer.end_traffic(&district);
+        for (id, samples) in pd.air {
+            let st = ds.as_deref_mut().and_then(|d| d.air.get_mut(&id));
+            closer.station(&district, st, &id, samples.iter());
+        }
+        closer.end_air(&district);
+    }
+}
 
-        for (district, (traffic, air)) in by_district {
-            let mut ds = sensors.get_mut(district);
-            let last = panes.get(&last_pane).and_then(|p| p.get(district));
-
-            if !traffic.is_empty() {
-                let mut acc = DistrictTrafficAccumulator::new();
-                let mut readings = 0;
-                for (sensor, samples) in &traffic {
-                    let mut params = registry.params(sensor);
-                    if params.free_flow_kmh.is_none() {
-                        if let Some(st) = ds.as_mut().and_then(|d| d.traffic.get_mut(*sensor)) {
-                            for s in last
-                                .and_then(|pd| pd.traffic.get(*sensor))
-                                .into_iter()
-                                .flatten()
-                            {
-                                st.learned.learn(s);
-                            }
-                            params.free_flow_kmh = st.learned.value();
-                        }
-                    }
-                    let Some(f) = traffic::sensor_figures(samples.iter().copied(), &params) else {
-                        continue;
-                    };
-                    acc.add(&f);
-                    readings += samples.len();
-                    out.push(result(
-                        district,
-                        Some(sensor),
-                        samples.len(),
-                        1,
-                        WindowMetrics::Traffic(traffic::sensor_metrics(&f)),
-                    ));
-                }
-                if let Some(f) = acc.figures() {
-                    out.push(result(
-                        district,
-                        None,
-                        readings,
-                        u64::from(f.segments),
-                        WindowMetrics::Traffic(traffic::district_metrics(&f)),
-                    ));
-                }
+/// Closes a hopping window from the panes in `range`, gathering their samples by reference;
+/// detectors learn from the pane starting at `last_pane`.
+fn close_panes(
+    closer: &mut WindowCloser<'_>,
+    panes: &BTreeMap<u64, BTreeMap<String, PaneDistrict>>,
+    last_pane: u64,
+    range: std::ops::Range<u64>,
+    sensors: &mut BTreeMap<String, DistrictSensors>,
+) {
+    type Gathered<'p> = (
+        BTreeMap<&'p str, Vec<&'p TrafficSample>>,
+        BTreeMap<&'p str, Vec<&'p AirSample>>,
+    );
+    let mut by_district: BTreeMap<&str, Gathered<'_>> = BTreeMap::new();
+    for pane in panes.range(range).map(|(_, p)| p) {
+        for (district, pd) in pane {
+            let (t, a) = by_district.entry(district.as_str()).or_default();
+            for (sensor, samples) in &pd.traffic {
+                t.entry(sensor.as_str()).or_default().extend(samples);
             }
-
-            if !air.is_empty() {
-                let mut district_air = DistrictAir::default();
-                let mut readings = 0;
-                for (station, samples) in &air {
-                    let window = air::window_means(samples.iter().copied());
-                    let c = match ds.as_mut().and_then(|d| d.air.get_mut(*station)) {
-                        Some(st) => {
-                            st.finalize_through(end);
-                            st.concentrations_at(end, window)
-                        }
-                        None => Concentrations {
-                            window,
-                            ..Concentrations::default()
-                        },
-                    };
-                    readings += samples.len();
-                    out.push(result(
-                        district,
-                        Some(station),
-                        samples.len(),
-                        1,
-                        WindowMetrics::Air(Box::new(c.metrics())),
-                    ));
-                    district_air.add(station, &c);
-                }
-                if let Some(m) = district_air.metrics() {
-                    out.push(result(
-                        district,
-                        None,
-                        readings,
-                        air.len() as u64,
-                        WindowMetrics::Air(Box::new(m)),
-                    ));
-                }
+            for (sensor, samples) in &pd.air {
+                a.entry(sensor.as_str()).or_default().extend(samples);
             }
         }
+    }
+    for (district, (traffic, air)) in by_district {
+        let mut ds = sensors.get_mut(district);
+        let last = panes.get(&last_pane).and_then(|p| p.get(district));
+        for (id, samples) in &traffic {
+            let st = ds.as_deref_mut().and_then(|d| d.traffic.get_mut(*id));
+            let d = Detector {
+                id,
+                samples: samples.iter().copied(),
+                last: last.and_then(|pd| pd.traffic.get(*id)).map(Vec::as_slice),
+            };
+            closer.detector(district, st, d);
+        }
+        closer.end_traffic(district);
+        for (id, samples) in &air {
+            let st = ds.as_deref_mut().and_then(|d| d.air.get_mut(*id));
+            closer.station(district, st, id, samples.iter().copied());
+        }
+        closer.end_air(district);
     }
 }
 

@@ -2,7 +2,7 @@
 //! `tests/window_properties.rs`.
 
 use super::*;
-use citypulse_schema::{Air, Kind, Los, Traffic};
+use citypulse_schema::{Air, Kind, Los, Traffic, WindowMetrics};
 
 const MIN: u64 = 60_000;
 const T0: u64 = 1_767_225_600_000; // 2026-01-01T00:00:00Z, an hour boundary
