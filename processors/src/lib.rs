@@ -28,11 +28,13 @@
 //!
 //! **Delivery: exactly-once effects.** Each partition task repeats: take a batch of readings
 //! (skipping any stream sequence ≤ `last_seq`, already in the state); close the windows the
-//! watermark has passed into an **outbox** ([`outbox`]); publish it (JetStream, acked, retried
-//! with the same `Nats-Msg-Id`); when due — every `--checkpoint-interval` while readings arrive,
+//! watermark has passed into an **outbox** ([`outbox`]), 2,048 results at a time, and publish
+//! each slice (JetStream, acked, retried with the same `Nats-Msg-Id`) before closing the next;
+//! when due — every `--checkpoint-interval` while readings arrive,
 //! 50,000 unacked messages, a drained backlog, a stop — write the checkpoint (the whole state,
 //! `last_seq` and the unpublished outbox, CBOR, compressed, chunked under `p<N>`:
-//! [`checkpoint`]) and ack the inputs up to `last_seq`. On start the task loads the checkpoint,
+//! [`checkpoint`]; never inside a window: what is left of a window being closed goes into the
+//! outbox first) and ack the inputs up to `last_seq`. On start the task loads the checkpoint,
 //! republishes its outbox (the server drops copies it has), and recreates its consumer to
 //! deliver from `last_seq + 1` in stream order. Deliveries lost in flight (a reconnect to a
 //! restarted server) show as a jump in the consumer's delivery sequence; the task then reopens

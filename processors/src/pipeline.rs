@@ -281,17 +281,9 @@ impl Partition {
         self.last = Some(d);
     }
 
-    /// Closes ready windows and, when due, makes everything durable: dead letters, checkpoint,
-    /// results, ack.
+    /// Closes ready windows and publishes their results a slice at a time, then, when due,
+    /// makes everything durable: dead letters, checkpoint, ack.
     async fn flush(&mut self, force: bool, source: &Source) -> anyhow::Result<Flow> {
-        self.close_windows();
-        let lag = self.state.watermark().and_then(|wm| {
-            let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?;
-            now.checked_sub(Duration::from_millis(wm))
-        });
-        self.metrics
-            .partition(self.id, self.state.open_windows(), lag);
-
         // An idle advance depends on processing time, which a replay would not repeat:
         // checkpoint the moved watermark and the windows it closed (outbox included) before
         // publishing them. Everything else a replay
@@ -312,6 +304,12 @@ impl Partition {
         if matches!(self.publish_outbox().await, Flow::Stop) {
             return Ok(Flow::Stop);
         }
+        let lag = self.state.watermark().and_then(|wm| {
+            let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?;
+            now.checked_sub(Duration::from_millis(wm))
+        });
+        self.metrics
+            .partition(self.id, self.state.open_windows(), lag);
         let caught_up = source.caught_up();
         let due =
             force || self.unacked >= ACK_THRESHOLD || self.cadence.due(Instant::now(), caught_up);
@@ -331,18 +329,24 @@ impl Partition {
         Ok(Flow::Continue)
     }
 
-    /// Closes the windows the watermark passed into the outbox.
-    fn close_windows(&mut self) {
+    /// Closes the next slice of the windows the watermark passed into the outbox; returns how
+    /// many results it added (0: nothing left to close).
+    fn close_slice(&mut self) -> usize {
         let mut closed = Vec::new();
-        if self.state.close_ready(&mut closed) > 0 {
+        let n = self.state.close_some(&mut closed, PUBLISH_SLICE);
+        if n > 0 {
             self.metrics.closed(&closed);
             self.outbox.extend(closed);
             self.dirty = true;
         }
+        n
     }
 
     /// Writes the checkpoint, retrying while NATS is unavailable.
     async fn checkpoint(&mut self) -> anyhow::Result<Flow> {
+        // A checkpoint holds whole windows: the rest of a window being closed goes into the
+        // outbox (and so into the checkpoint) first.
+        while self.close_slice() > 0 {}
         let started = Instant::now();
         let bytes = Bytes::from(checkpoint::encode(
             self.id,
@@ -387,14 +391,13 @@ impl Partition {
         Ok(Flow::Continue)
     }
 
-    /// Publishes the outbox and empties it.
+    /// Publishes the outbox and the results of every window the watermark passed, closing them
+    /// a slice at a time (at 100,000 sensors, a large partition's window is ~17,000 results: held
+    /// at once by eight partitions, they were a fifth of the processors' peak heap). What is not
+    /// acked stays in the outbox (the final flush retries it).
     async fn publish_outbox(&mut self) -> Flow {
-        if self.outbox.is_empty() {
-            return Flow::Continue;
-        }
-        // Encoded a slice at a time (a window of a large partition is tens of thousands of
-        // results); what is not acked stays in the outbox (the final flush retries it).
-        while !self.outbox.is_empty() {
+        let mut published = false;
+        while !self.outbox.is_empty() || self.close_slice() > 0 {
             let slice = self.outbox.next_slice(PUBLISH_SLICE);
             if nats::publish_results(&self.js, &slice, &self.shutdown, &self.metrics)
                 .await
@@ -403,9 +406,10 @@ impl Partition {
                 return Flow::Stop;
             }
             self.outbox.consume(slice.len());
+            published = true;
         }
         // A stored checkpoint may still list them; the next one will not.
-        self.dirty = true;
+        self.dirty |= published;
         Flow::Continue
     }
 }

@@ -158,23 +158,26 @@ fn air_readings(steps: &[(u64, [bool; 3], [u16; 3])]) -> Vec<Reading> {
 
 struct Run {
     results: Vec<WindowResult>,
+    state: StateData,
     accepted: usize,
     late: usize,
     rejected: usize,
     watermarks: Vec<Option<u64>>,
 }
 
-/// Feeds the readings, closing after every `close_every` readings, and checkpointing (encode,
-/// decode, restore) after reading `restore_at`.
+/// Feeds the readings, closing after every `close_every` readings (`slice` results at a time,
+/// `close_some`), and checkpointing (encode, decode, restore) after reading `restore_at`.
 fn run(
     cfg: &Arc<CoreConfig>,
     readings: &[Reading],
     close_every: usize,
     restore_at: Option<usize>,
+    slice: usize,
 ) -> Run {
     let mut state = PartitionState::new(cfg.clone());
     let mut r = Run {
         results: Vec::new(),
+        state: state.data().clone(),
         accepted: 0,
         late: 0,
         rejected: 0,
@@ -188,7 +191,7 @@ fn run(
         }
         r.watermarks.push(state.watermark());
         if (i + 1) % close_every == 0 {
-            state.close_ready(&mut r.results);
+            while state.close_some(&mut r.results, slice) > 0 {}
         }
         if restore_at == Some(i) {
             let mut bytes = Vec::new();
@@ -198,6 +201,7 @@ fn run(
         }
     }
     state.close_ready(&mut r.results);
+    r.state = state.data().clone();
     r
 }
 
@@ -228,14 +232,11 @@ fn check(
     readings: &[Reading],
     close_every: usize,
     restore_at: usize,
+    slice: usize,
 ) {
     let want = m.run(readings);
-    let got = run(
-        cfg,
-        readings,
-        close_every,
-        Some(restore_at % readings.len().max(1)),
-    );
+    let restore_at = Some(restore_at % readings.len().max(1));
+    let got = run(cfg, readings, close_every, restore_at, slice);
     // Every reading has exactly one outcome, and the same one as the model's.
     assert_eq!(got.accepted + got.late + got.rejected, readings.len());
     assert_eq!(
@@ -252,8 +253,12 @@ fn check(
     let mut sorted = keys.clone();
     sorted.sort();
     assert_eq!(keys, sorted, "results out of order");
-    let again = run(cfg, readings, 1, None);
+    let again = run(cfg, readings, 1, None, usize::MAX);
     assert_eq!(again.results, got.results);
+    // Closing a slice at a time leaves the same state as closing whole windows.
+    let whole = run(cfg, readings, close_every, restore_at, usize::MAX);
+    assert_eq!(whole.results, got.results);
+    assert_eq!(whole.state, got.state);
 }
 
 proptest! {
@@ -264,9 +269,10 @@ proptest! {
         events in prop::collection::vec(traffic_ev(), 1..250),
         close_every in 1usize..40,
         restore_at in 0usize..250,
+        slice in 1usize..5,
     ) {
         let readings = traffic_readings(&events);
-        check(&core(60_000, 60_000), &model(60_000, 60_000), &readings, close_every, restore_at);
+        check(&core(60_000, 60_000), &model(60_000, 60_000), &readings, close_every, restore_at, slice);
     }
 
     #[test]
@@ -274,9 +280,10 @@ proptest! {
         events in prop::collection::vec(traffic_ev(), 1..250),
         close_every in 1usize..40,
         restore_at in 0usize..250,
+        slice in 1usize..5,
     ) {
         let readings = traffic_readings(&events);
-        check(&core(180_000, 60_000), &model(180_000, 60_000), &readings, close_every, restore_at);
+        check(&core(180_000, 60_000), &model(180_000, 60_000), &readings, close_every, restore_at, slice);
     }
 
     #[test]
@@ -287,9 +294,10 @@ proptest! {
             100..300),
         close_every in 1usize..40,
         restore_at in 0usize..900,
+        slice in 1usize..4,
     ) {
         let readings = air_readings(&steps);
-        check(&core(60_000, 60_000), &model(60_000, 60_000), &readings, close_every, restore_at);
+        check(&core(60_000, 60_000), &model(60_000, 60_000), &readings, close_every, restore_at, slice);
     }
 }
 
@@ -327,6 +335,7 @@ fn a_complete_day_gives_24_hour_means_and_eight_hour_ozone() {
         &readings,
         17,
         Some(readings.len() / 2),
+        usize::MAX,
     );
     naive::assert_same_windows(&want.results, &by_id(&got.results));
 }

@@ -2,15 +2,19 @@
 //! order: a district's detectors by id, its traffic result, its stations by id, its air result.
 //!
 //! [`WindowCloser`] takes each sensor's samples as an iterator, so the caller decides where they
-//! come from: a tumbling window consumes its only pane, freeing each sensor's samples as soon as
-//! its result is made (the results replace the pane instead of joining it in memory), while a
-//! hopping window gathers references to its samples across the panes it shares with others.
+//! come from. A tumbling window is a [`Closing`]: it owns its only pane (no later window needs
+//! it) and consumes it a result at a time, freeing each sensor's samples as soon as its result
+//! is made, and it can stop after any number of results and go on later, so the results that
+//! replace a pane need not all be in memory at once. A hopping window gathers references to its
+//! samples across the panes it shares with the windows after it, and closes at once.
 
 use super::air::{self, AirSample, AirStation, Concentrations, DistrictAir};
 use super::traffic::{self, TrafficSample, TrafficSensor};
+use super::{DistrictSensors, PaneDistrict};
 use crate::domain::traffic::DistrictTrafficAccumulator;
 use crate::registry::SegmentRegistry;
 use citypulse_schema::{WindowMetrics, WindowResult};
+use std::collections::BTreeMap;
 
 /// One detector's part of a closing window.
 pub(super) struct Detector<'a, I> {
@@ -22,39 +26,40 @@ pub(super) struct Detector<'a, I> {
     pub last: Option<&'a [TrafficSample]>,
 }
 
+/// What a district's results so far add up to, for its own result.
+#[derive(Debug, Clone, Default)]
+pub(super) struct DistrictTotals {
+    traffic: DistrictTrafficAccumulator,
+    traffic_readings: usize,
+    air: DistrictAir,
+    air_readings: usize,
+    stations: u64,
+}
+
 /// Appends one window's results to `out`.
 pub(super) struct WindowCloser<'a> {
     start: u64,
     end: u64,
     registry: &'a SegmentRegistry,
     out: &'a mut Vec<WindowResult>,
-    /// The district being closed: its detectors' figures and readings so far.
-    traffic: DistrictTrafficAccumulator,
-    traffic_readings: usize,
-    /// The district being closed: its stations' figures, readings and count so far.
-    air: DistrictAir,
-    air_readings: usize,
-    stations: u64,
+    /// The district being closed.
+    totals: &'a mut DistrictTotals,
 }
 
 impl<'a> WindowCloser<'a> {
-    /// A closer of the window `[start, end)`.
+    /// A closer of the window `[start, end)`, adding to the district totals `totals`.
     pub fn new(
-        start: u64,
-        end: u64,
+        (start, end): (u64, u64),
         registry: &'a SegmentRegistry,
         out: &'a mut Vec<WindowResult>,
+        totals: &'a mut DistrictTotals,
     ) -> WindowCloser<'a> {
         WindowCloser {
             start,
             end,
             registry,
             out,
-            traffic: DistrictTrafficAccumulator::new(),
-            traffic_readings: 0,
-            air: DistrictAir::default(),
-            air_readings: 0,
-            stations: 0,
+            totals,
         }
     }
 
@@ -100,16 +105,16 @@ impl<'a> WindowCloser<'a> {
         let Some(f) = traffic::sensor_figures(d.samples, &params) else {
             return;
         };
-        self.traffic.add(&f);
-        self.traffic_readings += n;
+        self.totals.traffic.add(&f);
+        self.totals.traffic_readings += n;
         let m = WindowMetrics::Traffic(traffic::sensor_metrics(&f));
         self.push(district, Some(d.id), n, 1, m);
     }
 
     /// After the last detector of `district`: the district's traffic result, if any.
     pub fn end_traffic(&mut self, district: &str) {
-        let acc = std::mem::take(&mut self.traffic);
-        let readings = std::mem::take(&mut self.traffic_readings);
+        let acc = std::mem::take(&mut self.totals.traffic);
+        let readings = std::mem::take(&mut self.totals.traffic_readings);
         if let Some(f) = acc.figures() {
             let m = WindowMetrics::Traffic(traffic::district_metrics(&f));
             self.push(district, None, readings, u64::from(f.segments), m);
@@ -138,8 +143,8 @@ impl<'a> WindowCloser<'a> {
                 ..Concentrations::default()
             },
         };
-        self.air_readings += n;
-        self.stations += 1;
+        self.totals.air_readings += n;
+        self.totals.stations += 1;
         self.push(
             district,
             Some(id),
@@ -147,14 +152,14 @@ impl<'a> WindowCloser<'a> {
             1,
             WindowMetrics::Air(Box::new(c.metrics())),
         );
-        self.air.add(id, &c);
+        self.totals.air.add(id, &c);
     }
 
     /// After the last station of `district`: the district's air result, if it has stations.
     pub fn end_air(&mut self, district: &str) {
-        let air = std::mem::take(&mut self.air);
-        let readings = std::mem::take(&mut self.air_readings);
-        let stations = std::mem::take(&mut self.stations);
+        let air = std::mem::take(&mut self.totals.air);
+        let readings = std::mem::take(&mut self.totals.air_readings);
+        let stations = std::mem::take(&mut self.totals.stations);
         if stations > 0 {
             if let Some(m) = air.metrics() {
                 self.push(
@@ -166,5 +171,81 @@ impl<'a> WindowCloser<'a> {
                 );
             }
         }
+    }
+}
+
+/// A tumbling window being closed: what is left of its pane, and the district in progress.
+#[derive(Debug, Clone)]
+pub(super) struct Closing {
+    start: u64,
+    end: u64,
+    /// Districts not begun.
+    rest: BTreeMap<String, PaneDistrict>,
+    /// The district in progress: its sensors not yet closed, and whether its traffic result
+    /// is out.
+    current: Option<(String, PaneDistrict, bool)>,
+    totals: DistrictTotals,
+}
+
+impl Closing {
+    /// The window `[start, end)` of the pane `pane`.
+    pub fn new(start: u64, end: u64, pane: BTreeMap<String, PaneDistrict>) -> Closing {
+        Closing {
+            start,
+            end,
+            rest: pane,
+            current: None,
+            totals: DistrictTotals::default(),
+        }
+    }
+
+    /// The window's end.
+    pub fn end(&self) -> u64 {
+        self.end
+    }
+
+    /// Appends at most `max` more results to `out`; `true` once the window is closed.
+    pub fn advance(
+        &mut self,
+        registry: &SegmentRegistry,
+        sensors: &mut BTreeMap<String, DistrictSensors>,
+        out: &mut Vec<WindowResult>,
+        max: usize,
+    ) -> bool {
+        let target = out.len().saturating_add(max);
+        let window = (self.start, self.end);
+        while out.len() < target {
+            let Some((district, pd, traffic_out)) = &mut self.current else {
+                match self.rest.pop_first() {
+                    Some((d, pd)) => self.current = Some((d, pd, false)),
+                    None => return true,
+                }
+                continue;
+            };
+            let ds = sensors.get_mut(district.as_str());
+            let mut closer = WindowCloser::new(window, registry, out, &mut self.totals);
+            // One sensor, or one district result, per turn: each adds a result at most.
+            if !*traffic_out {
+                if let Some((id, samples)) = pd.traffic.pop_first() {
+                    let st = ds.and_then(|d| d.traffic.get_mut(&id));
+                    let d = Detector {
+                        id: &id,
+                        samples: samples.iter(),
+                        last: Some(&samples),
+                    };
+                    closer.detector(district, st, d);
+                } else {
+                    closer.end_traffic(district);
+                    *traffic_out = true;
+                }
+            } else if let Some((id, samples)) = pd.air.pop_first() {
+                let st = ds.and_then(|d| d.air.get_mut(&id));
+                closer.station(district, st, &id, samples.iter());
+            } else {
+                closer.end_air(district);
+                self.current = None;
+            }
+        }
+        self.current.is_none() && self.rest.is_empty()
     }
 }

@@ -37,7 +37,7 @@ use crate::domain::traffic::InvalidInterval;
 use crate::registry::SegmentRegistry;
 use air::{AirSample, AirStation, HOUR_MS};
 use citypulse_schema::{Measurement, Pollutant, Reading, WindowResult};
-use close::{Detector, WindowCloser};
+use close::{Closing, Detector, DistrictTotals, WindowCloser};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -161,6 +161,8 @@ pub enum RestoreError {
 pub struct PartitionState {
     cfg: Arc<CoreConfig>,
     data: StateData,
+    /// The tumbling window [`close_some`](Self::close_some) stopped inside, if any.
+    closing: Option<Closing>,
 }
 
 enum Sample {
@@ -209,7 +211,11 @@ impl PartitionState {
             panes: BTreeMap::new(),
             sensors: BTreeMap::new(),
         };
-        PartitionState { cfg, data }
+        PartitionState {
+            cfg,
+            data,
+            closing: None,
+        }
     }
 
     /// A partition resumed from checkpointed state.
@@ -220,11 +226,18 @@ impl PartitionState {
                 configured: cfg.spec,
             });
         }
-        Ok(PartitionState { cfg, data })
+        Ok(PartitionState {
+            cfg,
+            data,
+            closing: None,
+        })
     }
 
-    /// The state to checkpoint.
+    /// The state to checkpoint; not while a window is part closed ([`closing`]).
+    ///
+    /// [`closing`]: Self::closing
     pub fn data(&self) -> &StateData {
+        debug_assert!(self.closing.is_none(), "state read inside a closing window");
         &self.data
     }
 
@@ -307,15 +320,26 @@ impl PartitionState {
         )
     }
 
-    /// Whether the watermark has reached a window end not closed yet: [`close_ready`] would
-    /// close something.
+    /// Whether the watermark has reached a window end not closed yet, or a window is part
+    /// closed: [`close_ready`] would close something.
     ///
     /// [`close_ready`]: Self::close_ready
     pub fn window_ready(&self) -> bool {
-        self.data
-            .watermark
-            .value()
-            .is_some_and(|wm| self.closes_through(wm).is_some())
+        self.closing.is_some()
+            || self
+                .data
+                .watermark
+                .value()
+                .is_some_and(|wm| self.closes_through(wm).is_some())
+    }
+
+    /// Whether a window is part closed ([`close_some`] stopped inside it): until it is
+    /// finished the state is not whole (its pane is partly consumed), so it must not be
+    /// checkpointed nor take readings.
+    ///
+    /// [`close_some`]: Self::close_some
+    pub fn closing(&self) -> bool {
+        self.closing.is_some()
     }
 
     /// The last window end the watermark `wm` reaches, when it is not closed yet.
@@ -330,22 +354,50 @@ impl PartitionState {
     /// Closes every window whose end the watermark has reached, appending their results to
     /// `out` in the documented order; returns how many results were appended.
     pub fn close_ready(&mut self, out: &mut Vec<WindowResult>) -> usize {
+        self.close_some(out, usize::MAX)
+    }
+
+    /// [`close_ready`], at most `max` results at a time: call it again until it returns 0
+    /// (while [`closing`], a window is part closed). The results and the state in the end are
+    /// those of [`close_ready`]. A tumbling window stops after any result, its pane freed as far
+    /// as its results are out; a hopping window is closed whole, so a call can exceed `max`.
+    ///
+    /// [`close_ready`]: Self::close_ready
+    /// [`closing`]: Self::closing
+    pub fn close_some(&mut self, out: &mut Vec<WindowResult>, max: usize) -> usize {
         let Some(wm) = self.data.watermark.value() else {
             return 0;
         };
         let before = out.len();
         let spec = self.data.spec;
-        if let Some(through) = self.closes_through(wm) {
-            for end in self.open_ends().range(..=through) {
-                self.close_window(*end, out);
+        while out.len() - before < max {
+            if let Some(c) = &mut self.closing {
+                let left = max - (out.len() - before);
+                let StateData { sensors, .. } = &mut self.data;
+                if c.advance(&self.cfg.registry, sensors, out, left) {
+                    self.data.closed_through = Some(c.end());
+                    self.closing = None;
+                }
+                continue;
             }
-            self.data.closed_through = Some(through);
+            let Some(through) = self.closes_through(wm) else {
+                break;
+            };
+            let Some(end) = self.open_ends().range(..=through).next().copied() else {
+                self.data.closed_through = Some(through);
+                break;
+            };
+            self.open_window(end, out);
+        }
+        if let (None, Some(closed)) = (&self.closing, self.data.closed_through) {
             // A pane is needed until the last window covering it (ending at start + size)
             // has closed.
-            let keep_from = (through + spec.hop_ms()).saturating_sub(spec.size_ms());
+            let keep_from = (closed + spec.hop_ms()).saturating_sub(spec.size_ms());
             self.data.panes = self.data.panes.split_off(&keep_from);
+            if self.closes_through(wm).is_none() {
+                self.sweep(wm);
+            }
         }
-        self.sweep(wm);
         out.len() - before
     }
 
@@ -408,55 +460,30 @@ impl PartitionState {
             .retain(|_, ds| !(ds.traffic.is_empty() && ds.air.is_empty()));
     }
 
-    /// Appends the results of the window ending at `end`. A tumbling window is its only pane,
-    /// which no later window needs: it is consumed, each sensor's samples freed once its result
-    /// is made. A hopping window's panes are shared with the windows after it: its samples are
-    /// gathered by reference.
-    fn close_window(&mut self, end: u64, out: &mut Vec<WindowResult>) {
+    /// Starts closing the window ending at `end`. A tumbling window is its only pane, which
+    /// no later window needs: it becomes the [`Closing`], consumed as its results are made. A
+    /// hopping window's panes are shared with the windows after it: it is closed at once from
+    /// references to its samples.
+    fn open_window(&mut self, end: u64, out: &mut Vec<WindowResult>) {
         let spec = self.data.spec;
         let start = spec.start_of(end);
-        let mut closer = WindowCloser::new(start, end, &self.cfg.registry, out);
-        let StateData { panes, sensors, .. } = &mut self.data;
         if spec.size_ms() == spec.hop_ms() {
-            if let Some(pane) = panes.remove(&start) {
-                close_pane(&mut closer, pane, sensors);
-            }
-        } else {
-            close_panes(&mut closer, panes, end - spec.hop_ms(), start..end, sensors);
+            let pane = self.data.panes.remove(&start).unwrap_or_default();
+            self.closing = Some(Closing::new(start, end, pane));
+            return;
         }
-    }
-}
-
-/// Closes a tumbling window from its pane, consuming it.
-fn close_pane(
-    closer: &mut WindowCloser<'_>,
-    pane: BTreeMap<String, PaneDistrict>,
-    sensors: &mut BTreeMap<String, DistrictSensors>,
-) {
-    for (district, pd) in pane {
-        let mut ds = sensors.get_mut(&district);
-        for (id, samples) in pd.traffic {
-            let st = ds.as_deref_mut().and_then(|d| d.traffic.get_mut(&id));
-            let d = Detector {
-                id: &id,
-                samples: samples.iter(),
-                last: Some(&samples),
-            };
-            closer.detector(&district, st, d);
-        }
-        closer.end_traffic(&district);
-        for (id, samples) in pd.air {
-            let st = ds.as_deref_mut().and_then(|d| d.air.get_mut(&id));
-            closer.station(&district, st, &id, samples.iter());
-        }
-        closer.end_air(&district);
+        let mut totals = DistrictTotals::default();
+        let closer = WindowCloser::new((start, end), &self.cfg.registry, out, &mut totals);
+        let StateData { panes, sensors, .. } = &mut self.data;
+        close_panes(closer, panes, end - spec.hop_ms(), start..end, sensors);
+        self.data.closed_through = Some(end);
     }
 }
 
 /// Closes a hopping window from the panes in `range`, gathering their samples by reference;
 /// detectors learn from the pane starting at `last_pane`.
 fn close_panes(
-    closer: &mut WindowCloser<'_>,
+    mut closer: WindowCloser<'_>,
     panes: &BTreeMap<u64, BTreeMap<String, PaneDistrict>>,
     last_pane: u64,
     range: std::ops::Range<u64>,

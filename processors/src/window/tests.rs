@@ -355,3 +355,53 @@ fn a_pane_is_sized_for_the_samples_a_sensor_sends_in_it() {
     // Never more than eight up front.
     assert_eq!(expected_samples(5 * MIN, Some(1)), 8);
 }
+
+#[test]
+fn closing_a_slice_at_a_time_gives_the_same_results_and_state() {
+    // Two districts with both kinds and four windows ready at once, tumbling and hopping:
+    // every slice size cuts somewhere else (inside a district, between kinds, between windows).
+    // (A 3-minute window hopping by 1 covers minutes 0-3 in the five windows ending by the
+    // watermark, 5.5 minutes.)
+    for (size, hop, windows) in [(MIN, MIN, 4), (3 * MIN, MIN, 5)] {
+        let mut s = PartitionState::new(cfg(size, hop, ""));
+        for minute in 0..4 {
+            for (i, d) in ["d02", "d01"].iter().enumerate() {
+                for sensor in ["l3", "l2", "l1"] {
+                    let ts = T0 + minute * MIN + 1_000 * (i as u64 + 1);
+                    let mut r = traffic(sensor, minute * 2 + i as u64, ts, 5, 40.0);
+                    r.district = (*d).into();
+                    assert_eq!(s.observe(&r, 0), Observed::Accepted);
+                    let mut a = air(&format!("a-{sensor}"), minute * 2 + i as u64, ts, 5.0);
+                    a.district = (*d).into();
+                    assert_eq!(s.observe(&a, 0), Observed::Accepted);
+                }
+            }
+        }
+        s.observe(&traffic("l9", 0, T0 + 6 * MIN, 5, 40.0), 0);
+        let mut whole = s.clone();
+        let want = close(&mut whole);
+        assert_eq!(
+            want.len(),
+            windows * 2 * 2 * 4,
+            "windows x 2 districts x 2 kinds x (3 + 1)"
+        );
+        for max in 1..=want.len() + 1 {
+            let mut sliced = s.clone();
+            let mut got = Vec::new();
+            loop {
+                let n = sliced.close_some(&mut got, max);
+                if n == 0 {
+                    break;
+                }
+                if size == hop {
+                    assert!(n <= max, "{n} results for a slice of {max}");
+                    assert_eq!(sliced.closing(), got.len() % 16 != 0, "inside a window");
+                }
+                assert!(sliced.window_ready() || got.len() == want.len());
+            }
+            assert!(!sliced.closing() && !sliced.window_ready());
+            assert_eq!(got, want, "{size}/{hop}: slices of {max}");
+            assert_eq!(sliced.data(), whole.data(), "{size}/{hop}: slices of {max}");
+        }
+    }
+}
