@@ -94,8 +94,11 @@ pub struct Config {
     #[arg(long, env = "CITYPULSE_PROCESSORS_CHECKPOINT_INTERVAL", default_value = "5s", value_parser = duration::parse_positive)]
     pub checkpoint_interval: Duration,
 
-    /// Most readings taken from a partition before its closed windows are flushed.
-    #[arg(long, env = "CITYPULSE_PROCESSORS_BATCH_SIZE", default_value_t = 1000)]
+    /// READINGS messages per pull of a partition (each a batch of readings from ingest, about
+    /// a hundred on a backlog): what the client buffers and what is folded between two looks at
+    /// the windows. At 100,000 sensors, 1000 kept about 20 MB of pulled messages in memory for no
+    /// measured speed.
+    #[arg(long, env = "CITYPULSE_PROCESSORS_BATCH_SIZE", default_value_t = 100)]
     pub batch_size: usize,
 
     /// Deduplication window of the METRICS stream when this service creates it (at least 10 min).
