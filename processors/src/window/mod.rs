@@ -12,7 +12,8 @@
 //! - [`PartitionState::close_ready`] appends the results of every window whose end the
 //!   watermark has reached, in a deterministic order: by window end, then district, then kind
 //!   (traffic before air), each district's per-sensor results by sensor id followed by the
-//!   district result.
+//!   district result. [`PartitionState::close_some`] does the same a bounded number of results
+//!   at a time, freeing a tumbling window's pane as its results are made (module `close`).
 //!
 //! State is kept per **pane**, one hop of event time ([`WindowSpec`]); a window is the union of
 //! its `size / hop` panes, so a reading is stored once however many hopping windows cover it.
@@ -21,7 +22,7 @@
 //! free-flow speed ([`traffic`]). Sensors silent for 25 hours of event time are forgotten.
 //!
 //! Module map: [`spec`] (window shapes), [`watermark`], [`traffic`], [`air`], [`seq`] (duplicate
-//! guard).
+//! guard), `close` (making a window's results).
 
 pub mod air;
 mod close;
