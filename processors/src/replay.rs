@@ -72,7 +72,7 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 
 /// NatsArgs' default URL, to tell a `--nats-url` given after `replay` from none.
 const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
-/// Results published together (acks awaited in windows of 64).
+/// Results closed and published together (acks awaited in windows of 64).
 const PUBLISH_BATCH: usize = 1_000;
 /// How often the progress line is redrawn (on a terminal) and printed (otherwise: every 10th).
 const PROGRESS_EVERY: Duration = Duration::from_millis(500);
@@ -545,7 +545,6 @@ async fn replay_raw(js: &Context, publisher: Publisher) -> anyhow::Result<()> {
     let validator = Validator::new(plan.time_limits);
     let count = plan.settings.partition_count;
     let mut lanes: Vec<Lane> = (0..count).map(|p| Lane::new(p, &plan)).collect();
-    let mut queued = 0;
     let mut messages = consumer.messages().await.context("reading RAW")?;
     loop {
         let next = tokio::select! {
@@ -572,24 +571,27 @@ async fn replay_raw(js: &Context, publisher: Publisher) -> anyhow::Result<()> {
             Ok(accepted) => {
                 let p = partition_of(&accepted.subject.district, count);
                 if let Some(lane) = lanes.get_mut(p as usize).filter(|l| !l.done) {
-                    let before = lane.outbox.len();
                     let wm = lane.state.watermark();
                     let mut tally = Tally::default();
                     tally.count(&lane.state.observe(&accepted.reading, 0));
                     tally.add_to(&counters);
                     if lane.state.watermark() != wm {
-                        lane.close(&plan);
+                        // A slice at a time, as from READINGS.
+                        while lane.close_some(&plan, PUBLISH_BATCH) > 0 {
+                            if lane.outbox.len() >= PUBLISH_BATCH {
+                                publisher.publish(&mut lane.outbox).await?;
+                            }
+                        }
                     }
-                    queued += lane.outbox.len() - before;
                 }
             }
         }
         let finished = pending == 0 || seq >= end_seq || lanes.iter().all(|l| l.done);
+        let queued: usize = lanes.iter().map(|l| l.outbox.len()).sum();
         if queued >= PUBLISH_BATCH || finished {
             for lane in &mut lanes {
                 publisher.publish(&mut lane.outbox).await?;
             }
-            queued = 0;
         }
         if finished {
             break;
@@ -705,11 +707,6 @@ impl Lane {
             closed: Vec::new(),
             done: false,
         }
-    }
-
-    /// Closes the windows the watermark passed and queues those in the range.
-    fn close(&mut self, plan: &Plan) {
-        while self.close_some(plan, usize::MAX) > 0 {}
     }
 
     /// Closes the next `max` results at most of the windows the watermark passed and queues
