@@ -203,6 +203,26 @@ struct Reader {
 }
 
 impl Reader {
+    /// The segments of the whole file, parsed at once.
+    fn whole(text: &str) -> Result<Reader, RegistryErrors> {
+        let city: RawCity = toml::from_str(text)
+            .map_err(|e| RegistryErrors(vec![RegistryError::Syntax(e.to_string())]))?;
+        let mut reader = Reader::default();
+        for s in city.district.into_iter().flat_map(|d| d.segment) {
+            reader.segment(s);
+        }
+        Ok(reader)
+    }
+
+    /// The registry, or every problem found.
+    fn finish(self) -> Result<SegmentRegistry, RegistryErrors> {
+        if self.errors.is_empty() {
+            Ok(SegmentRegistry::compact(self.by_detector))
+        } else {
+            Err(RegistryErrors(self.errors))
+        }
+    }
+
     fn segment(&mut self, seg: RawSegment) {
         let errors = &mut self.errors;
         let mut positive = |field: &'static str, v: Option<f64>| match v {
@@ -261,18 +281,9 @@ impl SegmentRegistry {
             read_pieces(prelude, &pieces, &mut |s| reader.segment(s))
         });
         if !in_pieces {
-            reader = Reader::default();
-            let city: RawCity = toml::from_str(text)
-                .map_err(|e| RegistryErrors(vec![RegistryError::Syntax(e.to_string())]))?;
-            for s in city.district.into_iter().flat_map(|d| d.segment) {
-                reader.segment(s);
-            }
+            reader = Reader::whole(text)?;
         }
-        if reader.errors.is_empty() {
-            Ok(SegmentRegistry::compact(reader.by_detector))
-        } else {
-            Err(RegistryErrors(reader.errors))
-        }
+        reader.finish()
     }
 
     /// The compact form of a map of detector to parameters.
@@ -487,17 +498,7 @@ mod tests {
 
     /// The registry read whole, without pieces.
     fn read_whole(text: &str) -> Result<SegmentRegistry, RegistryErrors> {
-        let mut reader = Reader::default();
-        let city: RawCity = toml::from_str(text)
-            .map_err(|e| RegistryErrors(vec![RegistryError::Syntax(e.to_string())]))?;
-        for s in city.district.into_iter().flat_map(|d| d.segment) {
-            reader.segment(s);
-        }
-        if reader.errors.is_empty() {
-            Ok(SegmentRegistry::compact(reader.by_detector))
-        } else {
-            Err(RegistryErrors(reader.errors))
-        }
+        Reader::whole(text)?.finish()
     }
 
     #[test]

@@ -249,3 +249,49 @@ impl Closing {
         self.current.is_none() && self.rest.is_empty()
     }
 }
+
+/// Closes a hopping window from the panes in `range`, gathering their samples by reference;
+/// detectors learn from the pane starting at `last_pane`.
+pub(super) fn close_panes(
+    mut closer: WindowCloser<'_>,
+    panes: &BTreeMap<u64, BTreeMap<String, PaneDistrict>>,
+    last_pane: u64,
+    range: std::ops::Range<u64>,
+    sensors: &mut BTreeMap<String, DistrictSensors>,
+) {
+    type Gathered<'p> = (
+        BTreeMap<&'p str, Vec<&'p TrafficSample>>,
+        BTreeMap<&'p str, Vec<&'p AirSample>>,
+    );
+    let mut by_district: BTreeMap<&str, Gathered<'_>> = BTreeMap::new();
+    for pane in panes.range(range).map(|(_, p)| p) {
+        for (district, pd) in pane {
+            let (t, a) = by_district.entry(district.as_str()).or_default();
+            for (sensor, samples) in &pd.traffic {
+                t.entry(sensor.as_str()).or_default().extend(samples);
+            }
+            for (sensor, samples) in &pd.air {
+                a.entry(sensor.as_str()).or_default().extend(samples);
+            }
+        }
+    }
+    for (district, (traffic, air)) in by_district {
+        let mut ds = sensors.get_mut(district);
+        let last = panes.get(&last_pane).and_then(|p| p.get(district));
+        for (id, samples) in &traffic {
+            let st = ds.as_deref_mut().and_then(|d| d.traffic.get_mut(*id));
+            let d = Detector {
+                id,
+                samples: samples.iter().copied(),
+                last: last.and_then(|pd| pd.traffic.get(*id)).map(Vec::as_slice),
+            };
+            closer.detector(district, st, d);
+        }
+        closer.end_traffic(district);
+        for (id, samples) in &air {
+            let st = ds.as_deref_mut().and_then(|d| d.air.get_mut(*id));
+            closer.station(district, st, id, samples.iter().copied());
+        }
+        closer.end_air(district);
+    }
+}

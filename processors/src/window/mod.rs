@@ -38,7 +38,7 @@ use crate::domain::traffic::InvalidInterval;
 use crate::registry::SegmentRegistry;
 use air::{AirSample, AirStation, HOUR_MS};
 use citypulse_schema::{Measurement, Pollutant, Reading, WindowResult};
-use close::{Closing, Detector, DistrictTotals, WindowCloser};
+use close::{close_panes, Closing, DistrictTotals, WindowCloser};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -371,6 +371,7 @@ impl PartitionState {
         };
         let before = out.len();
         let spec = self.data.spec;
+        let closed_before = self.data.closed_through;
         while out.len() - before < max {
             if let Some(c) = &mut self.closing {
                 let left = max - (out.len() - before);
@@ -391,10 +392,12 @@ impl PartitionState {
             self.open_window(end, out);
         }
         if let (None, Some(closed)) = (&self.closing, self.data.closed_through) {
-            // A pane is needed until the last window covering it (ending at start + size)
-            // has closed.
-            let keep_from = (closed + spec.hop_ms()).saturating_sub(spec.size_ms());
-            self.data.panes = self.data.panes.split_off(&keep_from);
+            if closed_before != Some(closed) {
+                // A pane is needed until the last window covering it (ending at start + size)
+                // has closed.
+                let keep_from = (closed + spec.hop_ms()).saturating_sub(spec.size_ms());
+                self.data.panes = self.data.panes.split_off(&keep_from);
+            }
             if self.closes_through(wm).is_none() {
                 self.sweep(wm);
             }
@@ -478,52 +481,6 @@ impl PartitionState {
         let StateData { panes, sensors, .. } = &mut self.data;
         close_panes(closer, panes, end - spec.hop_ms(), start..end, sensors);
         self.data.closed_through = Some(end);
-    }
-}
-
-/// Closes a hopping window from the panes in `range`, gathering their samples by reference;
-/// detectors learn from the pane starting at `last_pane`.
-fn close_panes(
-    mut closer: WindowCloser<'_>,
-    panes: &BTreeMap<u64, BTreeMap<String, PaneDistrict>>,
-    last_pane: u64,
-    range: std::ops::Range<u64>,
-    sensors: &mut BTreeMap<String, DistrictSensors>,
-) {
-    type Gathered<'p> = (
-        BTreeMap<&'p str, Vec<&'p TrafficSample>>,
-        BTreeMap<&'p str, Vec<&'p AirSample>>,
-    );
-    let mut by_district: BTreeMap<&str, Gathered<'_>> = BTreeMap::new();
-    for pane in panes.range(range).map(|(_, p)| p) {
-        for (district, pd) in pane {
-            let (t, a) = by_district.entry(district.as_str()).or_default();
-            for (sensor, samples) in &pd.traffic {
-                t.entry(sensor.as_str()).or_default().extend(samples);
-            }
-            for (sensor, samples) in &pd.air {
-                a.entry(sensor.as_str()).or_default().extend(samples);
-            }
-        }
-    }
-    for (district, (traffic, air)) in by_district {
-        let mut ds = sensors.get_mut(district);
-        let last = panes.get(&last_pane).and_then(|p| p.get(district));
-        for (id, samples) in &traffic {
-            let st = ds.as_deref_mut().and_then(|d| d.traffic.get_mut(*id));
-            let d = Detector {
-                id,
-                samples: samples.iter().copied(),
-                last: last.and_then(|pd| pd.traffic.get(*id)).map(Vec::as_slice),
-            };
-            closer.detector(district, st, d);
-        }
-        closer.end_traffic(district);
-        for (id, samples) in &air {
-            let st = ds.as_deref_mut().and_then(|d| d.air.get_mut(*id));
-            closer.station(district, st, id, samples.iter().copied());
-        }
-        closer.end_air(district);
     }
 }
 
