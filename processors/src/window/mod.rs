@@ -190,6 +190,25 @@ fn entry_mut<'m, V>(
         .unwrap_or_else(|| unreachable!("key inserted above"))
 }
 
+/// Appends `item` to the list under `key`, made by `make` when missing: one search of the map
+/// when the key is there (a sensor's later samples in a pane), and the key
+/// allocated only when it is not.
+fn push_under<T>(
+    map: &mut BTreeMap<String, Vec<T>>,
+    key: &str,
+    make: impl FnOnce() -> Vec<T>,
+    item: T,
+) {
+    match map.get_mut(key) {
+        Some(list) => list.push(item),
+        None => {
+            let mut list = make();
+            list.push(item);
+            map.insert(key.to_owned(), list);
+        }
+    }
+}
+
 /// Samples of a sensor reporting every `interval_s` seconds in a pane of `hop_ms`: at least one
 /// (also when the interval is unknown), at most eight; a wrong guess costs only a `Vec` growth.
 /// A sensor's samples in a new pane are sized for this, not for the four a `Vec` starts with:
@@ -286,7 +305,7 @@ impl PartitionState {
                 let pd = district_mut(d.panes.entry(pane).or_default(), &r.district);
                 let interval_s = Some(s.interval().interval_s);
                 let new = || Vec::with_capacity(expected_samples(hop_ms, interval_s));
-                entry_mut(&mut pd.traffic, &r.sensor, new).push(s);
+                push_under(&mut pd.traffic, &r.sensor, new, s);
             }
             Sample::Air(s, interval_s) => {
                 match sensors.air.get_mut(&r.sensor) {
@@ -305,7 +324,7 @@ impl PartitionState {
                 let hop_ms = d.spec.hop_ms();
                 let pd = district_mut(d.panes.entry(pane).or_default(), &r.district);
                 let new = || Vec::with_capacity(expected_samples(hop_ms, interval_s));
-                entry_mut(&mut pd.air, &r.sensor, new).push(s);
+                push_under(&mut pd.air, &r.sensor, new, s);
             }
         }
         d.watermark.observe(r.ts, lateness, now_ms);
