@@ -218,7 +218,7 @@ impl Active {
         };
         let source = Source::new(
             self.metrics_stream.clone(),
-            nats::source_config(cfg),
+            nats::source_config(cfg, self.client.server_info().max_payload),
             after,
             observer,
         );

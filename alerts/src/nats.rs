@@ -10,7 +10,7 @@ use bytes::Bytes;
 use citypulse_runtime::jetstream::{ensure_stream, publish_durably, PublishError};
 use citypulse_runtime::publish::{publish_all, Rejected};
 use citypulse_runtime::shutdown::Shutdown;
-use citypulse_runtime::source::SourceConfig;
+use citypulse_runtime::source::{pull_bytes, SourceConfig};
 use citypulse_runtime::stream_config::{self, Limits};
 use citypulse_schema::AlertEvent;
 use serde::{Deserialize, Serialize};
@@ -37,6 +37,9 @@ pub async fn provision(js: &Context, replicas: usize) -> anyhow::Result<Stream> 
 
 /// Pull batch on METRICS (at most a quarter of `--max-ack-pending`).
 const PULL_BATCH: u32 = 1000;
+/// Most bytes of METRICS a pull asks for (the limit rises to hold the largest message,
+/// [`pull_bytes`]): 1,000 window results are about 0.3 MB.
+const PULL_BYTES: usize = 8 << 20;
 /// Idle heartbeat of the pull: a silent server is noticed after two.
 const HEARTBEAT: Duration = Duration::from_secs(5);
 
@@ -44,7 +47,8 @@ const HEARTBEAT: Duration = Duration::from_secs(5);
 /// [`citypulse_runtime::source::Source`], which recreates it to start right after the
 /// checkpoint instead of waiting `ack_wait` for the server to redeliver what a crashed process
 /// had been handed.
-pub fn source_config(cfg: &RunConfig) -> SourceConfig {
+/// `max_payload` is the server's.
+pub fn source_config(cfg: &RunConfig, max_payload: usize) -> SourceConfig {
     SourceConfig {
         durable: cfg.consumer.clone(),
         description: "citypulse-alerts: window results → alert rules".to_owned(),
@@ -52,6 +56,7 @@ pub fn source_config(cfg: &RunConfig) -> SourceConfig {
         ack_wait: cfg.ack_wait,
         max_ack_pending: i64::from(cfg.max_ack_pending),
         batch: PULL_BATCH.min(cfg.max_ack_pending / 4).max(1) as usize,
+        max_bytes: pull_bytes(PULL_BYTES, max_payload),
         heartbeat: HEARTBEAT,
     }
 }

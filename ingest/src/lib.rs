@@ -164,6 +164,11 @@ struct Stages {
 }
 
 impl Stages {
+    /// The server's largest message, bytes.
+    fn max_payload(&self) -> usize {
+        self.js.client().server_info().max_payload
+    }
+
     /// Runs the stage of `lease.unit()` until `lease.stop()`.
     async fn run(self, lease: group::Lease) -> anyhow::Result<()> {
         let config = &self.config;
@@ -187,7 +192,7 @@ impl Stages {
                     metrics: self.metrics.clone(),
                     raw: self.raw.clone(),
                     readings: self.readings.clone(),
-                    consumer: nats::validator_consumer(config),
+                    consumer: nats::validator_consumer(config, self.max_payload()),
                     partitions: config.partitions,
                     max_tracked_sensors: config.max_tracked_sensors as usize,
                 };
@@ -201,7 +206,7 @@ impl Stages {
                     tracing::info!(consumer = %config.archive_consumer_name(), "archiving READINGS to PostgreSQL");
                     let archiving = archive::Archiving {
                         readings: self.readings.clone(),
-                        consumer: nats::archive_consumer(config),
+                        consumer: nats::archive_consumer(config, self.max_payload()),
                         database_url: url.clone(),
                         max_delay: config.archive_max_delay,
                         metrics: self.metrics.clone(),

@@ -2,7 +2,7 @@
 
 use crate::config::Config;
 use async_nats::jetstream::stream;
-use citypulse_runtime::source::SourceConfig;
+use citypulse_runtime::source::{pull_bytes, SourceConfig};
 use citypulse_runtime::stream_config;
 use std::time::Duration;
 
@@ -26,9 +26,19 @@ pub fn dlq_stream(config: &Config) -> stream::Config {
     stream_config::dlq(config.dlq_limits())
 }
 
+/// Most bytes of RAW a pull of the validator asks for (the limit rises to hold the largest
+/// message, [`pull_bytes`]). A pull of 1,000 readings is about 200 KB; a device may publish up
+/// to the server's `max_payload` (1 MB in deploy/), which 1,000 at a time would be 1 GB.
+pub const RAW_PULL_BYTES: usize = 8 << 20;
+
+/// Most bytes of READINGS a pull of the archive asks for: 1,000 READINGS messages of about a
+/// hundred readings each are about 9 MB; ingest writes them up to 512 KiB.
+pub const ARCHIVE_PULL_BYTES: usize = 32 << 20;
+
 /// The validator's consumer on RAW, read in order ([`SourceConfig`]): a pull batch is
-/// `--batch-size` messages, and the server lets a few batches be delivered ahead of the acks.
-pub fn validator_consumer(config: &Config) -> SourceConfig {
+/// `--batch-size` messages and at most [`RAW_PULL_BYTES`], and the server lets a few batches be
+/// delivered ahead of the acks. `max_payload` is the server's.
+pub fn validator_consumer(config: &Config, max_payload: usize) -> SourceConfig {
     let batch = usize::try_from(config.batch_size).unwrap_or(1000);
     SourceConfig {
         durable: config.consumer_name.clone(),
@@ -37,13 +47,14 @@ pub fn validator_consumer(config: &Config) -> SourceConfig {
         ack_wait: config.ack_wait,
         max_ack_pending: (i64::from(config.batch_size) * 4).max(10_000),
         batch,
+        max_bytes: pull_bytes(RAW_PULL_BYTES, max_payload),
         heartbeat: HEARTBEAT,
     }
 }
 
 /// The archive's consumer on READINGS, independent of the validator's, read in order: a
-/// batch is up to `--archive-batch-size` READINGS messages.
-pub fn archive_consumer(config: &Config) -> SourceConfig {
+/// batch is up to `--archive-batch-size` READINGS messages and [`ARCHIVE_PULL_BYTES`].
+pub fn archive_consumer(config: &Config, max_payload: usize) -> SourceConfig {
     SourceConfig {
         durable: config.archive_consumer_name(),
         description: "citypulse ingest: READINGS archive".to_owned(),
@@ -51,6 +62,7 @@ pub fn archive_consumer(config: &Config) -> SourceConfig {
         ack_wait: config.ack_wait,
         max_ack_pending: (i64::from(config.archive_batch_size) * 4).max(10_000),
         batch: usize::try_from(config.archive_batch_size).unwrap_or(1000),
+        max_bytes: pull_bytes(ARCHIVE_PULL_BYTES, max_payload),
         heartbeat: HEARTBEAT,
     }
 }
@@ -77,10 +89,14 @@ mod tests {
         );
         assert_eq!(raw_stream(&c).subjects, vec!["sensors.>".to_owned()]);
         assert_eq!(dlq_stream(&c).subjects, vec!["dlq.>".to_owned()]);
-        assert_eq!(validator_consumer(&c).consumer(0).max_deliver, -1);
+        assert_eq!(validator_consumer(&c, 1 << 20).consumer(0).max_deliver, -1);
         assert_eq!(
-            Some(archive_consumer(&c).durable.as_str()),
+            Some(archive_consumer(&c, 1 << 20).durable.as_str()),
             Some("ingest-archive")
         );
+        // A pull holds the largest message a server with a larger `max_payload` accepts.
+        assert_eq!(validator_consumer(&c, 1 << 20).max_bytes, RAW_PULL_BYTES);
+        assert_eq!(validator_consumer(&c, 8 << 20).max_bytes, 16 << 20);
+        assert_eq!(archive_consumer(&c, 1 << 20).max_bytes, ARCHIVE_PULL_BYTES);
     }
 }

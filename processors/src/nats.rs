@@ -13,7 +13,7 @@ use bytes::Bytes;
 use citypulse_runtime::jetstream::PublishError;
 use citypulse_runtime::publish::{dead_letter, publish_all, Outgoing, Rejected};
 use citypulse_runtime::shutdown::Shutdown;
-use citypulse_runtime::source::SourceConfig;
+use citypulse_runtime::source::{pull_bytes, SourceConfig};
 use citypulse_runtime::stream_config;
 use citypulse_schema::streams;
 use std::time::{Duration, Instant};
@@ -129,13 +129,19 @@ pub async fn checkpoint_bucket(js: &Context, replicas: usize) -> anyhow::Result<
 /// Most messages a partition may have delivered and not acked.
 pub const MAX_ACK_PENDING: i64 = 100_000;
 
+/// Most bytes of READINGS a partition's pull asks for (the limit rises to hold the largest
+/// message, [`pull_bytes`]): 100 READINGS messages of about a hundred readings each are about
+/// 1 MB, but ingest writes them up to 512 KiB, which 100 at a time would be 50 MB a partition.
+pub const PULL_BYTES: usize = 4 << 20;
+
 /// Pull heartbeat: a silent server is noticed within two of these.
 const HEARTBEAT: Duration = Duration::from_secs(5);
 
 /// Partition `p`'s source: its durable consumer, read in order from right after the
 /// checkpoint's `last_seq` (the checkpoint, not the consumer's ack floor, is the source of
-/// truth), `batch` messages per pull, with cumulative acks.
-pub fn source_config(partition: u32, batch: usize) -> SourceConfig {
+/// truth), `batch` messages and at most [`PULL_BYTES`] per pull, with cumulative acks.
+/// `max_payload` is the server's.
+pub fn source_config(partition: u32, batch: usize, max_payload: usize) -> SourceConfig {
     SourceConfig {
         durable: consumer_name(partition),
         description: format!("citypulse processors, partition {partition}"),
@@ -143,6 +149,7 @@ pub fn source_config(partition: u32, batch: usize) -> SourceConfig {
         ack_wait: ACK_WAIT,
         max_ack_pending: MAX_ACK_PENDING,
         batch,
+        max_bytes: pull_bytes(PULL_BYTES, max_payload),
         heartbeat: HEARTBEAT,
     }
 }

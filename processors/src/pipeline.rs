@@ -177,7 +177,8 @@ impl Partition {
             SourceEvent::Redelivered => metrics.redelivered(),
             other => tracing::debug!(partition = id, event = other.label(), "READINGS source"),
         });
-        let config = nats::source_config(self.id, self.settings.batch_size);
+        let max_payload = self.js.client().server_info().max_payload;
+        let config = nats::source_config(self.id, self.settings.batch_size, max_payload);
         let mut source = Source::new(readings.clone(), config, self.last_seq, observer);
         let mut batch = Vec::new();
         loop {

@@ -78,8 +78,23 @@ pub struct SourceConfig {
     pub max_ack_pending: i64,
     /// Most messages per pull request and per batch handed out.
     pub batch: usize,
+    /// Most bytes of messages per pull request, 0 for no limit: with `batch`, what the client
+    /// buffers is bounded in bytes as well, whatever the size of the messages (a device may
+    /// publish up to the server's `max_payload`, and ingest writes READINGS messages of up to
+    /// 512 KiB). Build it with [`pull_bytes`]: the server never splits a message, and one
+    /// larger than the limit would stop the consumer for good.
+    pub max_bytes: usize,
     /// Idle heartbeat of the pull: a silent server is noticed after two.
     pub heartbeat: Duration,
+}
+
+/// The byte limit of a pull ([`SourceConfig::max_bytes`]): `wanted`, or twice the connection's
+/// `max_payload` when that is more. A message (its headers and payload) is at most
+/// `max_payload`, and the server counts a little more for it (its subject, its sequence): the
+/// server answers a pull whose limit a message exceeds with `409 Message Size Exceeds
+/// MaxBytes` and delivers nothing, and the client pulls again, forever.
+pub fn pull_bytes(wanted: usize, max_payload: usize) -> usize {
+    wanted.max(max_payload.saturating_mul(2))
 }
 
 impl SourceConfig {
@@ -304,6 +319,7 @@ impl Source {
                 consumer
                     .stream()
                     .max_messages_per_batch(self.config.batch)
+                    .max_bytes_per_batch(self.config.max_bytes)
                     .heartbeat(self.config.heartbeat)
                     .messages()
                     .await
@@ -400,8 +416,16 @@ mod tests {
             ack_wait: Duration::from_secs(30),
             max_ack_pending: 10_000,
             batch: 100,
+            max_bytes: 0,
             heartbeat: Duration::from_secs(5),
         }
+    }
+
+    #[test]
+    fn a_pull_may_always_hold_the_largest_message() {
+        assert_eq!(pull_bytes(8 << 20, 1 << 20), 8 << 20);
+        assert_eq!(pull_bytes(64 << 10, 1 << 20), 2 << 20);
+        assert_eq!(pull_bytes(0, 8 << 20), 16 << 20);
     }
 
     #[test]

@@ -5,7 +5,7 @@ use async_nats::jetstream::{self, context::ContextBuilder, stream};
 use citypulse_harness::NatsServer;
 use citypulse_runtime::publish::{publish_all, Outgoing};
 use citypulse_runtime::shutdown::Shutdown;
-use citypulse_runtime::source::{ack_floor, Source, SourceConfig, SourceEvent};
+use citypulse_runtime::source::{ack_floor, pull_bytes, Source, SourceConfig, SourceEvent};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -70,6 +70,7 @@ fn source_config() -> SourceConfig {
         ack_wait: Duration::from_secs(30),
         max_ack_pending: 1000,
         batch: 10,
+        max_bytes: 0,
         heartbeat: Duration::from_secs(5),
     }
 }
@@ -190,4 +191,91 @@ async fn a_reader_whose_consumer_the_restarted_server_lost_reads_on() {
     );
     let seqs: Vec<u64> = got.iter().map(|d| d.seq).collect();
     assert_eq!(seqs, (1..=50).collect::<Vec<u64>>());
+}
+
+/// `n` messages of `size` bytes each.
+fn large_messages(n: usize, size: usize) -> Vec<Outgoing> {
+    (0..n)
+        .map(|i| {
+            Outgoing::new(
+                "test.large".into(),
+                format!("large:{i}"),
+                vec![b'x'; size].into(),
+            )
+        })
+        .collect()
+}
+
+/// Reads `n` messages as the services do, handing each batch's payload bytes to `batch_bytes`.
+async fn read_all(reader: &mut Source, n: usize, mut batch_bytes: impl FnMut(usize)) -> Vec<u64> {
+    let shutdown = Shutdown::new();
+    let mut seqs = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(30), async {
+        while seqs.len() < n {
+            let mut batch = Vec::new();
+            assert!(reader.next_batch(&mut batch, &shutdown).await);
+            batch_bytes(batch.iter().map(|d| d.message.payload.len()).sum());
+            seqs.extend(batch.iter().map(|d| d.seq));
+            // Time for whatever the pull asked for to arrive before the next batch is taken.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert!(
+        read.is_ok(),
+        "the reader stalled after {} of {n} messages",
+        seqs.len()
+    );
+    seqs
+}
+
+/// Large messages: a pull of 100 messages would be 20 MB here. With a byte limit, what one
+/// batch holds stays within twice the limit (a pull in flight while the last one is being
+/// read), and every message still arrives, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pull_is_bounded_in_bytes_as_well_as_in_messages() {
+    const SIZE: usize = 200 * 1024;
+    let server = NatsServer::start();
+    let client = async_nats::connect(server.url()).await.unwrap();
+    let max_bytes = pull_bytes(1 << 20, client.server_info().max_payload);
+    let js = jetstream::new(client);
+    let stream = test_stream(&js).await;
+    publish_all(&js, &large_messages(100, SIZE), &Shutdown::new(), &|_| {})
+        .await
+        .unwrap();
+    let mut config = source_config();
+    (config.batch, config.max_bytes) = (100, max_bytes);
+    let mut reader = Source::new(stream, config, 0, Arc::new(|_| {}));
+    let mut largest = 0;
+    let seqs = read_all(&mut reader, 100, |bytes| largest = largest.max(bytes)).await;
+    assert_eq!(seqs, (1..=100).collect::<Vec<u64>>());
+    assert!(
+        largest <= 2 * max_bytes,
+        "a batch held {largest} bytes with a pull limit of {max_bytes}"
+    );
+}
+
+/// A message larger than the bytes a service asks for is delivered all the same: the limit is
+/// raised to hold the largest message the server accepts (the server never splits one, and a
+/// pull too small for it would be answered with nothing, again and again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_larger_than_the_wanted_bytes_is_delivered() {
+    let server = NatsServer::start();
+    let client = async_nats::connect(server.url()).await.unwrap();
+    let max_payload = client.server_info().max_payload;
+    let js = jetstream::new(client);
+    let stream = test_stream(&js).await;
+    publish_all(
+        &js,
+        &large_messages(3, max_payload - 4096),
+        &Shutdown::new(),
+        &|_| {},
+    )
+    .await
+    .unwrap();
+    let mut config = source_config();
+    config.max_bytes = pull_bytes(64 * 1024, max_payload);
+    let mut reader = Source::new(stream, config, 0, Arc::new(|_| {}));
+    let seqs = read_all(&mut reader, 3, |_| {}).await;
+    assert_eq!(seqs, vec![1, 2, 3]);
 }
