@@ -86,8 +86,8 @@ pub struct Config {
     #[arg(long, env = "CITYPULSE_INGEST_DUPLICATE_WINDOW", default_value = "2m", value_parser = duration::parse_positive)]
     pub duplicate_window: Duration,
 
-    /// RAW messages per pull and per validated batch: a batch's readings become one READINGS
-    /// message per partition.
+    /// RAW messages per pull and per validated batch, and at most 8 MiB a pull (or twice the
+    /// server's `max_payload`): a batch's readings become one READINGS message per partition.
     #[arg(long, env = "CITYPULSE_INGEST_BATCH_SIZE", default_value_t = 1000,
           value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub batch_size: u32,

@@ -95,8 +95,8 @@ pub struct Config {
     pub checkpoint_interval: Duration,
 
     /// READINGS messages per pull of a partition (each a batch of readings from ingest, about
-    /// a hundred on a backlog): what the client buffers and what is folded between two looks at
-    /// the windows. At 100,000 sensors, 1000 kept about 20 MB of pulled messages in memory for no
+    /// a hundred on a backlog), and at most 4 MiB (or twice the server's `max_payload`): what the
+    /// client buffers and what is folded between two looks at the windows. At 100,000 sensors, 1000 kept about 20 MB of pulled messages in memory for no
     /// measured speed.
     #[arg(long, env = "CITYPULSE_PROCESSORS_BATCH_SIZE", default_value_t = 100)]
     pub batch_size: usize,

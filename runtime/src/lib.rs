@@ -10,7 +10,8 @@
 //!   with acks and retries under a stable `Nats-Msg-Id` ([`jetstream::publish_durably`]), and
 //!   consumer lag as gauges ([`jetstream::watch_consumer_lag`]).
 //! - [`source`]: [`source::Source`], a durable consumer read strictly in stream order, in
-//!   batches, with cumulative acks and resumption from a checkpoint or the ack floor.
+//!   batches bounded in messages and in bytes ([`source::pull_bytes`]), with cumulative acks and
+//!   resumption from a checkpoint or the ack floor.
 //! - [`publish`]: [`publish::publish_all`], a group of messages published with bounded acks in
 //!   flight and retried under their `Nats-Msg-Id`; [`publish::dead_letter`], the one dead-letter
 //!   builder (sanitised headers).
