@@ -21,7 +21,7 @@ use citypulse_runtime::cadence::Cadence;
 use citypulse_runtime::duration;
 use citypulse_runtime::group::Lease;
 use citypulse_runtime::shutdown::Shutdown;
-use citypulse_runtime::source::{Delivery, Source, SourceEvent};
+use citypulse_runtime::source::{Delivery, Source, SourceConfig, SourceEvent};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -105,6 +105,7 @@ pub async fn run_partition(shared: Shared, lease: Lease) -> anyhow::Result<()> {
         metrics,
     } = shared;
     let mut store = CheckpointStore::new(bucket, id, max_payload);
+    let source = nats::source_config(id, settings.batch_size, max_payload);
     let mut backoff = Duration::from_millis(50);
     let loaded = loop {
         match store.load().await {
@@ -157,7 +158,7 @@ pub async fn run_partition(shared: Shared, lease: Lease) -> anyhow::Result<()> {
     if !p.outbox.is_empty() && matches!(p.publish_outbox().await, Flow::Stop) {
         return Ok(());
     }
-    p.run(&readings).await
+    p.run(&readings, source).await
 }
 
 impl Partition {
@@ -165,7 +166,7 @@ impl Partition {
         duration::millis(self.started.elapsed())
     }
 
-    async fn run(&mut self, readings: &stream::Stream) -> anyhow::Result<()> {
+    async fn run(&mut self, readings: &stream::Stream, source: SourceConfig) -> anyhow::Result<()> {
         let tick_every =
             Duration::from_millis((self.settings.core.idle_timeout_ms / 2).clamp(50, 1_000));
         let mut tick = tokio::time::interval(tick_every);
@@ -177,9 +178,7 @@ impl Partition {
             SourceEvent::Redelivered => metrics.redelivered(),
             other => tracing::debug!(partition = id, event = other.label(), "READINGS source"),
         });
-        let max_payload = self.js.client().server_info().max_payload;
-        let config = nats::source_config(self.id, self.settings.batch_size, max_payload);
-        let mut source = Source::new(readings.clone(), config, self.last_seq, observer);
+        let mut source = Source::new(readings.clone(), source, self.last_seq, observer);
         let mut batch = Vec::new();
         loop {
             tokio::select! {
