@@ -4,12 +4,13 @@
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 use citypulse_processors::registry::SegmentRegistry;
-use citypulse_processors::window::{CoreConfig, PartitionState, WindowSpec};
-use citypulse_schema::{Air, Measurement, Reading, Traffic};
+use citypulse_processors::window::{CoreConfig, WindowSpec};
+use citypulse_schema::{Air, Measurement, Reading};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use std::sync::Arc;
 
-const T0: u64 = 1_767_225_600_000;
+mod common;
+use common::{feed, T0};
 
 fn cfg(size: u64, hop: u64) -> Arc<CoreConfig> {
     Arc::new(CoreConfig {
@@ -22,26 +23,9 @@ fn cfg(size: u64, hop: u64) -> Arc<CoreConfig> {
 
 /// `detectors` loop detectors in 10 districts, every 30 s for `minutes`, in time order.
 fn traffic(detectors: u64, minutes: u64) -> Vec<Reading> {
-    let mut out = Vec::new();
-    for step in 0..minutes * 2 {
-        for d in 0..detectors {
-            let count = ((d * 7 + step * 13) % 23) as u32;
-            out.push(Reading {
-                sensor: format!("loop-{d:05}"),
-                district: format!("d{:02}", d % 10),
-                ts: T0 + step * 30_000 + d % 30 * 1_000,
-                seq: step,
-                data: Measurement::Traffic(Traffic {
-                    count,
-                    interval_s: 30,
-                    occupancy: f64::from(count) * 0.01,
-                    speed_kmh: (count > 0).then_some(30.0 + (d % 50) as f64 + 0.25),
-                    lanes: 2,
-                }),
-            });
-        }
-    }
-    out
+    common::traffic(detectors, minutes, |d| {
+        (format!("loop-{d:05}"), format!("d{:02}", d % 10))
+    })
 }
 
 /// `stations` air stations in 10 districts, every 5 min for `hours`.
@@ -70,21 +54,6 @@ fn air(stations: u64, hours: u64) -> Vec<Reading> {
         }
     }
     out
-}
-
-/// Feeds every reading, closing windows after every 1,000 (as the shell flushes per batch).
-fn feed(cfg: &Arc<CoreConfig>, readings: &[Reading]) -> usize {
-    let mut state = PartitionState::new(cfg.clone());
-    let mut out = Vec::new();
-    let mut results = 0;
-    for (i, r) in readings.iter().enumerate() {
-        state.observe(r, 0);
-        if i % 1_000 == 999 {
-            results += state.close_ready(&mut out);
-            out.clear();
-        }
-    }
-    results + state.close_ready(&mut out)
 }
 
 fn core(c: &mut Criterion) {

@@ -13,37 +13,25 @@
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 use citypulse_processors::registry::SegmentRegistry;
-use citypulse_processors::window::{CoreConfig, PartitionState, WindowSpec};
-use citypulse_schema::{Measurement, Reading, Traffic};
+use citypulse_processors::window::{CoreConfig, WindowSpec};
+use citypulse_schema::Reading;
 use std::sync::Arc;
 
-const T0: u64 = 1_767_225_600_000;
+mod common;
+
 const DETECTORS: u64 = 12_500;
 const DISTRICTS: u64 = 12;
 
 /// Every detector every 30 s for `minutes`, named as in the simulator's city
 /// (`loop-d01-0001`).
 fn readings(minutes: u64) -> Vec<Reading> {
-    let mut out = Vec::new();
-    for step in 0..minutes * 2 {
-        for d in 0..DETECTORS {
-            let count = ((d * 7 + step * 13) % 23) as u32;
-            out.push(Reading {
-                sensor: format!("loop-d{:02}-{:04}", d % DISTRICTS + 1, d / DISTRICTS + 1),
-                district: format!("d{:02}", d % DISTRICTS + 1),
-                ts: T0 + step * 30_000 + d % 30 * 1_000,
-                seq: step,
-                data: Measurement::Traffic(Traffic {
-                    count,
-                    interval_s: 30,
-                    occupancy: f64::from(count) * 0.01,
-                    speed_kmh: (count > 0).then_some(30.0 + (d % 50) as f64 + 0.25),
-                    lanes: 2,
-                }),
-            });
-        }
-    }
-    out
+    common::traffic(DETECTORS, minutes, |d| {
+        let district = d % DISTRICTS + 1;
+        (
+            format!("loop-d{district:02}-{:04}", d / DISTRICTS + 1),
+            format!("d{district:02}"),
+        )
+    })
 }
 
 /// Folds `readings` into a new partition with one-minute tumbling windows; the results made.
@@ -55,16 +43,7 @@ fn fold(readings: &[Reading]) -> usize {
         idle_timeout_ms: u64::MAX,
         registry: SegmentRegistry::empty(),
     });
-    let mut state = PartitionState::new(cfg);
-    let (mut out, mut results) = (Vec::new(), 0);
-    for (i, r) in readings.iter().enumerate() {
-        state.observe(r, 0);
-        if i % 1_000 == 999 {
-            results += state.close_ready(&mut out);
-            out.clear();
-        }
-    }
-    results + state.close_ready(&mut out)
+    common::feed(&cfg, readings)
 }
 
 fn main() {
