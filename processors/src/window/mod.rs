@@ -172,18 +172,10 @@ enum Sample {
     Air(AirSample, Option<u32>),
 }
 
+/// The district's entry, made empty when missing (without allocating the key when present).
 fn district_mut<'m, V: Default>(map: &'m mut BTreeMap<String, V>, key: &str) -> &'m mut V {
-    entry_mut(map, key, V::default)
-}
-
-/// The value under `key`, made by `make` when missing (without allocating the key when present).
-fn entry_mut<'m, V>(
-    map: &'m mut BTreeMap<String, V>,
-    key: &str,
-    make: impl FnOnce() -> V,
-) -> &'m mut V {
     if !map.contains_key(key) {
-        map.insert(key.to_owned(), make());
+        map.insert(key.to_owned(), V::default());
     }
     // Inserted just above when missing.
     map.get_mut(key)
