@@ -1,11 +1,12 @@
 //! The archive's store against a real PostgreSQL: a batch holding rows already archived (a
 //! redelivery after a crash, a device's very late repeat) is written once with the duplicates
-//! skipped, and plain inserts resume once a batch is new again.
+//! skipped, and plain inserts resume once a batch is new again; every column of every kind of
+//! reading is archived exactly, by the plain `COPY` and by the skipping insert alike.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use citypulse_harness::Postgres;
 use citypulse_ingest::store::{Rows, Store};
-use citypulse_schema::{Measurement, Reading, Traffic};
+use citypulse_schema::{Air, Measurement, Reading, Traffic};
 use std::ops::Range;
 use std::time::Duration;
 
@@ -75,4 +76,144 @@ async fn a_batch_with_archived_rows_is_written_once_and_plain_inserts_resume() {
     let (n, distinct, lo, hi): (i64, i64, i64, i64) =
         (row.get(0), row.get(1), row.get(2), row.get(3));
     assert_eq!((n, distinct, lo, hi), (9, 9, 0, 8));
+}
+
+/// Every column of a reading, as the table should hold it: `ts` as ms since the epoch, then
+/// count, interval_s, occupancy, speed_kmh, lanes and the eight air fields in table order.
+type Columns = (
+    String,
+    i64,
+    String,
+    String,
+    i64,
+    [Option<i32>; 3],
+    [Option<f64>; 10],
+);
+
+/// What the archive should hold for `r`, written out from the reading's own fields.
+fn expected(r: &Reading) -> Columns {
+    let (mut ints, mut floats) = ([None; 3], [None; 10]);
+    let kind = match &r.data {
+        Measurement::Traffic(t) => {
+            ints = [t.count, t.interval_s, t.lanes].map(|n| Some(n as i32));
+            (floats[0], floats[1]) = (Some(t.occupancy), t.speed_kmh);
+            "traffic"
+        }
+        Measurement::Air(a) => {
+            ints[1] = a.interval_s.map(|i| i as i32);
+            floats[2..].copy_from_slice(&[
+                a.pm25_ugm3,
+                a.pm10_ugm3,
+                a.o3_ppb,
+                a.no2_ppb,
+                a.so2_ppb,
+                a.co_ppm,
+                a.temp_c,
+                a.rh_pct,
+            ]);
+            "air"
+        }
+    };
+    let (sensor, district, seq, ts) = (r.sensor.clone(), r.district.clone(), r.seq, r.ts);
+    (
+        sensor,
+        seq as i64,
+        district,
+        kind.into(),
+        ts as i64,
+        ints,
+        floats,
+    )
+}
+
+/// A traffic reading with or without a speed, or an air reading with every field or a few.
+fn varied(seq: u64) -> Reading {
+    let data = match seq % 4 {
+        0 => Measurement::Traffic(Traffic {
+            count: 17 + seq as u32,
+            interval_s: 30,
+            occupancy: 0.125,
+            speed_kmh: Some(47.25 + seq as f64),
+            lanes: 3,
+        }),
+        1 => Measurement::Traffic(Traffic {
+            count: 0,
+            interval_s: 60,
+            occupancy: 0.0,
+            speed_kmh: None,
+            lanes: 1,
+        }),
+        2 => Measurement::Air(Air {
+            pm25_ugm3: Some(9.5),
+            pm10_ugm3: Some(21.75),
+            o3_ppb: Some(41.0 + seq as f64),
+            no2_ppb: Some(12.5),
+            so2_ppb: Some(1.25),
+            co_ppm: Some(0.375),
+            temp_c: Some(-3.5),
+            rh_pct: Some(88.0),
+            interval_s: Some(3600),
+        }),
+        _ => Measurement::Air(Air {
+            pm25_ugm3: Some(33.0 + seq as f64),
+            no2_ppb: Some(7.0),
+            ..Air::default()
+        }),
+    };
+    Reading {
+        sensor: format!("s-{}", seq % 3),
+        district: format!("d{}", seq % 2),
+        ts: 1_700_000_000_123 + seq * 61_001,
+        seq,
+        data,
+    }
+}
+
+#[tokio::test]
+async fn every_column_is_archived_exactly_by_the_copy_and_by_the_skipping_insert() {
+    let pg = Postgres::start();
+    let url = pg.create_database("columns").await;
+    let store = Store::connect(&url, TIMEOUT).await.unwrap();
+    let batch = |seqs: Range<u64>| {
+        let mut rows = Rows::default();
+        for seq in seqs {
+            rows.push(&varied(seq)).unwrap();
+        }
+        rows
+    };
+    // 0..8 copied plainly; 4..12 meets existing keys, so 8..12 goes through the skipping insert.
+    assert_eq!(store.insert(&batch(0..8), TIMEOUT).await.unwrap(), 8);
+    assert!(!store.is_skipping());
+    assert_eq!(store.insert(&batch(4..12), TIMEOUT).await.unwrap(), 4);
+    assert!(store.is_skipping());
+
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let rows = client
+        .query(
+            "SELECT sensor, seq, district, kind, (extract(epoch FROM ts) * 1000)::int8, \
+             count, interval_s, lanes, occupancy, speed_kmh, pm25_ugm3, pm10_ugm3, o3_ppb, \
+             no2_ppb, so2_ppb, co_ppm, temp_c, rh_pct FROM readings ORDER BY seq",
+            &[],
+        )
+        .await
+        .unwrap();
+    let archived: Vec<Columns> = rows
+        .iter()
+        .map(|row| {
+            (
+                row.get(0),
+                row.get(1),
+                row.get(2),
+                row.get(3),
+                row.get(4),
+                std::array::from_fn(|i| row.get(5 + i)),
+                std::array::from_fn(|i| row.get(8 + i)),
+            )
+        })
+        .collect();
+    let want: Vec<Columns> = (0..12).map(|seq| expected(&varied(seq))).collect();
+    assert_eq!(archived, want);
 }

@@ -74,6 +74,27 @@ pub struct Air {
     pub interval_s: Option<u32>,
 }
 
+impl Air {
+    /// How many fields [`Air::values`] gives.
+    pub const VALUES: usize = 8;
+
+    /// The measured fields in the wire format's key order: the six pollutants (PM2.5, PM10,
+    /// O3, NO2, SO2, CO), then `temp_c` and `rh_pct`. Code that treats every field alike walks
+    /// this instead of naming each one.
+    pub fn values(&self) -> [Option<f64>; Air::VALUES] {
+        [
+            self.pm25_ugm3,
+            self.pm10_ugm3,
+            self.o3_ppb,
+            self.no2_ppb,
+            self.so2_ppb,
+            self.co_ppm,
+            self.temp_c,
+            self.rh_pct,
+        ]
+    }
+}
+
 impl Reading {
     /// The sensor kind, from the measurement variant.
     pub fn kind(&self) -> Kind {

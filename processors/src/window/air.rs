@@ -88,16 +88,9 @@ impl AirSample {
     /// The reading's concentrations; `Err` names the first pollutant whose value is not a
     /// finite number within ±10⁹ units.
     pub fn from_air(a: &Air) -> Result<AirSample, Pollutant> {
-        let raw = [
-            a.pm25_ugm3,
-            a.pm10_ugm3,
-            a.o3_ppb,
-            a.no2_ppb,
-            a.so2_ppb,
-            a.co_ppm,
-        ];
         let mut out = [None; 6];
-        for (i, v) in raw.into_iter().enumerate() {
+        // The pollutants come first, in `Pollutant`'s order.
+        for (i, v) in a.values().into_iter().take(6).enumerate() {
             if let Some(x) = v {
                 out[i] = Some(Fixed::from_f64(x).ok_or(POLLUTANTS[i])?);
             }

@@ -61,17 +61,10 @@ fn valid(r: &Reading) -> bool {
                 && (0.0..=1.0).contains(&t.occupancy)
                 && (t.count == 0 || t.speed_kmh.is_none_or(|v| v.is_finite() && v > 0.0))
         }
-        Measurement::Air(a) => [
-            a.pm25_ugm3,
-            a.pm10_ugm3,
-            a.o3_ppb,
-            a.no2_ppb,
-            a.so2_ppb,
-            a.co_ppm,
-        ]
-        .iter()
-        .flatten()
-        .all(|x| x.is_finite() && x.abs() <= 1e9),
+        Measurement::Air(a) => a.values()[..6]
+            .iter()
+            .flatten()
+            .all(|x| x.is_finite() && x.abs() <= 1e9),
     }
 }
 

@@ -15,16 +15,7 @@ use std::path::PathBuf;
 fn float_bits(r: &Reading) -> Vec<Option<u64>> {
     let floats = match &r.data {
         Measurement::Traffic(t) => vec![Some(t.occupancy), t.speed_kmh],
-        Measurement::Air(a) => vec![
-            a.pm25_ugm3,
-            a.pm10_ugm3,
-            a.o3_ppb,
-            a.no2_ppb,
-            a.so2_ppb,
-            a.co_ppm,
-            a.temp_c,
-            a.rh_pct,
-        ],
+        Measurement::Air(a) => a.values().to_vec(),
     };
     floats.into_iter().map(|f| f.map(f64::to_bits)).collect()
 }
