@@ -279,76 +279,16 @@ impl Simulator {
             .min_by_key(|&(t, i, _)| (t, self.sensors[i as usize].rank))
     }
 
+    /// Makes sensor `i`'s reading due at `due_ms`: its honest value, then its fault, if any,
+    /// applied. Every draw comes from the reading's own generator, in this order.
     fn generate(&mut self, i: usize, due_ms: u64, out: &mut Vec<Outgoing>) {
         self.schedule.advance_to(due_ms);
         let sensor = &self.sensors[i];
         let seq = due_ms / sensor.interval_ms;
         let mut rng = self.rngs.for_reading(sensor.stream, seq);
-        let state = &mut self.states[i];
-        let t = LocalTime::at(due_ms, self.utc_offset_minutes);
-        let honest = match &sensor.spec {
-            Spec::Traffic {
-                road,
-                lanes,
-                fd,
-                peak_demand_vphpl,
-            } => {
-                let noise = ar1(
-                    state,
-                    &mut rng,
-                    sensor.interval_ms,
-                    TRAFFIC_NOISE_TAU_S,
-                    TRAFFIC_NOISE_SIGMA,
-                );
-                let demand = patterns::traffic_demand(t) * peak_demand_vphpl * noise.exp();
-                let factor = self.schedule.capacity_factor(road, due_ms);
-                let interval_s = (sensor.interval_ms / 1000) as u32;
-                let (flow, queue) = fd.step(demand, factor, state.queue, f64::from(interval_s));
-                state.queue = queue;
-                let capacity = fd.capacity_vphpl * factor.clamp(0.01, 1.0);
-                Measurement::Traffic(sample_traffic(
-                    &mut rng, &flow, fd, capacity, *lanes, interval_s,
-                ))
-            }
-            Spec::Air {
-                district,
-                pollutants,
-                weather,
-                pm25_background,
-                so2_background,
-            } => {
-                let noise = ar1(
-                    state,
-                    &mut rng,
-                    sensor.interval_ms,
-                    AIR_NOISE_TAU_S,
-                    AIR_NOISE_SIGMA,
-                );
-                let episode = self.schedule.episode_pm25(*district, due_ms);
-                let levels = patterns::air_levels(t, *pm25_background, *so2_background, episode);
-                let mut air = sample_air(&mut rng, &levels, noise, pollutants, *weather);
-                // The station's averaging interval, ending at `ts` (the hour-coverage rule).
-                air.interval_s = Some((sensor.interval_ms / 1000) as u32);
-                Measurement::Air(air)
-            }
-        };
-        let previous = state.last.replace(honest.clone());
-        let fault = faults::decide(
-            &self.settings.faults,
-            &mut state.faults,
-            previous.is_some(),
-            &mut rng,
-        );
-        let mut data = honest;
-        if fault == Some(Fault::Stuck) {
-            // `decide` only starts a run when there is a previous reading to repeat.
-            let frozen = state
-                .stuck_values
-                .get_or_insert_with(|| previous.unwrap_or_else(|| data.clone()));
-            data = frozen.clone();
-        } else {
-            state.stuck_values = None;
-        }
+        let honest = self.measure(i, due_ms, &mut rng);
+        let (data, fault) = self.decide_fault(i, honest, &mut rng);
+        let sensor = &self.sensors[i];
         let reading = Reading {
             sensor: sensor.id.clone(),
             district: sensor.district.clone(),
@@ -368,8 +308,103 @@ impl Simulator {
             detail: None,
             values: None,
         };
-        let interval_ms = sensor.interval_ms;
-        match fault {
+        self.emit(i, msg, reading, &mut rng, out);
+    }
+
+    /// What sensor `i` honestly measures at `due_ms` (its noise and, for a loop, its queue
+    /// move on).
+    fn measure(&mut self, i: usize, due_ms: u64, rng: &mut ChaCha8Rng) -> Measurement {
+        let sensor = &self.sensors[i];
+        let state = &mut self.states[i];
+        let t = LocalTime::at(due_ms, self.utc_offset_minutes);
+        match &sensor.spec {
+            Spec::Traffic {
+                road,
+                lanes,
+                fd,
+                peak_demand_vphpl,
+            } => {
+                let noise = ar1(
+                    state,
+                    rng,
+                    sensor.interval_ms,
+                    TRAFFIC_NOISE_TAU_S,
+                    TRAFFIC_NOISE_SIGMA,
+                );
+                let demand = patterns::traffic_demand(t) * peak_demand_vphpl * noise.exp();
+                let factor = self.schedule.capacity_factor(road, due_ms);
+                let interval_s = (sensor.interval_ms / 1000) as u32;
+                let (flow, queue) = fd.step(demand, factor, state.queue, f64::from(interval_s));
+                state.queue = queue;
+                let capacity = fd.capacity_vphpl * factor.clamp(0.01, 1.0);
+                Measurement::Traffic(sample_traffic(rng, &flow, fd, capacity, *lanes, interval_s))
+            }
+            Spec::Air {
+                district,
+                pollutants,
+                weather,
+                pm25_background,
+                so2_background,
+            } => {
+                let noise = ar1(
+                    state,
+                    rng,
+                    sensor.interval_ms,
+                    AIR_NOISE_TAU_S,
+                    AIR_NOISE_SIGMA,
+                );
+                let episode = self.schedule.episode_pm25(*district, due_ms);
+                let levels = patterns::air_levels(t, *pm25_background, *so2_background, episode);
+                let mut air = sample_air(rng, &levels, noise, pollutants, *weather);
+                // The station's averaging interval, ending at `ts` (the hour-coverage rule).
+                air.interval_s = Some((sensor.interval_ms / 1000) as u32);
+                Measurement::Air(air)
+            }
+        }
+    }
+
+    /// Whether sensor `i`'s reading is faulty, and the values it sends: the honest ones, or
+    /// the frozen ones of a stuck run.
+    fn decide_fault(
+        &mut self,
+        i: usize,
+        honest: Measurement,
+        rng: &mut ChaCha8Rng,
+    ) -> (Measurement, Option<Fault>) {
+        let state = &mut self.states[i];
+        let previous = state.last.replace(honest.clone());
+        let fault = faults::decide(
+            &self.settings.faults,
+            &mut state.faults,
+            previous.is_some(),
+            rng,
+        );
+        let mut data = honest;
+        if fault == Some(Fault::Stuck) {
+            // `decide` only starts a run when there is a previous reading to repeat.
+            let frozen = state
+                .stuck_values
+                .get_or_insert_with(|| previous.unwrap_or_else(|| data.clone()));
+            data = frozen.clone();
+        } else {
+            state.stuck_values = None;
+        }
+        (data, fault)
+    }
+
+    /// Appends `msg` (sensor `i`'s reading) to `out` as its fault (`msg.fault`) makes it: sent
+    /// as is, dropped, spiked, negative, clock-skewed, held back, doubled or malformed.
+    fn emit(
+        &mut self,
+        i: usize,
+        msg: Outgoing,
+        reading: Reading,
+        rng: &mut ChaCha8Rng,
+        out: &mut Vec<Outgoing>,
+    ) {
+        let interval_ms = self.sensors[i].interval_ms;
+        let due_ms = msg.emit_at_ms;
+        match msg.fault {
             None | Some(Fault::Stuck) => out.push(finish(msg, reading, None)),
             Some(Fault::Dropout) => out.push(msg),
             Some(Fault::Spike) => {
@@ -379,7 +414,7 @@ impl Simulator {
             }
             Some(Fault::Negative) => {
                 let mut reading = reading;
-                let detail = negative(&mut rng, &mut reading.data);
+                let detail = negative(rng, &mut reading.data);
                 out.push(finish(msg, reading, Some(detail)));
             }
             Some(Fault::ClockSkew) => {
@@ -387,10 +422,10 @@ impl Simulator {
                 // Ahead by 25 hours to 7 days (a clock that lost its date): beyond the 24 hours
                 // of history an accelerated run replays by default, so ingest's wall-clock check
                 // (`future_timestamp`) catches every one of them, in real time and in catch-up.
-                let shift = if draw::chance(&mut rng, 0.5) {
-                    draw::uniform(&mut rng, 90_000_000.0, 604_800_000.0) as i64
+                let shift = if draw::chance(rng, 0.5) {
+                    draw::uniform(rng, 90_000_000.0, 604_800_000.0) as i64
                 } else {
-                    -(draw::uniform(&mut rng, 7_200_000.0, 172_800_000.0) as i64)
+                    -(draw::uniform(rng, 7_200_000.0, 172_800_000.0) as i64)
                 };
                 reading.ts = reading.ts.saturating_add_signed(shift);
                 let msg = Outgoing {
@@ -400,7 +435,7 @@ impl Simulator {
                 out.push(finish(msg, reading, Some(format!("shift_ms={shift:+}"))));
             }
             Some(Fault::Late) => {
-                let n = 2 + draw::below(&mut rng, 9);
+                let n = 2 + draw::below(rng, 9);
                 let msg = Outgoing {
                     emit_at_ms: due_ms + n * interval_ms,
                     ..finish(msg, reading, Some(format!("delay_intervals={n}")))
@@ -420,7 +455,7 @@ impl Simulator {
             }
             Some(Fault::Malformed) => {
                 let other = &self.sensors[(i + 1) % self.sensors.len()].id;
-                let (payload, detail) = malformed(&mut rng, reading, other);
+                let (payload, detail) = malformed(rng, reading, other);
                 out.push(Outgoing {
                     payload: Some(payload),
                     detail: Some(detail),
