@@ -8,6 +8,7 @@ use async_nats::jetstream::Context;
 use async_nats::HeaderMap;
 use bytes::Bytes;
 use citypulse_schema::streams;
+use futures::StreamExt;
 
 /// Publishes sent before their acks are awaited together. Also the bound on reordering: a
 /// publish lost with a dropped connection is retried after the rest of its window landed, so a
@@ -57,9 +58,11 @@ impl Outgoing {
 /// (the server drops the copy if the first attempt landed) with capped back-off until acked or
 /// shutdown; `on_retry` gets a bounded reason per failed attempt.
 ///
-/// The acks of a window are awaited together: each ack's timeout starts when it is awaited, so
-/// awaiting them one by one after a server restart (which loses them all) would take a timeout
-/// per message.
+/// A window of 64 is sent at once with one reply subscription and one deadline ([`ACK_TIMEOUT`])
+/// for all its acks; only a message whose ack did not come (lost with the connection, an error,
+/// too close to `max_payload` for the fast path) is then published again through `js`, one at a
+/// time, which also reports why it failed. Awaiting acks one by one after a server restart
+/// (which loses them all) would take a timeout per message.
 pub async fn publish_all(
     js: &Context,
     messages: &[Outgoing],
@@ -67,26 +70,14 @@ pub async fn publish_all(
     on_retry: &(dyn Fn(&'static str) + Sync),
 ) -> Result<Vec<PublishAck>, PublishError> {
     let mut acks = Vec::with_capacity(messages.len());
+    let client = js.client();
     for window in messages.chunks(WINDOW) {
-        // Each message's send and ack in one future, all driven together: a send waiting for
-        // one of the context's in-flight permits (held by unanswered acks) never keeps the acks
-        // that would free them from being polled — holding sent-but-unpolled ack futures while
-        // sending more deadlocks once several callers together exceed the permits.
-        let sending = futures::future::join_all(window.iter().map(|m| async move {
-            let mut headers = m.headers.clone();
-            headers.insert(async_nats::header::NATS_MESSAGE_ID, m.msg_id.as_str());
-            js.publish_with_headers(m.subject.clone(), headers, m.payload.clone())
-                .await
-                .ok()?
-                .await
-                .ok()
-        }));
         let first = tokio::select! {
             biased;
             () = shutdown.cancelled() => {
                 return Err(PublishError::Cancelled { subject: window[0].subject.clone() });
             }
-            first = sending => first,
+            first = send_window(&client, window) => first,
         };
         for (m, ack) in window.iter().zip(first) {
             let ack = match ack {
@@ -109,6 +100,91 @@ pub async fn publish_all(
         }
     }
     Ok(acks)
+}
+
+/// Sends a window of messages, each with the reply subject `<inbox>.<index>` under one
+/// subscription to `<inbox>.*`, and collects the acks that come back within [`ACK_TIMEOUT`];
+/// `None` for a message not sent, not answered in time, or answered with an error (the caller
+/// retries those one by one through the JetStream context, which reports why).
+///
+/// This is what a JetStream context's publish does, less its per-message costs: no request
+/// multiplexer entry, ack channel, in-flight permit and timer per message, one subscription and
+/// one deadline per window instead. A reply that is not a `PublishAck` (an error, "no
+/// responders" when no stream takes the subject) counts as unanswered.
+async fn send_window(client: &async_nats::Client, window: &[Outgoing]) -> Vec<Option<PublishAck>> {
+    let mut acks = vec![None; window.len()];
+    let inbox = client.new_inbox();
+    let Ok(mut replies) = client.subscribe(format!("{inbox}.*")).await else {
+        return acks;
+    };
+    // A message near the server's limit goes the careful way: the context checks its size
+    // exactly, and one the server would refuse never reaches it (that would close the
+    // connection).
+    let room = client.server_info().max_payload.saturating_sub(HEADROOM);
+    let mut waiting = 0;
+    for (i, m) in window.iter().enumerate() {
+        if m.payload.len() > room {
+            continue;
+        }
+        let mut headers = m.headers.clone();
+        headers.insert(async_nats::header::NATS_MESSAGE_ID, m.msg_id.as_str());
+        let reply = format!("{inbox}.{i}");
+        let sent = client
+            .publish_with_reply_and_headers(m.subject.clone(), reply, headers, m.payload.clone())
+            .await;
+        if sent.is_err() {
+            break;
+        }
+        waiting += 1;
+    }
+    let deadline = tokio::time::Instant::now() + ACK_TIMEOUT;
+    let mut answered = vec![false; window.len()];
+    while waiting > 0 {
+        let Ok(Some(reply)) = tokio::time::timeout_at(deadline, replies.next()).await else {
+            break;
+        };
+        let Some(i) = reply_index(&reply.subject, window.len()) else {
+            continue;
+        };
+        if std::mem::replace(&mut answered[i], true) {
+            continue;
+        }
+        waiting -= 1;
+        acks[i] = parse_ack(&reply);
+    }
+    acks
+}
+
+/// Bytes kept free for headers below the server's `max_payload` on the fast path.
+const HEADROOM: usize = 8 * 1024;
+
+/// How long a window's acks may take (the JetStream context's default request timeout).
+const ACK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The index a reply subject `<inbox>.<index>` names, if it is one of the window's.
+fn reply_index(subject: &str, len: usize) -> Option<usize> {
+    let (_, index) = subject.rsplit_once('.')?;
+    index.parse().ok().filter(|&i| i < len)
+}
+
+/// The `PublishAck` a reply carries; `None` for a status message or an error answer.
+fn parse_ack(reply: &async_nats::Message) -> Option<PublishAck> {
+    #[derive(serde::Deserialize)]
+    #[serde(untagged)]
+    enum Answer {
+        Error {
+            #[allow(dead_code)]
+            error: serde::de::IgnoredAny,
+        },
+        Ack(PublishAck),
+    }
+    if reply.status.is_some() {
+        return None;
+    }
+    match serde_json::from_slice(&reply.payload) {
+        Ok(Answer::Ack(ack)) => Some(ack),
+        _ => None,
+    }
 }
 
 /// What a dead letter says about the message it carries.
