@@ -150,7 +150,7 @@ async fn send_window(client: &async_nats::Client, window: &[Outgoing]) -> Vec<Op
             continue;
         }
         waiting -= 1;
-        acks[i] = parse_ack(&reply);
+        acks[i] = ack_of(&reply).ok();
     }
     acks
 }
@@ -167,8 +167,20 @@ fn reply_index(subject: &str, len: usize) -> Option<usize> {
     index.parse().ok().filter(|&i| i < len)
 }
 
-/// The `PublishAck` a reply carries; `None` for a status message or an error answer.
-fn parse_ack(reply: &async_nats::Message) -> Option<PublishAck> {
+/// Why a reply to a JetStream publish is not an ack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotAcked {
+    /// No stream takes the subject (the server's "no responders" status).
+    NoStream,
+    /// The stream refused the message (a JSON error answer), or the reply was another status.
+    Refused,
+    /// The reply is not a `PublishAck`.
+    Unreadable,
+}
+
+/// The `PublishAck` a reply to a JetStream publish carries, for publishers that collect their
+/// acks on a subscription of their own.
+pub fn ack_of(reply: &async_nats::Message) -> Result<PublishAck, NotAcked> {
     #[derive(serde::Deserialize)]
     #[serde(untagged)]
     enum Answer {
@@ -178,12 +190,15 @@ fn parse_ack(reply: &async_nats::Message) -> Option<PublishAck> {
         },
         Ack(PublishAck),
     }
-    if reply.status.is_some() {
-        return None;
+    match reply.status {
+        Some(async_nats::StatusCode::NO_RESPONDERS) => return Err(NotAcked::NoStream),
+        Some(_) => return Err(NotAcked::Refused),
+        None => {}
     }
     match serde_json::from_slice(&reply.payload) {
-        Ok(Answer::Ack(ack)) => Some(ack),
-        _ => None,
+        Ok(Answer::Ack(ack)) => Ok(ack),
+        Ok(Answer::Error { .. }) => Err(NotAcked::Refused),
+        Err(_) => Err(NotAcked::Unreadable),
     }
 }
 

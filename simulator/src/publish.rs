@@ -2,6 +2,9 @@
 //!
 //! JetStream mode (default): each message is published with `Nats-Msg-Id` set to the reading's
 //! natural key, with up to `max_in_flight` acknowledgements outstanding at once for throughput.
+//! The acks come back on one subscription of the publisher's own (`<inbox>.*`, each message
+//! sent with the reply subject `<inbox>.<n>`), not as one JetStream request per message: no
+//! request-multiplexer entry, channel or timer per message.
 //! A failed attempt (no ack, a timeout, an error ack) is counted and retried with the same id
 //! after a capped backoff, so the server stores it exactly once: a message counted as acked is
 //! stored. Acks are collected oldest first and a failed one is retried before anything newer is
@@ -14,14 +17,18 @@ use crate::metrics::SimMetrics;
 use async_nats::jetstream::context::{ContextBuilder, PublishErrorKind};
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::publish::PublishAck;
-use async_nats::HeaderMap;
+use async_nats::{HeaderMap, Subscriber};
 use bytes::Bytes;
+use citypulse_runtime::publish::{ack_of, NotAcked};
 use citypulse_runtime::shutdown::Shutdown;
-use futures::future::BoxFuture;
-use futures::stream::FuturesOrdered;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::time::Instant;
+
+/// How long an ack may take before the message is published again (under the same id).
+const ACK_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How messages reach NATS.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,22 +57,42 @@ struct Pending {
     attempt: u32,
 }
 
-type AckFuture = BoxFuture<
-    'static,
-    (
-        Pending,
-        Result<PublishAck, async_nats::jetstream::context::PublishError>,
-    ),
->;
+/// A message sent and not yet settled: its reply subject's number, when it went out, and its
+/// answer once it came.
+struct InFlight {
+    id: u64,
+    pending: Pending,
+    sent: Instant,
+    answer: Option<Result<PublishAck, &'static str>>,
+}
+
+/// Where the acks of JetStream publishes come back: one subscription to `<inbox>.*`, each
+/// message sent with the reply subject `<inbox>.<id>`.
+struct Replies {
+    inbox: String,
+    subscriber: Subscriber,
+}
 
 /// Publishes [`Outgoing`] messages, counting published, acked and failed attempts.
 pub struct Publisher {
     mode: Mode,
     client: async_nats::Client,
     js: async_nats::jetstream::Context,
-    window: FuturesOrdered<AckFuture>,
+    /// Sent and unsettled, oldest first; ids consecutive.
+    window: VecDeque<InFlight>,
+    /// Opened at the first JetStream publish.
+    replies: Option<Replies>,
+    next_id: u64,
     max_in_flight: usize,
     metrics: SimMetrics,
+}
+
+/// The metric label of a reply that is not an ack.
+fn refusal(why: NotAcked) -> &'static str {
+    match why {
+        NotAcked::NoStream => "stream_not_found",
+        NotAcked::Refused | NotAcked::Unreadable => "other",
+    }
 }
 
 fn reason(kind: PublishErrorKind) -> &'static str {
@@ -94,14 +121,16 @@ impl Publisher {
     ) -> Publisher {
         let max_in_flight = max_in_flight.max(1);
         let js = ContextBuilder::new()
-            .timeout(Duration::from_secs(10))
+            .timeout(ACK_TIMEOUT)
             .max_ack_inflight(max_in_flight * 2)
             .build(client.clone());
         Publisher {
             mode,
             client,
             js,
-            window: FuturesOrdered::new(),
+            window: VecDeque::new(),
+            replies: None,
+            next_id: 0,
             max_in_flight,
             metrics,
         }
@@ -149,9 +178,15 @@ impl Publisher {
 
     /// Collects acknowledgements that are already in, without waiting.
     pub async fn poll_acks(&mut self, shutdown: &Shutdown) -> Result<(), PublishFailure> {
-        use futures::FutureExt;
-        while let Some(Some((pending, result))) = self.window.next().now_or_never() {
-            self.settle(pending, result, shutdown).await?;
+        while let Some(Some(reply)) = self
+            .replies
+            .as_mut()
+            .and_then(|r| r.subscriber.next().now_or_never())
+        {
+            self.record(&reply);
+        }
+        while self.window.front().is_some_and(|f| f.answer.is_some()) {
+            self.reap_one(shutdown).await?;
         }
         self.metrics.in_flight(self.window.len());
         Ok(())
@@ -204,29 +239,36 @@ impl Publisher {
         }
     }
 
-    /// Sends one attempt of `p` and puts its ack future in the window.
+    /// Sends `p` with its reply subject and puts it at the back of the window.
     async fn start(&mut self, mut p: Pending, shutdown: &Shutdown) -> Result<(), PublishFailure> {
+        let inbox = self.replies(shutdown).await?.inbox.clone();
+        let mut headers = HeaderMap::new();
+        headers.insert(async_nats::header::NATS_MESSAGE_ID, p.msg_id.as_str());
         loop {
-            let publish = PublishMessage::build()
-                .payload(p.payload.clone())
-                .message_id(&p.msg_id);
-            let sent = tokio::select! {
-                biased;
-                _ = shutdown.cancelled() => return Err(PublishFailure::Cancelled),
-                sent = self.js.send_publish(p.subject.to_string(), publish) => sent,
-            };
+            let id = self.next_id;
+            let sent = self
+                .client
+                .publish_with_reply_and_headers(
+                    p.subject.to_string(),
+                    format!("{inbox}.{id}"),
+                    headers.clone(),
+                    p.payload.clone(),
+                )
+                .await;
             match sent {
-                Ok(ack) => {
-                    self.window.push_back(Box::pin(async move {
-                        let result = ack.await;
-                        (p, result)
-                    }));
+                Ok(()) => {
+                    self.next_id += 1;
+                    self.window.push_back(InFlight {
+                        id,
+                        pending: p,
+                        sent: Instant::now(),
+                        answer: None,
+                    });
                     return Ok(());
                 }
                 Err(e) => {
-                    let why = reason(e.kind());
-                    self.metrics.publish_error(why);
-                    tracing::debug!(subject = %p.subject, msg_id = %p.msg_id, reason = why, error = %e,
+                    self.metrics.publish_error("other");
+                    tracing::debug!(subject = %p.subject, msg_id = %p.msg_id, error = %e,
                         "publish failed; retrying with the same Nats-Msg-Id");
                     pause(backoff(p.attempt), shutdown).await?;
                     p.attempt += 1;
@@ -235,22 +277,77 @@ impl Publisher {
         }
     }
 
-    async fn reap_one(&mut self, shutdown: &Shutdown) -> Result<(), PublishFailure> {
-        let next = tokio::select! {
-            biased;
-            _ = shutdown.cancelled() => return Err(PublishFailure::Cancelled),
-            next = self.window.next() => next,
-        };
-        match next {
-            Some((pending, result)) => self.settle(pending, result, shutdown).await,
-            None => Ok(()),
+    /// The reply subscription, opened (retrying) at first use.
+    async fn replies(&mut self, shutdown: &Shutdown) -> Result<&Replies, PublishFailure> {
+        let mut attempt = 0;
+        while self.replies.is_none() {
+            let inbox = self.client.new_inbox();
+            match self.client.subscribe(format!("{inbox}.*")).await {
+                Ok(subscriber) => self.replies = Some(Replies { inbox, subscriber }),
+                Err(e) => {
+                    self.metrics.publish_error("other");
+                    tracing::debug!(error = %e, "cannot subscribe to the acks; retrying");
+                    pause(backoff(attempt), shutdown).await?;
+                    attempt += 1;
+                }
+            }
         }
+        Ok(self
+            .replies
+            .as_ref()
+            .unwrap_or_else(|| unreachable!("opened above")))
+    }
+
+    /// Files a reply under its message in the window (a reply to a message settled already, by
+    /// a timeout, is dropped).
+    fn record(&mut self, reply: &async_nats::Message) {
+        let Some(first) = self.window.front().map(|f| f.id) else {
+            return;
+        };
+        let id = reply
+            .subject
+            .rsplit_once('.')
+            .and_then(|(_, n)| n.parse::<u64>().ok());
+        let slot = id
+            .and_then(|id| id.checked_sub(first))
+            .and_then(|i| usize::try_from(i).ok());
+        if let Some(f) = slot.and_then(|i| self.window.get_mut(i)) {
+            f.answer
+                .get_or_insert_with(|| ack_of(reply).map_err(refusal));
+        }
+    }
+
+    /// Settles the oldest message in the window: waits for its answer until its ack timeout,
+    /// then counts it acked, or publishes it again in place.
+    async fn reap_one(&mut self, shutdown: &Shutdown) -> Result<(), PublishFailure> {
+        let Some(deadline) = self.window.front().map(|f| f.sent + ACK_TIMEOUT) else {
+            return Ok(());
+        };
+        while self.window.front().is_some_and(|f| f.answer.is_none()) {
+            let Some(replies) = self.replies.as_mut() else {
+                break;
+            };
+            let reply = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => return Err(PublishFailure::Cancelled),
+                reply = tokio::time::timeout_at(deadline, replies.subscriber.next()) => reply,
+            };
+            match reply {
+                Ok(Some(reply)) => self.record(&reply),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        let Some(front) = self.window.pop_front() else {
+            return Ok(());
+        };
+        let answer = front.answer.unwrap_or(Err("timed_out"));
+        self.settle(front.pending, answer, shutdown).await
     }
 
     async fn settle(
         &mut self,
         mut p: Pending,
-        result: Result<PublishAck, async_nats::jetstream::context::PublishError>,
+        result: Result<PublishAck, &'static str>,
         shutdown: &Shutdown,
     ) -> Result<(), PublishFailure> {
         match result {
@@ -258,10 +355,9 @@ impl Publisher {
                 self.metrics.acked(ack.duplicate);
                 Ok(())
             }
-            Err(e) => {
-                let why = reason(e.kind());
+            Err(why) => {
                 self.metrics.publish_error(why);
-                tracing::debug!(subject = %p.subject, msg_id = %p.msg_id, reason = why, error = %e,
+                tracing::debug!(subject = %p.subject, msg_id = %p.msg_id, reason = why,
                     "publish not acknowledged; retrying with the same Nats-Msg-Id");
                 pause(backoff(p.attempt), shutdown).await?;
                 p.attempt += 1;
