@@ -71,13 +71,17 @@ pub async fn publish_all(
 ) -> Result<Vec<PublishAck>, PublishError> {
     let mut acks = Vec::with_capacity(messages.len());
     let client = js.client();
+    // A message near the server's limit goes the careful way: the context checks its size
+    // exactly, and one the server would refuse never reaches it (that would close the
+    // connection).
+    let room = client.server_info().max_payload.saturating_sub(HEADROOM);
     for window in messages.chunks(WINDOW) {
         let first = tokio::select! {
             biased;
             () = shutdown.cancelled() => {
                 return Err(PublishError::Cancelled { subject: window[0].subject.clone() });
             }
-            first = send_window(&client, window) => first,
+            first = send_window(&client, window, room) => first,
         };
         for (m, ack) in window.iter().zip(first) {
             let ack = match ack {
@@ -104,23 +108,24 @@ pub async fn publish_all(
 
 /// Sends a window of messages, each with the reply subject `<inbox>.<index>` under one
 /// subscription to `<inbox>.*`, and collects the acks that come back within [`ACK_TIMEOUT`];
-/// `None` for a message not sent, not answered in time, or answered with an error (the caller
-/// retries those one by one through the JetStream context, which reports why).
+/// `None` for a message not sent (one larger than `room` bytes is not), not answered in time, or
+/// answered with an error (the caller retries those one by one through the JetStream context,
+/// which reports why).
 ///
 /// This is what a JetStream context's publish does, less its per-message costs: no request
 /// multiplexer entry, ack channel, in-flight permit and timer per message, one subscription and
 /// one deadline per window instead. A reply that is not a `PublishAck` (an error, "no
 /// responders" when no stream takes the subject) counts as unanswered.
-async fn send_window(client: &async_nats::Client, window: &[Outgoing]) -> Vec<Option<PublishAck>> {
+async fn send_window(
+    client: &async_nats::Client,
+    window: &[Outgoing],
+    room: usize,
+) -> Vec<Option<PublishAck>> {
     let mut acks = vec![None; window.len()];
     let inbox = client.new_inbox();
     let Ok(mut replies) = client.subscribe(format!("{inbox}.*")).await else {
         return acks;
     };
-    // A message near the server's limit goes the careful way: the context checks its size
-    // exactly, and one the server would refuse never reaches it (that would close the
-    // connection).
-    let room = client.server_info().max_payload.saturating_sub(HEADROOM);
     let mut waiting = 0;
     for (i, m) in window.iter().enumerate() {
         if m.payload.len() > room {
@@ -143,7 +148,10 @@ async fn send_window(client: &async_nats::Client, window: &[Outgoing]) -> Vec<Op
         let Ok(Some(reply)) = tokio::time::timeout_at(deadline, replies.next()).await else {
             break;
         };
-        let Some(i) = reply_index(&reply.subject, window.len()) else {
+        let Some(i) = reply_number(&reply.subject)
+            .and_then(|n| usize::try_from(n).ok())
+            .filter(|&i| i < window.len())
+        else {
             continue;
         };
         if std::mem::replace(&mut answered[i], true) {
@@ -161,10 +169,10 @@ const HEADROOM: usize = 8 * 1024;
 /// How long a window's acks may take (the JetStream context's default request timeout).
 const ACK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// The index a reply subject `<inbox>.<index>` names, if it is one of the window's.
-fn reply_index(subject: &str, len: usize) -> Option<usize> {
-    let (_, index) = subject.rsplit_once('.')?;
-    index.parse().ok().filter(|&i| i < len)
+/// The number `n` a reply subject `<inbox>.<n>` ends with: which message a reply answers, for
+/// publishers that collect their acks on a subscription of their own.
+pub fn reply_number(subject: &str) -> Option<u64> {
+    subject.rsplit_once('.')?.1.parse().ok()
 }
 
 /// Why a reply to a JetStream publish is not an ack.
@@ -172,10 +180,9 @@ fn reply_index(subject: &str, len: usize) -> Option<usize> {
 pub enum NotAcked {
     /// No stream takes the subject (the server's "no responders" status).
     NoStream,
-    /// The stream refused the message (a JSON error answer), or the reply was another status.
+    /// Anything else: the stream refused the message (a JSON error answer), another status,
+    /// or a reply that is not a `PublishAck`.
     Refused,
-    /// The reply is not a `PublishAck`.
-    Unreadable,
 }
 
 /// The `PublishAck` a reply to a JetStream publish carries, for publishers that collect their
@@ -197,8 +204,7 @@ pub fn ack_of(reply: &async_nats::Message) -> Result<PublishAck, NotAcked> {
     }
     match serde_json::from_slice(&reply.payload) {
         Ok(Answer::Ack(ack)) => Ok(ack),
-        Ok(Answer::Error { .. }) => Err(NotAcked::Refused),
-        Err(_) => Err(NotAcked::Unreadable),
+        Ok(Answer::Error { .. }) | Err(_) => Err(NotAcked::Refused),
     }
 }
 

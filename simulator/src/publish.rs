@@ -19,7 +19,7 @@ use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::publish::PublishAck;
 use async_nats::{HeaderMap, Subscriber};
 use bytes::Bytes;
-use citypulse_runtime::publish::{ack_of, NotAcked};
+use citypulse_runtime::publish::{ack_of, reply_number, NotAcked};
 use citypulse_runtime::shutdown::Shutdown;
 use futures::{FutureExt, StreamExt};
 use std::collections::VecDeque;
@@ -91,7 +91,7 @@ pub struct Publisher {
 fn refusal(why: NotAcked) -> &'static str {
     match why {
         NotAcked::NoStream => "stream_not_found",
-        NotAcked::Refused | NotAcked::Unreadable => "other",
+        NotAcked::Refused => "other",
     }
 }
 
@@ -246,15 +246,17 @@ impl Publisher {
         headers.insert(async_nats::header::NATS_MESSAGE_ID, p.msg_id.as_str());
         loop {
             let id = self.next_id;
-            let sent = self
-                .client
-                .publish_with_reply_and_headers(
-                    p.subject.to_string(),
-                    format!("{inbox}.{id}"),
-                    headers.clone(),
-                    p.payload.clone(),
-                )
-                .await;
+            let publish = self.client.publish_with_reply_and_headers(
+                p.subject.to_string(),
+                format!("{inbox}.{id}"),
+                headers.clone(),
+                p.payload.clone(),
+            );
+            let sent = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => return Err(PublishFailure::Cancelled),
+                sent = publish => sent,
+            };
             match sent {
                 Ok(()) => {
                     self.next_id += 1;
@@ -304,11 +306,7 @@ impl Publisher {
         let Some(first) = self.window.front().map(|f| f.id) else {
             return;
         };
-        let id = reply
-            .subject
-            .rsplit_once('.')
-            .and_then(|(_, n)| n.parse::<u64>().ok());
-        let slot = id
+        let slot = reply_number(&reply.subject)
             .and_then(|id| id.checked_sub(first))
             .and_then(|i| usize::try_from(i).ok());
         if let Some(f) = slot.and_then(|i| self.window.get_mut(i)) {
