@@ -486,6 +486,26 @@ impl NatsCluster {
         for i in 0..Self::SIZE {
             cluster.wait_routes(i, deadline);
         }
+        // Without this, a replicated stream created at once can fail with "no suitable peers
+        // for placement, peer offline" on a busy machine.
+        cluster.wait_until(
+            deadline,
+            "meta leader counting both other peers current",
+            |nodes| {
+                let counts: Vec<usize> = nodes
+                    .iter()
+                    .map(|node| {
+                        http_get(node.monitor_addr(), "/jsz")
+                            .map_or(0, |(_, body)| meta_peers_current(&body))
+                    })
+                    .collect();
+                if counts.contains(&(Self::SIZE - 1)) {
+                    Ok(())
+                } else {
+                    Err(format!("current peers seen by each node: {counts:?}"))
+                }
+            },
+        );
         cluster
     }
 
@@ -577,9 +597,34 @@ fn has_meta_leader(jsz: &str) -> bool {
     after.starts_with('"') && !after.starts_with("\"\"")
 }
 
+/// How many peers a `/jsz` body's meta leader counts as current (`"meta_cluster": { ...,
+/// "replicas": [{"name": "n0", "current": true, ...}, ...] }`; only the leader lists them).
+fn meta_peers_current(jsz: &str) -> usize {
+    let jsz: String = jsz.split_whitespace().collect();
+    let replicas = jsz
+        .split_once("\"meta_cluster\"")
+        .and_then(|(_, meta)| meta.split_once("\"replicas\":["))
+        .map_or("", |(_, after)| after.split(']').next().unwrap_or(""));
+    replicas.matches("\"current\":true").count()
+}
+
 #[cfg(test)]
 mod tests {
-    use super::has_meta_leader;
+    use super::{has_meta_leader, meta_peers_current};
+
+    #[test]
+    fn current_meta_peers_are_counted_from_jsz() {
+        let jsz = r#"{"meta_cluster": {"leader": "n1", "replicas": [
+            {"name": "n0", "current": true, "active": 1},
+            {"name": "n2", "current": false, "active": 9}], "cluster_size": 3}}"#;
+        assert_eq!(meta_peers_current(jsz), 1);
+        assert_eq!(meta_peers_current(&jsz.replace("false", "true")), 2);
+        assert_eq!(
+            meta_peers_current(r#"{"meta_cluster": {"leader": "n1"}}"#),
+            0
+        );
+        assert_eq!(meta_peers_current(r#"{"config": {"current": true}}"#), 0);
+    }
 
     #[test]
     fn meta_leader_is_read_from_jsz() {
