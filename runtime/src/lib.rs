@@ -13,7 +13,7 @@
 //!   batches bounded in messages and in bytes ([`source::pull_bytes`]), with cumulative acks and
 //!   resumption from a checkpoint or the ack floor.
 //! - [`publish`]: [`publish::publish_all`], a group of messages published with bounded acks in
-//!   flight (a window's acks on one reply subscription, not one request each) and retried under
+//!   flight (a window's acks to one reply subject, not one request each) and retried under
 //!   their `Nats-Msg-Id`; [`publish::dead_letter`], the one dead-letter
 //!   builder (sanitised headers).
 //! - [`stream_config`]: every JetStream stream's settings ([`stream_config::Limits`] and one builder per

@@ -59,10 +59,10 @@ impl Outgoing {
 /// shutdown; `on_retry` gets a bounded reason per failed attempt.
 ///
 /// A window of 64 is sent at once with one reply subscription and one deadline ([`ACK_TIMEOUT`])
-/// for all its acks; only a message whose ack did not come (lost with the connection, an error,
-/// too close to `max_payload` for the fast path) is then published again through `js`, one at a
-/// time, which also reports why it failed. Awaiting acks one by one after a server restart
-/// (which loses them all) would take a timeout per message.
+/// for all its acks ([`send_window`]); only a message whose ack did not come (lost with the
+/// connection, an error, too close to `max_payload` for the fast path) is then published again
+/// through `js`, one at a time, which also reports why it failed. Awaiting acks one by one after
+/// a server restart (which loses them all) would take a timeout per message.
 pub async fn publish_all(
     js: &Context,
     messages: &[Outgoing],
@@ -76,15 +76,19 @@ pub async fn publish_all(
     // connection).
     let room = client.server_info().max_payload.saturating_sub(HEADROOM);
     for window in messages.chunks(WINDOW) {
-        let first = tokio::select! {
+        let placed = tokio::select! {
             biased;
             () = shutdown.cancelled() => {
                 return Err(PublishError::Cancelled { subject: window[0].subject.clone() });
             }
-            first = send_window(&client, window, room) => first,
+            placed = send_window(&client, window, room) => placed,
         };
-        for (m, ack) in window.iter().zip(first) {
-            let ack = match ack {
+        let Placed {
+            acks: placed,
+            stored,
+        } = placed;
+        for (m, ack) in window.iter().zip(placed) {
+            let mut ack = match ack {
                 Some(ack) => ack,
                 None => {
                     on_retry("ack");
@@ -100,48 +104,141 @@ pub async fn publish_all(
                     .await?
                 }
             };
+            // Sent again after a first round that stored it: new to the stream, all the same.
+            if ack.duplicate && stored_first(&stored, &ack) {
+                ack.duplicate = false;
+            }
             acks.push(ack);
         }
     }
     Ok(acks)
 }
 
-/// Sends a window of messages, each with the reply subject `<inbox>.<index>` under one
-/// subscription to `<inbox>.*`, and collects the acks that come back within [`ACK_TIMEOUT`];
-/// `None` for a message not sent (one larger than `room` bytes is not), not answered in time, or
-/// answered with an error (the caller retries those one by one through the JetStream context,
-/// which reports why).
+/// Sends a window of messages and collects their acks within [`ACK_TIMEOUT`] on one subscription
+/// to `<inbox>.>`; `None` for a message not sent (one larger than `room` bytes is not), not
+/// answered in time, or answered with an error (the caller retries those one by one through the
+/// JetStream context, which reports why).
 ///
 /// This is what a JetStream context's publish does, less its per-message costs: no request
 /// multiplexer entry, ack channel, in-flight permit and timer per message, one subscription and
-/// one deadline per window instead. A reply that is not a `PublishAck` (an error, "no
-/// responders" when no stream takes the subject) counts as unanswered.
-async fn send_window(
+/// one deadline per window instead. And first, one reply subject for the whole window
+/// ([`shared_round`]): the server delivers every ack of the window to the same subject, which
+/// costs it less than a new subject per message (about a tenth of its CPU per window result in
+/// the processors' stage, docs/benchmarks.md). Only when those acks cannot be told apart safely
+/// is the window sent again with a reply subject per message ([`indexed_round`]).
+async fn send_window(client: &async_nats::Client, window: &[Outgoing], room: usize) -> Placed {
+    let unplaced = |stored| Placed {
+        acks: vec![None; window.len()],
+        stored,
+    };
+    let inbox = client.new_inbox();
+    let Ok(mut replies) = client.subscribe(format!("{inbox}.>")).await else {
+        return unplaced(Vec::new());
+    };
+    let (first, acks) = match shared_round(client, &mut replies, &inbox, window, room).await {
+        Shared::Acked(acks) => {
+            return Placed {
+                acks,
+                stored: Vec::new(),
+            }
+        }
+        Shared::Failed(first) => (first, None),
+        Shared::Unattributable(first) => {
+            let acks = indexed_round(client, &mut replies, &inbox, window, room).await;
+            (first, Some(acks))
+        }
+    };
+    let stored = first
+        .into_iter()
+        .filter(|a| !a.duplicate)
+        .map(|a| (a.stream, a.sequence))
+        .collect();
+    match acks {
+        Some(acks) => Placed { acks, stored },
+        None => unplaced(stored),
+    }
+}
+
+/// A window's acks as [`send_window`] could place them.
+struct Placed {
+    /// Each message's ack; `None` to publish it again through the context.
+    acks: Vec<Option<PublishAck>>,
+    /// What a first round stored that was then sent again: (stream, sequence) of messages new
+    /// to the stream, which a second sending is told are duplicates.
+    stored: Vec<(String, u64)>,
+}
+
+/// Whether `ack` names a message a first round stored (one of `stored`).
+fn stored_first(stored: &[(String, u64)], ack: &PublishAck) -> bool {
+    stored
+        .iter()
+        .any(|(stream, seq)| *seq == ack.sequence && *stream == ack.stream)
+}
+
+/// What came back for a window sent with one reply subject.
+enum Shared {
+    /// Every message sent was stored, and each ack is its own message's.
+    Acked(Vec<Option<PublishAck>>),
+    /// Every message sent was acked (these acks, as they came), but their order may not be the
+    /// order of the messages.
+    Unattributable(Vec<PublishAck>),
+    /// An ack did not come in time, or a reply was not an ack (the acks that did come).
+    Failed(Vec<PublishAck>),
+}
+
+/// Sends the window with the reply subject `<inbox>.all` and takes the acks in the order they
+/// come. A stream stores one connection's messages in the order they arrive and acks each as it
+/// is stored, so that order is the messages' order — for messages stored by one stream, each
+/// newly. A duplicate is answered at once (in a cluster, ahead of earlier messages still being
+/// replicated) and two streams answer independently: a window whose acks include a duplicate,
+/// name two streams or do not rise in sequence is [`Shared::Unattributable`], and is sent again
+/// with a reply subject per message.
+async fn shared_round(
     client: &async_nats::Client,
+    replies: &mut async_nats::Subscriber,
+    inbox: &str,
+    window: &[Outgoing],
+    room: usize,
+) -> Shared {
+    let reply = format!("{inbox}.all");
+    let sent = send_each(client, window, room, |_| reply.clone()).await;
+    let deadline = tokio::time::Instant::now() + ACK_TIMEOUT;
+    let mut got = Vec::with_capacity(sent.len());
+    while got.len() < sent.len() {
+        let Ok(Some(answer)) = tokio::time::timeout_at(deadline, replies.next()).await else {
+            return Shared::Failed(got);
+        };
+        match ack_of(&answer) {
+            Ok(ack) => got.push(ack),
+            Err(_) => return Shared::Failed(got),
+        }
+    }
+    let in_order = got
+        .windows(2)
+        .all(|w| w[0].stream == w[1].stream && w[0].sequence < w[1].sequence && !w[1].duplicate);
+    if got.first().is_some_and(|a| a.duplicate) || !in_order {
+        return Shared::Unattributable(got);
+    }
+    let mut acks = vec![None; window.len()];
+    for (i, ack) in sent.into_iter().zip(got) {
+        acks[i] = Some(ack);
+    }
+    Shared::Acked(acks)
+}
+
+/// Sends the window with the reply subjects `<inbox>.<index>` and files each ack under its
+/// message.
+async fn indexed_round(
+    client: &async_nats::Client,
+    replies: &mut async_nats::Subscriber,
+    inbox: &str,
     window: &[Outgoing],
     room: usize,
 ) -> Vec<Option<PublishAck>> {
     let mut acks = vec![None; window.len()];
-    let inbox = client.new_inbox();
-    let Ok(mut replies) = client.subscribe(format!("{inbox}.*")).await else {
-        return acks;
-    };
-    let mut waiting = 0;
-    for (i, m) in window.iter().enumerate() {
-        if m.payload.len() > room {
-            continue;
-        }
-        let mut headers = m.headers.clone();
-        headers.insert(async_nats::header::NATS_MESSAGE_ID, m.msg_id.as_str());
-        let reply = format!("{inbox}.{i}");
-        let sent = client
-            .publish_with_reply_and_headers(m.subject.clone(), reply, headers, m.payload.clone())
-            .await;
-        if sent.is_err() {
-            break;
-        }
-        waiting += 1;
-    }
+    let mut waiting = send_each(client, window, room, |i| format!("{inbox}.{i}"))
+        .await
+        .len();
     let deadline = tokio::time::Instant::now() + ACK_TIMEOUT;
     let mut answered = vec![false; window.len()];
     while waiting > 0 {
@@ -161,6 +258,33 @@ async fn send_window(
         acks[i] = ack_of(&reply).ok();
     }
     acks
+}
+
+/// Publishes each message of `window` that fits in `room` bytes with its `Nats-Msg-Id` and the
+/// reply subject `reply(index)`, stopping at the first that cannot be sent; returns the indexes
+/// sent, in order.
+async fn send_each(
+    client: &async_nats::Client,
+    window: &[Outgoing],
+    room: usize,
+    reply: impl Fn(usize) -> String,
+) -> Vec<usize> {
+    let mut sent = Vec::with_capacity(window.len());
+    for (i, m) in window.iter().enumerate() {
+        if m.payload.len() > room {
+            continue;
+        }
+        let mut headers = m.headers.clone();
+        headers.insert(async_nats::header::NATS_MESSAGE_ID, m.msg_id.as_str());
+        let published = client
+            .publish_with_reply_and_headers(m.subject.clone(), reply(i), headers, m.payload.clone())
+            .await;
+        if published.is_err() {
+            break;
+        }
+        sent.push(i);
+    }
+    sent
 }
 
 /// Bytes kept free for headers below the server's `max_payload` on the fast path.

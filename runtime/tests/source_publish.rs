@@ -95,6 +95,90 @@ async fn acks_come_back_in_message_order_and_a_repeat_is_acked_as_duplicates() {
     assert_eq!(s.info().await.unwrap().state.messages, 300);
 }
 
+/// Publishes a group of 300 — on one stream, then (other ids) alternating between two — a third
+/// of it published before, and checks that every ack is its own message's: its stream, its
+/// stored payload, and `duplicate` exactly for the repeats. Acks of one window may come back out of order here (two streams
+/// answer independently; a clustered stream answers a duplicate before earlier messages are
+/// replicated), so the fast path must notice and place them exactly.
+async fn each_ack_is_its_own_message(js: &jetstream::Context, replicas: usize) {
+    let mut streams = Vec::new();
+    for (name, subjects) in [("TEST", "test.>"), ("OTHER", "other.>")] {
+        let config = stream::Config {
+            name: name.into(),
+            subjects: vec![subjects.into()],
+            duplicate_window: Duration::from_secs(120),
+            num_replicas: replicas,
+            ..Default::default()
+        };
+        streams.push(js.create_stream(config).await.unwrap());
+    }
+    let one = |_: usize| 0_usize;
+    let alternating = |i: usize| i % 2;
+    for (layout, stream_of) in [
+        ("one", &one as &dyn Fn(usize) -> usize),
+        ("two", &alternating),
+    ] {
+        check_acks(js, &mut streams, layout, stream_of).await;
+    }
+}
+
+async fn check_acks(
+    js: &jetstream::Context,
+    streams: &mut [stream::Stream],
+    layout: &str,
+    stream_of: &dyn Fn(usize) -> usize,
+) {
+    let before = [count(&mut streams[0]).await, count(&mut streams[1]).await];
+    let out: Vec<Outgoing> = (0..300)
+        .map(|i| {
+            let subject = ["test.a", "other.a"][stream_of(i)];
+            Outgoing::new(
+                subject.into(),
+                format!("{layout}:{i}"),
+                format!("{i}").into(),
+            )
+        })
+        .collect();
+    let earlier: Vec<Outgoing> = out.iter().step_by(3).cloned().collect();
+    publish_all(js, &earlier, &Shutdown::new(), &|_| {})
+        .await
+        .unwrap();
+    let acks = publish_all(js, &out, &Shutdown::new(), &|_| {})
+        .await
+        .unwrap();
+    assert_eq!(acks.len(), out.len());
+    let mut added = [0, 0];
+    for (i, (m, ack)) in out.iter().zip(&acks).enumerate() {
+        let s = stream_of(i);
+        added[s] += 1;
+        assert_eq!(ack.stream, ["TEST", "OTHER"][s], "{layout}: message {i}");
+        assert_eq!(ack.duplicate, i % 3 == 0, "{layout}: message {i}");
+        let stored = streams[s].get_raw_message(ack.sequence).await.unwrap();
+        assert_eq!(stored.payload, m.payload, "{layout}: message {i}");
+    }
+    for (s, stream) in streams.iter_mut().enumerate() {
+        assert_eq!(count(stream).await, before[s] + added[s], "{layout}");
+    }
+}
+
+async fn count(s: &mut stream::Stream) -> u64 {
+    s.info().await.unwrap().state.messages
+}
+
+#[tokio::test]
+async fn each_ack_is_its_own_message_across_streams_and_among_duplicates() {
+    let server = NatsServer::start();
+    let client = async_nats::connect(server.url()).await.unwrap();
+    each_ack_is_its_own_message(&jetstream::new(client), 1).await;
+}
+
+#[tokio::test]
+async fn each_ack_is_its_own_message_in_a_cluster() {
+    let cluster = citypulse_harness::NatsCluster::start();
+    let client = async_nats::connect(cluster.urls()).await.unwrap();
+    each_ack_is_its_own_message(&jetstream::new(client), 3).await;
+}
+
 fn source_config() -> SourceConfig {
     SourceConfig {
         durable: "reader".into(),
