@@ -59,10 +59,11 @@ impl Outgoing {
 /// shutdown; `on_retry` gets a bounded reason per failed attempt.
 ///
 /// A window of 64 is sent at once with one reply subscription and one deadline ([`ACK_TIMEOUT`])
-/// for all its acks ([`send_window`]); only a message whose ack did not come (lost with the
-/// connection, an error, too close to `max_payload` for the fast path) is then published again
-/// through `js`, one at a time, which also reports why it failed. Awaiting acks one by one after
-/// a server restart (which loses them all) would take a timeout per message.
+/// for all its acks ([`send_window`]); only messages whose acks could not be placed (the whole
+/// window when an ack is lost with the connection or a reply is an error; a message too close to
+/// `max_payload` for the fast path) are then published again through `js`, one at a time, which
+/// also reports why one failed. Awaiting acks one by one after a server restart (which loses them
+/// all) would take a timeout per message.
 pub async fn publish_all(
     js: &Context,
     messages: &[Outgoing],
