@@ -201,7 +201,8 @@ async fn shared_round(
     window: &[Outgoing],
     room: usize,
 ) -> Shared {
-    let reply = format!("{inbox}.all");
+    // Built once: a `Subject` is shared, not copied, by each message that names it.
+    let reply = async_nats::Subject::from(format!("{inbox}.all"));
     let sent = send_each(client, window, room, |_| reply.clone()).await;
     let deadline = tokio::time::Instant::now() + ACK_TIMEOUT;
     let mut got = Vec::with_capacity(sent.len());
@@ -214,10 +215,11 @@ async fn shared_round(
             Err(_) => return Shared::Failed(got),
         }
     }
-    let in_order = got
+    let all_new = got.iter().all(|a| !a.duplicate);
+    let one_stream_rising = got
         .windows(2)
-        .all(|w| w[0].stream == w[1].stream && w[0].sequence < w[1].sequence && !w[1].duplicate);
-    if got.first().is_some_and(|a| a.duplicate) || !in_order {
+        .all(|w| w[0].stream == w[1].stream && w[0].sequence < w[1].sequence);
+    if !(all_new && one_stream_rising) {
         return Shared::Unattributable(got);
     }
     let mut acks = vec![None; window.len()];
@@ -237,7 +239,7 @@ async fn indexed_round(
     room: usize,
 ) -> Vec<Option<PublishAck>> {
     let mut acks = vec![None; window.len()];
-    let mut waiting = send_each(client, window, room, |i| format!("{inbox}.{i}"))
+    let mut waiting = send_each(client, window, room, |i| format!("{inbox}.{i}").into())
         .await
         .len();
     let deadline = tokio::time::Instant::now() + ACK_TIMEOUT;
@@ -268,7 +270,7 @@ async fn send_each(
     client: &async_nats::Client,
     window: &[Outgoing],
     room: usize,
-    reply: impl Fn(usize) -> String,
+    reply: impl Fn(usize) -> async_nats::Subject,
 ) -> Vec<usize> {
     let mut sent = Vec::with_capacity(window.len());
     for (i, m) in window.iter().enumerate() {
