@@ -60,51 +60,64 @@ CREATE INDEX IF NOT EXISTS readings_district_ts ON readings (district, ts);
 CREATE INDEX IF NOT EXISTS readings_sensor_ts ON readings (sensor, ts);
 ";
 
-/// Copies a batch (fails on an existing key: see the module docs).
-const COPY: &str = "
-COPY readings (sensor, seq, district, kind, ts, count, interval_s, occupancy, speed_kmh, lanes,
-               pm25_ugm3, pm10_ugm3, o3_ppb, no2_ppb, so2_ppb, co_ppm, temp_c, rh_pct)
-FROM STDIN (FORMAT binary)
-";
-
-/// The column types of [`COPY`], in its order.
-const COPY_TYPES: [Type; 18] = [
-    Type::TEXT,
-    Type::INT8,
-    Type::TEXT,
-    Type::TEXT,
-    Type::TIMESTAMPTZ,
-    Type::INT4,
-    Type::INT4,
-    Type::FLOAT8,
-    Type::FLOAT8,
-    Type::INT4,
-    Type::FLOAT8,
-    Type::FLOAT8,
-    Type::FLOAT8,
-    Type::FLOAT8,
-    Type::FLOAT8,
-    Type::FLOAT8,
-    Type::FLOAT8,
-    Type::FLOAT8,
+/// The columns a batch writes, in the order [`Rows::row`] and [`Rows::columns`] give their
+/// values, with their types: the one list [`copy_statement`] and [`insert_statement`] are built
+/// from ([`SCHEMA`] adds constraints and defaults).
+const COLUMNS: [(&str, Type); 18] = [
+    ("sensor", Type::TEXT),
+    ("seq", Type::INT8),
+    ("district", Type::TEXT),
+    ("kind", Type::TEXT),
+    ("ts", Type::TIMESTAMPTZ),
+    ("count", Type::INT4),
+    ("interval_s", Type::INT4),
+    ("occupancy", Type::FLOAT8),
+    ("speed_kmh", Type::FLOAT8),
+    ("lanes", Type::INT4),
+    ("pm25_ugm3", Type::FLOAT8),
+    ("pm10_ugm3", Type::FLOAT8),
+    ("o3_ppb", Type::FLOAT8),
+    ("no2_ppb", Type::FLOAT8),
+    ("so2_ppb", Type::FLOAT8),
+    ("co_ppm", Type::FLOAT8),
+    ("temp_c", Type::FLOAT8),
+    ("rh_pct", Type::FLOAT8),
 ];
 
-/// Inserts a batch given as parallel arrays; with [`SKIP_EXISTING`], the write after a conflict.
-const INSERT: &str = "
-INSERT INTO readings (sensor, seq, district, kind, ts, count, interval_s, occupancy, speed_kmh,
-                      lanes, pm25_ugm3, pm10_ugm3, o3_ppb, no2_ppb, so2_ppb, co_ppm, temp_c, rh_pct)
-SELECT sensor, seq, district, kind, ts,
-       count, interval_s, occupancy, speed_kmh, lanes,
-       pm25_ugm3, pm10_ugm3, o3_ppb, no2_ppb, so2_ppb, co_ppm, temp_c, rh_pct
-FROM unnest($1::text[], $2::int8[], $3::text[], $4::text[], $5::timestamptz[],
-            $6::int4[], $7::int4[], $8::float8[], $9::float8[], $10::int4[],
-            $11::float8[], $12::float8[], $13::float8[], $14::float8[], $15::float8[],
-            $16::float8[], $17::float8[], $18::float8[])
-     AS t(sensor, seq, district, kind, ts, count, interval_s, occupancy, speed_kmh, lanes,
-          pm25_ugm3, pm10_ugm3, o3_ppb, no2_ppb, so2_ppb, co_ppm, temp_c, rh_pct)
-";
+/// The types of [`COLUMNS`], in order: what the binary copy writes.
+fn column_types() -> Vec<Type> {
+    COLUMNS.iter().map(|(_, ty)| ty.clone()).collect()
+}
 
-/// Appended to [`INSERT`]: a row whose key exists is skipped. No conflict target: whatever the
+/// [`COLUMNS`]' names, comma-separated.
+fn column_names() -> String {
+    COLUMNS.map(|(name, _)| name).join(", ")
+}
+
+/// Copies a batch (fails on an existing key: see the module docs).
+fn copy_statement() -> String {
+    format!(
+        "COPY readings ({}) FROM STDIN (FORMAT binary)",
+        column_names()
+    )
+}
+
+/// Inserts a batch given as parallel arrays, one parameter per column; with [`SKIP_EXISTING`],
+/// the write after a conflict.
+fn insert_statement() -> String {
+    let names = column_names();
+    let arrays: Vec<String> = COLUMNS
+        .iter()
+        .enumerate()
+        .map(|(i, (_, ty))| format!("${}::{}[]", i + 1, ty.name()))
+        .collect();
+    format!(
+        "INSERT INTO readings ({names}) SELECT {names} FROM unnest({}) AS t({names})",
+        arrays.join(", ")
+    )
+}
+
+/// Appended to [`insert_statement`]: a row whose key exists is skipped. No conflict target: whatever the
 /// key is (`(sensor, seq)`, or `(sensor, seq, ts)` after a conversion to a hypertable or
 /// partitioned table), a duplicate is skipped.
 const SKIP_EXISTING: &str = "ON CONFLICT DO NOTHING";
@@ -175,7 +188,7 @@ pub struct Rows {
 }
 
 impl Rows {
-    /// Row `i` as [`COPY`]'s values, in its column order.
+    /// Row `i`'s values, in [`COLUMNS`]' order.
     fn row(&self, i: usize) -> [&(dyn ToSql + Sync); 18] {
         [
             &self.sensor[i],
@@ -196,6 +209,31 @@ impl Rows {
             &self.air[5][i],
             &self.air[6][i],
             &self.air[7][i],
+        ]
+    }
+
+    /// The batch's columns as arrays, in [`COLUMNS`]' order: the parameters of
+    /// [`insert_statement`].
+    fn columns(&self) -> [&(dyn ToSql + Sync); 18] {
+        [
+            &self.sensor,
+            &self.seq,
+            &self.district,
+            &self.kind,
+            &self.ts,
+            &self.count,
+            &self.interval_s,
+            &self.occupancy,
+            &self.speed_kmh,
+            &self.lanes,
+            &self.air[0],
+            &self.air[1],
+            &self.air[2],
+            &self.air[3],
+            &self.air[4],
+            &self.air[5],
+            &self.air[6],
+            &self.air[7],
         ]
     }
 
@@ -285,6 +323,8 @@ fn timestamp(ts_ms: u64) -> Option<SystemTime> {
 pub struct Store {
     client: Client,
     copy: Statement,
+    /// [`column_types`], for the binary copy.
+    types: Vec<Type>,
     insert_skipping: Statement,
     /// The last write met an existing key, and no skipping write since found none.
     skipping: AtomicBool,
@@ -307,14 +347,18 @@ impl Store {
                 .batch_execute(SCHEMA)
                 .await
                 .map_err(StoreError::Connect)?;
-            let copy = client.prepare(COPY).await.map_err(StoreError::Connect)?;
+            let copy = client
+                .prepare(&copy_statement())
+                .await
+                .map_err(StoreError::Connect)?;
             let insert_skipping = client
-                .prepare(&format!("{INSERT}{SKIP_EXISTING}"))
+                .prepare(&format!("{} {SKIP_EXISTING}", insert_statement()))
                 .await
                 .map_err(StoreError::Connect)?;
             Ok(Store {
                 client,
                 copy,
+                types: column_types(),
                 insert_skipping,
                 skipping: AtomicBool::new(false),
                 connection,
@@ -356,7 +400,7 @@ impl Store {
     async fn copy(&self, rows: &Rows, timeout: Duration) -> Result<u64, StoreError> {
         let copying = async {
             let sink = self.client.copy_in(&self.copy).await?;
-            let mut writer = std::pin::pin!(BinaryCopyInWriter::new(sink, &COPY_TYPES));
+            let mut writer = std::pin::pin!(BinaryCopyInWriter::new(sink, &self.types));
             for i in 0..rows.len() {
                 writer.as_mut().write(&rows.row(i)).await?;
             }
@@ -367,27 +411,7 @@ impl Store {
 
     /// Runs the prepared skipping insert on `rows`.
     async fn insert_skipping(&self, rows: &Rows, timeout: Duration) -> Result<u64, StoreError> {
-        let r = rows;
-        let params: [&(dyn ToSql + Sync); 18] = [
-            &r.sensor,
-            &r.seq,
-            &r.district,
-            &r.kind,
-            &r.ts,
-            &r.count,
-            &r.interval_s,
-            &r.occupancy,
-            &r.speed_kmh,
-            &r.lanes,
-            &r.air[0],
-            &r.air[1],
-            &r.air[2],
-            &r.air[3],
-            &r.air[4],
-            &r.air[5],
-            &r.air[6],
-            &r.air[7],
-        ];
+        let params = rows.columns();
         let write = self.client.execute(&self.insert_skipping, &params);
         bounded(write, rows.len(), timeout).await
     }
@@ -417,10 +441,9 @@ mod tests {
     use super::*;
     use citypulse_schema::{Air, Traffic};
 
-    #[test]
-    fn rows_are_parallel_columns() {
-        let mut rows = Rows::default();
-        rows.push(&Reading {
+    /// A loop detector's reading.
+    fn loop_reading(speed_kmh: Option<f64>) -> Reading {
+        Reading {
             sensor: "l1".into(),
             district: "d1".into(),
             ts: 5,
@@ -429,11 +452,77 @@ mod tests {
                 count: 3,
                 interval_s: 30,
                 occupancy: 0.1,
-                speed_kmh: None,
+                speed_kmh,
                 lanes: 2,
             }),
-        })
-        .unwrap();
+        }
+    }
+
+    /// The columns the statements name are the table's, in its order (less what it fills itself).
+    #[test]
+    fn the_statements_name_the_tables_columns() {
+        let body = &SCHEMA[SCHEMA.find('(').unwrap() + 1..SCHEMA.find("PRIMARY KEY").unwrap()];
+        let table: Vec<&str> = body
+            .lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .filter(|&name| name != "archived_at")
+            .collect();
+        assert_eq!(table, COLUMNS.map(|(name, _)| name));
+        assert_eq!(
+            copy_statement(),
+            format!(
+                "COPY readings ({}) FROM STDIN (FORMAT binary)",
+                table.join(", ")
+            )
+        );
+        let insert = insert_statement();
+        assert!(insert.contains("unnest($1::text[], $2::int8[], $3::text[], $4::text[], $5::timestamptz[], $6::int4[]"), "{insert}");
+        assert!(insert.ends_with("$18::float8[]) AS t(sensor, seq, district, kind, ts, count, interval_s, occupancy, speed_kmh, lanes, pm25_ugm3, pm10_ugm3, o3_ppb, no2_ppb, so2_ppb, co_ppm, temp_c, rh_pct)"), "{insert}");
+    }
+
+    /// Each value a row or a column gives is of its column's type: a field out of place in
+    /// [`Rows::row`] or [`Rows::columns`] would be written to the wrong column.
+    #[test]
+    fn values_fit_their_columns_types() {
+        let mut rows = Rows::default();
+        rows.push(&loop_reading(Some(40.0))).unwrap();
+        let mut out = bytes::BytesMut::new();
+        for (value, (name, ty)) in rows.row(0).into_iter().zip(&COLUMNS) {
+            assert!(
+                value.to_sql_checked(ty, &mut out).is_ok(),
+                "row value for {name}"
+            );
+        }
+        let arrays = column_types().iter().map(array_of).collect::<Vec<_>>();
+        for (value, (ty, (name, _))) in rows.columns().into_iter().zip(arrays.iter().zip(&COLUMNS))
+        {
+            assert!(
+                value.to_sql_checked(ty, &mut out).is_ok(),
+                "column array for {name}"
+            );
+        }
+        // And the check can fail: a float is not an int4.
+        assert!((&0.1f64 as &(dyn ToSql + Sync))
+            .to_sql_checked(&Type::INT4, &mut out)
+            .is_err());
+    }
+
+    /// The array type of `ty`, for the columns used here.
+    fn array_of(ty: &Type) -> Type {
+        match *ty {
+            Type::TEXT => Type::TEXT_ARRAY,
+            Type::INT8 => Type::INT8_ARRAY,
+            Type::INT4 => Type::INT4_ARRAY,
+            Type::FLOAT8 => Type::FLOAT8_ARRAY,
+            Type::TIMESTAMPTZ => Type::TIMESTAMPTZ_ARRAY,
+            _ => panic!("no array type for {ty}"),
+        }
+    }
+
+    #[test]
+    fn rows_are_parallel_columns() {
+        let mut rows = Rows::default();
+        rows.push(&loop_reading(None)).unwrap();
         rows.push(&Reading {
             sensor: "a1".into(),
             district: "d1".into(),
