@@ -10,12 +10,13 @@ use bytes::Bytes;
 use citypulse_schema::streams;
 use futures::StreamExt;
 
-/// Publishes sent before their acks are awaited together. Also the bound on reordering: a
-/// publish lost with a dropped connection is retried after the rest of its window landed, so a
-/// message can be stored at most this many places behind a newer one of the same call. Kept
-/// small: a district's per-sensor window results must not land minutes of event time behind its
-/// newer ones (the alert evaluator judges silence against the district's newest window).
-const WINDOW: usize = 64;
+/// [`publish_all`]'s window: publishes sent before their acks are awaited together. Also the
+/// bound on reordering: a publish lost with a dropped connection is retried after the rest of
+/// its window landed, so a message can be stored at most this many places behind a newer one of
+/// the same call. Kept small: a district's per-sensor window results must not land minutes of
+/// event time behind its newer ones (the alert evaluator judges silence against the district's
+/// newest window).
+pub const WINDOW: usize = 64;
 
 /// A dead letter's body is the original payload, cut to this size: large enough for any
 /// plausible message, small enough that a megabyte of garbage cannot make the dead letter itself
@@ -53,13 +54,13 @@ impl Outgoing {
     }
 }
 
-/// Publishes `messages` in order, up to 64 awaiting their acks at once, and returns every
+/// Publishes `messages` in order, up to [`WINDOW`] (64) awaiting their acks at once, and returns every
 /// ack, in order. A publish that is not acknowledged is retried with the same `Nats-Msg-Id`
 /// (the server drops the copy if the first attempt landed) with capped back-off until acked or
 /// shutdown; `on_retry` gets a bounded reason per failed attempt.
 ///
-/// A window of 64 is sent at once with one reply subscription and one deadline ([`ACK_TIMEOUT`])
-/// for all its acks ([`send_window`]); only messages whose acks could not be placed (the whole
+/// A window is sent at once with one reply subscription and one deadline (5 s)
+/// for all its acks (`send_window`); only messages whose acks could not be placed (the whole
 /// window when an ack is lost with the connection or a reply is an error; a message too close to
 /// `max_payload` for the fast path) are then published again through `js`, one at a time, which
 /// also reports why one failed. Awaiting acks one by one after a server restart (which loses them
@@ -70,13 +71,27 @@ pub async fn publish_all(
     shutdown: &Shutdown,
     on_retry: &(dyn Fn(&'static str) + Sync),
 ) -> Result<Vec<PublishAck>, PublishError> {
+    publish_in_windows(js, messages, WINDOW, shutdown, on_retry).await
+}
+
+/// [`publish_all`] with `window` (at least 1) publishes awaiting their acks at once instead of
+/// [`WINDOW`]: a larger window costs fewer round trips per message, and lets a message land up
+/// to `window` places behind a newer one. The simulator publishes a device's readings with its
+/// `--max-in-flight`.
+pub async fn publish_in_windows(
+    js: &Context,
+    messages: &[Outgoing],
+    window: usize,
+    shutdown: &Shutdown,
+    on_retry: &(dyn Fn(&'static str) + Sync),
+) -> Result<Vec<PublishAck>, PublishError> {
     let mut acks = Vec::with_capacity(messages.len());
     let client = js.client();
     // A message near the server's limit goes the careful way: the context checks its size
     // exactly, and one the server would refuse never reaches it (that would close the
     // connection).
     let room = client.server_info().max_payload.saturating_sub(HEADROOM);
-    for window in messages.chunks(WINDOW) {
+    for window in messages.chunks(window.max(1)) {
         let placed = tokio::select! {
             biased;
             () = shutdown.cancelled() => {

@@ -71,7 +71,8 @@ pub struct Config {
     #[arg(long, env = "CITYPULSE_SIM_CORE")]
     pub core: bool,
 
-    /// JetStream publishes awaiting their ack at once (throughput vs memory).
+    /// JetStream publishes awaiting their acks at once, sent together; also how far out of order
+    /// a reading can land in RAW after a lost publish (throughput vs reordering).
     #[arg(long, env = "CITYPULSE_SIM_MAX_IN_FLIGHT", default_value_t = 256,
           value_parser = clap::value_parser!(u32).range(1..=65_536))]
     pub max_in_flight: u32,
@@ -81,7 +82,8 @@ pub struct Config {
           value_parser = citypulse_runtime::duration::parse_positive)]
     pub progress_interval: Duration,
 
-    /// On exit, how long to wait for outstanding acks before giving up (logged as data loss).
+    /// After shutdown is requested, how long the readings already generated may take to be
+    /// acknowledged before the simulator gives up (logged as possible data loss).
     #[arg(long, env = "CITYPULSE_SIM_DRAIN_TIMEOUT", default_value = "30s",
           value_parser = citypulse_runtime::duration::parse)]
     pub drain_timeout: Duration,

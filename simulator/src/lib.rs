@@ -8,7 +8,8 @@
 //!
 //! **Delivery:** JetStream publish with `Nats-Msg-Id` = `<sensor>:<seq>`, retried with the same
 //! id until acknowledged, so every message counted as acked is stored exactly once (the RAW
-//! duplicate window is 2 minutes). Up to `--max-in-flight` acks are outstanding at once. `--core`
+//! duplicate window is 2 minutes). Up to `--max-in-flight` acks are outstanding at once, through the
+//! runtime's publisher ([`publish`]). `--core`
 //! publishes with core NATS instead (no acks, like MQTT QoS 0 devices).
 //!
 //! **Time:** simulated time runs `--speed` times the wall clock but never ahead of it
@@ -93,8 +94,13 @@ pub async fn run(
     } else {
         Mode::JetStream
     };
-    let mut publisher =
-        Publisher::new(client, mode, config.max_in_flight as usize, metrics.clone());
+    let mut publisher = Publisher::new(
+        client,
+        mode,
+        config.max_in_flight as usize,
+        config.drain_timeout,
+        metrics.clone(),
+    );
     if mode == Mode::JetStream {
         citypulse_runtime::jetstream::ensure_stream(publisher.jetstream(), raw_stream_config())
             .await
@@ -142,18 +148,12 @@ pub async fn run(
                 sim.drain_held(&mut batch);
             }
             for msg in &batch {
-                publisher.send(msg, &shutdown).await?;
                 record(&metrics, truth.as_mut(), msg)?;
             }
-            publisher.poll_acks(&shutdown).await?;
+            publisher.publish(&batch, &shutdown).await?;
             simulated_ms = simulated_ms.max(before);
             metrics.simulated_time_ms(simulated_ms);
-            progress.tick(
-                &metrics,
-                simulated_ms,
-                publisher.in_flight(),
-                pacer.caught_up(now),
-            );
+            progress.tick(&metrics, simulated_ms, pacer.caught_up(now));
             if done {
                 completed = true;
                 return Ok(());
@@ -173,18 +173,17 @@ pub async fn run(
         }
     }
     .await;
-    match outcome {
-        Ok(()) | Err(LoopError::Publish(PublishFailure::Cancelled)) => {}
-        Err(e) => return Err(e.into()),
-    }
-    let drained = publisher.drain(config.drain_timeout).await;
     if let Some(t) = truth.as_mut() {
         t.flush().context("writing the truth file")?;
     }
     let totals = metrics.totals();
-    if let Err(e) = drained {
-        tracing::error!(error = %e, published = totals.published, acked = totals.acked,
-            "stopping with unacknowledged readings: they may not be stored");
+    match outcome {
+        Ok(()) | Err(LoopError::Publish(PublishFailure::Cancelled)) => {}
+        Err(LoopError::Publish(e @ PublishFailure::Unacknowledged(_))) => {
+            tracing::error!(error = %e, published = totals.published, acked = totals.acked,
+                "stopping with unacknowledged readings: they may not be stored");
+        }
+        Err(e) => return Err(e.into()),
     }
     tracing::info!(
         generated = totals.generated,
@@ -251,7 +250,7 @@ impl Progress {
         }
     }
 
-    fn tick(&mut self, metrics: &SimMetrics, simulated_ms: u64, in_flight: usize, caught_up: bool) {
+    fn tick(&mut self, metrics: &SimMetrics, simulated_ms: u64, caught_up: bool) {
         let elapsed = self.last_at.elapsed();
         if elapsed < self.every {
             return;
@@ -265,7 +264,6 @@ impl Progress {
             acked = t.acked,
             errors = t.errors,
             new_errors = t.errors - self.last.errors,
-            in_flight,
             simulated_time = %rfc3339(simulated_ms),
             behind_wall_clock_s = now_ms().saturating_sub(simulated_ms) / 1000,
             real_time = caught_up,

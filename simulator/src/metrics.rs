@@ -18,16 +18,9 @@ pub struct SimMetrics {
     in_flight: IntGauge,
 }
 
-/// Bounded reasons of `citypulse_simulator_publish_errors_total`.
-pub const PUBLISH_ERROR_REASONS: &[&str] = &[
-    "stream_not_found",
-    "timed_out",
-    "broken_pipe",
-    "max_ack_pending",
-    "max_payload",
-    "rejected",
-    "other",
-];
+/// Bounded reasons of `citypulse_simulator_publish_errors_total`, the runtime publisher's: `ack`
+/// (no ack in time, or an error reply), `publish` (the message could not be sent).
+pub const PUBLISH_ERROR_REASONS: &[&str] = &["ack", "publish"];
 
 impl SimMetrics {
     /// Registers the metrics in `registry`.
@@ -71,7 +64,7 @@ impl SimMetrics {
         )?;
         let in_flight = IntGauge::new(
             "citypulse_simulator_publish_in_flight",
-            "Publishes awaiting a JetStream acknowledgement.",
+            "Messages handed to JetStream whose step is not yet wholly acknowledged.",
         )?;
         register(registry, generated.clone())?;
         register(registry, published.clone())?;
@@ -135,7 +128,7 @@ impl SimMetrics {
         self.simulated_time.set(ms as f64 / 1000.0);
     }
 
-    /// Publishes awaiting an ack.
+    /// Messages of the step being published (0 once it is acknowledged).
     pub fn in_flight(&self, n: usize) {
         self.in_flight.set(n as i64);
     }

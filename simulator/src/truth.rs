@@ -21,8 +21,8 @@
 //! - One fault per reading; a duplicate adds a second line (the first has `fault: null`).
 //!
 //! In JetStream mode a line is written when the message is handed to the publisher, and the run
-//! waits for every acknowledgement before it exits (up to `--drain-timeout`, after which it logs
-//! at ERROR how many were not acknowledged).
+//! waits for every acknowledgement before it exits (after a shutdown request, up to
+//! `--drain-timeout`, after which it logs at ERROR that some may not be stored).
 
 use crate::engine::Outgoing;
 use citypulse_schema::Measurement;

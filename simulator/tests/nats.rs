@@ -1,6 +1,6 @@
 //! The simulator against a real nats-server (JetStream): what the truth file says was sent is
 //! exactly what RAW stores, in order; a rerun is deduplicated; a server crash mid-run loses
-//! nothing and stores nothing twice.
+//! nothing and stores nothing twice; a shutdown with the server gone ends after the drain timeout.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use async_nats::jetstream;
@@ -320,4 +320,69 @@ async fn core_mode_publishes_without_acks_into_an_existing_stream() {
     })
     .await;
     assert_eq!(stored(&url).await, expected);
+}
+
+/// A shutdown while the server is gone still ends the run: what was handed over gets
+/// `--drain-timeout` to be acknowledged, then the run stops (logging that some readings may not
+/// be stored) instead of retrying for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_with_the_server_gone_ends_after_the_drain_timeout() {
+    let mut server = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let url = server.url();
+    // Ten simulated hours: far more than is published before the server goes.
+    let start = rfc3339(now_ms() / 60_000 * 60_000 - 12 * 3_600_000);
+    let cfg = config(
+        &url,
+        &dir.path().join("truth.jsonl"),
+        &[
+            "--start",
+            &start,
+            "--duration",
+            "10h",
+            "--speed",
+            "max",
+            "--sensors",
+            "100",
+            "--faults",
+            "none",
+            "--drain-timeout",
+            "2s",
+        ],
+    );
+    let plan = cfg.plan(now_ms()).unwrap();
+    let client = async_nats::connect(&url).await.unwrap();
+    let shutdown = Shutdown::new();
+    let stop = shutdown.clone();
+    let task = tokio::spawn(async move {
+        let registry = prometheus::Registry::new();
+        run(&cfg, plan, client, &registry, stop).await.unwrap()
+    });
+    let js = jetstream::new(async_nats::connect(&url).await.unwrap());
+    citypulse_harness::wait_for(Duration::from_secs(60), "RAW filling", || async {
+        match js.get_stream(streams::RAW).await {
+            Ok(mut s) => s.info().await.is_ok_and(|i| i.state.messages > 1_000),
+            Err(_) => false,
+        }
+    })
+    .await;
+    server.stop();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let asked = std::time::Instant::now();
+    shutdown.trigger();
+    let summary = tokio::time::timeout(Duration::from_secs(30), task)
+        .await
+        .expect("the run ended within 30 s of the shutdown")
+        .unwrap();
+    let took = asked.elapsed();
+    assert!(!summary.completed);
+    assert!(
+        summary.totals.acked < summary.totals.published,
+        "the server went away mid-run: {:?}",
+        summary.totals
+    );
+    assert!(
+        took >= Duration::from_millis(1_900) && took < Duration::from_secs(10),
+        "ended {took:?} after the shutdown, with a 2 s drain timeout"
+    );
 }

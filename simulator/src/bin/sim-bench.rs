@@ -93,7 +93,13 @@ fn main() -> anyhow::Result<()> {
                 .with_context(|| format!("connecting to NATS at {url}"))?;
             let registry = prometheus::Registry::new();
             let metrics = SimMetrics::new(&registry)?;
-            let mut publisher = Publisher::new(client, Mode::JetStream, args.max_in_flight, metrics.clone());
+            let mut publisher = Publisher::new(
+                client,
+                Mode::JetStream,
+                args.max_in_flight,
+                Duration::from_secs(120),
+                metrics.clone(),
+            );
             citypulse_runtime::jetstream::ensure_stream(
                 publisher.jetstream(),
                 citypulse_simulator::raw_stream_config(),
@@ -107,11 +113,8 @@ fn main() -> anyhow::Result<()> {
                 at = (at + 10_000).min(end);
                 out.clear();
                 sim.step(at, usize::MAX, &mut out);
-                for m in &out {
-                    publisher.send(m, &shutdown).await?;
-                }
+                publisher.publish(&out, &shutdown).await?;
             }
-            publisher.drain(Duration::from_secs(120)).await?;
             let took = t.elapsed();
             let totals = metrics.totals();
             println!(
