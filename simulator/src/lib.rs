@@ -94,7 +94,7 @@ pub async fn run(
     } else {
         Mode::JetStream
     };
-    let mut publisher = Publisher::new(
+    let publisher = Publisher::new(
         client,
         mode,
         config.max_in_flight as usize,

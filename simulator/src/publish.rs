@@ -42,8 +42,8 @@ pub enum PublishFailure {
     /// Shutdown was requested while a message was waiting to go out.
     #[error("shutdown requested while publishing")]
     Cancelled,
-    /// The drain deadline passed after shutdown with messages still unacknowledged.
-    #[error("{0} message(s) not acknowledged before the drain deadline")]
+    /// The drain deadline passed after shutdown before a step's messages were all acknowledged.
+    #[error("a step of {0} message(s) was not wholly acknowledged before the drain deadline")]
     Unacknowledged(usize),
 }
 
@@ -91,7 +91,7 @@ impl Publisher {
     /// drain timeout more ([`PublishFailure::Unacknowledged`]). Core mode returns once every
     /// message is on the connection (flushed: core NATS gives no per-message result).
     pub async fn publish(
-        &mut self,
+        &self,
         batch: &[Outgoing],
         shutdown: &Shutdown,
     ) -> Result<(), PublishFailure> {

@@ -93,7 +93,7 @@ fn main() -> anyhow::Result<()> {
                 .with_context(|| format!("connecting to NATS at {url}"))?;
             let registry = prometheus::Registry::new();
             let metrics = SimMetrics::new(&registry)?;
-            let mut publisher = Publisher::new(
+            let publisher = Publisher::new(
                 client,
                 Mode::JetStream,
                 args.max_in_flight,
