@@ -117,9 +117,9 @@ fn insert_statement() -> String {
     )
 }
 
-/// Appended to [`insert_statement`]: a row whose key exists is skipped. No conflict target: whatever the
-/// key is (`(sensor, seq)`, or `(sensor, seq, ts)` after a conversion to a hypertable or
-/// partitioned table), a duplicate is skipped.
+/// Appended to [`insert_statement`]: a row whose key exists is skipped. No conflict target:
+/// whatever the key is (`(sensor, seq)`, or `(sensor, seq, ts)` after a conversion to a
+/// hypertable or partitioned table), a duplicate is skipped.
 const SKIP_EXISTING: &str = "ON CONFLICT DO NOTHING";
 
 /// Why the archive could not write.

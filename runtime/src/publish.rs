@@ -54,13 +54,13 @@ impl Outgoing {
     }
 }
 
-/// Publishes `messages` in order, up to [`WINDOW`] (64) awaiting their acks at once, and returns every
-/// ack, in order. A publish that is not acknowledged is retried with the same `Nats-Msg-Id`
-/// (the server drops the copy if the first attempt landed) with capped back-off until acked or
-/// shutdown; `on_retry` gets a bounded reason per failed attempt.
+/// Publishes `messages` in order, up to [`WINDOW`] (64) awaiting their acks at once, and returns
+/// every ack, in order. A publish that is not acknowledged is retried with the same
+/// `Nats-Msg-Id` (the server drops the copy if the first attempt landed) with capped back-off
+/// until acked or shutdown; `on_retry` gets a bounded reason per failed attempt.
 ///
-/// A window is sent at once with one reply subscription and one deadline (5 s)
-/// for all its acks (`send_window`); only messages whose acks could not be placed (the whole
+/// A window is sent at once with one reply subscription and one deadline (5 s) for all its acks
+/// (`send_window`); only messages whose acks could not be placed (the whole
 /// window when an ack is lost with the connection or a reply is an error; a message too close to
 /// `max_payload` for the fast path) are then published again through `js`, one at a time, which
 /// also reports why one failed. Awaiting acks one by one after a server restart (which loses them

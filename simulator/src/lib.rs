@@ -8,9 +8,9 @@
 //!
 //! **Delivery:** JetStream publish with `Nats-Msg-Id` = `<sensor>:<seq>`, retried with the same
 //! id until acknowledged, so every message counted as acked is stored exactly once (the RAW
-//! duplicate window is 2 minutes). Up to `--max-in-flight` acks are outstanding at once, through the
-//! runtime's publisher ([`publish`]). `--core`
-//! publishes with core NATS instead (no acks, like MQTT QoS 0 devices).
+//! duplicate window is 2 minutes). Up to `--max-in-flight` acks are outstanding at once, through
+//! the runtime's publisher ([`publish`]). `--core` publishes with core NATS instead (no acks, like
+//! MQTT QoS 0 devices).
 //!
 //! **Time:** simulated time runs `--speed` times the wall clock but never ahead of it
 //! ([`pacer`]): a run that starts in the past (the default at `--speed` above 1 or `max` is
