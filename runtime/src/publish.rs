@@ -71,17 +71,34 @@ pub async fn publish_all(
     shutdown: &Shutdown,
     on_retry: &(dyn Fn(&'static str) + Sync),
 ) -> Result<Vec<PublishAck>, PublishError> {
-    publish_in_windows(js, messages, WINDOW, shutdown, on_retry).await
+    publish_in_windows(js, messages, WINDOW, Acks::PerMessage, shutdown, on_retry).await
+}
+
+/// What [`publish_in_windows`] returns: which ack is whose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Acks {
+    /// Each message's own ack, in the messages' order. A window whose acks cannot be told apart
+    /// by their order (a duplicate among them, two streams; see `shared_round`) is sent again
+    /// with a reply subject per message; a core NATS subscriber of the subjects then sees those
+    /// messages twice.
+    PerMessage,
+    /// One ack per message, every message stored, but in the order the acks came: the
+    /// `duplicate` count is exact, which ack is whose is not known. For a publisher that only
+    /// counts them (the simulator): a window is never sent twice for the sake of its acks, so a
+    /// core subscriber sees each message once unless a publish is lost and retried.
+    Counted,
 }
 
 /// [`publish_all`] with `window` (at least 1) publishes awaiting their acks at once instead of
-/// [`WINDOW`]: a larger window costs fewer round trips per message, and lets a message land up
-/// to `window` places behind a newer one. The simulator publishes a device's readings with its
-/// `--max-in-flight`.
+/// [`WINDOW`], and the acks matched to their messages or merely counted ([`Acks`]). A larger
+/// window costs fewer round trips per message, and lets a message land up to `window` places
+/// behind a newer one. The simulator publishes a device's readings with its `--max-in-flight`,
+/// counted.
 pub async fn publish_in_windows(
     js: &Context,
     messages: &[Outgoing],
     window: usize,
+    attribution: Acks,
     shutdown: &Shutdown,
     on_retry: &(dyn Fn(&'static str) + Sync),
 ) -> Result<Vec<PublishAck>, PublishError> {
@@ -97,7 +114,7 @@ pub async fn publish_in_windows(
             () = shutdown.cancelled() => {
                 return Err(PublishError::Cancelled { subject: window[0].subject.clone() });
             }
-            placed = send_window(&client, window, room) => placed,
+            placed = send_window(&client, window, room, attribution) => placed,
         };
         let Placed {
             acks: placed,
@@ -142,7 +159,12 @@ pub async fn publish_in_windows(
 /// costs it less than a new subject per message (about a tenth of its CPU per window result in
 /// the processors' stage, docs/benchmarks.md). Only when those acks cannot be told apart safely
 /// is the window sent again with a reply subject per message ([`indexed_round`]).
-async fn send_window(client: &async_nats::Client, window: &[Outgoing], room: usize) -> Placed {
+async fn send_window(
+    client: &async_nats::Client,
+    window: &[Outgoing],
+    room: usize,
+    attribution: Acks,
+) -> Placed {
     let unplaced = |stored| Placed {
         acks: vec![None; window.len()],
         stored,
@@ -151,7 +173,8 @@ async fn send_window(client: &async_nats::Client, window: &[Outgoing], room: usi
     let Ok(mut replies) = client.subscribe(format!("{inbox}.>")).await else {
         return unplaced(Vec::new());
     };
-    let (first, acks) = match shared_round(client, &mut replies, &inbox, window, room).await {
+    let shared = shared_round(client, &mut replies, &inbox, window, room, attribution).await;
+    let (first, acks) = match shared {
         Shared::Acked(acks) => {
             return Placed {
                 acks,
@@ -208,13 +231,15 @@ enum Shared {
 /// newly. A duplicate is answered at once (in a cluster, ahead of earlier messages still being
 /// replicated) and two streams answer independently: a window whose acks include a duplicate,
 /// name two streams or do not rise in sequence is [`Shared::Unattributable`], and is sent again
-/// with a reply subject per message.
+/// with a reply subject per message — unless the caller only counts its acks ([`Acks::Counted`]):
+/// every message acked is all it needs.
 async fn shared_round(
     client: &async_nats::Client,
     replies: &mut async_nats::Subscriber,
     inbox: &str,
     window: &[Outgoing],
     room: usize,
+    attribution: Acks,
 ) -> Shared {
     // Built once: a `Subject` is shared, not copied, by each message that names it.
     let reply = async_nats::Subject::from(format!("{inbox}.all"));
@@ -234,7 +259,8 @@ async fn shared_round(
     let one_stream_rising = got
         .windows(2)
         .all(|w| w[0].stream == w[1].stream && w[0].sequence < w[1].sequence);
-    if !(all_new && one_stream_rising) {
+    // A counting caller needs every message acked, not which ack is whose.
+    if attribution == Acks::PerMessage && !(all_new && one_stream_rising) {
         return Shared::Unattributable(got);
     }
     let mut acks = vec![None; window.len()];

@@ -3,9 +3,11 @@
 //! JetStream mode (default): a step's messages go through the runtime's publisher
 //! ([`citypulse_runtime::publish::publish_in_windows`]), `max_in_flight` at a time, each with
 //! `Nats-Msg-Id` set to the reading's natural key. A window is sent at once and its acks are
-//! collected on one reply subscription; a message not acknowledged is published again under the
-//! same id with capped back-off until it is, so the server stores it exactly once: a message
-//! counted as acked is stored. The next window goes out only once this one is acked, so a
+//! collected on one reply subscription and counted ([`Acks::Counted`]: a window is put on the
+//! wire once, duplicates among it or not, so a core NATS subscriber of `sensors.>` sees each
+//! reading once); a message not acknowledged is published again under the same id with capped
+//! back-off until it is, so the server stores it exactly once: a message counted as acked is
+//! stored. The next window goes out only once this one is acked, so a
 //! reading lands in RAW at most `max_in_flight` messages out of order, whatever the broker does
 //! (a device retries its oldest reading first).
 //!
@@ -16,7 +18,7 @@ use crate::engine::Outgoing;
 use crate::metrics::SimMetrics;
 use async_nats::jetstream::context::ContextBuilder;
 use async_nats::HeaderMap;
-use citypulse_runtime::publish::{self, publish_in_windows};
+use citypulse_runtime::publish::{self, publish_in_windows, Acks};
 use citypulse_runtime::shutdown::Shutdown;
 use std::time::Duration;
 
@@ -130,7 +132,14 @@ impl Publisher {
         // before shutdown still gets its drain timeout.
         let never = Shutdown::new();
         let on_retry = |why| self.metrics.publish_error(why);
-        let acked = publish_in_windows(&self.js, messages, self.max_in_flight, &never, &on_retry);
+        let acked = publish_in_windows(
+            &self.js,
+            messages,
+            self.max_in_flight,
+            Acks::Counted,
+            &never,
+            &on_retry,
+        );
         let deadline = async {
             shutdown.cancelled().await;
             tokio::time::sleep(self.drain_timeout).await;
