@@ -11,7 +11,9 @@ use async_nats::jetstream::stream::{self, StorageType};
 use async_nats::jetstream::Context;
 use bytes::Bytes;
 use citypulse_runtime::jetstream::PublishError;
-use citypulse_runtime::publish::{dead_letter, publish_all, Outgoing, Rejected};
+use citypulse_runtime::publish::{
+    dead_letter, publish_all, publish_in_windows, Acks, Outgoing, Rejected, WINDOW,
+};
 use citypulse_runtime::shutdown::Shutdown;
 use citypulse_runtime::source::{pull_bytes, SourceConfig};
 use citypulse_runtime::stream_config;
@@ -322,8 +324,10 @@ impl CheckpointStore {
     }
 }
 
-/// Publishes window results with their `Nats-Msg-Id` through
-/// [`publish_all`] (bounded acks in flight, retried under the same id until acked or shutdown).
+/// Publishes window results with their `Nats-Msg-Id` through [`publish_in_windows`] (bounded
+/// acks in flight, retried under the same id until acked or shutdown), counting the acks: a
+/// window that meets duplicates (a replay after a crash) is not sent a second time to match acks
+/// to results, which a core NATS subscriber of `metrics.>` would see.
 pub async fn publish_results(
     js: &Context,
     out: &[Outgoing],
@@ -331,7 +335,8 @@ pub async fn publish_results(
     metrics: &ProcessorMetrics,
 ) -> Result<(), PublishError> {
     let started = Instant::now();
-    let acks = publish_all(js, out, shutdown, &|r| metrics.publish_retry(r)).await?;
+    let on_retry = |r| metrics.publish_retry(r);
+    let acks = publish_in_windows(js, out, WINDOW, Acks::Counted, shutdown, &on_retry).await?;
     for ack in acks {
         metrics.published(started.elapsed(), ack.duplicate);
     }

@@ -57,7 +57,7 @@ use citypulse_runtime::admin::Health;
 use citypulse_runtime::duration;
 use citypulse_runtime::jetstream::ensure_stream;
 use citypulse_runtime::nats::{connect, NatsArgs, NatsMetrics};
-use citypulse_runtime::publish::{publish_all, Outgoing};
+use citypulse_runtime::publish::{publish_in_windows, Acks, Outgoing, WINDOW};
 use citypulse_runtime::shutdown::Shutdown;
 use citypulse_runtime::stream_config;
 use citypulse_schema::{partition_of, streams, WindowResult};
@@ -740,9 +740,17 @@ impl Publisher {
         if outbox.is_empty() {
             return Ok(());
         }
-        publish_all(&self.js, outbox, &self.shutdown, &|_| {})
-            .await
-            .with_context(|| format!("publishing into {}", self.plan.target.stream()))?;
+        // Counted: a rerun's duplicates are not sent twice to match acks to results.
+        publish_in_windows(
+            &self.js,
+            outbox,
+            WINDOW,
+            Acks::Counted,
+            &self.shutdown,
+            &|_| {},
+        )
+        .await
+        .with_context(|| format!("publishing into {}", self.plan.target.stream()))?;
         Counters::add(&self.counters.results, outbox.len() as u64);
         outbox.clear();
         Ok(())
