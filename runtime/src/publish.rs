@@ -230,7 +230,8 @@ enum Shared {
 /// is stored, so that order is the messages' order — for messages stored by one stream, each
 /// newly. A duplicate is answered at once (in a cluster, ahead of earlier messages still being
 /// replicated) and two streams answer independently: a window whose acks include a duplicate,
-/// name two streams or do not rise in sequence is [`Shared::Unattributable`], and is sent again
+/// name two streams or do not rise in sequence (and is not of one message: the alerts' and the
+/// dead letters' windows often are) is [`Shared::Unattributable`], and is sent again
 /// with a reply subject per message — unless the caller only counts its acks ([`Acks::Counted`]):
 /// every message acked is all it needs.
 async fn shared_round(
@@ -259,8 +260,10 @@ async fn shared_round(
     let one_stream_rising = got
         .windows(2)
         .all(|w| w[0].stream == w[1].stream && w[0].sequence < w[1].sequence);
-    // A counting caller needs every message acked, not which ack is whose.
-    if attribution == Acks::PerMessage && !(all_new && one_stream_rising) {
+    // A counting caller needs every message acked, not which ack is whose; the one ack of a
+    // window of one is its message's.
+    let attributed = sent.len() == 1 || (all_new && one_stream_rising);
+    if attribution == Acks::PerMessage && !attributed {
         return Shared::Unattributable(got);
     }
     let mut acks = vec![None; window.len()];

@@ -220,6 +220,34 @@ async fn counted_acks_send_each_message_once_among_duplicates() {
     );
 }
 
+/// A message published alone, again (the alerts' transitions are, after a crash): its one ack
+/// is its own, so it goes on the wire once more, not twice, and is acked as the duplicate of
+/// what the first publish stored.
+#[tokio::test]
+async fn a_lone_message_published_again_is_sent_once() {
+    let server = NatsServer::start();
+    let client = async_nats::connect(server.url()).await.unwrap();
+    let js = jetstream::new(client.clone());
+    let mut s = test_stream(&js).await;
+    let mut seen = client.subscribe("test.>").await.unwrap();
+    client.flush().await.unwrap();
+    let one = messages("lone", 1);
+    let first = publish_all(&js, &one, &Shutdown::new(), &|_| {})
+        .await
+        .unwrap();
+    let again = publish_all(&js, &one, &Shutdown::new(), &|_| {})
+        .await
+        .unwrap();
+    assert!(!first[0].duplicate && again[0].duplicate);
+    assert_eq!(again[0].sequence, first[0].sequence);
+    assert_eq!(count(&mut s).await, 1);
+    let mut deliveries = 0;
+    while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(500), seen.next()).await {
+        deliveries += 1;
+    }
+    assert_eq!(deliveries, 2, "each of the two publishes on the wire once");
+}
+
 fn source_config() -> SourceConfig {
     SourceConfig {
         durable: "reader".into(),
