@@ -1403,8 +1403,5 @@ fn meta_peers_current(monitor: u16) -> usize {
     let Some((200, body)) = http_get(monitor, "/jsz") else {
         return 0;
     };
-    let jsz: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
-    jsz["meta_cluster"]["replicas"]
-        .as_array()
-        .map_or(0, |r| r.iter().filter(|p| p["current"] == true).count())
+    citypulse_harness::meta_peers_current(&body)
 }

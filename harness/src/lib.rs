@@ -34,7 +34,7 @@ mod postgres;
 use std::future::Future;
 use std::time::Duration;
 
-pub use nats::{nats_server_bin, NatsCluster, NatsServer};
+pub use nats::{meta_peers_current, nats_server_bin, NatsCluster, NatsServer};
 pub use net::{free_port, http_get};
 pub use postgres::Postgres;
 

@@ -599,7 +599,7 @@ fn has_meta_leader(jsz: &str) -> bool {
 
 /// How many peers a `/jsz` body's meta leader counts as current (`"meta_cluster": { ...,
 /// "replicas": [{"name": "n0", "current": true, ...}, ...] }`; only the leader lists them).
-fn meta_peers_current(jsz: &str) -> usize {
+pub fn meta_peers_current(jsz: &str) -> usize {
     let jsz: String = jsz.split_whitespace().collect();
     let replicas = jsz
         .split_once("\"meta_cluster\"")

@@ -180,40 +180,54 @@ async fn each_ack_is_its_own_message_in_a_cluster() {
     each_ack_is_its_own_message(&jetstream::new(client), 3).await;
 }
 
+/// A server with the TEST stream, and a core NATS subscriber of its subjects, subscribed before
+/// anything is published (the server is kept for the test's length).
+async fn watched_stream() -> (
+    NatsServer,
+    jetstream::Context,
+    stream::Stream,
+    async_nats::Subscriber,
+) {
+    let server = NatsServer::start();
+    let client = async_nats::connect(server.url()).await.unwrap();
+    let js = jetstream::new(client.clone());
+    let s = test_stream(&js).await;
+    let seen = client.subscribe("test.>").await.unwrap();
+    client.flush().await.unwrap();
+    (server, js, s, seen)
+}
+
+/// How many messages `seen` has received. Every publish of one connection reaches it in order,
+/// so after the acks it has them all; it waits half a second for a copy that would come after.
+async fn deliveries(seen: &mut async_nats::Subscriber) -> usize {
+    let mut n = 0;
+    while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(500), seen.next()).await {
+        n += 1;
+    }
+    n
+}
+
 /// A publisher that only counts its acks (the simulator, `Acks::Counted`) puts each message on
 /// the wire once, duplicates among them or not: a core NATS subscriber of the subjects (any
 /// client of the public `sensors.` contract) sees every publish once. Every message is acked,
 /// the duplicates are counted exactly, and the stream stores each once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn counted_acks_send_each_message_once_among_duplicates() {
-    let server = NatsServer::start();
-    let client = async_nats::connect(server.url()).await.unwrap();
-    let js = jetstream::new(client.clone());
-    let mut s = test_stream(&js).await;
-    let mut seen = client.subscribe("test.>").await.unwrap();
-    client.flush().await.unwrap();
+    let (_server, js, mut s, mut seen) = watched_stream().await;
     let out = messages("c", 300);
     let earlier: Vec<Outgoing> = out.iter().step_by(3).cloned().collect();
-    let publish = |batch: &[Outgoing]| {
-        let (js, batch) = (js.clone(), batch.to_vec());
-        async move {
-            publish_in_windows(&js, &batch, 64, Acks::Counted, &Shutdown::new(), &|_| {})
-                .await
-                .unwrap()
-        }
-    };
-    let first = publish(&earlier).await;
-    let acks = publish(&out).await;
+    let shutdown = Shutdown::new();
+    let first = publish_in_windows(&js, &earlier, 64, Acks::Counted, &shutdown, &|_| {})
+        .await
+        .unwrap();
+    let acks = publish_in_windows(&js, &out, 64, Acks::Counted, &shutdown, &|_| {})
+        .await
+        .unwrap();
     assert_eq!(first.len(), 100);
     assert_eq!(acks.len(), 300);
     assert_eq!(acks.iter().filter(|a| a.duplicate).count(), 100);
     assert_eq!(count(&mut s).await, 300);
-    // Every publish has reached the subscriber by now (one connection, in order); wait a little
-    // for a copy that would come after.
-    let mut deliveries = 0;
-    while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(500), seen.next()).await {
-        deliveries += 1;
-    }
+    let deliveries = deliveries(&mut seen).await;
     assert_eq!(
         deliveries, 400,
         "each of the 100 + 300 publishes on the wire once"
@@ -225,12 +239,7 @@ async fn counted_acks_send_each_message_once_among_duplicates() {
 /// what the first publish stored.
 #[tokio::test]
 async fn a_lone_message_published_again_is_sent_once() {
-    let server = NatsServer::start();
-    let client = async_nats::connect(server.url()).await.unwrap();
-    let js = jetstream::new(client.clone());
-    let mut s = test_stream(&js).await;
-    let mut seen = client.subscribe("test.>").await.unwrap();
-    client.flush().await.unwrap();
+    let (_server, js, mut s, mut seen) = watched_stream().await;
     let one = messages("lone", 1);
     let first = publish_all(&js, &one, &Shutdown::new(), &|_| {})
         .await
@@ -241,10 +250,7 @@ async fn a_lone_message_published_again_is_sent_once() {
     assert!(!first[0].duplicate && again[0].duplicate);
     assert_eq!(again[0].sequence, first[0].sequence);
     assert_eq!(count(&mut s).await, 1);
-    let mut deliveries = 0;
-    while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(500), seen.next()).await {
-        deliveries += 1;
-    }
+    let deliveries = deliveries(&mut seen).await;
     assert_eq!(deliveries, 2, "each of the two publishes on the wire once");
 }
 

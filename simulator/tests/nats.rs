@@ -59,6 +59,24 @@ async fn stored(url: &str) -> Vec<(String, Vec<u8>)> {
     out
 }
 
+/// Waits until RAW holds more than `n` messages (the simulator creates it on its first publish).
+async fn wait_for_raw(url: &str, n: u64) {
+    let js = jetstream::new(
+        async_nats::ConnectOptions::new()
+            .retry_on_initial_connect()
+            .connect(url)
+            .await
+            .unwrap(),
+    );
+    citypulse_harness::wait_for(Duration::from_secs(60), "RAW filling", || async {
+        match js.get_stream(streams::RAW).await {
+            Ok(mut s) => s.info().await.is_ok_and(|i| i.state.messages > n),
+            Err(_) => false,
+        }
+    })
+    .await;
+}
+
 fn sent(records: &[TruthRecord]) -> Vec<(String, Vec<u8>)> {
     records
         .iter()
@@ -237,20 +255,7 @@ async fn crash_mid_run_and_check_the_order() -> u64 {
     );
     let run_url = url.clone();
     let task = tokio::spawn(async move { simulate(&cfg, &run_url).await });
-    let js = jetstream::new(
-        async_nats::ConnectOptions::new()
-            .retry_on_initial_connect()
-            .connect(&url)
-            .await
-            .unwrap(),
-    );
-    citypulse_harness::wait_for(Duration::from_secs(60), "RAW filling", || async {
-        match js.get_stream(streams::RAW).await {
-            Ok(mut s) => s.info().await.is_ok_and(|i| i.state.messages > 3_000),
-            Err(_) => false,
-        }
-    })
-    .await;
+    wait_for_raw(&url, 3_000).await;
     // Suspended first, so the publishes sent meanwhile are on the wire, unread, when it is
     // killed: a plain kill could find every publish already acked and the next ones still in
     // the client's buffer (five such attempts in a row on a busy CI machine).
@@ -358,14 +363,7 @@ async fn a_shutdown_with_the_server_gone_ends_after_the_drain_timeout() {
         let registry = prometheus::Registry::new();
         run(&cfg, plan, client, &registry, stop).await.unwrap()
     });
-    let js = jetstream::new(async_nats::connect(&url).await.unwrap());
-    citypulse_harness::wait_for(Duration::from_secs(60), "RAW filling", || async {
-        match js.get_stream(streams::RAW).await {
-            Ok(mut s) => s.info().await.is_ok_and(|i| i.state.messages > 1_000),
-            Err(_) => false,
-        }
-    })
-    .await;
+    wait_for_raw(&url, 1_000).await;
     server.stop();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let asked = std::time::Instant::now();
