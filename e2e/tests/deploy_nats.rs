@@ -112,7 +112,9 @@ async fn node_configs_form_a_tls_cluster_with_replicated_jetstream() {
             .connect(cluster.client_urls())
             .await
             .expect("TLS connect as admin");
-    let js = jetstream::new(admin.clone());
+    let mut js = jetstream::new(admin.clone());
+    // Placing an R3 stream on a busy machine can outlast the default 5 s request timeout.
+    js.set_timeout(Duration::from_secs(30));
     let mut raw = js
         .create_stream(stream::Config {
             name: streams::RAW.into(),

@@ -10,7 +10,9 @@ async fn replicated_stream_survives_the_loss_of_one_node() {
     let mut cluster = NatsCluster::start();
     assert_eq!(cluster.urls().len(), 3);
     let client = async_nats::connect(cluster.urls()).await.unwrap();
-    let js = jetstream::new(client);
+    let mut js = jetstream::new(client);
+    // Placing an R3 stream on a busy machine can outlast the default 5 s request timeout.
+    js.set_timeout(Duration::from_secs(30));
     let mut created = js
         .create_stream(stream::Config {
             name: "READINGS".to_owned(),
