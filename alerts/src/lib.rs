@@ -49,7 +49,7 @@ pub mod store;
 use anyhow::Context as _;
 use citypulse_runtime::admin::{self, Health};
 use citypulse_runtime::group;
-use citypulse_runtime::jetstream::{watch_consumer_lag, CONSUMER_LAG_INTERVAL};
+use citypulse_runtime::jetstream::{provision, watch_consumer_lag, CONSUMER_LAG_INTERVAL};
 use citypulse_runtime::shutdown::Shutdown;
 use citypulse_runtime::source::{ack_floor, Source};
 use config::RunConfig;
@@ -95,8 +95,16 @@ pub async fn run(
             .with_context(|| format!("binding the admin server to {}", cfg.metrics_addr))?;
     let js = async_nats::jetstream::new(client.clone());
     let replicas = usize::from(cfg.stream_replicas);
-    let metrics_stream = nats::provision(&js, replicas).await?;
-    let checkpoints = nats::Checkpoints::open(&js, &cfg.kv_bucket, replicas).await?;
+    let Some(metrics_stream) = nats::provision(&js, replicas, &shutdown).await? else {
+        return Ok(());
+    };
+    let open = || async {
+        let opened = nats::Checkpoints::open(&js, &cfg.kv_bucket, replicas).await;
+        opened.map_err(anyhow::Error::from)
+    };
+    let Some(checkpoints) = provision("the checkpoint bucket", &shutdown, open).await? else {
+        return Ok(());
+    };
     let (store, store_task) = match &cfg.database_url {
         Some(url) => {
             let (s, t) = store::Store::spawn(
@@ -128,7 +136,9 @@ pub async fn run(
         replicas,
         units: 1,
     };
-    let kv = group::open_bucket(&js, &group_config).await?;
+    let Some(kv) = group::open_bucket(&js, &group_config, &shutdown).await? else {
+        return Ok(());
+    };
     let active = Active {
         cfg: Arc::new(cfg),
         client,

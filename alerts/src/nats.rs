@@ -7,7 +7,9 @@ use async_nats::jetstream::stream::{self, Stream};
 use async_nats::jetstream::Context;
 use async_nats::HeaderMap;
 use bytes::Bytes;
-use citypulse_runtime::jetstream::{ensure_stream, publish_durably, PublishError};
+use citypulse_runtime::jetstream::{
+    ensure_bucket, provision_stream, publish_durably, PublishError,
+};
 use citypulse_runtime::publish::{publish_all, Rejected};
 use citypulse_runtime::shutdown::Shutdown;
 use citypulse_runtime::source::{pull_bytes, SourceConfig};
@@ -26,13 +28,28 @@ pub fn metrics_stream() -> stream::Config {
 }
 
 /// Provisions ALERTS (owned here) and, with their owners' defaults when they are missing,
-/// METRICS and DLQ, idempotently, each with `replicas`; returns METRICS.
-pub async fn provision(js: &Context, replicas: usize) -> anyhow::Result<Stream> {
+/// METRICS and DLQ, idempotently, each with `replicas`, retrying at start-up
+/// ([`provision_stream`]); returns METRICS, or `None` on shutdown.
+pub async fn provision(
+    js: &Context,
+    replicas: usize,
+    shutdown: &Shutdown,
+) -> anyhow::Result<Option<Stream>> {
     let r = |l: Limits| Limits { replicas, ..l };
-    let metrics = ensure_stream(js, stream_config::metrics(r(Limits::METRICS))).await?;
-    ensure_stream(js, stream_config::alerts(r(Limits::ALERTS))).await?;
-    ensure_stream(js, stream_config::dlq(r(Limits::DLQ))).await?;
-    Ok(metrics)
+    let Some(metrics) =
+        provision_stream(js, stream_config::metrics(r(Limits::METRICS)), shutdown).await?
+    else {
+        return Ok(None);
+    };
+    for other in [
+        stream_config::alerts(r(Limits::ALERTS)),
+        stream_config::dlq(r(Limits::DLQ)),
+    ] {
+        if provision_stream(js, other, shutdown).await?.is_none() {
+            return Ok(None);
+        }
+    }
+    Ok(Some(metrics))
 }
 
 /// Pull batch on METRICS (at most a quarter of `--max-ack-pending`).
@@ -224,27 +241,17 @@ impl Checkpoints {
             bucket: bucket.to_owned(),
             detail: e,
         };
-        let kv = match js.get_key_value(bucket).await {
-            Ok(kv) => kv,
-            Err(_) => match js
-                .create_key_value(kv::Config {
-                    bucket: bucket.to_owned(),
-                    description: "citypulse-alerts evaluator checkpoint".into(),
-                    history: 1,
-                    storage: stream::StorageType::File,
-                    num_replicas: replicas.max(1),
-                    ..Default::default()
-                })
-                .await
-            {
-                Ok(kv) => kv,
-                // Created concurrently by another instance: open it.
-                Err(_) => js
-                    .get_key_value(bucket)
-                    .await
-                    .map_err(|e| err(e.to_string()))?,
-            },
+        let config = kv::Config {
+            bucket: bucket.to_owned(),
+            description: "citypulse-alerts evaluator checkpoint".into(),
+            history: 1,
+            storage: stream::StorageType::File,
+            num_replicas: replicas.max(1),
+            ..Default::default()
         };
+        let kv = ensure_bucket(js, config)
+            .await
+            .map_err(|e| err(format!("{e:#}")))?;
         Ok(Checkpoints {
             kv,
             revision: None,

@@ -219,12 +219,25 @@ impl NatsServer {
     /// # Panics
     /// When `kill -STOP` cannot be run.
     pub fn freeze(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Resumes a server suspended by [`NatsServer::freeze`] (SIGCONT): it reads what piled up
+    /// and answers it. Does nothing when it is stopped.
+    ///
+    /// # Panics
+    /// When `kill -CONT` cannot be run.
+    pub fn thaw(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
         if let Some(child) = &self.child {
             let status = std::process::Command::new("kill")
-                .args(["-STOP", &child.id().to_string()])
+                .args([signal, &child.id().to_string()])
                 .status()
-                .expect("running kill -STOP");
-            assert!(status.success(), "kill -STOP {} failed", child.id());
+                .unwrap_or_else(|e| panic!("running kill {signal}: {e}"));
+            assert!(status.success(), "kill {signal} {} failed", child.id());
         }
     }
 

@@ -49,7 +49,7 @@ pub mod validate;
 use anyhow::Context as _;
 use async_nats::jetstream::{self, stream};
 use citypulse_runtime::group;
-use citypulse_runtime::jetstream::{ensure_stream, watch_consumer_lag, CONSUMER_LAG_INTERVAL};
+use citypulse_runtime::jetstream::{provision_stream, watch_consumer_lag, CONSUMER_LAG_INTERVAL};
 use citypulse_runtime::shutdown::Shutdown;
 use citypulse_schema::streams;
 use prometheus::Registry;
@@ -59,11 +59,7 @@ use std::time::Duration;
 pub use config::Config;
 pub use metrics::IngestMetrics;
 
-/// How long start-up keeps trying to provision the streams before giving up (NATS may still be
-/// starting).
-const PROVISION_PATIENCE: Duration = Duration::from_secs(60);
-
-/// Longest pause between retries (provisioning a stream, opening a consumer, reconnecting).
+/// Longest pause between retries (opening a consumer, reconnecting).
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
 /// The pause of every retry loop: `backoff` unless shutdown comes first, doubled up to
@@ -101,13 +97,14 @@ pub async fn run(
         .context("registering ingest group metrics")?;
     let js = jetstream::new(client);
 
-    let Some(raw) = provision(&js, nats::raw_stream(&config), &shutdown).await? else {
+    let Some(raw) = provision_stream(&js, nats::raw_stream(&config), &shutdown).await? else {
         return Ok(());
     };
-    let Some(readings) = provision(&js, nats::readings_stream(&config), &shutdown).await? else {
+    let Some(readings) = provision_stream(&js, nats::readings_stream(&config), &shutdown).await?
+    else {
         return Ok(());
     };
-    if provision(&js, nats::dlq_stream(&config), &shutdown)
+    if provision_stream(&js, nats::dlq_stream(&config), &shutdown)
         .await?
         .is_none()
     {
@@ -133,7 +130,9 @@ pub async fn run(
         replicas: usize::from(config.stream_replicas),
         units: unit::COUNT,
     };
-    let kv = group::open_bucket(&js, &group_config).await?;
+    let Some(kv) = group::open_bucket(&js, &group_config, &shutdown).await? else {
+        return Ok(());
+    };
     let stages = Stages {
         config: Arc::new(config),
         js,
@@ -219,33 +218,5 @@ impl Stages {
             other => anyhow::bail!("ingest has no unit {other}"),
         }
         Ok(())
-    }
-}
-
-/// Ensures a stream, retrying while NATS is unreachable; `None` on shutdown.
-async fn provision(
-    js: &jetstream::Context,
-    desired: stream::Config,
-    shutdown: &Shutdown,
-) -> anyhow::Result<Option<stream::Stream>> {
-    let name = desired.name.clone();
-    let deadline = tokio::time::Instant::now() + PROVISION_PATIENCE;
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        let attempt = tokio::select! {
-            biased;
-            () = shutdown.cancelled() => return Ok(None),
-            attempt = ensure_stream(js, desired.clone()) => attempt,
-        };
-        match attempt {
-            Ok(s) => return Ok(Some(s)),
-            Err(e) if tokio::time::Instant::now() + backoff < deadline => {
-                tracing::warn!(stream = %name, error = %e, "cannot provision stream yet; retrying");
-            }
-            Err(e) => return Err(e.context(format!("provisioning stream {name}"))),
-        }
-        if !pause(&mut backoff, shutdown).await {
-            return Ok(None);
-        }
     }
 }

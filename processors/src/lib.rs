@@ -76,7 +76,9 @@ pub mod window;
 
 use anyhow::Context as _;
 use citypulse_runtime::group::{self, GroupConfig, GroupMetrics, Lease, Member};
-use citypulse_runtime::jetstream::{ensure_stream, watch_consumer_lag, CONSUMER_LAG_INTERVAL};
+use citypulse_runtime::jetstream::{
+    provision, provision_stream, watch_consumer_lag, CONSUMER_LAG_INTERVAL,
+};
 use citypulse_runtime::shutdown::Shutdown;
 use config::{Ownership, Settings};
 use metrics::ProcessorMetrics;
@@ -93,11 +95,17 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let metrics = ProcessorMetrics::new(registry).context("registering processor metrics")?;
     let js = async_nats::jetstream::new(client.clone());
-    ensure_stream(&js, nats::metrics_stream(&settings))
-        .await
-        .context("provisioning the METRICS stream")?;
+    if provision_stream(&js, nats::metrics_stream(&settings), &shutdown)
+        .await?
+        .is_none()
+    {
+        return Ok(());
+    }
     let replicas = settings.metrics_limits.replicas;
-    let bucket = nats::checkpoint_bucket(&js, replicas).await?;
+    let checkpoints = || nats::checkpoint_bucket(&js, replicas);
+    let Some(bucket) = provision("the checkpoint bucket", &shutdown, checkpoints).await? else {
+        return Ok(());
+    };
     let Some(readings) = nats::wait_for_readings(&js, settings.partition_count, &shutdown).await?
     else {
         return Ok(());
@@ -125,7 +133,9 @@ pub async fn run(
                 replicas,
                 units: settings.partition_count,
             };
-            let kv = group::open_bucket(&js, &config).await?;
+            let Some(kv) = group::open_bucket(&js, &config, &shutdown).await? else {
+                return Ok(());
+            };
             let metrics = GroupMetrics::new(registry, "citypulse_processors")?;
             let worker = move |lease: Lease| run_leased(lease, shared.clone());
             Member::new(kv, config, worker, metrics).run(shutdown).await

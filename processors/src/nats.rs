@@ -10,7 +10,7 @@ use async_nats::jetstream::kv::{self, Operation};
 use async_nats::jetstream::stream::{self, StorageType};
 use async_nats::jetstream::Context;
 use bytes::Bytes;
-use citypulse_runtime::jetstream::PublishError;
+use citypulse_runtime::jetstream::{ensure_bucket, PublishError};
 use citypulse_runtime::publish::{
     dead_letter, publish_all, publish_in_windows, Acks, Outgoing, Rejected, WINDOW,
 };
@@ -99,33 +99,15 @@ pub async fn check_partitioning(readings: &mut stream::Stream, count: u32) -> an
 /// The checkpoint bucket, created when missing with `replicas` (one value per key: history is
 /// not needed).
 pub async fn checkpoint_bucket(js: &Context, replicas: usize) -> anyhow::Result<kv::Store> {
-    let mut last = None;
-    for _ in 0..3 {
-        if let Ok(store) = js.get_key_value(CHECKPOINT_BUCKET).await {
-            return Ok(store);
-        }
-        match js
-            .create_key_value(kv::Config {
-                bucket: CHECKPOINT_BUCKET.to_owned(),
-                description: "citypulse processors: partition checkpoints".to_owned(),
-                history: 1,
-                storage: StorageType::File,
-                num_replicas: replicas.max(1),
-                ..Default::default()
-            })
-            .await
-        {
-            Ok(store) => {
-                tracing::info!(bucket = CHECKPOINT_BUCKET, "created checkpoint bucket");
-                return Ok(store);
-            }
-            // Another instance may have created it meanwhile: read it again.
-            Err(e) => last = Some(e),
-        }
-    }
-    Err(anyhow::anyhow!(
-        "checkpoint bucket {CHECKPOINT_BUCKET} can neither be read nor created: {last:?}"
-    ))
+    let config = kv::Config {
+        bucket: CHECKPOINT_BUCKET.to_owned(),
+        description: "citypulse processors: partition checkpoints".to_owned(),
+        history: 1,
+        storage: StorageType::File,
+        num_replicas: replicas.max(1),
+        ..Default::default()
+    };
+    ensure_bucket(js, config).await
 }
 
 /// Most messages a partition may have delivered and not acked.

@@ -24,6 +24,7 @@
 //! results in issue 9). Our [`crate::source::Source`] resumes a unit by recreating its consumer
 //! right after the last checkpointed sequence instead, and the lease tells it when it may.
 
+use crate::jetstream::{ensure_bucket, provision};
 use crate::metrics;
 use crate::shutdown::Shutdown;
 use async_nats::jetstream::kv::{self, UpdateErrorKind};
@@ -303,48 +304,40 @@ where
     }
 }
 
-/// Opens (or creates) the group bucket; refuses one whose TTL differs from `config.ttl`.
+/// Opens (or creates) the group bucket, retrying at start-up like every provisioning
+/// ([`provision`]); refuses one whose TTL differs from `config.ttl`. `Ok(None)` on shutdown.
 pub async fn open_bucket(
     js: &async_nats::jetstream::Context,
     config: &GroupConfig,
-) -> anyhow::Result<kv::Store> {
-    let mut last = None;
-    for _ in 0..3 {
-        if let Ok(mut stream) = js.get_stream(format!("KV_{}", config.bucket)).await {
-            let info = stream.info().await?;
-            if info.config.max_age != config.ttl {
-                anyhow::bail!(
-                    "group bucket {} expires keys after {:?}, but this instance's group TTL is {:?}: \
-                     every instance of a service must use the same TTL (or delete the bucket while \
-                     all are stopped)",
-                    config.bucket,
-                    info.config.max_age,
-                    config.ttl
-                );
-            }
-            return Ok(js.get_key_value(&config.bucket).await?);
-        }
-        match js
-            .create_key_value(kv::Config {
-                bucket: config.bucket.clone(),
-                description: "citypulse: group members and leases (keys expire after the TTL)"
-                    .to_owned(),
-                history: 1,
-                max_age: config.ttl,
-                storage: StorageType::File,
-                num_replicas: config.replicas.max(1),
-                ..Default::default()
-            })
-            .await
-        {
-            Ok(store) => return Ok(store),
-            Err(e) => last = Some(e),
-        }
-    }
-    Err(anyhow::anyhow!(
-        "group bucket {} can neither be read nor created: {last:?}",
-        config.bucket
-    ))
+    shutdown: &Shutdown,
+) -> anyhow::Result<Option<kv::Store>> {
+    let desired = kv::Config {
+        bucket: config.bucket.clone(),
+        description: "citypulse: group members and leases (keys expire after the TTL)".to_owned(),
+        history: 1,
+        max_age: config.ttl,
+        storage: StorageType::File,
+        num_replicas: config.replicas.max(1),
+        ..Default::default()
+    };
+    let what = format!("group bucket {}", config.bucket);
+    let opened = provision(&what, shutdown, || async {
+        let store = ensure_bucket(js, desired.clone()).await?;
+        let ttl = store.status().await?.max_age();
+        Ok((store, ttl))
+    })
+    .await?;
+    let Some((store, ttl)) = opened else {
+        return Ok(None);
+    };
+    anyhow::ensure!(
+        ttl == config.ttl,
+        "group bucket {} expires keys after {ttl:?}, but this instance's group TTL is {:?}: every \
+         instance of a service must use the same TTL (or delete the bucket while all are stopped)",
+        config.bucket,
+        config.ttl
+    );
+    Ok(Some(store))
 }
 
 struct Running {

@@ -1,7 +1,9 @@
-//! JetStream plumbing: idempotent stream provisioning, durable publishing, and consumer lag.
+//! JetStream plumbing: idempotent stream and bucket provisioning, retried at start-up
+//! ([`provision`]); durable publishing; consumer lag.
 
 use crate::shutdown::Shutdown;
 use async_nats::jetstream::context::CreateStreamErrorKind;
+use async_nats::jetstream::kv;
 use async_nats::jetstream::publish::PublishAck;
 use async_nats::jetstream::stream::{Config, Stream};
 use async_nats::jetstream::Context;
@@ -9,6 +11,82 @@ use async_nats::HeaderMap;
 use bytes::Bytes;
 use prometheus::IntGauge;
 use std::time::Duration;
+
+/// How long a service keeps provisioning its streams and buckets at start ([`provision`])
+/// before it gives up: NATS may still be starting, a cluster electing its leaders, or a busy
+/// cluster answering after the 5 s request timeout.
+pub const PROVISION_PATIENCE: Duration = Duration::from_secs(60);
+
+/// Longest pause between two provisioning attempts.
+const PROVISION_MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+/// Runs `attempt` until it succeeds: after a failure (logged at WARN, naming `what`) it pauses
+/// (100 ms, doubling up to 2 s) and tries again, for up to [`PROVISION_PATIENCE`]; then the last
+/// error is returned. `Ok(None)` on shutdown. The start-up of every service provisions its
+/// streams and buckets through this, so none exits because NATS answered late once.
+pub async fn provision<T, F, Fut>(
+    what: &str,
+    shutdown: &Shutdown,
+    mut attempt: F,
+) -> anyhow::Result<Option<T>>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
+    let deadline = tokio::time::Instant::now() + PROVISION_PATIENCE;
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let tried = tokio::select! {
+            biased;
+            () = shutdown.cancelled() => return Ok(None),
+            tried = attempt() => tried,
+        };
+        match tried {
+            Ok(done) => return Ok(Some(done)),
+            Err(e) if tokio::time::Instant::now() + backoff < deadline => {
+                tracing::warn!(what, error = %format!("{e:#}"), "cannot provision yet; retrying");
+            }
+            Err(e) => return Err(e.context(format!("provisioning {what}"))),
+        }
+        if !shutdown.back_off(&mut backoff, PROVISION_MAX_BACKOFF).await {
+            return Ok(None);
+        }
+    }
+}
+
+/// [`ensure_stream`] through [`provision`]: `Ok(None)` on shutdown.
+pub async fn provision_stream(
+    js: &Context,
+    desired: Config,
+    shutdown: &Shutdown,
+) -> anyhow::Result<Option<Stream>> {
+    let what = format!("stream {}", desired.name);
+    provision(&what, shutdown, || ensure_stream(js, desired.clone())).await
+}
+
+/// Opens the key-value bucket `config.bucket`, creating it with `config` when it does not
+/// exist. Safe to call from several instances at once. An existing bucket is kept as it is.
+pub async fn ensure_bucket(js: &Context, config: kv::Config) -> anyhow::Result<kv::Store> {
+    let mut last = None;
+    for _attempt in 0..3 {
+        if let Ok(store) = js.get_key_value(&config.bucket).await {
+            return Ok(store);
+        }
+        match js.create_key_value(config.clone()).await {
+            Ok(store) => {
+                tracing::info!(bucket = %config.bucket, "created key-value bucket");
+                return Ok(store);
+            }
+            // Created meanwhile by someone else, or not answered in time: read it again.
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(anyhow::anyhow!(
+        "bucket {} could neither be read nor created: {}",
+        config.bucket,
+        last.map_or_else(String::new, |e| e.to_string())
+    ))
+}
 
 /// Creates the stream when it does not exist; when it does, keeps it as it is (never destroys
 /// data) and logs, at WARN, every setting that differs from `desired`. Safe to call from several

@@ -6,7 +6,9 @@
 //! - [`shutdown`]: [`shutdown::Shutdown`], a clonable signal that SIGINT/SIGTERM trigger.
 //! - [`nats`]: [`nats::NatsArgs`] and [`nats::connect`], with connection events logged and counted
 //!   ([`nats::NatsMetrics`]).
-//! - [`jetstream`]: idempotent stream provisioning ([`jetstream::ensure_stream`]) and publishing
+//! - [`jetstream`]: idempotent stream and bucket provisioning ([`jetstream::ensure_stream`],
+//!   [`jetstream::ensure_bucket`]), retried with back-off at start-up by every service
+//!   ([`jetstream::provision`]), and publishing
 //!   with acks and retries under a stable `Nats-Msg-Id` ([`jetstream::publish_durably`]), and
 //!   consumer lag as gauges ([`jetstream::watch_consumer_lag`]).
 //! - [`source`]: [`source::Source`], a durable consumer read strictly in stream order, in

@@ -1,9 +1,12 @@
 //! Stream provisioning, durable publishing and consumer lag against a real nats-server.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use async_nats::jetstream::kv;
 use async_nats::jetstream::{self, stream};
 use citypulse_harness::NatsServer;
-use citypulse_runtime::jetstream::{ensure_stream, publish_durably, watch_consumer_lag};
+use citypulse_runtime::jetstream::{
+    ensure_bucket, ensure_stream, provision, provision_stream, publish_durably, watch_consumer_lag,
+};
 use citypulse_runtime::shutdown::Shutdown;
 use futures::StreamExt;
 use std::time::Duration;
@@ -17,6 +20,79 @@ fn config(max_age: Duration) -> stream::Config {
         duplicate_window: Duration::from_secs(120),
         ..Default::default()
     }
+}
+
+/// A service starting while nats-server hangs past its request timeout (suspended here, as a busy
+/// cluster placing a replicated stream can be) keeps provisioning its stream and bucket,
+/// and gets both once the server answers, instead of exiting with "timed out".
+#[tokio::test]
+async fn provisioning_outlasts_a_server_that_answers_late() {
+    let server = NatsServer::start();
+    let mut js = jetstream::new(async_nats::connect(server.url()).await.unwrap());
+    // Requests time out after 500 ms instead of 5 s, so a few time out within the test's freeze.
+    js.set_timeout(Duration::from_millis(500));
+    let shutdown = Shutdown::new();
+    server.freeze();
+    let stream = tokio::spawn({
+        let (js, shutdown) = (js.clone(), shutdown.clone());
+        async move { provision_stream(&js, config(Duration::from_secs(3600)), &shutdown).await }
+    });
+    let bucket = tokio::spawn({
+        let (js, shutdown) = (js.clone(), shutdown.clone());
+        async move {
+            let config = kv::Config {
+                bucket: "late".into(),
+                ..Default::default()
+            };
+            provision("bucket late", &shutdown, || {
+                ensure_bucket(&js, config.clone())
+            })
+            .await
+        }
+    });
+    // Every attempt of ensure_stream and ensure_bucket (three reads, three creates) has timed
+    // out by now.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    server.thaw();
+    let stream = stream
+        .await
+        .unwrap()
+        .expect("provisioned")
+        .expect("no shutdown");
+    assert_eq!(stream.cached_info().config.name, "TEST");
+    let bucket = bucket
+        .await
+        .unwrap()
+        .expect("provisioned")
+        .expect("no shutdown");
+    bucket.put("k", "v".into()).await.unwrap();
+    assert_eq!(
+        js.get_stream("TEST")
+            .await
+            .unwrap()
+            .cached_info()
+            .state
+            .messages,
+        0
+    );
+}
+
+/// Provisioning gives up on shutdown, with `None`, however long the server hangs.
+#[tokio::test]
+async fn provisioning_stops_on_shutdown() {
+    let server = NatsServer::start();
+    let js = jetstream::new(async_nats::connect(server.url()).await.unwrap());
+    let shutdown = Shutdown::new();
+    server.freeze();
+    let provisioning = tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move { provision_stream(&js, config(Duration::from_secs(3600)), &shutdown).await }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    shutdown.trigger();
+    let ended = tokio::time::timeout(Duration::from_secs(2), provisioning).await;
+    server.thaw();
+    assert!(ended.expect("ended at once").unwrap().unwrap().is_none());
 }
 
 #[tokio::test]

@@ -48,6 +48,7 @@ use crate::publish::{Mode, PublishFailure, Publisher};
 use crate::truth::TruthWriter;
 use anyhow::Context as _;
 use async_nats::jetstream::stream::Config as StreamConfig;
+use citypulse_runtime::jetstream::provision_stream;
 use citypulse_runtime::shutdown::Shutdown;
 use citypulse_runtime::stream_config::{self, Limits};
 use prometheus::Registry;
@@ -102,9 +103,9 @@ pub async fn run(
         metrics.clone(),
     );
     if mode == Mode::JetStream {
-        citypulse_runtime::jetstream::ensure_stream(publisher.jetstream(), raw_stream_config())
-            .await
-            .context("provisioning the RAW stream")?;
+        let raw = provision_stream(publisher.jetstream(), raw_stream_config(), &shutdown).await?;
+        // `None`: shutdown came first, and the run below ends at once.
+        drop(raw);
     }
     let mut truth = match &config.truth {
         Some(path) => Some(
