@@ -112,18 +112,14 @@ async fn node_configs_form_a_tls_cluster_with_replicated_jetstream() {
             .connect(cluster.client_urls())
             .await
             .expect("TLS connect as admin");
-    let mut js = jetstream::new(admin.clone());
-    // Placing an R3 stream on a busy machine can outlast the default 5 s request timeout.
-    js.set_timeout(Duration::from_secs(30));
-    let mut raw = js
-        .create_stream(stream::Config {
-            name: streams::RAW.into(),
-            subjects: vec![streams::RAW_SUBJECTS.into()],
-            num_replicas: 3,
-            ..Default::default()
-        })
-        .await
-        .expect("an R3 stream on the cluster");
+    let js = jetstream::new(admin.clone());
+    let config = stream::Config {
+        name: streams::RAW.into(),
+        subjects: vec![streams::RAW_SUBJECTS.into()],
+        num_replicas: 3,
+        ..Default::default()
+    };
+    let mut raw = citypulse_harness::create_stream_patiently(&js, config).await;
     let info = raw.info().await.unwrap();
     let cluster_info = info.cluster.clone().expect("cluster info of an R3 stream");
     assert_eq!(cluster_info.replicas.len(), 2, "{cluster_info:?}");

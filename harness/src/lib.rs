@@ -4,7 +4,8 @@
 //! - [`NatsServer`]: one `nats-server` with JetStream, bound to 127.0.0.1, with an HTTP monitoring
 //!   port; [`NatsServer::stop`], [`NatsServer::start_again`] and [`NatsServer::restart`] keep the
 //!   port and the store dir, for outage and crash tests.
-//! - [`NatsCluster`]: three JetStream nodes with routes, ready once a meta leader is elected.
+//! - [`NatsCluster`]: three JetStream nodes with routes, ready once a meta leader is elected;
+//!   [`create_stream_patiently`] for the replicated streams a test creates on it.
 //! - [`Postgres`]: a throwaway PostgreSQL cluster (`initdb` in a temp dir), run as an unprivileged
 //!   user when the tests run as root.
 //! - [`wait_for`]: poll a condition instead of sleeping; [`free_port`] and [`http_get`] for tests
@@ -34,7 +35,9 @@ mod postgres;
 use std::future::Future;
 use std::time::Duration;
 
-pub use nats::{meta_peers_current, nats_server_bin, NatsCluster, NatsServer};
+pub use nats::{
+    create_stream_patiently, meta_peers_current, nats_server_bin, NatsCluster, NatsServer,
+};
 pub use net::{free_port, http_get};
 pub use postgres::Postgres;
 

@@ -598,6 +598,26 @@ impl NatsCluster {
     }
 }
 
+/// Creates `config`'s stream, waiting up to 30 s for the answer instead of `js`'s request timeout
+/// (5 s by default), which placing a replicated stream on a busy two-core machine can outlast
+/// (CI of 00ff208 timed out so). Every other request keeps `js`'s timeout: a publish lost to a
+/// killed node is still given up on, and retried, after 5 s.
+///
+/// # Panics
+/// When the stream cannot be created.
+pub async fn create_stream_patiently(
+    js: &async_nats::jetstream::Context,
+    config: async_nats::jetstream::stream::Config,
+) -> async_nats::jetstream::stream::Stream {
+    let mut patient = js.clone();
+    patient.set_timeout(Duration::from_secs(30));
+    let name = config.name.clone();
+    patient
+        .create_stream(config)
+        .await
+        .unwrap_or_else(|e| panic!("creating stream {name}: {e}"))
+}
+
 /// Whether a `/jsz` body names a meta leader (`"meta_cluster": { ..., "leader": "n1", ... }`).
 fn has_meta_leader(jsz: &str) -> bool {
     let jsz: String = jsz.split_whitespace().collect();

@@ -3,25 +3,21 @@
 use std::time::Duration;
 
 use async_nats::jetstream::{self, stream};
-use citypulse_harness::{wait_for, NatsCluster};
+use citypulse_harness::{create_stream_patiently, wait_for, NatsCluster};
 
 #[tokio::test]
 async fn replicated_stream_survives_the_loss_of_one_node() {
     let mut cluster = NatsCluster::start();
     assert_eq!(cluster.urls().len(), 3);
     let client = async_nats::connect(cluster.urls()).await.unwrap();
-    let mut js = jetstream::new(client);
-    // Placing an R3 stream on a busy machine can outlast the default 5 s request timeout.
-    js.set_timeout(Duration::from_secs(30));
-    let mut created = js
-        .create_stream(stream::Config {
-            name: "READINGS".to_owned(),
-            subjects: vec!["readings.>".to_owned()],
-            num_replicas: 3,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let js = jetstream::new(client);
+    let config = stream::Config {
+        name: "READINGS".to_owned(),
+        subjects: vec!["readings.>".to_owned()],
+        num_replicas: 3,
+        ..Default::default()
+    };
+    let mut created = create_stream_patiently(&js, config).await;
     let info = created.info().await.unwrap();
     let cluster_info = info.cluster.clone().unwrap();
     assert_eq!(cluster_info.replicas.len(), 2, "{cluster_info:?}");

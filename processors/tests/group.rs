@@ -493,20 +493,16 @@ async fn on_a_three_node_cluster_a_killed_node_loses_and_doubles_nothing() {
     // READINGS (ingest's) with 3 replicas; the processors create METRICS and their buckets with
     // --stream-replicas 3.
     let mut cluster = NatsCluster::start();
-    let mut js =
-        async_nats::jetstream::new(async_nats::connect(cluster.node(0).url()).await.unwrap());
-    // Creating a replicated stream on a busy machine can outlast the default 5 s request timeout.
-    js.set_timeout(Duration::from_secs(30));
+    let js = async_nats::jetstream::new(async_nats::connect(cluster.node(0).url()).await.unwrap());
     let r3 = |l: Limits| Limits { replicas: 3, ..l };
-    js.create_stream(stream_config::readings(
+    let readings = stream_config::readings(
         r3(Limits {
             max_bytes: 256 << 20,
             ..Limits::READINGS
         }),
         PARTITIONS,
-    ))
-    .await
-    .unwrap();
+    );
+    citypulse_harness::create_stream_patiently(&js, readings).await;
     let halves: Vec<&[citypulse_schema::Reading]> =
         s.readings.chunks(s.readings.len().div_ceil(2)).collect();
     publish_batches_retrying(&js, halves[0]).await;

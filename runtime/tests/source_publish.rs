@@ -111,7 +111,7 @@ async fn each_ack_is_its_own_message(js: &jetstream::Context, replicas: usize) {
             num_replicas: replicas,
             ..Default::default()
         };
-        streams.push(js.create_stream(config).await.unwrap());
+        streams.push(citypulse_harness::create_stream_patiently(js, config).await);
     }
     let one = |_: usize| 0_usize;
     let alternating = |i: usize| i % 2;
@@ -177,12 +177,7 @@ async fn each_ack_is_its_own_message_across_streams_and_among_duplicates() {
 async fn each_ack_is_its_own_message_in_a_cluster() {
     let cluster = citypulse_harness::NatsCluster::start();
     let client = async_nats::connect(cluster.urls()).await.unwrap();
-    // Three nodes placing and electing a replicated stream's group on a busy two-core machine
-    // (CI runs tests side by side) can take longer than the default 5 s request timeout: CI of
-    // 00ff208 timed out creating TEST here.
-    let mut js = jetstream::new(client);
-    js.set_timeout(Duration::from_secs(30));
-    each_ack_is_its_own_message(&js, 3).await;
+    each_ack_is_its_own_message(&jetstream::new(client), 3).await;
 }
 
 /// A server with the TEST stream, and a core NATS subscriber of its subjects, subscribed before
