@@ -103,9 +103,8 @@ pub async fn run(
         metrics.clone(),
     );
     if mode == Mode::JetStream {
-        let raw = provision_stream(publisher.jetstream(), raw_stream_config(), &shutdown).await?;
-        // `None`: shutdown came first, and the run below ends at once.
-        drop(raw);
+        // `None` (shutdown came first) needs nothing here: the run below ends at once.
+        provision_stream(publisher.jetstream(), raw_stream_config(), &shutdown).await?;
     }
     let mut truth = match &config.truth {
         Some(path) => Some(
