@@ -84,8 +84,9 @@ pub enum Acks {
     PerMessage,
     /// One ack per message, every message stored, but in the order the acks came: the
     /// `duplicate` count is exact, which ack is whose is not known. For a publisher that only
-    /// counts them (the simulator's readings, the processors' results and replays): a window is never sent twice for the sake of its acks, so a
-    /// core subscriber sees each message once unless a publish is lost and retried.
+    /// counts them (the simulator's readings, the processors' results and replays): a window is
+    /// never sent twice for the sake of its acks, so a core subscriber sees each message once
+    /// unless a publish is lost and retried.
     Counted,
 }
 
