@@ -36,8 +36,12 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Format version of the checkpoint.
-const CHECKPOINT_VERSION: u32 = 1;
+/// Format version of the checkpoint written: 2 writes each subject's state as an array of its
+/// fields, where 1 wrote a map keyed by their names (see the evaluator's `form`).
+const CHECKPOINT_VERSION: u32 = 2;
+
+/// The oldest version read: version 1's checkpoints decode as they are.
+const OLDEST_READ: u32 = 1;
 
 #[derive(Serialize)]
 struct CheckpointRef<'a> {
@@ -162,9 +166,10 @@ impl Pipeline {
                         cfg.kv_bucket
                     )
                 })?;
-                if cp.version != CHECKPOINT_VERSION {
+                if !(OLDEST_READ..=CHECKPOINT_VERSION).contains(&cp.version) {
                     anyhow::bail!(
-                        "checkpoint version {} in KV bucket {} is not {CHECKPOINT_VERSION}",
+                        "checkpoint version {} in KV bucket {} is not one this build reads \
+                         ({OLDEST_READ} to {CHECKPOINT_VERSION})",
                         cp.version,
                         cfg.kv_bucket
                     );
@@ -635,6 +640,8 @@ mod tests {
                         sensors: 1,
                         metrics: WindowMetrics::Air(Box::new(AirMetrics {
                             aqi: Some(180 + s),
+                            // Unchanging at stations: their stuck-value runs are state too.
+                            pm25_ugm3: Some(f64::from(s)),
                             ..AirMetrics::default()
                         })),
                     },
@@ -668,9 +675,65 @@ mod tests {
         );
         for bytes in [&compressed, &plain] {
             let c = decode_checkpoint(bytes).unwrap();
-            assert_eq!((c.version, c.stream_seq, c.next_serial), (1, 42, 7));
+            assert_eq!((c.version, c.stream_seq, c.next_serial), (2, 42, 7));
             assert_eq!((&c.evaluator, &c.notifier), (&state, &notifier));
         }
         assert!(decode_checkpoint(&compressed[..compressed.len() - 1]).is_err());
+    }
+
+    /// Written by the build before version 2 (commit 16b025c) from `state()`, uncompressed:
+    /// each subject's state a map keyed by the names of its fields.
+    const VERSION_1: &[u8] = include_bytes!("../tests/fixtures/checkpoint-v1.cbor");
+
+    #[test]
+    fn a_version_1_checkpoint_restores_the_same_state() {
+        let c = decode_checkpoint(VERSION_1).unwrap();
+        assert_eq!((c.version, c.stream_seq, c.next_serial), (1, 42, 7));
+        assert_eq!((&c.evaluator, &c.notifier), (&state(), &Notifier::new()));
+    }
+
+    #[test]
+    fn subjects_are_written_as_arrays_in_fewer_bytes_than_version_1() {
+        let state = state();
+        let cp = CheckpointRef {
+            version: CHECKPOINT_VERSION,
+            stream_seq: 42,
+            evaluator: &state,
+            notifier: &Notifier::new(),
+            outbox: &VecDeque::new(),
+            next_serial: 7,
+        };
+        let mut plain = Vec::new();
+        ciborium::into_writer(&cp, &mut plain).unwrap();
+        let value: ciborium::Value = ciborium::from_reader(&plain[..]).unwrap();
+        let station = value
+            .as_map()
+            .and_then(|m| field(m, "evaluator"))
+            .and_then(|e| field(e.as_map()?, "kinds"))
+            .and_then(|k| field(k.as_map()?, "air"))
+            .and_then(|d| field(d.as_map()?, "d01"))
+            .and_then(|d| field(d.as_map()?, "sensors"))
+            .and_then(|s| s.as_map()?.first().map(|(_, v)| v))
+            .unwrap();
+        // [start, end, step, silent, {group: [last_end, since, run, firing, hold_until]}]
+        let fields = station.as_array().unwrap();
+        assert_eq!(fields.len(), 5, "{station:?}");
+        let group = &fields[4].as_map().unwrap()[0].1;
+        assert_eq!(group.as_array().unwrap().len(), 5, "{group:?}");
+        assert!(
+            plain.len() * 3 < VERSION_1.len() * 2,
+            "{} against {}",
+            plain.len(),
+            VERSION_1.len()
+        );
+    }
+
+    fn field<'a>(
+        map: &'a [(ciborium::Value, ciborium::Value)],
+        key: &str,
+    ) -> Option<&'a ciborium::Value> {
+        map.iter()
+            .find(|(k, _)| k.as_text() == Some(key))
+            .map(|(_, v)| v)
     }
 }

@@ -60,7 +60,9 @@ struct DistrictState {
     sensors: BTreeMap<String, SubjectState>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+// Written as an array of its fields, read in either form: see `form`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(remote = "Self")]
 struct SubjectState {
     /// Last evaluated window.
     start: u64,
@@ -75,7 +77,9 @@ struct SubjectState {
     groups: SmallMap<String, GroupState>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+// Written as an array of its fields, read in either form: see `form`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(remote = "Self")]
 struct GroupState {
     /// `window_end` of the last window with a value for this group (breaks in the run reset
     /// countdowns).
@@ -125,7 +129,9 @@ fn broken_run(last_end: u64, w: &WindowResult, interval: u64) -> bool {
     last_end != 0 && w.window_end.saturating_sub(last_end) > interval.saturating_mul(2)
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+// Written as an array of its fields, read in either form: see `form`.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(remote = "Self")]
 struct Run {
     value: f64,
     start: u64,
@@ -727,6 +733,9 @@ fn resolved_from(
         ..firing
     }
 }
+
+#[path = "evaluator_form.rs"]
+mod form;
 
 #[cfg(test)]
 #[path = "evaluator_tests.rs"]
