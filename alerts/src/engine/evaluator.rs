@@ -91,9 +91,10 @@ struct GroupState {
     /// Stuck groups: the value and since when it has not changed.
     #[serde(default)]
     run: Option<Run>,
-    /// The incident, as its latest firing event.
+    /// The incident, as its latest firing event (boxed: most groups have none, and the state
+    /// holds a group per sensor).
     #[serde(default)]
-    firing: Option<AlertEvent>,
+    firing: Option<Box<AlertEvent>>,
     /// No new incident before this event time (hold-down after a resolution).
     #[serde(default)]
     hold_until: u64,
@@ -215,7 +216,7 @@ impl Evaluator {
                                         f.rule,
                                         s.display()
                                     );
-                                    out.push(resolved_from(f, at, None, summary));
+                                    out.push(resolved_from(*f, at, None, summary));
                                     gs.hold_until = at;
                                 }
                                 keep.is_some()
@@ -350,7 +351,7 @@ impl Evaluator {
                 d.aggregate
                     .iter()
                     .chain(d.sensors.values())
-                    .flat_map(|s| s.groups.values().filter_map(|g| g.firing.as_ref()))
+                    .flat_map(|s| s.groups.values().filter_map(|g| g.firing.as_deref()))
             })
         })
     }
@@ -660,7 +661,7 @@ fn fire(
     let id = format!("{}:{}:{at}", group.name, s.key());
     let e = firing_event(group, &group.levels[level], s, id, at, at, value);
     out.push(e.clone());
-    gs.firing = Some(e);
+    gs.firing = Some(Box::new(e));
 }
 
 /// Escalation or de-escalation: the same incident at another level.
@@ -686,7 +687,7 @@ fn change(
         value,
     );
     out.push(e.clone());
-    gs.firing = Some(e);
+    gs.firing = Some(Box::new(e));
 }
 
 fn resolve(
@@ -710,7 +711,7 @@ fn resolve(
     gs.hold_until = at.saturating_add(level.hold_down_ms);
     gs.since.clear();
     out.push(resolved_from(
-        f,
+        *f,
         at,
         Some((value, group.base().clear())),
         summary,

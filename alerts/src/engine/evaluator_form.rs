@@ -25,7 +25,7 @@ type GroupFields = (
     u64,
     SmallMap<String, u64>,
     Option<Run>,
-    Option<AlertEvent>,
+    Option<Box<AlertEvent>>,
     u64,
 );
 
