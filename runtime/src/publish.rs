@@ -78,7 +78,7 @@ pub async fn publish_all(
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Acks {
     /// Each message's own ack, in the messages' order. A window whose acks cannot be told apart
-    /// by their order (a duplicate among them, two streams; see `shared_round`) is sent again
+    /// by their order (a duplicate among them, two streams; see `Round::shared`) is sent again
     /// with a reply subject per message; a core NATS subscriber of the subjects then sees those
     /// messages twice.
     PerMessage,
@@ -156,10 +156,10 @@ pub async fn publish_in_windows(
 /// This is what a JetStream context's publish does, less its per-message costs: no request
 /// multiplexer entry, ack channel, in-flight permit and timer per message, one subscription and
 /// one deadline per window instead. And first, one reply subject for the whole window
-/// ([`shared_round`]): the server delivers every ack of the window to the same subject, which
+/// ([`Round::shared`]): the server delivers every ack of the window to the same subject, which
 /// costs it less than a new subject per message (about a tenth of its CPU per window result in
 /// the processors' stage, docs/benchmarks.md). Only when those acks cannot be told apart safely
-/// is the window sent again with a reply subject per message ([`indexed_round`]).
+/// is the window sent again with a reply subject per message ([`Round::indexed`]).
 async fn send_window(
     client: &async_nats::Client,
     window: &[Outgoing],
@@ -171,11 +171,17 @@ async fn send_window(
         stored,
     };
     let inbox = client.new_inbox();
-    let Ok(mut replies) = client.subscribe(format!("{inbox}.>")).await else {
+    let Ok(replies) = client.subscribe(format!("{inbox}.>")).await else {
         return unplaced(Vec::new());
     };
-    let shared = shared_round(client, &mut replies, &inbox, window, room, attribution).await;
-    let (first, acks) = match shared {
+    let mut round = Round {
+        client,
+        replies,
+        inbox,
+        window,
+        room,
+    };
+    let (first, acks) = match round.shared(attribution).await {
         Shared::Acked(acks) => {
             return Placed {
                 acks,
@@ -183,10 +189,7 @@ async fn send_window(
             }
         }
         Shared::Failed(first) => (first, None),
-        Shared::Unattributable(first) => {
-            let acks = indexed_round(client, &mut replies, &inbox, window, room).await;
-            (first, Some(acks))
-        }
+        Shared::Unattributable(first) => (first, Some(round.indexed().await)),
     };
     let stored = first
         .into_iter()
@@ -226,113 +229,118 @@ enum Shared {
     Failed(Vec<PublishAck>),
 }
 
-/// Sends the window with the reply subject `<inbox>.all` and takes the acks in the order they
-/// come. A stream stores one connection's messages in the order they arrive and acks each as it
-/// is stored, so that order is the messages' order — for messages stored by one stream, each
-/// newly. A duplicate is answered at once (in a cluster, ahead of earlier messages still being
-/// replicated) and two streams answer independently: a window whose acks include a duplicate,
-/// name two streams or do not rise in sequence (and is not of one message: the alerts' and the
-/// dead letters' windows often are) is [`Shared::Unattributable`], and is sent again
-/// with a reply subject per message — unless the caller only counts its acks ([`Acks::Counted`]):
-/// every message acked is all it needs.
-async fn shared_round(
-    client: &async_nats::Client,
-    replies: &mut async_nats::Subscriber,
-    inbox: &str,
-    window: &[Outgoing],
+/// One window on its way: the connection, the subscription to `<inbox>.>` its acks come to,
+/// and the messages (those larger than `room` bytes are not sent).
+struct Round<'a> {
+    client: &'a async_nats::Client,
+    replies: async_nats::Subscriber,
+    inbox: String,
+    window: &'a [Outgoing],
     room: usize,
-    attribution: Acks,
-) -> Shared {
-    // Built once: a `Subject` is shared, not copied, by each message that names it.
-    let reply = async_nats::Subject::from(format!("{inbox}.all"));
-    let sent = send_each(client, window, room, |_| reply.clone()).await;
-    let deadline = tokio::time::Instant::now() + ACK_TIMEOUT;
-    let mut got = Vec::with_capacity(sent.len());
-    while got.len() < sent.len() {
-        let Ok(Some(answer)) = tokio::time::timeout_at(deadline, replies.next()).await else {
-            return Shared::Failed(got);
-        };
-        match ack_of(&answer) {
-            Ok(ack) => got.push(ack),
-            Err(_) => return Shared::Failed(got),
-        }
-    }
-    let all_new = got.iter().all(|a| !a.duplicate);
-    let one_stream_rising = got
-        .windows(2)
-        .all(|w| w[0].stream == w[1].stream && w[0].sequence < w[1].sequence);
-    // A counting caller needs every message acked, not which ack is whose; the one ack of a
-    // window of one is its message's.
-    let attributed = sent.len() == 1 || (all_new && one_stream_rising);
-    if attribution == Acks::PerMessage && !attributed {
-        return Shared::Unattributable(got);
-    }
-    let mut acks = vec![None; window.len()];
-    for (i, ack) in sent.into_iter().zip(got) {
-        acks[i] = Some(ack);
-    }
-    Shared::Acked(acks)
 }
 
-/// Sends the window with the reply subjects `<inbox>.<index>` and files each ack under its
-/// message.
-async fn indexed_round(
-    client: &async_nats::Client,
-    replies: &mut async_nats::Subscriber,
-    inbox: &str,
-    window: &[Outgoing],
-    room: usize,
-) -> Vec<Option<PublishAck>> {
-    let mut acks = vec![None; window.len()];
-    let mut waiting = send_each(client, window, room, |i| format!("{inbox}.{i}").into())
-        .await
-        .len();
-    let deadline = tokio::time::Instant::now() + ACK_TIMEOUT;
-    let mut answered = vec![false; window.len()];
-    while waiting > 0 {
-        let Ok(Some(reply)) = tokio::time::timeout_at(deadline, replies.next()).await else {
-            break;
-        };
-        let Some(i) = reply_number(&reply.subject)
-            .and_then(|n| usize::try_from(n).ok())
-            .filter(|&i| i < window.len())
-        else {
-            continue;
-        };
-        if std::mem::replace(&mut answered[i], true) {
-            continue;
+impl Round<'_> {
+    /// Sends the window with the reply subject `<inbox>.all` and takes the acks in the order
+    /// they come. A stream stores one connection's messages in the order they arrive and acks
+    /// each as it is stored, so that order is the messages' order — for messages stored by one
+    /// stream, each newly. A duplicate is answered at once (in a cluster, ahead of earlier
+    /// messages still being replicated) and two streams answer independently: a window whose
+    /// acks include a duplicate, name two streams or do not rise in sequence (and is not of one
+    /// message: the alerts' and the dead letters' windows often are) is
+    /// [`Shared::Unattributable`], and is sent again with a reply subject per message — unless
+    /// the caller only counts its acks ([`Acks::Counted`]): every message acked is all it needs.
+    async fn shared(&mut self, attribution: Acks) -> Shared {
+        // Built once: a `Subject` is shared, not copied, by each message that names it.
+        let reply = async_nats::Subject::from(format!("{}.all", self.inbox));
+        let sent = self.send_each(|_| reply.clone()).await;
+        let deadline = tokio::time::Instant::now() + ACK_TIMEOUT;
+        let mut got = Vec::with_capacity(sent.len());
+        while got.len() < sent.len() {
+            let Ok(Some(answer)) = tokio::time::timeout_at(deadline, self.replies.next()).await
+            else {
+                return Shared::Failed(got);
+            };
+            match ack_of(&answer) {
+                Ok(ack) => got.push(ack),
+                Err(_) => return Shared::Failed(got),
+            }
         }
-        waiting -= 1;
-        acks[i] = ack_of(&reply).ok();
+        let all_new = got.iter().all(|a| !a.duplicate);
+        let one_stream_rising = got
+            .windows(2)
+            .all(|w| w[0].stream == w[1].stream && w[0].sequence < w[1].sequence);
+        // A counting caller needs every message acked, not which ack is whose; the one ack of a
+        // window of one is its message's.
+        let attributed = sent.len() == 1 || (all_new && one_stream_rising);
+        if attribution == Acks::PerMessage && !attributed {
+            return Shared::Unattributable(got);
+        }
+        let mut acks = vec![None; self.window.len()];
+        for (i, ack) in sent.into_iter().zip(got) {
+            acks[i] = Some(ack);
+        }
+        Shared::Acked(acks)
     }
-    acks
-}
 
-/// Publishes each message of `window` that fits in `room` bytes with its `Nats-Msg-Id` and the
-/// reply subject `reply(index)`, stopping at the first that cannot be sent; returns the indexes
-/// sent, in order.
-async fn send_each(
-    client: &async_nats::Client,
-    window: &[Outgoing],
-    room: usize,
-    reply: impl Fn(usize) -> async_nats::Subject,
-) -> Vec<usize> {
-    let mut sent = Vec::with_capacity(window.len());
-    for (i, m) in window.iter().enumerate() {
-        if m.payload.len() > room {
-            continue;
+    /// Sends the window with the reply subjects `<inbox>.<index>` and files each ack under its
+    /// message.
+    async fn indexed(&mut self) -> Vec<Option<PublishAck>> {
+        let len = self.window.len();
+        let inbox = self.inbox.clone();
+        let mut acks = vec![None; len];
+        let mut waiting = self
+            .send_each(|i| format!("{inbox}.{i}").into())
+            .await
+            .len();
+        let deadline = tokio::time::Instant::now() + ACK_TIMEOUT;
+        let mut answered = vec![false; len];
+        while waiting > 0 {
+            let Ok(Some(reply)) = tokio::time::timeout_at(deadline, self.replies.next()).await
+            else {
+                break;
+            };
+            let Some(i) = reply_number(&reply.subject)
+                .and_then(|n| usize::try_from(n).ok())
+                .filter(|&i| i < len)
+            else {
+                continue;
+            };
+            if std::mem::replace(&mut answered[i], true) {
+                continue;
+            }
+            waiting -= 1;
+            acks[i] = ack_of(&reply).ok();
         }
-        let mut headers = m.headers.clone();
-        headers.insert(async_nats::header::NATS_MESSAGE_ID, m.msg_id.as_str());
-        let published = client
-            .publish_with_reply_and_headers(m.subject.clone(), reply(i), headers, m.payload.clone())
-            .await;
-        if published.is_err() {
-            break;
-        }
-        sent.push(i);
+        acks
     }
-    sent
+
+    /// Publishes each message of `window` that fits in `room` bytes with its `Nats-Msg-Id` and the
+    /// reply subject `reply(index)`, stopping at the first that cannot be sent; returns the indexes
+    /// sent, in order.
+    async fn send_each(&self, reply: impl Fn(usize) -> async_nats::Subject) -> Vec<usize> {
+        let mut sent = Vec::with_capacity(self.window.len());
+        for (i, m) in self.window.iter().enumerate() {
+            if m.payload.len() > self.room {
+                continue;
+            }
+            let mut headers = m.headers.clone();
+            headers.insert(async_nats::header::NATS_MESSAGE_ID, m.msg_id.as_str());
+            let published = self
+                .client
+                .publish_with_reply_and_headers(
+                    m.subject.clone(),
+                    reply(i),
+                    headers,
+                    m.payload.clone(),
+                )
+                .await;
+            if published.is_err() {
+                break;
+            }
+            sent.push(i);
+        }
+        sent
+    }
 }
 
 /// Bytes kept free for headers below the server's `max_payload` on the fast path.
