@@ -7,7 +7,9 @@
 //! service's CPU in `scripts/bench` (docs/benchmarks.md, *Alerts at 100,000 sensors: the
 //! checkpoint's subjects as arrays*).
 //!
-//! The map form is the derived `Deserialize` of each struct (`#[serde(remote = "Self")]`
+//! An array is read by position and must have exactly the fields this build knows: a field
+//! added later needs a new checkpoint version (a longer or shorter array is refused, never
+//! misread). The map form is the derived `Deserialize` of each struct (`#[serde(remote = "Self")]`
 //! turns it into an inherent function), so its defaults for missing fields stay where the
 //! fields are declared.
 
@@ -15,7 +17,7 @@ use super::{GroupState, Run, SubjectState};
 use citypulse_runtime::small_map::SmallMap;
 use citypulse_schema::AlertEvent;
 use serde::de::value::{MapAccessDeserializer, SeqAccessDeserializer};
-use serde::de::{MapAccess, SeqAccess, Visitor};
+use serde::de::{Error as _, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
 use std::marker::PhantomData;
@@ -141,11 +143,45 @@ impl<'de, T: Fields<'de>> Visitor<'de> for ArrayOrMap<T> {
         f.write_str("an array or a map of the fields")
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<T, A::Error> {
-        T::Array::deserialize(SeqAccessDeserializer::new(seq)).map(Into::into)
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<T, A::Error> {
+        let fields = T::Array::deserialize(SeqAccessDeserializer::new(&mut seq))?;
+        // A longer array is another layout (a later version's): refused, never read as this
+        // one with its last fields taken for whatever follows.
+        if seq.next_element::<IgnoredAny>()?.is_some() {
+            return Err(A::Error::custom(
+                "an array of more fields than this build knows",
+            ));
+        }
+        Ok(fields.into())
     }
 
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
         T::from_map(map)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn read(fields: &impl Serialize) -> Result<(SubjectState, u64), String> {
+        let mut bytes = Vec::new();
+        // Followed by another value, which a misread would take a field for.
+        ciborium::into_writer(&(fields, 77u64), &mut bytes).unwrap();
+        ciborium::from_reader(&bytes[..]).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn an_array_of_other_than_its_fields_is_refused() {
+        let groups = SmallMap::<String, GroupState>::default();
+        let (subject, next) = read(&(1u64, 2u64, 3u64, true, &groups)).unwrap();
+        assert_eq!((subject.start, subject.end, subject.step), (1, 2, 3));
+        assert!(subject.silent);
+        assert_eq!(next, 77);
+        let longer = read(&(1u64, 2u64, 3u64, false, &groups, 9u64));
+        assert!(longer.unwrap_err().contains("more fields"));
+        let shorter = read(&(1u64, 2u64, 3u64));
+        assert!(shorter.unwrap_err().contains("invalid length 3"));
     }
 }
