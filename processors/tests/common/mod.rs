@@ -288,7 +288,9 @@ pub async fn read_metrics(js: &Context) -> Vec<(String, Vec<u8>, WindowResult)> 
     let mut out = Vec::new();
     let mut messages = consumer.messages().await.expect("messages");
     while (out.len() as u64) < total {
-        let msg = tokio::time::timeout(Duration::from_secs(10), messages.next())
+        // Reading back a finished stream: 30 s, as a pull can wait that long on a loaded CI
+        // machine (CI of 591af22 gave up after 10 s while another fault test ran beside it).
+        let msg = tokio::time::timeout(Duration::from_secs(30), messages.next())
             .await
             .expect("METRICS delivers")
             .expect("stream open")
