@@ -12,7 +12,7 @@ use async_nats::jetstream::Context;
 use bytes::Bytes;
 use citypulse_runtime::jetstream::{ensure_bucket, PublishError};
 use citypulse_runtime::publish::{
-    dead_letter, publish_all, publish_in_windows, Acks, Outgoing, Rejected, WINDOW,
+    dead_letter, publish_all, publish_in_windows, Outgoing, Rejected, Windows,
 };
 use citypulse_runtime::shutdown::Shutdown;
 use citypulse_runtime::source::{pull_bytes, SourceConfig};
@@ -306,6 +306,18 @@ impl CheckpointStore {
     }
 }
 
+/// How window results are published: up to 1,024 awaiting their acks at once, never two of one
+/// subject in a window (so a retried result cannot land behind its subject's next one, which
+/// the alerts would drop as old), the acks counted. Against windows of 64, three alternating
+/// pairs of `scripts/bench` put the processors at 2.21–2.47 times the baseline instead of
+/// 1.72–2.07, at 7.2–8.0 µs of nats-server CPU per reading instead of 7.9–10.0
+/// (docs/benchmarks.md, *Window results in windows of up to 1,024*).
+pub const RESULTS_WINDOWS: Windows = Windows {
+    max: 1024,
+    acks: citypulse_runtime::publish::Acks::Counted,
+    subject_once: true,
+};
+
 /// Publishes window results with their `Nats-Msg-Id` through [`publish_in_windows`] (bounded
 /// acks in flight, retried under the same id until acked or shutdown), counting the acks: a
 /// window that meets duplicates (a replay after a crash) is not sent a second time to match acks
@@ -318,7 +330,7 @@ pub async fn publish_results(
 ) -> Result<(), PublishError> {
     let started = Instant::now();
     let on_retry = |r| metrics.publish_retry(r);
-    let acks = publish_in_windows(js, out, WINDOW, Acks::Counted, shutdown, &on_retry).await?;
+    let acks = publish_in_windows(js, out, RESULTS_WINDOWS, shutdown, &on_retry).await?;
     for ack in acks {
         metrics.published(started.elapsed(), ack.duplicate);
     }

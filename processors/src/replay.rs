@@ -57,7 +57,7 @@ use citypulse_runtime::admin::Health;
 use citypulse_runtime::duration;
 use citypulse_runtime::jetstream::ensure_stream;
 use citypulse_runtime::nats::{connect, NatsArgs, NatsMetrics};
-use citypulse_runtime::publish::{publish_in_windows, Acks, Outgoing, WINDOW};
+use citypulse_runtime::publish::{publish_in_windows, Outgoing};
 use citypulse_runtime::shutdown::Shutdown;
 use citypulse_runtime::stream_config;
 use citypulse_schema::{partition_of, streams, WindowResult};
@@ -744,8 +744,7 @@ impl Publisher {
         publish_in_windows(
             &self.js,
             outbox,
-            WINDOW,
-            Acks::Counted,
+            crate::nats::RESULTS_WINDOWS,
             &self.shutdown,
             &|_| {},
         )

@@ -16,9 +16,11 @@
 //!   resumption from a checkpoint or the ack floor.
 //! - [`publish`]: [`publish::publish_all`], a group of messages published with bounded acks in
 //!   flight (a window's acks to one reply subject, not one request each) and retried under
-//!   their `Nats-Msg-Id`; [`publish::publish_in_windows`], the same with the caller's window and
-//!   the acks merely counted where no one needs to know which is whose (the processors' results,
-//!   the simulator's readings); [`publish::dead_letter`], the one dead-letter
+//!   their `Nats-Msg-Id`; [`publish::publish_in_windows`], the same in the caller's
+//!   [`publish::Windows`]: larger, each subject at most once per window (so a retried message
+//!   never lands behind the next one of its subject), and the acks merely counted where no one
+//!   needs to know which is whose (the processors' results, the simulator's readings);
+//!   [`publish::dead_letter`], the one dead-letter
 //!   builder (sanitised headers).
 //! - [`stream_config`]: every JetStream stream's settings ([`stream_config::Limits`] and one builder per
 //!   stream), so the owner of a stream and a service that merely needs it create it alike.

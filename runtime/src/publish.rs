@@ -15,7 +15,8 @@ use futures::StreamExt;
 /// its window landed, so a message can be stored at most this many places behind a newer one of
 /// the same call. Kept small: a district's per-sensor window results must not land minutes of
 /// event time behind its newer ones (the alert evaluator judges silence against the district's
-/// newest window).
+/// newest window). Publishers of data in per-subject order send larger windows that never hold
+/// a subject twice ([`Windows::subject_once`]).
 pub const WINDOW: usize = 64;
 
 /// A dead letter's body is the original payload, cut to this size: large enough for any
@@ -71,7 +72,67 @@ pub async fn publish_all(
     shutdown: &Shutdown,
     on_retry: &(dyn Fn(&'static str) + Sync),
 ) -> Result<Vec<PublishAck>, PublishError> {
-    publish_in_windows(js, messages, WINDOW, Acks::PerMessage, shutdown, on_retry).await
+    publish_in_windows(js, messages, Windows::PER_MESSAGE, shutdown, on_retry).await
+}
+
+/// How [`publish_in_windows`] cuts its messages into windows (publishes sent before their acks
+/// are awaited together), and what it returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Windows {
+    /// Most publishes in a window (at least 1 is sent). A larger window costs the publisher
+    /// fewer round trips and nats-server less CPU per message (docs/benchmarks.md), and lets a
+    /// retried message land up to that many places behind a newer one.
+    pub max: usize,
+    /// Whether each ack is placed with its message.
+    pub acks: Acks,
+    /// A window also ends before a message whose subject it already holds. Then a retried
+    /// message may land behind newer messages of other subjects, never behind a newer one of
+    /// its own: a device's readings and a subject's window results stay in order, whatever
+    /// `max` is, for consumers that drop what is older than the last they saw of a subject.
+    pub subject_once: bool,
+}
+
+impl Windows {
+    /// [`publish_all`]'s: [`WINDOW`], each ack placed with its message, subjects repeated
+    /// freely (ingest's dead letters share `dlq.<reason>`).
+    pub const PER_MESSAGE: Windows = Windows {
+        max: WINDOW,
+        acks: Acks::PerMessage,
+        subject_once: false,
+    };
+
+    /// Up to `max` publishes per window, their acks counted, each subject at most once per
+    /// window: for a stream of data per subject (a device's readings, window results).
+    pub fn counted_in_subject_order(max: usize) -> Windows {
+        Windows {
+            max,
+            acks: Acks::Counted,
+            subject_once: true,
+        }
+    }
+
+    /// `messages` cut into these windows, in order; every message in exactly one.
+    pub fn split(self, messages: &[Outgoing]) -> impl Iterator<Item = &[Outgoing]> {
+        let max = self.max.max(1);
+        let mut rest = messages;
+        let mut seen = std::collections::HashSet::new();
+        std::iter::from_fn(move || {
+            if rest.is_empty() {
+                return None;
+            }
+            let mut len = rest.len().min(max);
+            if self.subject_once {
+                seen.clear();
+                len = rest[..len]
+                    .iter()
+                    .position(|m| !seen.insert(m.subject.as_str()))
+                    .unwrap_or(len);
+            }
+            let (window, tail) = rest.split_at(len);
+            rest = tail;
+            Some(window)
+        })
+    }
 }
 
 /// What [`publish_in_windows`] returns: which ack is whose.
@@ -90,16 +151,14 @@ pub enum Acks {
     Counted,
 }
 
-/// [`publish_all`] with `window` (at least 1) publishes awaiting their acks at once instead of
-/// [`WINDOW`], and the acks matched to their messages or merely counted ([`Acks`]). A larger
-/// window costs fewer round trips per message, and lets a message land up to `window` places
-/// behind a newer one. The simulator publishes a device's readings with its `--max-in-flight`,
-/// counted.
+/// [`publish_all`] in other [`Windows`]: larger ones, their acks merely counted, and each
+/// subject at most once per window ([`Windows::counted_in_subject_order`]). The simulator
+/// publishes a device's readings in windows of its `--max-in-flight`, the processors their
+/// window results in windows of 1,024.
 pub async fn publish_in_windows(
     js: &Context,
     messages: &[Outgoing],
-    window: usize,
-    attribution: Acks,
+    windows: Windows,
     shutdown: &Shutdown,
     on_retry: &(dyn Fn(&'static str) + Sync),
 ) -> Result<Vec<PublishAck>, PublishError> {
@@ -109,13 +168,13 @@ pub async fn publish_in_windows(
     // exactly, and one the server would refuse never reaches it (that would close the
     // connection).
     let room = client.server_info().max_payload.saturating_sub(HEADROOM);
-    for window in messages.chunks(window.max(1)) {
+    for window in windows.split(messages) {
         let placed = tokio::select! {
             biased;
             () = shutdown.cancelled() => {
                 return Err(PublishError::Cancelled { subject: window[0].subject.clone() });
             }
-            placed = send_window(&client, window, room, attribution) => placed,
+            placed = send_window(&client, window, room, windows.acks) => placed,
         };
         let Placed {
             acks: placed,
@@ -447,6 +506,80 @@ pub fn header_text(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn on(subjects: &[&str]) -> Vec<Outgoing> {
+        subjects
+            .iter()
+            .enumerate()
+            .map(|(i, s)| Outgoing::new((*s).to_owned(), i.to_string(), Bytes::new()))
+            .collect()
+    }
+
+    /// The windows as the subjects they hold.
+    fn cut(windows: Windows, subjects: &[&str]) -> Vec<Vec<String>> {
+        let messages = on(subjects);
+        windows
+            .split(&messages)
+            .map(|w| w.iter().map(|m| m.subject.clone()).collect())
+            .collect()
+    }
+
+    #[test]
+    fn subject_once_windows_end_before_a_repeated_subject_and_at_the_maximum() {
+        let w = Windows::counted_in_subject_order(3);
+        assert_eq!(
+            cut(w, &["a", "b", "a", "c", "d", "e", "e"]),
+            [vec!["a", "b"], vec!["a", "c", "d"], vec!["e"], vec!["e"]]
+        );
+        assert_eq!(cut(w, &[]), Vec::<Vec<String>>::new());
+        // At least one message per window, whatever the maximum.
+        let w = Windows::counted_in_subject_order(0);
+        assert_eq!(cut(w, &["a", "a"]), [vec!["a"], vec!["a"]]);
+    }
+
+    #[test]
+    fn per_message_windows_are_cut_at_the_maximum_only() {
+        let subjects = vec!["dlq.bad"; WINDOW * 2 + 1];
+        let sizes: Vec<usize> = cut(Windows::PER_MESSAGE, &subjects)
+            .iter()
+            .map(Vec::len)
+            .collect();
+        assert_eq!(sizes, [WINDOW, WINDOW, 1]);
+    }
+
+    /// Any sequence of subjects: the windows hold every message once, in order, none above the
+    /// maximum, none with a subject twice, and each ends only where it must.
+    #[test]
+    fn subject_once_windows_keep_every_message_in_order() {
+        let mut x = 0x2545_f491_4f6c_dd1d_u64;
+        for round in 0..200 {
+            let len = round % 40;
+            let names: Vec<String> = (0..len)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    format!("s{}", x % 6)
+                })
+                .collect();
+            let subjects: Vec<&str> = names.iter().map(String::as_str).collect();
+            let max = 1 + round % 7;
+            let windows = cut(Windows::counted_in_subject_order(max), &subjects);
+            assert_eq!(windows.concat(), subjects, "every message once, in order");
+            for (i, w) in windows.iter().enumerate() {
+                assert!(!w.is_empty() && w.len() <= max);
+                let distinct: std::collections::HashSet<_> = w.iter().collect();
+                assert_eq!(distinct.len(), w.len(), "a subject twice in {w:?}");
+                // Cut only at the maximum or before a subject the window already holds.
+                if let Some(next) = windows.get(i + 1) {
+                    assert!(
+                        w.len() == max || w.contains(&next[0]),
+                        "{w:?} then {next:?}"
+                    );
+                }
+            }
+        }
+    }
 
     #[test]
     fn header_text_is_one_safe_line() {

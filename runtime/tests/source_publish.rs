@@ -3,7 +3,7 @@
 
 use async_nats::jetstream::{self, context::ContextBuilder, stream};
 use citypulse_harness::NatsServer;
-use citypulse_runtime::publish::{publish_all, publish_in_windows, Acks, Outgoing};
+use citypulse_runtime::publish::{publish_all, publish_in_windows, Acks, Outgoing, Windows};
 use citypulse_runtime::shutdown::Shutdown;
 use citypulse_runtime::source::{ack_floor, pull_bytes, Source, SourceConfig, SourceEvent};
 use futures::StreamExt;
@@ -217,10 +217,15 @@ async fn counted_acks_send_each_message_once_among_duplicates() {
     let out = messages("c", 300);
     let earlier: Vec<Outgoing> = out.iter().step_by(3).cloned().collect();
     let shutdown = Shutdown::new();
-    let first = publish_in_windows(&js, &earlier, 64, Acks::Counted, &shutdown, &|_| {})
+    let counted = Windows {
+        max: 64,
+        acks: Acks::Counted,
+        subject_once: false,
+    };
+    let first = publish_in_windows(&js, &earlier, counted, &shutdown, &|_| {})
         .await
         .unwrap();
-    let acks = publish_in_windows(&js, &out, 64, Acks::Counted, &shutdown, &|_| {})
+    let acks = publish_in_windows(&js, &out, counted, &shutdown, &|_| {})
         .await
         .unwrap();
     assert_eq!(first.len(), 100);
@@ -252,6 +257,39 @@ async fn a_lone_message_published_again_is_sent_once() {
     assert_eq!(count(&mut s).await, 1);
     let deliveries = deliveries(&mut seen).await;
     assert_eq!(deliveries, 2, "each of the two publishes on the wire once");
+}
+
+/// The fast path leaves a message too close to `max_payload` to the JetStream context, after
+/// the rest of its window landed: with each subject at most once per window, that message is
+/// still stored before the next one of its own subject (a device's next reading, a subject's
+/// next window result), which the alerts would otherwise drop as older than the last they saw.
+/// Other subjects' messages of its window may be stored ahead of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_left_to_the_careful_path_lands_before_the_next_of_its_subject() {
+    let server = NatsServer::start();
+    let client = async_nats::connect(server.url()).await.unwrap();
+    let max_payload = client.server_info().max_payload;
+    let js = jetstream::new(client);
+    let mut s = test_stream(&js).await;
+    let big = vec![b'x'; max_payload - 4096];
+    let out = vec![
+        Outgoing::new("test.a".into(), "a:1".into(), big.into()),
+        Outgoing::new("test.b".into(), "b:1".into(), "b1".into()),
+        Outgoing::new("test.a".into(), "a:2".into(), "a2".into()),
+    ];
+    let windows = Windows::counted_in_subject_order(64);
+    let acks = publish_in_windows(&js, &out, windows, &Shutdown::new(), &|_| {})
+        .await
+        .unwrap();
+    assert_eq!(acks.len(), 3);
+    assert_eq!(count(&mut s).await, 3);
+    let mut order = Vec::new();
+    for seq in 1..=3 {
+        let m = s.get_raw_message(seq).await.unwrap();
+        let id = m.headers.get("Nats-Msg-Id").unwrap().as_str().to_owned();
+        order.push(id);
+    }
+    assert_eq!(order, ["b:1", "a:1", "a:2"], "stored in this order");
 }
 
 fn source_config() -> SourceConfig {

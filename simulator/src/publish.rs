@@ -3,13 +3,14 @@
 //! JetStream mode (default): a step's messages go through the runtime's publisher
 //! ([`citypulse_runtime::publish::publish_in_windows`]), `max_in_flight` at a time, each with
 //! `Nats-Msg-Id` set to the reading's natural key. A window is sent at once and its acks are
-//! collected on one reply subscription and counted ([`Acks::Counted`]: a window is put on the
-//! wire once, duplicates among it or not, so a core NATS subscriber of `sensors.>` sees each
-//! reading once); a message not acknowledged is published again under the same id with capped
-//! back-off until it is, so the server stores it exactly once: a message counted as acked is
-//! stored. The next window goes out only once this one is acked, so a
-//! reading lands in RAW at most `max_in_flight` messages out of order, whatever the broker does
-//! (a device retries its oldest reading first).
+//! collected on one reply subscription and counted ([`Windows::counted_in_subject_order`]: a
+//! window is put on the wire once, duplicates among it or not, so a core NATS subscriber of
+//! `sensors.>` sees each reading once); a message not acknowledged is published again under the
+//! same id with capped back-off until it is, so the server stores it exactly once: a message
+//! counted as acked is stored. The next window goes out only once this one is acked, and a
+//! window holds at most one reading per sensor, so a reading lands in RAW at most
+//! `max_in_flight` messages out of order and never behind its own sensor's next one, whatever
+//! the broker does (a device retries its oldest reading first).
 //!
 //! Core mode publishes with plain core NATS (fire and forget, like an MQTT QoS 0 device), still
 //! setting `Nats-Msg-Id` so a stream capturing the subjects deduplicates.
@@ -18,7 +19,7 @@ use crate::engine::Outgoing;
 use crate::metrics::SimMetrics;
 use async_nats::jetstream::context::ContextBuilder;
 use async_nats::HeaderMap;
-use citypulse_runtime::publish::{self, publish_in_windows, Acks};
+use citypulse_runtime::publish::{self, publish_in_windows, Windows};
 use citypulse_runtime::shutdown::Shutdown;
 use std::time::Duration;
 
@@ -135,8 +136,7 @@ impl Publisher {
         let acked = publish_in_windows(
             &self.js,
             messages,
-            self.max_in_flight,
-            Acks::Counted,
+            Windows::counted_in_subject_order(self.max_in_flight),
             &never,
             &on_retry,
         );
