@@ -31,6 +31,13 @@ const ACK_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// First pause before reopening a consumer that has handed out nothing since it was opened.
 const FIRST_REOPEN_PAUSE: Duration = Duration::from_millis(50);
+/// How long the source waits for the next message while the server said it had more for the
+/// consumer, before it reopens the consumer. The client can be left with no pull request at the
+/// server while it believes one is outstanding (then the server sends neither messages nor
+/// heartbeats); without this, the missed heartbeats notice it after twice the heartbeat (10 s).
+/// `scripts/bench` at 100,000 sensors showed such a 10 s stop of one or two processors
+/// partitions in several runs (docs/benchmarks.md, *A stalled pull, reopened after 2 s*).
+pub const STALL: Duration = Duration::from_secs(2);
 
 /// What the source reports to its service's metrics (bounded labels via [`SourceEvent::label`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -168,6 +175,9 @@ pub struct Source {
     /// caller that races `next_batch` against a faster timer (cancelling it) does not restart
     /// the pause forever.
     reopen_at: Option<tokio::time::Instant>,
+    /// When waiting for the next message counts as a stall ([`STALL`] after the wait began);
+    /// kept across calls a faster timer of the caller cancels, cleared by a message.
+    stalled_at: Option<tokio::time::Instant>,
 }
 
 impl Source {
@@ -183,6 +193,7 @@ impl Source {
             pending: u64::MAX,
             fruitless_opens: 0,
             reopen_at: None,
+            stalled_at: None,
         }
     }
 
@@ -209,10 +220,25 @@ impl Source {
             let Some(messages) = self.messages.as_mut() else {
                 continue;
             };
+            // The server said it had more after the last message handed out: waiting for it
+            // longer than STALL (in all, across calls a faster timer of the caller cancels)
+            // means the pull is not being served.
+            let more = self.pending > 0 && self.pending != u64::MAX;
+            let stalled_at = *self
+                .stalled_at
+                .get_or_insert_with(|| tokio::time::Instant::now() + STALL);
             let next = tokio::select! {
                 biased;
                 () = shutdown.cancelled() => return false,
                 next = messages.next() => next,
+                () = tokio::time::sleep_until(stalled_at), if more => {
+                    (self.observer)(SourceEvent::PullError("stalled"));
+                    tracing::warn!(consumer = %self.config.durable, pending = self.pending,
+                        "no message for {STALL:?} while the server had more; reopening the consumer after the last message handed out");
+                    self.messages = None;
+                    self.stalled_at = None;
+                    continue;
+                }
             };
             if !self.take(next, out) {
                 continue;
@@ -287,6 +313,7 @@ impl Source {
         self.after = seq;
         self.pending = pending;
         self.fruitless_opens = 0;
+        self.stalled_at = None;
         let (message, acker) = msg.split();
         out.push(Delivery {
             seq,
@@ -359,6 +386,7 @@ impl Source {
     /// tried once; if it fails, the next pull recreates it anyway.
     pub async fn rewind(&mut self, after: u64) {
         self.messages = None;
+        self.stalled_at = None;
         self.after = after;
         self.pending = u64::MAX;
         self.fruitless_opens = 0;

@@ -5,7 +5,7 @@ use async_nats::jetstream::{self, context::ContextBuilder, stream};
 use citypulse_harness::NatsServer;
 use citypulse_runtime::publish::{publish_all, publish_in_windows, Acks, Outgoing, Windows};
 use citypulse_runtime::shutdown::Shutdown;
-use citypulse_runtime::source::{ack_floor, pull_bytes, Source, SourceConfig, SourceEvent};
+use citypulse_runtime::source::{ack_floor, pull_bytes, Source, SourceConfig, SourceEvent, STALL};
 use futures::StreamExt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -303,6 +303,62 @@ fn source_config() -> SourceConfig {
         max_bytes: 0,
         heartbeat: Duration::from_secs(5),
     }
+}
+
+/// A pull the server does not serve while it holds messages for the consumer (here: the
+/// consumer's `max_ack_pending` reached; in the wild, a client left with no pull request at the
+/// server) is given up after `STALL` and the consumer reopened after the last message handed
+/// out: the reader goes on in order instead of waiting for the missed heartbeats, which never
+/// come while the server answers the pull with heartbeats. The wait counts in all, across the
+/// calls a caller's faster timer cancels (the processors tick every second).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pull_the_server_does_not_serve_while_it_has_more_is_reopened() {
+    let server = NatsServer::start();
+    let client = async_nats::connect(server.url()).await.unwrap();
+    let js = jetstream::new(client);
+    let stream = test_stream(&js).await;
+    publish_all(&js, &messages("s", 20), &Shutdown::new(), &|_| {})
+        .await
+        .unwrap();
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::clone(&events);
+    let observer = Arc::new(move |e: SourceEvent| seen.lock().unwrap().push(e));
+    let config = SourceConfig {
+        max_ack_pending: 5,
+        ..source_config()
+    };
+    let mut reader = Source::new(stream, config, 0, observer);
+    let shutdown = Shutdown::new();
+    let mut got = Vec::new();
+    while got.len() < 5 {
+        assert!(reader.next_batch(&mut got, &shutdown).await);
+    }
+    assert_eq!(got.len(), 5, "the server stops at max_ack_pending");
+    assert!(!reader.caught_up(), "the server said it had more");
+    // As the services call it: raced against a timer faster than STALL, which cancels it.
+    let started = std::time::Instant::now();
+    while got.len() == 5 {
+        assert!(
+            started.elapsed() < STALL * 5,
+            "the stalled pull is given up and the consumer reopened"
+        );
+        tokio::select! {
+            more = reader.next_batch(&mut got, &shutdown) => assert!(more),
+            () = tokio::time::sleep(STALL / 4) => {}
+        }
+    }
+    assert!(started.elapsed() >= STALL, "not before {STALL:?}");
+    let seqs: Vec<u64> = got.iter().map(|d| d.seq).collect();
+    assert_eq!(
+        seqs,
+        (1..=seqs.len() as u64).collect::<Vec<_>>(),
+        "in order"
+    );
+    assert!(seqs.len() > 5);
+    assert!(events
+        .lock()
+        .unwrap()
+        .contains(&SourceEvent::PullError("stalled")));
 }
 
 /// A reader that dies with messages handed out but not acked: the next one resumes right after
