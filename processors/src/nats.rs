@@ -12,7 +12,7 @@ use async_nats::jetstream::Context;
 use bytes::Bytes;
 use citypulse_runtime::jetstream::{ensure_bucket, PublishError};
 use citypulse_runtime::publish::{
-    dead_letter, publish_all, publish_in_windows, Outgoing, Rejected, Windows,
+    dead_letter, publish_all, publish_in_windows, Outgoing, Rejected, Windows, WINDOW,
 };
 use citypulse_runtime::shutdown::Shutdown;
 use citypulse_runtime::source::{pull_bytes, SourceConfig};
@@ -306,14 +306,16 @@ impl CheckpointStore {
     }
 }
 
-/// How window results are published: up to 1,024 awaiting their acks at once, never two of one
-/// subject in a window (so a retried result cannot land behind its subject's next one, which
-/// the alerts would drop as old), the acks counted. Against windows of 64, three alternating
-/// pairs of `scripts/bench` put the processors at 2.21–2.47 times the baseline instead of
-/// 1.72–2.07, at 7.2–8.0 µs of nats-server CPU per reading instead of 7.9–10.0
-/// (docs/benchmarks.md, *Window results in windows of up to 1,024*).
+/// How window results are published: up to [`WINDOW`] (64) awaiting their acks at once, never
+/// two of one subject in a window (so a retried result cannot land behind its subject's next
+/// one, which the alerts would drop as old), the acks counted. Windows of 512 made the
+/// processors' stage 5–18 % faster, but a retried result could then land up to 512 results
+/// behind other sensors' newer ones, which at a small city spans several windows of its
+/// district: the reordering that once fired spurious offline alerts (docs/operations.md,
+/// *Delivery guarantees, in one place*). Larger windows need cutting at window boundaries first
+/// (docs/benchmarks.md, *Window results in larger windows: measured, not shipped*).
 pub const RESULTS_WINDOWS: Windows = Windows {
-    max: 1024,
+    max: WINDOW,
     acks: citypulse_runtime::publish::Acks::Counted,
     subject_once: true,
 };

@@ -154,7 +154,7 @@ pub enum Acks {
 /// [`publish_all`] in other [`Windows`]: larger ones, their acks merely counted, and each
 /// subject at most once per window ([`Windows::counted_in_subject_order`]). The simulator
 /// publishes a device's readings in windows of its `--max-in-flight`, the processors their
-/// window results in windows of 1,024.
+/// window results in windows of 64.
 pub async fn publish_in_windows(
     js: &Context,
     messages: &[Outgoing],
