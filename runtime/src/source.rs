@@ -360,6 +360,8 @@ impl Source {
             match result {
                 Ok(messages) => {
                     self.messages = Some(messages);
+                    // The stall clock starts with the new pull, not with the one given up.
+                    self.stalled_at = None;
                     self.next_delivery = 1;
                     self.fruitless_opens = self.fruitless_opens.saturating_add(1);
                     self.reopen_at = None;
