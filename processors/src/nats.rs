@@ -309,7 +309,7 @@ impl CheckpointStore {
 /// How window results are published: up to [`WINDOW`] (64) awaiting their acks at once, never
 /// two of one subject in a window (so a retried result cannot land behind its subject's next
 /// one, which the alerts would drop as old), the acks counted. Windows of 512 made the
-/// processors' stage 5–18 % faster, but a retried result could then land up to 512 results
+/// processors' stage 6–21 % faster, but a retried result could then land up to 512 results
 /// behind other sensors' newer ones, which at a small city spans several windows of its
 /// district: the reordering that once fired spurious offline alerts (docs/operations.md,
 /// *Delivery guarantees, in one place*). Larger windows need cutting at window boundaries first
