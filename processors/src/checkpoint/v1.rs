@@ -18,7 +18,7 @@
 //! Everything else (window shape, watermark, panes' traffic samples, duplicate guards, learned
 //! free-flow speeds, the outbox of results already encoded) is carried over unchanged.
 //!
-//! The layout is described once by [`State`], generic over what an open hour records per
+//! The layout is described once by `State`, generic over what an open hour records per
 //! pollutant: `State<u8>` is format 1, `State<Coverage>` is format 2, which deserializes into
 //! [`StateData`]. The structs refuse unknown fields, so a checkpoint holding anything this
 //! description does not know is refused rather than silently thinned.

@@ -74,7 +74,7 @@ impl Fixed {
     ///
     /// Fast path: when `round(x × 10⁹) / 10⁹` reads back as `x`, that nine-digit decimal is the
     /// shortest one (a shorter decimal would be on the same grid and, the grid being coarser than
-    /// the `f64` spacing below [`FAST_PATH_LIMIT`], the same number). Otherwise the shortest
+    /// the `f64` spacing below `FAST_PATH_LIMIT` (2²⁰), the same number). Otherwise the shortest
     /// decimal has more than nine fractional digits, or `x` is large: it is printed and parsed.
     pub fn from_f64(x: f64) -> Option<Fixed> {
         if !x.is_finite() || x.abs() > MAX_UNITS {
