@@ -27,7 +27,6 @@ use crate::recent::{Admission, Districts, Gap, GapLog, Recent, Series};
 use crate::validate::Validator;
 use async_nats::jetstream::publish::PublishAck;
 use async_nats::jetstream::{self, stream};
-use async_nats::HeaderMap;
 use bytes::Bytes;
 use citypulse_runtime::group::Lease;
 use citypulse_runtime::jetstream::PublishError;
@@ -171,14 +170,14 @@ impl Group {
         let first = self.readings.iter().find(|(seq, _)| *seq > after)?.0;
         let whole = self.readings.last().is_some_and(|(seq, _)| *seq == through);
         let through = if whole { last } else { through };
-        let mut headers = HeaderMap::new();
-        headers.insert(HEADER_RAW_LAST, through.to_string().as_str());
-        let message = Outgoing {
-            subject: batch::batch_subject(&self.district),
-            msg_id: format!("batch:{}:{first}", self.partition),
-            headers,
-            payload: Bytes::from(batch::encode_batch(&chunk)),
-        };
+        let mut message = Outgoing::new(
+            batch::batch_subject(&self.district),
+            format!("batch:{}:{first}", self.partition),
+            Bytes::from(batch::encode_batch(&chunk)),
+        );
+        message
+            .headers
+            .insert(HEADER_RAW_LAST, through.to_string().as_str());
         Some((message, through))
     }
 }

@@ -19,7 +19,9 @@
 //!   their `Nats-Msg-Id`; [`publish::publish_in_windows`], the same in the caller's
 //!   [`publish::Windows`]: larger, each subject at most once per window (so a retried message
 //!   never lands behind the next one of its subject), and the acks merely counted where no one
-//!   needs to know which is whose (the processors' results, the simulator's readings);
+//!   needs to know which is whose (the processors' results, the simulator's readings); in both,
+//!   a window never holds two epochs ([`publish::Outgoing::epoch`]: the processors' window
+//!   ends), so every message of one epoch is stored before any of the next;
 //!   [`publish::dead_letter`], the one dead-letter
 //!   builder (sanitised headers).
 //! - [`stream_config`]: every JetStream stream's settings ([`stream_config::Limits`] and one builder per

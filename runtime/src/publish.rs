@@ -13,10 +13,8 @@ use futures::StreamExt;
 /// [`publish_all`]'s window: publishes sent before their acks are awaited together. Also the
 /// bound on reordering: a publish lost with a dropped connection is retried after the rest of
 /// its window landed, so a message can be stored at most this many places behind a newer one of
-/// the same call. Kept small: a district's per-sensor window results must not land minutes of
-/// event time behind its newer ones (the alert evaluator judges silence against the district's
-/// newest window). Publishers of data in per-subject order send larger windows that never hold
-/// a subject twice ([`Windows::subject_once`]).
+/// the same call. Publishers of ordered data send larger windows that never hold a subject twice
+/// ([`Windows::subject_once`]) nor two epochs ([`Outgoing::epoch`]).
 pub const WINDOW: usize = 64;
 
 /// A dead letter's body is the original payload, cut to this size: large enough for any
@@ -41,17 +39,31 @@ pub struct Outgoing {
     pub headers: HeaderMap,
     /// The body.
     pub payload: Bytes,
+    /// The publisher's order among its messages (0 unless set): a window never holds two epochs,
+    /// so every message of one is stored before any message after it of another, retries
+    /// included. The processors give a window result its `window_end`: a retried result can land
+    /// behind others of its window end, never behind a newer window of its district, which the
+    /// alerts' offline and silence checks would judge it against.
+    pub epoch: u64,
 }
 
 impl Outgoing {
-    /// A message with no headers but its id.
+    /// A message with no headers but its id, in epoch 0.
     pub fn new(subject: String, msg_id: String, payload: Bytes) -> Outgoing {
         Outgoing {
             subject,
             msg_id,
             headers: HeaderMap::new(),
             payload,
+            epoch: 0,
         }
+    }
+
+    /// The message in `epoch` ([`Outgoing::epoch`]).
+    #[must_use]
+    pub fn in_epoch(mut self, epoch: u64) -> Outgoing {
+        self.epoch = epoch;
+        self
     }
 }
 
@@ -111,16 +123,20 @@ impl Windows {
         }
     }
 
-    /// `messages` cut into these windows, in order; every message in exactly one.
+    /// `messages` cut into these windows, in order; every message in exactly one. A window also
+    /// ends before a message of another epoch than its first ([`Outgoing::epoch`]), whatever
+    /// the windows.
     pub fn split(self, messages: &[Outgoing]) -> impl Iterator<Item = &[Outgoing]> {
         let max = self.max.max(1);
         let mut rest = messages;
         let mut seen = std::collections::HashSet::new();
         std::iter::from_fn(move || {
-            if rest.is_empty() {
-                return None;
-            }
+            let epoch = rest.first()?.epoch;
             let mut len = rest.len().min(max);
+            len = rest[..len]
+                .iter()
+                .position(|m| m.epoch != epoch)
+                .unwrap_or(len);
             if self.subject_once {
                 seen.clear();
                 len = rest[..len]
@@ -154,7 +170,7 @@ pub enum Acks {
 /// [`publish_all`] in other [`Windows`]: larger ones, their acks merely counted, and each
 /// subject at most once per window ([`Windows::counted_in_subject_order`]). The simulator
 /// publishes a device's readings in windows of its `--max-in-flight`, the processors their
-/// window results in windows of 64.
+/// window results in windows of 512, one window end at a time ([`Outgoing::epoch`]).
 pub async fn publish_in_windows(
     js: &Context,
     messages: &[Outgoing],
@@ -486,6 +502,7 @@ pub fn dead_letter(why: Rejected<'_>, msg_id: String, payload: &Bytes) -> Outgoi
         msg_id,
         headers: h,
         payload: body,
+        epoch: 0,
     }
 }
 
@@ -547,33 +564,68 @@ mod tests {
         assert_eq!(sizes, [WINDOW, WINDOW, 1]);
     }
 
-    /// Any sequence of subjects: the windows hold every message once, in order, none above the
-    /// maximum, none with a subject twice, and each ends only where it must.
+    #[test]
+    fn windows_never_hold_two_epochs() {
+        let mut messages = on(&["a", "b", "c", "d", "e"]);
+        for (m, epoch) in messages.iter_mut().zip([7, 7, 8, 7, 7]) {
+            m.epoch = epoch;
+        }
+        let sizes = |w: Windows| w.split(&messages).map(<[_]>::len).collect::<Vec<_>>();
+        assert_eq!(sizes(Windows::counted_in_subject_order(64)), [2, 1, 2]);
+        assert_eq!(sizes(Windows::PER_MESSAGE), [2, 1, 2]);
+        assert_eq!(Outgoing::new("s".into(), "i".into(), Bytes::new()).epoch, 0);
+        let m = Outgoing::new("s".into(), "i".into(), Bytes::new()).in_epoch(9);
+        assert_eq!(m.epoch, 9);
+    }
+
+    /// Any sequence of subjects and epochs: the windows hold every message once, in order, none
+    /// above the maximum, none with a subject twice or two epochs, and each ends only where it
+    /// must.
     #[test]
     fn subject_once_windows_keep_every_message_in_order() {
         let mut x = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
         for round in 0..200 {
             let len = round % 40;
-            let names: Vec<String> = (0..len)
-                .map(|_| {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    format!("s{}", x % 6)
+            let mut epoch = 0;
+            let mut messages: Vec<Outgoing> = (0..len)
+                .map(|i| {
+                    let subject = format!("s{}", next() % 6);
+                    epoch += u64::from(next() % 5 == 0);
+                    Outgoing::new(subject, i.to_string(), Bytes::new()).in_epoch(epoch)
                 })
                 .collect();
-            let subjects: Vec<&str> = names.iter().map(String::as_str).collect();
+            if round % 2 == 0 {
+                // Epochs need not rise: a window ends at every change.
+                messages.iter_mut().for_each(|m| m.epoch %= 2);
+            }
             let max = 1 + round % 7;
-            let windows = cut(Windows::counted_in_subject_order(max), &subjects);
-            assert_eq!(windows.concat(), subjects, "every message once, in order");
+            let windows: Vec<&[Outgoing]> = Windows::counted_in_subject_order(max)
+                .split(&messages)
+                .collect();
+            let ids = |w: &[Outgoing]| w.iter().map(|m| m.msg_id.clone()).collect::<Vec<_>>();
+            let all: Vec<String> = windows.iter().flat_map(|w| ids(w)).collect();
+            assert_eq!(all, ids(&messages), "every message once, in order");
             for (i, w) in windows.iter().enumerate() {
                 assert!(!w.is_empty() && w.len() <= max);
-                let distinct: std::collections::HashSet<_> = w.iter().collect();
-                assert_eq!(distinct.len(), w.len(), "a subject twice in {w:?}");
-                // Cut only at the maximum or before a subject the window already holds.
+                let subjects: std::collections::HashSet<_> = w.iter().map(|m| &m.subject).collect();
+                assert_eq!(subjects.len(), w.len(), "a subject twice in {w:?}");
+                assert!(
+                    w.iter().all(|m| m.epoch == w[0].epoch),
+                    "two epochs in {w:?}"
+                );
+                // Cut only at the maximum, before a subject the window holds, or a new epoch.
                 if let Some(next) = windows.get(i + 1) {
+                    let first = &next[0];
                     assert!(
-                        w.len() == max || w.contains(&next[0]),
+                        w.len() == max
+                            || w.iter().any(|m| m.subject == first.subject)
+                            || first.epoch != w[0].epoch,
                         "{w:?} then {next:?}"
                     );
                 }

@@ -259,37 +259,70 @@ async fn a_lone_message_published_again_is_sent_once() {
     assert_eq!(deliveries, 2, "each of the two publishes on the wire once");
 }
 
-/// The fast path leaves a message too close to `max_payload` to the JetStream context, after
-/// the rest of its window landed: with each subject at most once per window, that message is
-/// still stored before the next one of its own subject (a device's next reading, a subject's
-/// next window result), which the alerts would otherwise drop as older than the last they saw.
-/// Other subjects' messages of its window may be stored ahead of it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_message_left_to_the_careful_path_lands_before_the_next_of_its_subject() {
+/// Publishes `(subject, id, epoch)`s in windows that never hold a subject twice, the first
+/// message too close to `max_payload` for the fast path (left to the JetStream context, after
+/// the rest of its window landed), and returns the ids in the order the stream stored them.
+async fn stored_order_with_a_careful_first(out: &[(&str, &str, u64)]) -> Vec<String> {
     let server = NatsServer::start();
     let client = async_nats::connect(server.url()).await.unwrap();
-    let max_payload = client.server_info().max_payload;
+    let big = vec![b'x'; client.server_info().max_payload - 4096];
     let js = jetstream::new(client);
     let mut s = test_stream(&js).await;
-    let big = vec![b'x'; max_payload - 4096];
-    let out = vec![
-        Outgoing::new("test.a".into(), "a:1".into(), big.into()),
-        Outgoing::new("test.b".into(), "b:1".into(), "b1".into()),
-        Outgoing::new("test.a".into(), "a:2".into(), "a2".into()),
-    ];
+    let out: Vec<Outgoing> = out
+        .iter()
+        .enumerate()
+        .map(|(i, (subject, id, epoch))| {
+            let body = if i == 0 {
+                big.clone()
+            } else {
+                id.as_bytes().to_vec()
+            };
+            Outgoing::new((*subject).into(), (*id).into(), body.into()).in_epoch(*epoch)
+        })
+        .collect();
     let windows = Windows::counted_in_subject_order(64);
     let acks = publish_in_windows(&js, &out, windows, &Shutdown::new(), &|_| {})
         .await
         .unwrap();
-    assert_eq!(acks.len(), 3);
-    assert_eq!(count(&mut s).await, 3);
+    assert_eq!(acks.len(), out.len());
+    assert_eq!(count(&mut s).await, out.len() as u64);
     let mut order = Vec::new();
-    for seq in 1..=3 {
+    for seq in 1..=out.len() as u64 {
         let m = s.get_raw_message(seq).await.unwrap();
         let id = m.headers.get("Nats-Msg-Id").unwrap().as_str().to_owned();
         order.push(id);
     }
+    order
+}
+
+/// With each subject at most once per window, a message left to the careful path is still
+/// stored before the next one of its own subject (a device's next reading, a subject's next
+/// window result), which the alerts would otherwise drop as older than the last they saw.
+/// Other subjects' messages of its window may be stored ahead of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_left_to_the_careful_path_lands_before_the_next_of_its_subject() {
+    let out = [
+        ("test.a", "a:1", 0),
+        ("test.b", "b:1", 0),
+        ("test.a", "a:2", 0),
+    ];
+    let order = stored_order_with_a_careful_first(&out).await;
     assert_eq!(order, ["b:1", "a:1", "a:2"], "stored in this order");
+}
+
+/// Across epochs: a message left to the careful path lands before every message of the next
+/// epoch of its call (the processors' next window end), not merely before its subject's next
+/// one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_left_to_the_careful_path_lands_before_the_next_epoch() {
+    let out = [
+        ("test.a", "a:1", 1),
+        ("test.b", "b:1", 1),
+        ("test.c", "c:2", 2),
+        ("test.d", "d:2", 2),
+    ];
+    let order = stored_order_with_a_careful_first(&out).await;
+    assert_eq!(order, ["b:1", "a:1", "c:2", "d:2"], "stored in this order");
 }
 
 fn source_config() -> SourceConfig {
