@@ -12,7 +12,7 @@ use async_nats::jetstream::Context;
 use bytes::Bytes;
 use citypulse_runtime::jetstream::{ensure_bucket, PublishError};
 use citypulse_runtime::publish::{
-    dead_letter, publish_all, publish_in_windows, Outgoing, Rejected, Windows, WINDOW,
+    dead_letter, publish_all, publish_in_windows, Outgoing, Rejected, Windows,
 };
 use citypulse_runtime::shutdown::Shutdown;
 use citypulse_runtime::source::{pull_bytes, SourceConfig};
@@ -306,16 +306,21 @@ impl CheckpointStore {
     }
 }
 
-/// How window results are published: up to [`WINDOW`] (64) awaiting their acks at once, never
-/// two of one subject in a window (so a retried result cannot land behind its subject's next
-/// one, which the alerts would drop as old), the acks counted. Windows of 512 made the
-/// processors' stage 6–21 % faster, but a retried result could then land up to 512 results
-/// behind other sensors' newer ones, which at a small city spans several windows of its
-/// district: the reordering that once fired spurious offline alerts (docs/operations.md,
-/// *Delivery guarantees, in one place*). Larger windows need cutting at window boundaries first
-/// (docs/benchmarks.md, *Window results in larger windows: measured, not shipped*).
+/// Most window results awaiting their acks at once. A larger window costs nats-server less CPU
+/// per result: 512 against 64 made the processors' stage 20–32 % faster (docs/benchmarks.md,
+/// *Window results in windows of 512, one window end at a time*); 1,024 raised the peak RSS at
+/// 100,000 sensors above issue 9's 1 KB per sensor.
+pub const RESULTS_WINDOW: usize = 512;
+
+/// How window results are published: up to [`RESULTS_WINDOW`] awaiting their acks at once, the
+/// acks counted, and a window never holds two of one subject nor two window ends (each result's
+/// epoch is its `window_end`, [`crate::outbox::Outbox::next_slice`]). A result whose publish is
+/// retried lands after the rest of its window, so behind others of its own window end at most,
+/// never behind its subject's next result (which the alerts would drop as old) nor behind a
+/// newer window of its district (which their offline and silence checks judge sensors against:
+/// docs/operations.md, *Delivery guarantees, in one place*).
 pub const RESULTS_WINDOWS: Windows = Windows {
-    max: WINDOW,
+    max: RESULTS_WINDOW,
     acks: citypulse_runtime::publish::Acks::Counted,
     subject_once: true,
 };

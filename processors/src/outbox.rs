@@ -51,19 +51,20 @@ impl Outbox {
         self.loaded.iter().cloned().chain(closed).collect()
     }
 
-    /// The next (at most) `n` results as messages to publish, oldest first; they stay in the
-    /// outbox until [`Outbox::consume`].
+    /// The next (at most) `n` results as messages to publish, oldest first, each in the epoch of
+    /// its `window_end` ([`Outgoing::epoch`]: the publisher stores every result of one window
+    /// end before any of the next, retries included); they stay in the outbox until
+    /// [`Outbox::consume`].
     pub fn next_slice(&self, n: usize) -> Vec<Outgoing> {
         let loaded = self.loaded.iter().take(n).map(|e| {
             let payload = Bytes::from(e.payload.0.clone());
-            Outgoing::new(e.subject.clone(), e.msg_id.clone(), payload)
+            let end = WindowResult::end_of_msg_id(&e.msg_id).unwrap_or(0);
+            Outgoing::new(e.subject.clone(), e.msg_id.clone(), payload).in_epoch(end)
         });
         let rest = n.saturating_sub(self.loaded.len());
-        let closed = self
-            .closed
-            .iter()
-            .take(rest)
-            .map(|w| Outgoing::new(w.subject(), w.msg_id(), Bytes::from(w.encode())));
+        let closed = self.closed.iter().take(rest).map(|w| {
+            Outgoing::new(w.subject(), w.msg_id(), Bytes::from(w.encode())).in_epoch(w.window_end)
+        });
         loaded.chain(closed).collect()
     }
 
@@ -129,6 +130,8 @@ mod tests {
                 copy.consume(slice.len());
                 published.extend(slice);
             }
+            let epochs: Vec<u64> = published.iter().map(|o| o.epoch).collect();
+            assert_eq!(epochs, [60_000, 120_000, 180_000], "each its window end");
             let got: Vec<(String, String, Vec<u8>)> = published
                 .into_iter()
                 .map(|o| (o.subject, o.msg_id, o.payload.to_vec()))

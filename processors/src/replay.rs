@@ -72,7 +72,8 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 
 /// NatsArgs' default URL, to tell a `--nats-url` given after `replay` from none.
 const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
-/// Results closed and published together (acks awaited in windows of 64).
+/// Results closed and published together (acks awaited in windows of
+/// [`crate::nats::RESULTS_WINDOW`], one window end at a time).
 const PUBLISH_BATCH: usize = 1_000;
 /// How often the progress line is redrawn (on a terminal) and printed (otherwise: every 10th).
 const PROGRESS_EVERY: Duration = Duration::from_millis(500);
@@ -715,11 +716,9 @@ impl Lane {
         self.closed.clear();
         let n = self.state.close_some(&mut self.closed, max);
         for w in self.closed.iter().filter(|w| plan.emits(w)) {
-            self.outbox.push(Outgoing::new(
-                plan.target.subject(&w.subject()),
-                w.msg_id(),
-                w.encode().into(),
-            ));
+            let subject = plan.target.subject(&w.subject());
+            let m = Outgoing::new(subject, w.msg_id(), w.encode().into());
+            self.outbox.push(m.in_epoch(w.window_end));
         }
         self.done = !self.state.closing() && self.state.watermark().is_some_and(|wm| wm >= plan.to);
         n

@@ -184,6 +184,12 @@ impl WindowResult {
         )
     }
 
+    /// The `window_end` named by a [`WindowResult::msg_id`] (what follows its last `-`), for a
+    /// result kept only in its encoded form.
+    pub fn end_of_msg_id(msg_id: &str) -> Option<u64> {
+        msg_id.rsplit_once('-')?.1.parse().ok()
+    }
+
     /// A numeric metric by its wire name, for rules. `los` maps A..F to 1..6.
     pub fn value(&self, metric: &str) -> Option<f64> {
         let u = |x: Option<u16>| x.map(f64::from);
@@ -475,6 +481,12 @@ mod tests {
         assert_eq!(air_window().subject(), "metrics.air.d03.aq-0007");
         assert_eq!(traffic_window().subject(), "metrics.traffic.d01");
         assert_eq!(traffic_window().msg_id(), "traffic:d01:*:0-60000");
+        for w in [air_window(), traffic_window()] {
+            assert_eq!(WindowResult::end_of_msg_id(&w.msg_id()), Some(w.window_end));
+        }
+        let dashed = "air:north-east:aq-1:60000-120000";
+        assert_eq!(WindowResult::end_of_msg_id(dashed), Some(120_000));
+        assert_eq!(WindowResult::end_of_msg_id("not an id"), None);
     }
 
     pub(crate) fn full_air_window() -> WindowResult {
