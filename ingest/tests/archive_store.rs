@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use citypulse_harness::Postgres;
-use citypulse_ingest::store::{Rows, Store};
+use citypulse_ingest::store::{Rows, Store, SCHEMA};
 use citypulse_schema::{Air, Measurement, Reading, Traffic};
 use std::ops::Range;
 use std::time::Duration;
@@ -216,4 +216,73 @@ async fn every_column_is_archived_exactly_by_the_copy_and_by_the_skipping_insert
         .collect();
     let want: Vec<Columns> = (0..12).map(|seq| expected(&varied(seq))).collect();
     assert_eq!(archived, want);
+}
+
+/// The identifier columns' collations, in table order.
+async fn collations(client: &tokio_postgres::Client) -> Vec<(String, Option<String>)> {
+    let rows = client
+        .query(
+            "SELECT column_name::text, collation_name::text FROM information_schema.columns \
+             WHERE table_name = 'readings' AND data_type = 'text' ORDER BY ordinal_position",
+            &[],
+        )
+        .await
+        .unwrap();
+    rows.iter().map(|r| (r.get(0), r.get(1))).collect()
+}
+
+fn bytewise() -> Vec<(String, Option<String>)> {
+    ["sensor", "district", "kind"]
+        .map(|name| (name.to_owned(), Some("C".to_owned())))
+        .to_vec()
+}
+
+async fn client(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
+}
+
+/// The identifiers collate bytewise whatever the database's locale, so the three B-trees compare
+/// them with `memcmp`, not the locale's `strcoll`.
+#[tokio::test]
+async fn the_identifier_columns_collate_bytewise() {
+    let pg = Postgres::start();
+    let url = pg.create_database("collation").await;
+    let _store = Store::connect(&url, TIMEOUT).await.unwrap();
+    assert_eq!(collations(&client(&url).await).await, bytewise());
+}
+
+/// An archive created before the identifiers collated bytewise is left alone at start, and
+/// `sql/readings_collate_c.sql` converts it, rows kept; ingest writes on after it.
+#[tokio::test]
+async fn an_earlier_archive_is_converted_by_the_documented_script() {
+    let pg = Postgres::start();
+    let url = pg.create_database("upgrade").await;
+    let client = client(&url).await;
+    let earlier = SCHEMA.replace(" COLLATE \"C\"", "");
+    assert!(!earlier.contains("COLLATE"));
+    client.batch_execute(&earlier).await.unwrap();
+    let store = Store::connect(&url, TIMEOUT).await.unwrap();
+    assert_eq!(store.insert(&rows(0..3), TIMEOUT).await.unwrap(), 3);
+    let default = |name: &str| (name.to_owned(), None);
+    let left = vec![default("sensor"), default("district"), default("kind")];
+    assert_eq!(collations(&client).await, left, "start-up leaves it alone");
+    drop(store);
+
+    client
+        .batch_execute(include_str!("../sql/readings_collate_c.sql"))
+        .await
+        .unwrap();
+    assert_eq!(collations(&client).await, bytewise());
+    let store = Store::connect(&url, TIMEOUT).await.unwrap();
+    assert_eq!(store.insert(&rows(2..5), TIMEOUT).await.unwrap(), 2);
+    let count: i64 = client
+        .query_one("SELECT count(DISTINCT seq) FROM readings", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(count, 5);
 }
