@@ -307,7 +307,7 @@ class Postgres:
     (as `nobody` when the bench runs as root: PostgreSQL refuses root). Default server
     settings (durable commits), like scripts/demo."""
 
-    def __init__(self, run, bindir):
+    def __init__(self, run, bindir, locale):
         self.bindir, self.port = bindir, free_port()
         # psql may live elsewhere (the server's bindir on PATH can be a set of links).
         real = os.path.dirname(os.path.realpath(f"{bindir}/initdb"))
@@ -324,7 +324,7 @@ class Postgres:
             os.chmod(run.tmp, 0o755)
             shutil.chown(self.data, "nobody")
         self._run([f"{bindir}/initdb", "-D", self.data, "-U", "postgres", "-A", "trust",
-                   "-E", "UTF8", "--locale=C", "--no-sync"])
+                   "-E", "UTF8", f"--locale={locale}", "--no-sync"])
         self.opts = f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.data}"
         self.start()
         run.cleanups.append(self.stop)
@@ -901,7 +901,8 @@ def report(meta, rows, pipeline):
     print(f"machine:     {m['nproc']} CPUs, {m['cpu']}, Linux {m['kernel']}; load average "
           f"{m['load_average_at_start'][0]} at the start, {m['load_average_at_end'][0]} at the "
           f"end (other work on the machine skews every figure)")
-    print(f"nats-server: {meta['nats_server']}   binaries: {meta['bin_dir']}")
+    print(f"nats-server: {meta['nats_server']}   PostgreSQL locale: {meta['pg_locale']}   "
+          f"binaries: {meta['bin_dir']}")
     print(f"load:        built-in city scaled to {meta['sensors']:,} sensors, {meta['minutes']} "
           f"simulated minutes from {meta['start']}, seed {meta['seed']}, --speed max "
           f"--faults none")
@@ -969,6 +970,9 @@ def parse_args(argv):
         help="the nats-server binary (scripts/bench passes the pinned one)")
     opt("--pg-bindir", "CITYPULSE_BENCH_PG_BINDIR", None,
         help="directory of initdb, pg_ctl and psql (scripts/bench finds it)")
+    opt("--pg-locale", "CITYPULSE_BENCH_PG_LOCALE", "C",
+        help="initdb's --locale for the bench's PostgreSQL (scripts/demo's cluster takes the "
+             "system's, often C.UTF-8 or en_US.UTF-8)")
     flag = {"1", "true", "yes"}
     ap.add_argument("--no-build", action="store_true",
                     default=env("CITYPULSE_BENCH_NO_BUILD", "") in flag,
@@ -1041,7 +1045,8 @@ def execute(run, meta):
     check_disk(run)
     check_flags(run)
     write_city(run)
-    pg = Postgres(run, args.pg_bindir) if set(args.stages) - {"baseline"} else None
+    pg = (Postgres(run, args.pg_bindir, args.pg_locale) if set(args.stages) - {"baseline"}
+          else None)
     rows, pipeline = [], None
     if set(args.stages) - {"pipeline"}:
         nats = NatsServer(run, args.nats_server, "nats-backlog")
@@ -1063,6 +1068,7 @@ def main(argv):
             "command": os.environ.get("CITYPULSE_BENCH_COMMAND")
             or shlex.join([sys.argv[0], *argv]),
             "machine": machine(), "bin_dir": os.path.abspath(args.bin_dir),
+            "pg_locale": args.pg_locale,
             "sensors": args.sensors, "minutes": args.minutes, "seed": args.seed,
             "stages": args.stages,
             "environment": sorted(f"{k}={v}" for k, v in os.environ.items()
