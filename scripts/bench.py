@@ -307,7 +307,7 @@ class Postgres:
     (as `nobody` when the bench runs as root: PostgreSQL refuses root). Default server
     settings (durable commits), like scripts/demo."""
 
-    def __init__(self, run, bindir, locale):
+    def __init__(self, run, bindir, locale="C"):
         self.bindir, self.port = bindir, free_port()
         # psql may live elsewhere (the server's bindir on PATH can be a set of links).
         real = os.path.dirname(os.path.realpath(f"{bindir}/initdb"))
