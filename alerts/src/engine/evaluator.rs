@@ -259,6 +259,14 @@ impl Evaluator {
             .or_default()
             .entry(w.district.clone())
             .or_default();
+        // A new window end of the district: every subject is judged against it by its results
+        // before it, this result's subject too. So whichever result of a window end comes first
+        // (the processors' order, or another after a retried publish), the same subjects are
+        // found offline or silent.
+        if w.window_end > district.clock {
+            district.clock = w.window_end;
+            check_district(rules, kind, &w.district, district, district.clock, out);
+        }
         let s = Subj {
             kind,
             district: &w.district,
@@ -310,10 +318,6 @@ impl Evaluator {
             subject.groups.retain(|_, gs| !gs.is_idle(w.window_end));
         }
         self.state.clock = self.state.clock.max(w.window_end);
-        if w.window_end > district.clock {
-            district.clock = w.window_end;
-            check_district(rules, kind, &w.district, district, district.clock, out);
-        }
         Outcome::Applied
     }
 
