@@ -1,7 +1,7 @@
 -- Makes the identifier columns of a readings archive created before v0.3 collate bytewise
 -- ("C"), as a new archive's do: the three B-trees then compare ids with memcmp rather than the
--- locale's strcoll, which costs PostgreSQL less per archived row on a UTF-8 locale (11 % on
--- C.UTF-8; docs/benchmarks.md, "The archive: identifiers collated bytewise"), and ORDER BY sorts
+-- locale's strcoll, which costs PostgreSQL less CPU per archived row on a UTF-8 locale
+-- (docs/benchmarks.md, "The archive: identifiers collated bytewise"), and ORDER BY sorts
 -- ids by byte. Optional: an archive left as it is works as before.
 --
 -- Changing a text column's collation rewrites no rows, but rebuilds the indexes on it (all three)

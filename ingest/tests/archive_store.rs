@@ -4,6 +4,8 @@
 //! reading is archived exactly, by the plain `COPY` and by the skipping insert alike.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use citypulse_harness::Postgres;
 use citypulse_ingest::store::{Rows, Store, SCHEMA};
 use citypulse_schema::{Air, Measurement, Reading, Traffic};
@@ -62,10 +64,7 @@ async fn a_batch_with_archived_rows_is_written_once_and_plain_inserts_resume() {
     twice.push(&reading(8)).unwrap();
     assert_eq!(store.insert(&twice, TIMEOUT).await.unwrap(), 1);
 
-    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
+    let client = common::pg(&url).await;
     let row = client
         .query_one(
             "SELECT count(*), count(DISTINCT seq), min(seq), max(seq) FROM readings",
@@ -187,10 +186,7 @@ async fn every_column_is_archived_exactly_by_the_copy_and_by_the_skipping_insert
     assert_eq!(store.insert(&batch(4..12), TIMEOUT).await.unwrap(), 4);
     assert!(store.is_skipping());
 
-    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
+    let client = common::pg(&url).await;
     let rows = client
         .query(
             "SELECT sensor, seq, district, kind, (extract(epoch FROM ts) * 1000)::int8, \
@@ -237,14 +233,6 @@ fn bytewise() -> Vec<(String, Option<String>)> {
         .to_vec()
 }
 
-async fn client(url: &str) -> tokio_postgres::Client {
-    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
-    client
-}
-
 /// The identifiers collate bytewise whatever the database's locale, so the three B-trees compare
 /// them with `memcmp`, not the locale's `strcoll`.
 #[tokio::test]
@@ -252,7 +240,7 @@ async fn the_identifier_columns_collate_bytewise() {
     let pg = Postgres::start();
     let url = pg.create_database("collation").await;
     let _store = Store::connect(&url, TIMEOUT).await.unwrap();
-    assert_eq!(collations(&client(&url).await).await, bytewise());
+    assert_eq!(collations(&common::pg(&url).await).await, bytewise());
 }
 
 /// An archive created before the identifiers collated bytewise is left alone at start, and
@@ -261,7 +249,7 @@ async fn the_identifier_columns_collate_bytewise() {
 async fn an_earlier_archive_is_converted_by_the_documented_script() {
     let pg = Postgres::start();
     let url = pg.create_database("upgrade").await;
-    let client = client(&url).await;
+    let client = common::pg(&url).await;
     let earlier = SCHEMA.replace(" COLLATE \"C\"", "");
     assert!(!earlier.contains("COLLATE"));
     client.batch_execute(&earlier).await.unwrap();

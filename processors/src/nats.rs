@@ -319,11 +319,7 @@ pub const RESULTS_WINDOW: usize = 512;
 /// never behind its subject's next result (which the alerts would drop as old) nor behind a
 /// newer window of its district (which their offline and silence checks judge sensors against:
 /// docs/operations.md, *Delivery guarantees, in one place*).
-pub const RESULTS_WINDOWS: Windows = Windows {
-    max: RESULTS_WINDOW,
-    acks: citypulse_runtime::publish::Acks::Counted,
-    subject_once: true,
-};
+pub const RESULTS_WINDOWS: Windows = Windows::counted_in_subject_order(RESULTS_WINDOW);
 
 /// Publishes window results with their `Nats-Msg-Id` through [`publish_in_windows`] (bounded
 /// acks in flight, retried under the same id until acked or shutdown), counting the acks: a

@@ -115,7 +115,7 @@ impl Windows {
 
     /// Up to `max` publishes per window, their acks counted, each subject at most once per
     /// window: for a stream of data per subject (a device's readings, window results).
-    pub fn counted_in_subject_order(max: usize) -> Windows {
+    pub const fn counted_in_subject_order(max: usize) -> Windows {
         Windows {
             max,
             acks: Acks::Counted,

@@ -1,6 +1,6 @@
 //! Shared helpers of the integration tests: readings, running ingest in-process, reading streams,
 //! metrics and the archive.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+#![allow(dead_code, unused_imports, clippy::unwrap_used, clippy::expect_used)]
 
 use async_nats::jetstream::{self, stream::Stream};
 use citypulse_ingest::Config;
