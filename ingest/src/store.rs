@@ -1,10 +1,21 @@
 //! ADAPTER: the PostgreSQL readings archive. One [`Store`] owns one connection; the archive task
 //! owns the store.
 //!
-//! The table is created idempotently at connect. Its natural key is `(sensor, seq)`, so a batch
-//! written twice (a redelivery after a crash between COMMIT and ack) inserts nothing the second
-//! time. A batch is one `COPY … FROM STDIN (FORMAT binary)`: one statement, one transaction,
-//! however many rows, and no parsing of text or arrays on the server.
+//! The table is created idempotently at connect. Its natural key is `(sensor, ts, seq)`, so a
+//! batch written twice (a redelivery after a crash between COMMIT and ack) inserts nothing the
+//! second time. A batch is one `COPY … FROM STDIN (FORMAT binary)`: one statement, one
+//! transaction, however many rows, and no parsing of text or arrays on the server.
+//!
+//! **Why `(sensor, ts, seq)`.** A repeat of a reading (a redelivery, a device's retry) repeats its
+//! `ts` as well as its `seq`, so the key absorbs it as `(sensor, seq)` would. But a device whose
+//! counter restarted sends `seq` numbers it sent before, at newer times: ingest passes those on
+//! (docs/wire-format.md), and under a `(sensor, seq)` key the archive skipped them as
+//! duplicates — readings lost. And the key, led by `(sensor, ts)`, serves a sensor's time range
+//! itself, so the table needs one index besides it, `(district, ts)`, not two: each B-tree
+//! entry of a row lands at a sensor's place in the tree, and the second one cost PostgreSQL about
+//! a quarter of its CPU per archived row (docs/benchmarks.md, *The archive: one index fewer*).
+//! An archive created by an earlier version keeps its `(sensor, seq)` key and works as before
+//! (with a warning at connect); `sql/readings_key_sensor_ts_seq.sql` converts it.
 //!
 //! **Plain first, skipping after a conflict.** `ON CONFLICT DO NOTHING` makes PostgreSQL insert
 //! each row speculatively (probe the key, insert, confirm): on PostgreSQL 15 here, 200,000 rows
@@ -16,18 +27,16 @@
 //! skipping write finds no existing row (a redelivered run of batches is written once each, not
 //! twice), then goes back to plain copies.
 //!
-//! Queries by district or sensor over a time range use `(district, ts)` and `(sensor, ts)`.
+//! Queries by district or sensor over a time range use `(district, ts)` and the key.
 //! The identifiers (`sensor`, `district`, `kind`) collate as `"C"`, bytewise, whatever the
 //! database's locale: the three B-trees then compare them with `memcmp` rather than the
 //! locale's `strcoll`, and an `ORDER BY` sorts the ids (`[a-z0-9_-]`) by byte. On a
 //! `C.UTF-8` cluster (what `scripts/demo`'s `initdb` gets on Debian) PostgreSQL spent 9.9–12.2
 //! µs of CPU per archived row against 11.5–12.9 (`scripts/bench --pg-locale C.UTF-8`,
 //! docs/benchmarks.md, *The archive: identifiers collated bytewise*).
-//! To convert to a TimescaleDB hypertable or a natively range-partitioned table, the
-//! partitioning column must be part of every unique index, so the key becomes
-//! `(sensor, seq, ts)` — still a natural key, because a reading's `ts` is fixed by its
-//! `(sensor, seq)`; the insert names no conflict target, so it needs no change (recipe in
-//! `ingest/README.md`).
+//! A TimescaleDB hypertable or a natively range-partitioned table needs the partitioning column
+//! in every unique index: `ts` is in the key already, and the insert names no conflict target,
+//! so neither needs a change (recipe in `ingest/README.md`).
 
 use citypulse_schema::{Air, Measurement, Reading};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -60,10 +69,9 @@ CREATE TABLE IF NOT EXISTS readings (
     temp_c      double precision,
     rh_pct      double precision,
     archived_at timestamptz      NOT NULL DEFAULT now(),
-    PRIMARY KEY (sensor, seq)
+    PRIMARY KEY (sensor, ts, seq)
 );
 CREATE INDEX IF NOT EXISTS readings_district_ts ON readings (district, ts);
-CREATE INDEX IF NOT EXISTS readings_sensor_ts ON readings (sensor, ts);
 "#;
 
 /// The columns a batch writes, in the order [`Rows::row`] and [`Rows::columns`] give their
@@ -325,6 +333,20 @@ fn timestamp(ts_ms: u64) -> Option<SystemTime> {
     (ts_ms <= MAX_TS_MS).then(|| SystemTime::UNIX_EPOCH + Duration::from_millis(ts_ms))
 }
 
+/// The columns of the readings table's primary key, in key order.
+pub async fn key(client: &Client) -> Result<Vec<String>, tokio_postgres::Error> {
+    let rows = client
+        .query(
+            "SELECT a.attname::text FROM pg_index i \
+             CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, n) \
+             JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum \
+             WHERE i.indrelid = 'readings'::regclass AND i.indisprimary ORDER BY k.n",
+            &[],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
 /// A connection to the archive with its statements prepared.
 pub struct Store {
     client: Client,
@@ -353,6 +375,15 @@ impl Store {
                 .batch_execute(SCHEMA)
                 .await
                 .map_err(StoreError::Connect)?;
+            let key = key(&client).await.map_err(StoreError::Connect)?;
+            if !key.iter().any(|c| c == "ts") {
+                tracing::warn!(
+                    key = %key.join(", "),
+                    "the readings archive's key is an earlier version's: readings of a device \
+                     whose counter restarted are skipped as duplicates; \
+                     ingest/sql/readings_key_sensor_ts_seq.sql converts it"
+                );
+            }
             let copy = client
                 .prepare(&copy_statement())
                 .await

@@ -1,24 +1,39 @@
 //! The archive's store against a real PostgreSQL: a batch holding rows already archived (a
 //! redelivery after a crash, a device's very late repeat) is written once with the duplicates
 //! skipped, and plain inserts resume once a batch is new again; every column of every kind of
-//! reading is archived exactly, by the plain `COPY` and by the skipping insert alike.
+//! reading is archived exactly, by the plain `COPY` and by the skipping insert alike; a device
+//! whose counter restarted is archived, not skipped; an earlier version's archive is converted by
+//! the documented scripts.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
 use citypulse_harness::Postgres;
-use citypulse_ingest::store::{Rows, Store, SCHEMA};
+use citypulse_ingest::store::{key, Rows, Store};
 use citypulse_schema::{Air, Measurement, Reading, Traffic};
 use std::ops::Range;
 use std::time::Duration;
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The archive as an earlier version (v0.2) created it: key `(sensor, seq)`, a `(sensor, ts)`
+/// index, the database's collation.
+const EARLIER_SCHEMA: &str = include_str!("sql/readings_v0_2.sql");
+
+/// The time of a loop detector's reading `seq`, every 30 s.
+fn ts(seq: u64) -> u64 {
+    1_700_000_000_000 + seq * 30_000
+}
+
 fn reading(seq: u64) -> Reading {
+    reading_at(seq, ts(seq))
+}
+
+fn reading_at(seq: u64, ts: u64) -> Reading {
     Reading {
         sensor: "loop-1".into(),
         district: "d1".into(),
-        ts: 1_700_000_000_000 + seq * 30_000,
+        ts,
         seq,
         data: Measurement::Traffic(Traffic {
             count: 3,
@@ -36,6 +51,67 @@ fn rows(seqs: Range<u64>) -> Rows {
         rows.push(&reading(seq)).unwrap();
     }
     rows
+}
+
+/// Readings `seqs` of a counter that restarted a day after reading 0: the numbers again, newer.
+fn restarted(seqs: Range<u64>) -> Rows {
+    let mut rows = Rows::default();
+    for seq in seqs {
+        rows.push(&reading_at(seq, ts(seq) + 86_400_000)).unwrap();
+    }
+    rows
+}
+
+/// `(count(*), count(DISTINCT (seq, ts)))` of the archive (one sensor).
+async fn counted(client: &tokio_postgres::Client) -> (i64, i64) {
+    let row = client
+        .query_one(
+            "SELECT count(*), count(DISTINCT (seq, ts)) FROM readings",
+            &[],
+        )
+        .await
+        .unwrap();
+    (row.get(0), row.get(1))
+}
+
+/// The names of the readings table's indexes, sorted.
+async fn indexes(client: &tokio_postgres::Client) -> Vec<String> {
+    let rows = client
+        .query(
+            "SELECT indexname::text FROM pg_indexes WHERE tablename = 'readings' ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap();
+    rows.iter().map(|r| r.get(0)).collect()
+}
+
+fn names(names: &[&str]) -> Vec<String> {
+    names.iter().map(|&n| n.to_owned()).collect()
+}
+
+/// A device whose counter restarted sends `seq` numbers again, at newer times: ingest passes them
+/// on (a `seq` far below the newest with a newer time is a restart, `SeqGuard`), and the archive
+/// keeps them, while a repeat of a reading (its `ts` too) is still written once.
+#[tokio::test]
+async fn a_restarted_counter_is_archived_and_a_repeat_is_not() {
+    let pg = Postgres::start();
+    let url = pg.create_database("restart").await;
+    let store = Store::connect(&url, TIMEOUT).await.unwrap();
+    let client = common::pg(&url).await;
+    assert_eq!(key(&client).await.unwrap(), names(&["sensor", "ts", "seq"]));
+    assert_eq!(
+        indexes(&client).await,
+        names(&["readings_district_ts", "readings_pkey"])
+    );
+
+    assert_eq!(store.insert(&rows(0..100), TIMEOUT).await.unwrap(), 100);
+    assert_eq!(store.insert(&restarted(0..5), TIMEOUT).await.unwrap(), 5);
+    assert!(!store.is_skipping(), "a restart is not a conflict");
+    // Redelivered: the restart's readings and the first ones, with their times.
+    assert_eq!(store.insert(&restarted(3..6), TIMEOUT).await.unwrap(), 1);
+    assert_eq!(store.insert(&rows(98..100), TIMEOUT).await.unwrap(), 0);
+    assert_eq!(counted(&client).await, (106, 106));
 }
 
 #[tokio::test]
@@ -250,9 +326,7 @@ async fn an_earlier_archive_is_converted_by_the_documented_script() {
     let pg = Postgres::start();
     let url = pg.create_database("upgrade").await;
     let client = common::pg(&url).await;
-    let earlier = SCHEMA.replace(" COLLATE \"C\"", "");
-    assert!(!earlier.contains("COLLATE"));
-    client.batch_execute(&earlier).await.unwrap();
+    client.batch_execute(EARLIER_SCHEMA).await.unwrap();
     let store = Store::connect(&url, TIMEOUT).await.unwrap();
     assert_eq!(store.insert(&rows(0..3), TIMEOUT).await.unwrap(), 3);
     let default = |name: &str| (name.to_owned(), None);
@@ -273,4 +347,73 @@ async fn an_earlier_archive_is_converted_by_the_documented_script() {
         .unwrap()
         .get(0);
     assert_eq!(count, 5);
+}
+
+/// An archive keyed `(sensor, seq)` by an earlier version is left alone at start (a restarted
+/// counter's readings are skipped there, as before), and `sql/readings_key_sensor_ts_seq.sql`
+/// gives it the new key and drops the index the key makes redundant, rows kept; ingest writes
+/// on after it, the restart's readings included.
+#[tokio::test]
+async fn an_earlier_key_is_converted_by_the_documented_script() {
+    let pg = Postgres::start();
+    let url = pg.create_database("key").await;
+    let client = common::pg(&url).await;
+    client.batch_execute(EARLIER_SCHEMA).await.unwrap();
+    let store = Store::connect(&url, TIMEOUT).await.unwrap();
+    assert_eq!(store.insert(&rows(0..100), TIMEOUT).await.unwrap(), 100);
+    assert_eq!(store.insert(&restarted(0..5), TIMEOUT).await.unwrap(), 0);
+    assert_eq!(key(&client).await.unwrap(), names(&["sensor", "seq"]));
+    let earlier = [
+        "readings_district_ts",
+        "readings_pkey",
+        "readings_sensor_ts",
+    ];
+    assert_eq!(indexes(&client).await, names(&earlier), "start-up left it");
+    drop(store);
+
+    client
+        .batch_execute(include_str!("../sql/readings_key_sensor_ts_seq.sql"))
+        .await
+        .unwrap();
+    assert_eq!(key(&client).await.unwrap(), names(&["sensor", "ts", "seq"]));
+    assert_eq!(
+        indexes(&client).await,
+        names(&["readings_district_ts", "readings_pkey"])
+    );
+    let store = Store::connect(&url, TIMEOUT).await.unwrap();
+    assert_eq!(store.insert(&restarted(0..5), TIMEOUT).await.unwrap(), 5);
+    assert_eq!(store.insert(&rows(99..101), TIMEOUT).await.unwrap(), 1);
+    assert_eq!(counted(&client).await, (106, 106));
+    // A rollback: the earlier version's start-up DDL passes on the converted table.
+    drop(store);
+    client.batch_execute(EARLIER_SCHEMA).await.unwrap();
+    let store = Store::connect(&url, TIMEOUT).await.unwrap();
+    assert_eq!(store.insert(&restarted(5..7), TIMEOUT).await.unwrap(), 2);
+}
+
+/// `sql/readings_partitioned.sql` converts an earlier version's archive too: rows kept, the new
+/// key on the partitioned table, the restart's readings archived after it.
+#[tokio::test]
+async fn an_earlier_archive_is_partitioned_by_the_documented_script() {
+    let pg = Postgres::start();
+    let url = pg.create_database("partitioned").await;
+    let client = common::pg(&url).await;
+    client.batch_execute(EARLIER_SCHEMA).await.unwrap();
+    let store = Store::connect(&url, TIMEOUT).await.unwrap();
+    assert_eq!(store.insert(&rows(0..100), TIMEOUT).await.unwrap(), 100);
+    drop(store);
+
+    client
+        .batch_execute(include_str!("../sql/readings_partitioned.sql"))
+        .await
+        .unwrap();
+    assert!(
+        common::is_partitioned(&client).await,
+        "readings is partitioned"
+    );
+    assert_eq!(key(&client).await.unwrap(), names(&["sensor", "ts", "seq"]));
+    let store = Store::connect(&url, TIMEOUT).await.unwrap();
+    assert_eq!(store.insert(&restarted(0..5), TIMEOUT).await.unwrap(), 5);
+    assert_eq!(store.insert(&rows(99..101), TIMEOUT).await.unwrap(), 1);
+    assert_eq!(counted(&client).await, (106, 106));
 }

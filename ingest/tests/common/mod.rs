@@ -248,6 +248,19 @@ pub async fn pg(url: &str) -> tokio_postgres::Client {
     client
 }
 
+/// Whether the readings table is partitioned (`relkind` `p`).
+pub async fn is_partitioned(client: &tokio_postgres::Client) -> bool {
+    let kind: i8 = client
+        .query_one(
+            "SELECT relkind::\"char\" FROM pg_class WHERE relname = 'readings'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    kind as u8 == b'p'
+}
+
 /// `(count(*), count(DISTINCT (sensor, seq)))` of the readings table; `None` while the database
 /// or the table is not there.
 pub async fn archived(url: &str) -> Option<(i64, i64)> {
