@@ -12,7 +12,7 @@ use citypulse_runtime::jetstream::{
 };
 use citypulse_runtime::publish::{publish_all, Rejected};
 use citypulse_runtime::shutdown::Shutdown;
-use citypulse_runtime::source::{pull_bytes, SourceConfig};
+use citypulse_runtime::source::{pull_bytes, SourceConfig, FILL_WAIT};
 use citypulse_runtime::stream_config::{self, Limits};
 use citypulse_schema::AlertEvent;
 use serde::{Deserialize, Serialize};
@@ -75,6 +75,7 @@ pub fn source_config(cfg: &RunConfig, max_payload: usize) -> SourceConfig {
         batch: PULL_BATCH.min(cfg.max_ack_pending / 4).max(1) as usize,
         max_bytes: pull_bytes(PULL_BYTES, max_payload),
         heartbeat: HEARTBEAT,
+        fill_wait: FILL_WAIT,
     }
 }
 

@@ -3,8 +3,8 @@
 //! readings to PostgreSQL in batches. A READINGS message is a batch of readings
 //! ([`citypulse_schema::batch`]) or, from ingest v0.1, one.
 //!
-//! Each round: take up to `archive_batch_size` messages (waiting at most `archive_max_delay` to
-//! fill the batch), write their readings in one statement, and ack (cumulatively) only after it
+//! Each round: take up to `archive_batch_size` messages and [`ARCHIVE_PULL_BYTES`](crate::nats::ARCHIVE_PULL_BYTES)
+//! (waiting at most `archive_max_delay` to fill the batch), write their readings in one statement, and ack (cumulatively) only after it
 //! committed. A failed write drops the connection and the batch: the source is rewound to the
 //! last acked message ([`Source::rewind`]), so while PostgreSQL is down the archive holds no
 //! reading in memory (a two-hour outage costs ingest no more memory than a minute); once
@@ -129,8 +129,8 @@ impl Archiving {
         ))
     }
 
-    /// Takes messages until the batch is full or `max_delay` has passed since the first;
-    /// `false` on shutdown.
+    /// Takes messages until the batch is full (in messages, or in bytes: the pull's byte
+    /// limit) or `max_delay` has passed since the first; `false` on shutdown.
     async fn fill(
         &self,
         source: &mut Source,
@@ -141,7 +141,11 @@ impl Archiving {
             return false;
         }
         let deadline = tokio::time::Instant::now() + self.max_delay;
-        while batch.len() < self.consumer.batch {
+        let full = |batch: &[Delivery]| {
+            batch.len() >= self.consumer.batch
+                || batch.iter().map(|d| d.message.length).sum::<usize>() >= self.consumer.max_bytes
+        };
+        while !full(batch) {
             match tokio::time::timeout_at(deadline, source.next_batch(batch, shutdown)).await {
                 Ok(true) => {}
                 Ok(false) => return false,

@@ -103,8 +103,9 @@ pub struct Config {
     #[arg(long, env = "CITYPULSE_INGEST_ACK_WAIT", default_value = "30s", value_parser = duration::parse_positive)]
     pub ack_wait: Duration,
 
-    /// READINGS messages (each a batch of readings) written to PostgreSQL per write (one
-    /// statement, one transaction).
+    /// READINGS messages (each a batch of readings) taken per round, and at most 2 MiB of them
+    /// (or twice the server's `max_payload`), written to PostgreSQL 10,000 rows per statement
+    /// (one transaction each).
     #[arg(long, env = "CITYPULSE_INGEST_ARCHIVE_BATCH_SIZE", default_value_t = 1000,
           value_parser = clap::value_parser!(u32).range(1..=50_000))]
     pub archive_batch_size: u32,

@@ -2,7 +2,7 @@
 
 use crate::config::Config;
 use async_nats::jetstream::stream;
-use citypulse_runtime::source::{pull_bytes, SourceConfig};
+use citypulse_runtime::source::{pull_bytes, SourceConfig, FILL_WAIT};
 use citypulse_runtime::stream_config;
 use std::time::Duration;
 
@@ -31,9 +31,12 @@ pub fn dlq_stream(config: &Config) -> stream::Config {
 /// to the server's `max_payload` (1 MB in deploy/), which 1,000 at a time would be 1 GB.
 pub const RAW_PULL_BYTES: usize = 8 << 20;
 
-/// Most bytes of READINGS a pull of the archive asks for: 1,000 READINGS messages of about a
-/// hundred readings each are about 9 MB; ingest writes them up to 512 KiB.
-pub const ARCHIVE_PULL_BYTES: usize = 32 << 20;
+/// Most bytes of READINGS a pull of the archive asks for, and an archive batch holds (and one
+/// message more): about 20,000 readings, two writes of [`MAX_ROWS_PER_WRITE`](crate::archive::MAX_ROWS_PER_WRITE)
+/// rows, in READINGS messages of about 125 readings each (ingest's 1,000-message batch over 8
+/// partitions); ingest writes them up to 512 KiB. The limit rises to twice the server's
+/// `max_payload` when that is more ([`pull_bytes`]).
+pub const ARCHIVE_PULL_BYTES: usize = 2 << 20;
 
 /// The validator's consumer on RAW, read in order ([`SourceConfig`]): a pull batch is
 /// `--batch-size` messages and at most [`RAW_PULL_BYTES`], and the server lets a few batches be
@@ -49,6 +52,7 @@ pub fn validator_consumer(config: &Config, max_payload: usize) -> SourceConfig {
         batch,
         max_bytes: pull_bytes(RAW_PULL_BYTES, max_payload),
         heartbeat: HEARTBEAT,
+        fill_wait: FILL_WAIT,
     }
 }
 
@@ -64,6 +68,7 @@ pub fn archive_consumer(config: &Config, max_payload: usize) -> SourceConfig {
         batch: usize::try_from(config.archive_batch_size).unwrap_or(1000),
         max_bytes: pull_bytes(ARCHIVE_PULL_BYTES, max_payload),
         heartbeat: HEARTBEAT,
+        fill_wait: FILL_WAIT,
     }
 }
 

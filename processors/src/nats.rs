@@ -15,7 +15,7 @@ use citypulse_runtime::publish::{
     dead_letter, publish_all, publish_in_windows, Outgoing, Rejected, Windows,
 };
 use citypulse_runtime::shutdown::Shutdown;
-use citypulse_runtime::source::{pull_bytes, SourceConfig};
+use citypulse_runtime::source::{pull_bytes, SourceConfig, FILL_WAIT};
 use citypulse_runtime::stream_config;
 use citypulse_schema::streams;
 use std::time::{Duration, Instant};
@@ -135,6 +135,7 @@ pub fn source_config(partition: u32, batch: usize, max_payload: usize) -> Source
         batch,
         max_bytes: pull_bytes(PULL_BYTES, max_payload),
         heartbeat: HEARTBEAT,
+        fill_wait: FILL_WAIT,
     }
 }
 

@@ -38,6 +38,12 @@ const FIRST_REOPEN_PAUSE: Duration = Duration::from_millis(50);
 /// `scripts/bench` at 100,000 sensors showed such a 10 s stop of one or two processors
 /// partitions in several runs (docs/benchmarks.md, *A stalled pull, reopened after 2 s*).
 pub const STALL: Duration = Duration::from_secs(2);
+/// How long a batch may wait for the messages the server said it had for the consumer, to fill
+/// up to the batch size: with a backlog, each batch is then full rather than whatever the client
+/// had buffered when the service asked, which fell to about a tenth of ingest's batch size in
+/// `scripts/bench` (docs/benchmarks.md, *Full batches from a backlog*). Caught up, the server
+/// has nothing more and a batch is handed out at once.
+pub const FILL_WAIT: Duration = Duration::from_millis(20);
 
 /// What the source reports to its service's metrics (bounded labels via [`SourceEvent::label`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,6 +99,9 @@ pub struct SourceConfig {
     pub max_bytes: usize,
     /// Idle heartbeat of the pull: a silent server is noticed after two.
     pub heartbeat: Duration,
+    /// How long a batch may wait, in all, for messages the server said it had for the consumer
+    /// ([`FILL_WAIT`] in the services).
+    pub fill_wait: Duration,
 }
 
 /// The byte limit of a pull ([`SourceConfig::max_bytes`]): `wanted`, or twice the connection's
@@ -162,8 +171,13 @@ pub struct Source {
     config: SourceConfig,
     observer: Observer,
     messages: Option<pull::Stream>,
-    /// Last stream sequence handed out.
+    /// Last stream sequence taken from the pull stream (handed out, or held).
     after: u64,
+    /// Last stream sequence handed out to the service.
+    given: u64,
+    /// Messages taken but not handed out yet: a batch being filled, kept across a call the
+    /// caller cancelled (the next call hands them out first).
+    held: Vec<Delivery>,
     /// Delivery count expected next from the current consumer.
     next_delivery: u64,
     /// Messages the server still had for the consumer after the last one handed out.
@@ -189,6 +203,8 @@ impl Source {
             observer,
             messages: None,
             after,
+            given: after,
+            held: Vec::new(),
             next_delivery: 1,
             pending: u64::MAX,
             fruitless_opens: 0,
@@ -200,19 +216,71 @@ impl Source {
     /// Whether the last message handed out was the newest the consumer had (the backlog is
     /// drained): a moment to make progress durable rather than wait for the next interval.
     pub fn caught_up(&self) -> bool {
-        self.pending == 0
+        self.pending == 0 && self.held.is_empty()
     }
 
     /// The last stream sequence handed out.
     pub fn position(&self) -> u64 {
-        self.after
+        self.given
     }
 
-    /// Waits for at least one message, then appends what has already arrived, up to the batch
-    /// size, to `out`, in stream order. `false` on shutdown. Cancel-safe: a message is handed
-    /// out only by a call that returns.
+    /// Whether the server said it had more messages for the consumer after the last one taken.
+    fn behind(&self) -> bool {
+        self.pending > 0 && self.pending != u64::MAX
+    }
+
+    /// Waits for at least one message, then appends a batch to `out`, in stream order: what has
+    /// already arrived, and while the server has more for the consumer, what arrives within
+    /// [`SourceConfig::fill_wait`], up to the batch size (and the pull's byte limit). `false` on shutdown. Cancel-safe: a message is
+    /// handed out only by a call that returns.
     pub async fn next_batch(&mut self, out: &mut Vec<Delivery>, shutdown: &Shutdown) -> bool {
-        let start = out.len();
+        if self.held.is_empty() && !self.first(shutdown).await {
+            return false;
+        }
+        self.fill(shutdown).await;
+        if let Some(last) = self.held.last() {
+            self.given = last.seq;
+        }
+        out.append(&mut self.held);
+        true
+    }
+
+    /// Takes messages into [`Source::held`] up to the batch size and, when the pull is bounded
+    /// in bytes, until they reach that bound (so a batch holds at most the bound and one
+    /// message): those already buffered, then, while the server has more, those arriving
+    /// within [`SourceConfig::fill_wait`].
+    async fn fill(&mut self, shutdown: &Shutdown) {
+        let until = tokio::time::Instant::now() + self.config.fill_wait;
+        let mut bytes: usize = self.held.iter().map(|d| d.message.length).sum();
+        let max_bytes = match self.config.max_bytes {
+            0 => usize::MAX,
+            n => n,
+        };
+        while self.held.len() < self.config.batch && bytes < max_bytes {
+            let behind = self.behind();
+            let Some(messages) = self.messages.as_mut() else {
+                return;
+            };
+            let next = match messages.next().now_or_never() {
+                Some(next) => next,
+                None if behind => tokio::select! {
+                    biased;
+                    () = shutdown.cancelled() => return,
+                    next = messages.next() => next,
+                    () = tokio::time::sleep_until(until) => return,
+                },
+                None => return,
+            };
+            if self.take(next) {
+                bytes += self.held.last().map_or(0, |d| d.message.length);
+            } else if self.messages.is_none() {
+                return;
+            }
+        }
+    }
+
+    /// Waits for one message and takes it into [`Source::held`]; `false` on shutdown.
+    async fn first(&mut self, shutdown: &Shutdown) -> bool {
         loop {
             if self.messages.is_none() && !self.open(shutdown).await {
                 return false;
@@ -240,33 +308,17 @@ impl Source {
                     continue;
                 }
             };
-            if !self.take(next, out) {
-                continue;
-            }
-            while out.len() - start < self.config.batch {
-                let Some(messages) = self.messages.as_mut() else {
-                    break;
-                };
-                match messages.next().now_or_never() {
-                    Some(next) => {
-                        if !self.take(next, out) && self.messages.is_none() {
-                            break;
-                        }
-                    }
-                    None => break,
-                }
-            }
-            if out.len() > start {
+            if self.take(next) {
                 return true;
             }
         }
     }
 
-    /// Handles one item of the pull stream; `true` when it handed out a delivery.
+    /// Handles one item of the pull stream; `true` when it took a delivery into
+    /// [`Source::held`].
     fn take(
         &mut self,
         next: Option<Result<async_nats::jetstream::Message, pull::MessagesError>>,
-        out: &mut Vec<Delivery>,
     ) -> bool {
         let msg = match next {
             Some(Ok(msg)) => msg,
@@ -315,7 +367,7 @@ impl Source {
         self.fruitless_opens = 0;
         self.stalled_at = None;
         let (message, acker) = msg.split();
-        out.push(Delivery {
+        self.held.push(Delivery {
             seq,
             message,
             acker,
@@ -389,7 +441,9 @@ impl Source {
     pub async fn rewind(&mut self, after: u64) {
         self.messages = None;
         self.stalled_at = None;
+        self.held.clear();
         self.after = after;
+        self.given = after;
         self.pending = u64::MAX;
         self.fruitless_opens = 0;
         self.reopen_at = None;
@@ -448,6 +502,7 @@ mod tests {
             batch: 100,
             max_bytes: 0,
             heartbeat: Duration::from_secs(5),
+            fill_wait: FILL_WAIT,
         }
     }
 
