@@ -97,9 +97,9 @@ pub struct Config {
     /// READINGS messages per pull of a partition (each a batch of readings from ingest, about
     /// 125 on a backlog), and at most 4 MiB (or twice the server's `max_payload`): what the
     /// client buffers and what is folded between two looks at the windows. At 100,000 sensors,
-    /// 25 kept about 6 MB more of pulled messages in memory than 10 for no measured speed
-    /// (docs/benchmarks.md, *Full batches from a backlog*).
-    #[arg(long, env = "CITYPULSE_PROCESSORS_BATCH_SIZE", default_value_t = 10)]
+    /// 10 kept 1.5–2.5 MiB more in memory than 5, and 25 about 6 MiB more, for no measured
+    /// speed (docs/benchmarks.md, *Full batches from a backlog*).
+    #[arg(long, env = "CITYPULSE_PROCESSORS_BATCH_SIZE", default_value_t = 5)]
     pub batch_size: usize,
 
     /// Deduplication window of the METRICS stream when this service creates it (at least 10 min).
