@@ -77,6 +77,11 @@ const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
 const PUBLISH_BATCH: usize = 1_000;
 /// How often the progress line is redrawn (on a terminal) and printed (otherwise: every 10th).
 const PROGRESS_EVERY: Duration = Duration::from_millis(500);
+/// Most READINGS messages a partition's ordered consumer pulls at once (the consumer's
+/// `max_batch`; the client asks for 500 otherwise). From a backlog ingest writes about 125
+/// readings per message, so 500 would buffer about 6 MB per partition; 20 keep it near 250 KB at
+/// the same speed (docs/benchmarks.md, *Full batches from a backlog*).
+const READINGS_PULL: i64 = 20;
 /// Stream names the replay must never write into under `replay.<name>.…` (they are the
 /// pipeline's own); `METRICS` is allowed, explicitly, as the live target.
 const RESERVED: [&str; 4] = [
@@ -683,6 +688,7 @@ async fn open(
             filter_subject: crate::nats::partition_filter(p),
             deliver_policy: deliver_from(from_ms)?,
             description: Some(format!("citypulse processors replay, partition {p}")),
+            max_batch: READINGS_PULL,
             ..Default::default()
         })
         .await
