@@ -82,6 +82,11 @@ const PROGRESS_EVERY: Duration = Duration::from_millis(500);
 /// readings per message, so 500 would buffer about 6 MB per partition; 20 keep it near 250 KB at
 /// the same speed (docs/benchmarks.md, *Full batches from a backlog*).
 const READINGS_PULL: i64 = 20;
+/// Longest a pull of the replay's ordered consumers waits (the consumers' `max_expires`; the
+/// client's default is 30 s, its idle heartbeat 15 s). A pull the client believes outstanding
+/// and the server does not have (`citypulse_runtime::source::STALL` has the story) then costs
+/// 2 s, not 30: at 100,000 sensors one replay in `scripts/bench` took 39 s instead of 8.
+const READINGS_PULL_EXPIRES: Duration = Duration::from_secs(2);
 /// Stream names the replay must never write into under `replay.<name>.…` (they are the
 /// pipeline's own); `METRICS` is allowed, explicitly, as the live target.
 const RESERVED: [&str; 4] = [
@@ -689,6 +694,7 @@ async fn open(
             deliver_policy: deliver_from(from_ms)?,
             description: Some(format!("citypulse processors replay, partition {p}")),
             max_batch: READINGS_PULL,
+            max_expires: READINGS_PULL_EXPIRES,
             ..Default::default()
         })
         .await
