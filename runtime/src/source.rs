@@ -180,7 +180,7 @@ pub struct Source {
     held: Vec<Delivery>,
     /// Delivery count expected next from the current consumer.
     next_delivery: u64,
-    /// Messages the server still had for the consumer after the last one handed out.
+    /// Messages the server still had for the consumer after the last one taken.
     pending: u64,
     /// Opens since a message was last handed out: reopening a consumer that delivers nothing
     /// backs off, so a persistent error does not spin.
@@ -231,8 +231,8 @@ impl Source {
 
     /// Waits for at least one message, then appends a batch to `out`, in stream order: what has
     /// already arrived, and while the server has more for the consumer, what arrives within
-    /// [`SourceConfig::fill_wait`], up to the batch size (and the pull's byte limit). `false` on shutdown. Cancel-safe: a message is
-    /// handed out only by a call that returns.
+    /// [`SourceConfig::fill_wait`], up to the batch size (and the pull's byte limit). `false`
+    /// on shutdown. Cancel-safe: a message is handed out only by a call that returns.
     pub async fn next_batch(&mut self, out: &mut Vec<Delivery>, shutdown: &Shutdown) -> bool {
         if self.held.is_empty() && !self.first(shutdown).await {
             return false;
