@@ -18,6 +18,13 @@ pub type Messages = Vec<(String, String, Vec<u8>)>;
 /// How long reading the next message of a stream may take.
 const READ_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Longest a pull of [`read_all`]'s consumer waits (its `max_expires`; async-nats' default is
+/// 30 s, its idle heartbeat 15 s). A pull the client believes outstanding and the server does
+/// not have stopped a read for 30 s once in CI (`MissingHeartbeat` on a default pull consumer);
+/// an ordered consumer with 1 s heartbeats notices it within seconds and recreates itself
+/// where it stopped, as the processors replay's do.
+const PULL_EXPIRES: Duration = Duration::from_secs(2);
+
 /// The number of messages in stream `name`; 0 when it is missing or the request fails.
 pub async fn stream_len(js: &jetstream::Context, name: &str) -> u64 {
     match js.get_stream(name).await {
@@ -26,8 +33,8 @@ pub async fn stream_len(js: &jetstream::Context, name: &str) -> u64 {
     }
 }
 
-/// Every message of `name`, in stream order, each mapped by `f`, read with an ephemeral
-/// consumer without acks.
+/// Every message of `name`, in stream order, each mapped by `f`, read with an ordered consumer
+/// (ephemeral, without acks).
 ///
 /// # Panics
 /// When the stream is missing, or reading stalls for 30 s.
@@ -38,9 +45,9 @@ async fn read_all<T>(
 ) -> Vec<T> {
     let stream = js.get_stream(name).await.unwrap();
     let total = stream_len(js, name).await;
-    let consumer: consumer::PullConsumer = stream
-        .create_consumer(consumer::pull::Config {
-            ack_policy: consumer::AckPolicy::None,
+    let consumer = stream
+        .create_consumer(consumer::pull::OrderedConfig {
+            max_expires: PULL_EXPIRES,
             ..Default::default()
         })
         .await
