@@ -13,7 +13,7 @@
 //! duplicates — readings lost. And the key, led by `(sensor, ts)`, serves a sensor's time range
 //! itself, so the table needs one index besides it, `(district, ts)`, not two: each B-tree
 //! entry of a row lands at a sensor's place in the tree, and the second one cost PostgreSQL about
-//! a quarter of its CPU per archived row (docs/benchmarks.md, *The archive: one index fewer*).
+//! a third of its CPU per archived row (docs/benchmarks.md, *The archive: one index fewer*).
 //! An archive created by an earlier version keeps its `(sensor, seq)` key and works as before
 //! (with a warning at connect); `sql/readings_key_sensor_ts_seq.sql` converts it.
 //!
@@ -29,7 +29,7 @@
 //!
 //! Queries by district or sensor over a time range use `(district, ts)` and the key.
 //! The identifiers (`sensor`, `district`, `kind`) collate as `"C"`, bytewise, whatever the
-//! database's locale: the three B-trees then compare them with `memcmp` rather than the
+//! database's locale: the B-trees then compare them with `memcmp` rather than the
 //! locale's `strcoll`, and an `ORDER BY` sorts the ids (`[a-z0-9_-]`) by byte. On a
 //! `C.UTF-8` cluster (what `scripts/demo`'s `initdb` gets on Debian) PostgreSQL spent 9.9–12.2
 //! µs of CPU per archived row against 11.5–12.9 (`scripts/bench --pg-locale C.UTF-8`,

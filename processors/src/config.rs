@@ -96,9 +96,10 @@ pub struct Config {
 
     /// READINGS messages per pull of a partition (each a batch of readings from ingest, about
     /// 125 on a backlog), and at most 4 MiB (or twice the server's `max_payload`): what the
-    /// client buffers and what is folded between two looks at the windows. At 100,000 sensors,
-    /// 10 kept 1.5–2.5 MiB more in memory than 5, and 25 about 6 MiB more, for no measured
-    /// speed (docs/benchmarks.md, *Full batches from a backlog*).
+    /// client buffers and what is folded between two looks at the windows. At 100,000 sensors the
+    /// processors peaked at 95.3 and 95.6 MiB with 5, at 96.3–99.5 MiB in six runs with 10 and at
+    /// 102.8 MiB in one with 25, at the same speed (docs/benchmarks.md, *Full batches from a
+    /// backlog*).
     #[arg(long, env = "CITYPULSE_PROCESSORS_BATCH_SIZE", default_value_t = 5)]
     pub batch_size: usize,
 
