@@ -621,6 +621,7 @@ def stage_ingest(run, nats, pg, db, nats_cpu0, before):
     return [
         row("ingest RAW -> READINGS", "readings", s1.messages(RAW), s1.t - child.started,
             cpu1, s1.nats_cpu - nats_cpu0, rss1, dead_lettered=s1.messages(DLQ),
+            readings_messages=s1.messages("READINGS"),
             consumers=[c for c in consumers if c.startswith(RAW + "/")]),
         row("ingest incl. the archive", "readings", valid, s2.t - child.started, cpu2,
             s2.nats_cpu - nats_cpu0, rss2, archived_rows=rows, consumers=consumers,
@@ -819,6 +820,7 @@ def stage_pipeline(run, nats_binary, pg):
                  lag=lag_report(samples, groups, t0, marks["sim_end"], publish_rate),
                  lag_series=lag_series(samples, groups, t0),
                  window_results=last.messages("METRICS"), archived_rows=pg.rows("readings", db),
+                 readings_messages=last.messages("READINGS"),
                  nats_server=nats.version())
     for c in [sim, *services.values(), nats.child]:
         c.stop()
@@ -881,7 +883,8 @@ def pipeline_text(p):
              f"{p['seconds']:.1f} s, everything (alerts, archive) after "
              f"{p['all_drained_seconds']:.1f} s; {p['window_results']:,} window results, "
              f"{p['archived_rows']:,} archived rows ({p['postgres_cpu_us']:.1f} us of "
-             f"PostgreSQL CPU each)"]
+             f"PostgreSQL CPU each); READINGS held {p['readings_messages']:,} messages "
+             f"({p['items'] / max(p['readings_messages'], 1):.0f} readings each)"]
     for name, s in p["services"].items():
         lines.append(f"  {name}: {s['cpu_us_per_reading']:.1f} us CPU per reading, peak RSS "
                      f"{fmt_num(None if s['peak_rss_kib'] is None else s['peak_rss_kib'] / 1024)}"
