@@ -240,6 +240,8 @@ impl Pipeline {
                                 break;
                             }
                         }
+                        // After any checkpoint taken within the batch: its rest is not in it.
+                        self.cadence.taken(Instant::now());
                     }
                     batch.clear();
                     step

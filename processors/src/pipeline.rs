@@ -161,6 +161,15 @@ pub async fn run_partition(shared: Shared, lease: Lease) -> anyhow::Result<()> {
     p.run(&readings, source).await
 }
 
+/// Sleeps until `at` (forever when `None`; the caller's `if` guard keeps that from being
+/// polled).
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
 impl Partition {
     fn now_ms(&self) -> u64 {
         duration::millis(self.started.elapsed())
@@ -181,11 +190,16 @@ impl Partition {
         let mut source = Source::new(readings.clone(), source, self.last_seq, observer);
         let mut batch = Vec::new();
         loop {
+            // Something to make durable: wake when the schedule says, not at the next tick.
+            let checkpoint_at = self
+                .dirty
+                .then(|| self.cadence.deadline(source.caught_up()));
             tokio::select! {
                 biased;
                 _ = self.shutdown.cancelled() => break,
                 // On shutdown it returns false and the next turn takes the branch above.
                 _ = source.next_batch(&mut batch, &self.shutdown) => {}
+                () = sleep_until(checkpoint_at), if checkpoint_at.is_some() => {}
                 _ = tick.tick() => {
                     let now = self.now_ms();
                     if self.state.advance_idle(now) {
@@ -213,11 +227,16 @@ impl Partition {
         batch: &mut Vec<Delivery>,
         source: &Source,
     ) -> anyhow::Result<Flow> {
+        let taken = !batch.is_empty();
         for d in batch.drain(..) {
             self.handle(d);
             if self.state.window_ready() && matches!(self.flush(false, source).await?, Flow::Stop) {
                 return Ok(Flow::Stop);
             }
+        }
+        if taken {
+            // After any checkpoint taken within the batch: its rest is not in that one.
+            self.cadence.taken(Instant::now());
         }
         Ok(Flow::Continue)
     }

@@ -10,7 +10,11 @@
 //! - at once when a backlog that took at least [`CAUGHT_UP`] to drain is drained: after a
 //!   restart or an outage, the consumer shows as caught up the moment it is, not up to a second
 //!   later. Live traffic comes in short bursts, each drained within milliseconds; those wait for
-//!   [`CAUGHT_UP`] as above, so a live consumer still checkpoints at most about once a second.
+//!   [`CAUGHT_UP`] as above, so a live consumer still checkpoints at most about once a second;
+//! - [`CAUGHT_UP`] after the last message taken when nothing more came: a live consumer whose
+//!   every batch found it caught up (so never drained a backlog) but whose stream then went
+//!   quiet — the end of a burst, a city at night — acks what it holds within about a second,
+//!   not at the next interval. Messages arriving more often than that keep it on the interval.
 //!
 //! The service may force one besides (processors: before publishing windows closed by idle
 //! advance, and at 50,000 unacked messages; alerts: every `--checkpoint-every` results).
@@ -33,6 +37,9 @@ pub struct Cadence {
     behind_since: Option<Instant>,
     /// A backlog of at least [`CAUGHT_UP`] drained, and no complete checkpoint has settled it.
     long_drain: bool,
+    /// When the newest message taken since the last checkpoint was taken ([`Cadence::taken`]);
+    /// `None` when none was.
+    newest: Option<Instant>,
 }
 
 impl Cadence {
@@ -44,7 +51,18 @@ impl Cadence {
             settled: false,
             behind_since: None,
             long_drain: false,
+            newest: None,
         }
+    }
+
+    /// Messages were taken at `now` (to be included in the next checkpoint).
+    pub fn taken(&mut self, now: Instant) {
+        self.newest = Some(now);
+    }
+
+    /// When the messages taken since the last checkpoint have been quiet for [`CAUGHT_UP`].
+    fn quiet_at(&self) -> Option<Instant> {
+        self.newest.map(|t| t + CAUGHT_UP)
     }
 
     /// Whether a checkpoint is due at `now`; `caught_up`: the last message handed out was the
@@ -61,23 +79,30 @@ impl Cadence {
         let since = now.saturating_duration_since(self.last);
         since >= self.interval
             || (caught_up && !self.settled && (self.long_drain || since >= CAUGHT_UP))
+            || (caught_up && self.quiet_at().is_some_and(|at| now >= at))
     }
 
     /// When [`Cadence::due`] turns true at the latest if nothing else changes: for a timer that
     /// checks while no message arrives. `caught_up` as for [`Cadence::due`].
     pub fn deadline(&self, caught_up: bool) -> Instant {
-        if caught_up && !self.settled {
+        let scheduled = if caught_up && !self.settled {
             if self.long_drain {
                 return self.last;
             }
-            return self.last + CAUGHT_UP.min(self.interval);
+            self.last + CAUGHT_UP.min(self.interval)
+        } else {
+            self.last + self.interval
+        };
+        match self.quiet_at() {
+            Some(at) if caught_up => scheduled.min(at),
+            _ => scheduled,
         }
-        self.last + self.interval
     }
 
-    /// A checkpoint was written at `now`.
+    /// A checkpoint was written at `now`, of everything taken before it.
     pub fn written(&mut self, now: Instant) {
         self.last = now;
+        self.newest = None;
     }
 
     /// A checkpoint failed at `now`: the next try is [`CAUGHT_UP`] later (or at the interval), not
@@ -85,6 +110,9 @@ impl Cadence {
     pub fn failed(&mut self, now: Instant) {
         self.last = now;
         self.long_drain = false;
+        if self.newest.is_some() {
+            self.newest = Some(now);
+        }
     }
 
     /// After a checkpoint of the schedule: `caught_up` as for [`Cadence::due`]; `complete`: it
@@ -179,6 +207,57 @@ mod tests {
         c.written(at(t0, 3_010));
         c.settle(true, true);
         assert!(!c.due(at(t0, 3_020), true));
+    }
+
+    /// Settled at 1 s: a consumer caught up, with a complete checkpoint.
+    fn settled_live(t0: Instant) -> Cadence {
+        let mut c = Cadence::new(INTERVAL, t0);
+        assert!(c.due(at(t0, 1_000), true));
+        c.written(at(t0, 1_000));
+        c.settle(true, true);
+        c
+    }
+
+    #[test]
+    fn a_live_consumer_whose_stream_goes_quiet_checkpoints_a_second_after_its_last_message() {
+        let t0 = Instant::now();
+        let mut c = settled_live(t0);
+        // Live: every batch finds it caught up; then nothing more after 2.4 s.
+        for ms in [2_000, 2_400] {
+            assert!(!c.due(at(t0, ms), true));
+            c.taken(at(t0, ms));
+        }
+        assert_eq!(c.deadline(true), at(t0, 3_400));
+        assert!(!c.due(at(t0, 3_399), true));
+        assert!(c.due(at(t0, 3_400), true));
+        c.written(at(t0, 3_400));
+        c.settle(true, true);
+        // Nothing taken since: the interval.
+        assert!(!c.due(at(t0, 5_000), true));
+        assert_eq!(c.deadline(true), at(t0, 8_400));
+    }
+
+    #[test]
+    fn messages_more_often_than_a_second_keep_a_live_consumer_on_the_interval() {
+        let t0 = Instant::now();
+        let mut c = settled_live(t0);
+        for ms in (1_500..6_000).step_by(500) {
+            assert!(!c.due(at(t0, ms), true), "due at {ms} ms");
+            c.taken(at(t0, ms));
+        }
+        assert!(c.due(at(t0, 6_000), true));
+    }
+
+    #[test]
+    fn a_failed_checkpoint_of_a_quiet_consumer_is_retried_a_second_later() {
+        let t0 = Instant::now();
+        let mut c = settled_live(t0);
+        c.taken(at(t0, 2_000));
+        assert!(c.due(at(t0, 3_000), true));
+        c.failed(at(t0, 3_000));
+        assert!(!c.due(at(t0, 3_010), true));
+        assert_eq!(c.deadline(true), at(t0, 4_000));
+        assert!(c.due(at(t0, 4_000), true));
     }
 
     #[test]
