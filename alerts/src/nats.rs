@@ -76,6 +76,7 @@ pub fn source_config(cfg: &RunConfig, max_payload: usize) -> SourceConfig {
         max_bytes: pull_bytes(PULL_BYTES, max_payload),
         heartbeat: HEARTBEAT,
         fill_wait: FILL_WAIT,
+        linger: Duration::ZERO,
     }
 }
 

@@ -92,6 +92,13 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub batch_size: u32,
 
+    /// How long a batch that is not full waits for more RAW messages after its first one
+    /// when ingest keeps up with the devices ("0s": publish what has arrived). Larger batches
+    /// make fewer, larger READINGS messages for the processors and the archive; each reading
+    /// waits at most this long more on its way to them.
+    #[arg(long, env = "CITYPULSE_INGEST_LINGER", default_value = "20ms", value_parser = linger)]
+    pub linger: Duration,
+
     /// Deprecated and ignored since v0.2 (a RAW batch is now published as one READINGS message
     /// per partition, all awaited together); still accepted so that v0.1 settings keep working.
     #[arg(long, env = "CITYPULSE_INGEST_MAX_IN_FLIGHT", default_value_t = 512, hide = true,
@@ -216,6 +223,18 @@ impl Config {
     /// Name of the archive's durable consumer on READINGS.
     pub fn archive_consumer_name(&self) -> String {
         format!("{}-archive", self.consumer_name)
+    }
+}
+
+/// The most a batch may linger: a second (a reading waiting longer for its batch than the
+/// alert rules' shortest useful reaction is not a trade anyone wants).
+pub const MAX_LINGER: Duration = Duration::from_secs(1);
+
+/// Parses `--linger`: a duration from zero to [`MAX_LINGER`].
+fn linger(s: &str) -> Result<Duration, String> {
+    match duration::parse(s)? {
+        d if d > MAX_LINGER => Err(format!("--linger `{s}` must be at most {MAX_LINGER:?}")),
+        d => Ok(d),
     }
 }
 

@@ -53,6 +53,7 @@ pub fn validator_consumer(config: &Config, max_payload: usize) -> SourceConfig {
         max_bytes: pull_bytes(RAW_PULL_BYTES, max_payload),
         heartbeat: HEARTBEAT,
         fill_wait: FILL_WAIT,
+        linger: config.linger,
     }
 }
 
@@ -69,6 +70,7 @@ pub fn archive_consumer(config: &Config, max_payload: usize) -> SourceConfig {
         max_bytes: pull_bytes(ARCHIVE_PULL_BYTES, max_payload),
         heartbeat: HEARTBEAT,
         fill_wait: FILL_WAIT,
+        linger: Duration::ZERO,
     }
 }
 

@@ -136,6 +136,7 @@ pub fn source_config(partition: u32, batch: usize, max_payload: usize) -> Source
         max_bytes: pull_bytes(PULL_BYTES, max_payload),
         heartbeat: HEARTBEAT,
         fill_wait: FILL_WAIT,
+        linger: Duration::ZERO,
     }
 }
 

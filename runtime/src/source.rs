@@ -102,6 +102,11 @@ pub struct SourceConfig {
     /// How long a batch may wait, in all, for messages the server said it had for the consumer
     /// ([`FILL_WAIT`] in the services).
     pub fill_wait: Duration,
+    /// How long a batch that is not full may wait for more messages from its first one, even
+    /// when the server has nothing more yet (zero: hand out what has arrived). A consumer that
+    /// writes one output message per batch (ingest's READINGS) trades this much latency for
+    /// fewer, larger messages when it keeps up with a steady stream.
+    pub linger: Duration,
 }
 
 /// The byte limit of a pull ([`SourceConfig::max_bytes`]): `wanted`, or twice the connection's
@@ -178,6 +183,9 @@ pub struct Source {
     /// Messages taken but not handed out yet: a batch being filled, kept across a call the
     /// caller cancelled (the next call hands them out first).
     held: Vec<Delivery>,
+    /// When the first of [`Source::held`] was taken: the start of the batch's
+    /// [`SourceConfig::linger`].
+    held_since: Option<tokio::time::Instant>,
     /// Delivery count expected next from the current consumer.
     next_delivery: u64,
     /// Messages the server still had for the consumer after the last one taken.
@@ -205,6 +213,7 @@ impl Source {
             after,
             given: after,
             held: Vec::new(),
+            held_since: None,
             next_delivery: 1,
             pending: u64::MAX,
             fruitless_opens: 0,
@@ -242,15 +251,19 @@ impl Source {
             self.given = last.seq;
         }
         out.append(&mut self.held);
+        self.held_since = None;
         true
     }
 
     /// Takes messages into [`Source::held`] up to the batch size and, when the pull is bounded
     /// in bytes, until they reach that bound (so a batch holds at most the bound and one
     /// message): those already buffered, then, while the server has more, those arriving
-    /// within [`SourceConfig::fill_wait`].
+    /// within [`SourceConfig::fill_wait`], and those arriving within [`SourceConfig::linger`]
+    /// of the batch's first message.
     async fn fill(&mut self, shutdown: &Shutdown) {
-        let until = tokio::time::Instant::now() + self.config.fill_wait;
+        let now = tokio::time::Instant::now();
+        let until = now + self.config.fill_wait;
+        let lingering = self.held_since.unwrap_or(now) + self.config.linger;
         let mut bytes: usize = self.held.iter().map(|d| d.message.length).sum();
         let max_bytes = match self.config.max_bytes {
             0 => usize::MAX,
@@ -261,13 +274,18 @@ impl Source {
             let Some(messages) = self.messages.as_mut() else {
                 return;
             };
+            let wait = if behind {
+                until.max(lingering)
+            } else {
+                lingering
+            };
             let next = match messages.next().now_or_never() {
                 Some(next) => next,
-                None if behind => tokio::select! {
+                None if wait > tokio::time::Instant::now() => tokio::select! {
                     biased;
                     () = shutdown.cancelled() => return,
                     next = messages.next() => next,
-                    () = tokio::time::sleep_until(until) => return,
+                    () = tokio::time::sleep_until(wait) => return,
                 },
                 None => return,
             };
@@ -367,6 +385,9 @@ impl Source {
         self.fruitless_opens = 0;
         self.stalled_at = None;
         let (message, acker) = msg.split();
+        if self.held.is_empty() {
+            self.held_since = Some(tokio::time::Instant::now());
+        }
         self.held.push(Delivery {
             seq,
             message,
@@ -503,6 +524,7 @@ mod tests {
             max_bytes: 0,
             heartbeat: Duration::from_secs(5),
             fill_wait: FILL_WAIT,
+            linger: Duration::ZERO,
         }
     }
 

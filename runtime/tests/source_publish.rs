@@ -338,6 +338,7 @@ fn source_config() -> SourceConfig {
         max_bytes: 0,
         heartbeat: Duration::from_secs(5),
         fill_wait: FILL_WAIT,
+        linger: Duration::ZERO,
     }
 }
 
@@ -359,6 +360,7 @@ async fn a_backlog_is_handed_out_in_full_batches() {
         batch: 500,
         max_ack_pending: 10_000,
         fill_wait: Duration::from_secs(10),
+        linger: Duration::ZERO,
         ..source_config()
     };
     let mut reader = Source::new(stream, config, 0, Arc::new(|_| {}));
@@ -378,6 +380,60 @@ async fn a_backlog_is_handed_out_in_full_batches() {
     assert_eq!(sizes, [500, 500, 500, 500, 50]);
     assert!(reader.caught_up());
     assert_eq!(reader.position(), 2_050);
+}
+
+/// With a linger, a batch caught up with a steady stream waits for what its producers publish
+/// next instead of going out with the one message that had arrived: ingest's READINGS messages
+/// are a batch each, so fewer, larger ones cost the server and every consumer downstream less.
+/// The batch still ends when full (here long before the linger) or when the linger is over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lingering_batch_waits_for_the_next_messages_of_a_steady_stream() {
+    let server = NatsServer::start();
+    let client = async_nats::connect(server.url()).await.unwrap();
+    let js = jetstream::new(client);
+    let stream = test_stream(&js).await;
+    let config = SourceConfig {
+        batch: 10,
+        linger: Duration::from_secs(30),
+        ..source_config()
+    };
+    let mut reader = Source::new(stream, config, 0, Arc::new(|_| {}));
+    let all = messages("l", 13);
+    publish_all(&js, &all[..1], &Shutdown::new(), &|_| {})
+        .await
+        .unwrap();
+    let producer = {
+        let js = js.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            for m in all[1..].chunks(1) {
+                publish_all(&js, m, &Shutdown::new(), &|_| {})
+                    .await
+                    .unwrap();
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    let shutdown = Shutdown::new();
+    let mut batch = Vec::new();
+    assert!(reader.next_batch(&mut batch, &shutdown).await);
+    let seqs: Vec<u64> = batch.iter().map(|d| d.seq).collect();
+    assert_eq!(seqs, (1..=10).collect::<Vec<_>>(), "one full batch");
+    producer.await.unwrap();
+    // A batch that does not fill goes out when its linger is over: another reader, lingering
+    // 300 ms, after the tenth message.
+    let config = SourceConfig {
+        durable: "lingering".into(),
+        batch: 100,
+        linger: Duration::from_millis(300),
+        ..source_config()
+    };
+    let stream = js.get_stream("TEST").await.unwrap();
+    let mut reader = Source::new(stream, config, 10, Arc::new(|_| {}));
+    batch.clear();
+    assert!(reader.next_batch(&mut batch, &shutdown).await);
+    let seqs: Vec<u64> = batch.iter().map(|d| d.seq).collect();
+    assert_eq!(seqs, [11, 12, 13]);
 }
 
 /// A pull the server does not serve while it holds messages for the consumer (here: the
