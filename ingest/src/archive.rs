@@ -4,8 +4,8 @@
 //! ([`citypulse_schema::batch`]) or, from ingest v0.1, one.
 //!
 //! Each round: take up to `archive_batch_size` messages and
-//! [`ARCHIVE_PULL_BYTES`](crate::nats::ARCHIVE_PULL_BYTES) (waiting at most `archive_max_delay`
-//! to fill the batch), write their readings in one statement, and ack (cumulatively) only after
+//! [`ARCHIVE_PULL_BYTES`](crate::nats::ARCHIVE_PULL_BYTES) (live, waiting at most
+//! `archive_max_delay` to fill the batch; behind, only until the backlog ends), write their readings in one statement, and ack (cumulatively) only after
 //! it committed. A failed write drops the connection and the batch: the source is rewound to the
 //! last acked message ([`Source::rewind`]), so while PostgreSQL is down the archive holds no
 //! reading in memory (a two-hour outage costs ingest no more memory than a minute); once
@@ -75,7 +75,14 @@ impl Archiving {
             let mut store = self.connect(&shutdown).await;
             self.metrics.set_archive_up(store.is_some());
             let mut batch = Vec::new();
-            while self.fill(&mut source, &mut batch, &shutdown).await {
+            // Behind (after a start, or the last batch was full): the end of the backlog is
+            // written the moment it is reached, not after waiting to fill a batch.
+            let mut catching_up = true;
+            while self
+                .fill(&mut source, &mut batch, catching_up, &shutdown)
+                .await
+            {
+                catching_up = self.full(&batch);
                 let written = tokio::select! {
                     biased;
                     () = shutdown.cancelled() => break,
@@ -130,23 +137,30 @@ impl Archiving {
         ))
     }
 
-    /// Takes messages until the batch is full (in messages, or in bytes: the pull's byte
-    /// limit) or `max_delay` has passed since the first; `false` on shutdown.
+    /// Whether `batch` is full: in messages, or in bytes (the pull's byte limit).
+    fn full(&self, batch: &[Delivery]) -> bool {
+        batch.len() >= self.consumer.batch
+            || batch.iter().map(|d| d.message.length).sum::<usize>() >= self.consumer.max_bytes
+    }
+
+    /// Takes messages until the batch is full or `max_delay` has passed since the first —
+    /// or, `catching_up`, until the source has nothing more (the end of a backlog is written
+    /// at once; live, a batch gathers what arrives within `max_delay`). `false` on shutdown.
     async fn fill(
         &self,
         source: &mut Source,
         batch: &mut Vec<Delivery>,
+        catching_up: bool,
         shutdown: &Shutdown,
     ) -> bool {
         if !source.next_batch(batch, shutdown).await {
             return false;
         }
         let deadline = tokio::time::Instant::now() + self.max_delay;
-        let full = |batch: &[Delivery]| {
-            batch.len() >= self.consumer.batch
-                || batch.iter().map(|d| d.message.length).sum::<usize>() >= self.consumer.max_bytes
+        let done = |batch: &[Delivery], source: &Source| {
+            self.full(batch) || (catching_up && source.caught_up())
         };
-        while !full(batch) {
+        while !done(batch, source) {
             match tokio::time::timeout_at(deadline, source.next_batch(batch, shutdown)).await {
                 Ok(true) => {}
                 Ok(false) => return false,

@@ -117,7 +117,8 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(1..=50_000))]
     pub archive_batch_size: u32,
 
-    /// Longest wait to fill an archive batch before writing what there is.
+    /// Longest wait to fill an archive batch before writing what there is, live (the end of a
+    /// backlog is written at once).
     #[arg(long, env = "CITYPULSE_INGEST_ARCHIVE_MAX_DELAY", default_value = "1s", value_parser = duration::parse_positive)]
     pub archive_max_delay: Duration,
 
