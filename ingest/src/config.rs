@@ -326,6 +326,16 @@ mod tests {
     }
 
     #[test]
+    fn linger_defaults_to_20ms_and_takes_zero_up_to_a_second() {
+        assert_eq!(parse(&[]).linger, Duration::from_millis(20));
+        assert_eq!(parse(&["--linger", "0s"]).linger, Duration::ZERO);
+        assert_eq!(parse(&["--linger", "1s"]).linger, MAX_LINGER);
+        let err = Config::try_parse_from(["x", "--linger", "2s"]).unwrap_err();
+        assert!(err.to_string().contains("at most"), "{err}");
+        assert!(Config::try_parse_from(["x", "--linger", "soon"]).is_err());
+    }
+
+    #[test]
     fn sizes_parse_with_units() {
         assert_eq!(parse_bytes("1048576"), Ok(1 << 20));
         assert_eq!(parse_bytes("512MiB"), Ok(512 << 20));

@@ -42,7 +42,8 @@ pub const STALL: Duration = Duration::from_secs(2);
 /// up to the batch size: with a backlog, each batch is then full rather than whatever the client
 /// had buffered when the service asked, which fell to about a tenth of ingest's batch size in
 /// `scripts/bench` (docs/benchmarks.md, *Full batches from a backlog*). Caught up, the server
-/// has nothing more and a batch is handed out at once.
+/// has nothing more and a batch is handed out at once (unless the source lingers,
+/// [`SourceConfig::linger`]).
 pub const FILL_WAIT: Duration = Duration::from_millis(20);
 
 /// What the source reports to its service's metrics (bounded labels via [`SourceEvent::label`]).
@@ -463,6 +464,7 @@ impl Source {
         self.messages = None;
         self.stalled_at = None;
         self.held.clear();
+        self.held_since = None;
         self.after = after;
         self.given = after;
         self.pending = u64::MAX;
