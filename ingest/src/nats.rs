@@ -33,8 +33,9 @@ pub const RAW_PULL_BYTES: usize = 8 << 20;
 
 /// Most bytes of READINGS a pull of the archive asks for, and an archive batch holds (and one
 /// message more): about 20,000 readings, two writes of
-/// [`MAX_ROWS_PER_WRITE`](crate::archive::MAX_ROWS_PER_WRITE) rows, in READINGS messages of about 125 readings each (ingest's 1,000-message batch over 8
-/// partitions); ingest writes them up to 512 KiB. The limit rises to twice the server's
+/// [`MAX_ROWS_PER_WRITE`](crate::archive::MAX_ROWS_PER_WRITE) rows, in READINGS messages of
+/// about 125 readings each (ingest's 1,000-message batch over 8 partitions); ingest writes them
+/// up to 512 KiB. The limit rises to twice the server's
 /// `max_payload` when that is more ([`pull_bytes`]).
 pub const ARCHIVE_PULL_BYTES: usize = 2 << 20;
 
