@@ -603,19 +603,32 @@ impl NatsCluster {
 /// (CI of 00ff208 timed out so). Every other request keeps `js`'s timeout: a publish lost to a
 /// killed node is still given up on, and retried, after 5 s.
 ///
+/// "No suitable peers for placement, peer offline" (10005) is retried for up to the same 30 s:
+/// the meta leader marks a peer online only once that peer's statistics reach it, which can
+/// come after the meta group counts the peer current (CI of b63e67a failed so, at creation).
+///
 /// # Panics
 /// When the stream cannot be created.
 pub async fn create_stream_patiently(
     js: &async_nats::jetstream::Context,
     config: async_nats::jetstream::stream::Config,
 ) -> async_nats::jetstream::stream::Stream {
+    use async_nats::jetstream::{context::CreateStreamErrorKind, ErrorCode};
     let mut patient = js.clone();
     patient.set_timeout(Duration::from_secs(30));
-    let name = config.name.clone();
-    patient
-        .create_stream(config)
-        .await
-        .unwrap_or_else(|e| panic!("creating stream {name}: {e}"))
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let error = match patient.create_stream(config.clone()).await {
+            Ok(stream) => return stream,
+            Err(error) => error,
+        };
+        let placement = matches!(error.kind(), CreateStreamErrorKind::JetStream(e)
+            if e.error_code() == ErrorCode::CLUSTER_NO_PEERS);
+        if !placement || Instant::now() >= deadline {
+            panic!("creating stream {}: {error}", config.name);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Whether a `/jsz` body names a meta leader (`"meta_cluster": { ..., "leader": "n1", ... }`).
