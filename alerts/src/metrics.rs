@@ -25,6 +25,7 @@ pub struct AlertsMetrics {
     window_results: IntCounterVec,
     rejected: IntCounterVec,
     redelivered: IntCounter,
+    consume_errors: IntCounterVec,
     publish_retries: IntCounterVec,
     checkpoints: IntCounterVec,
     checkpoint_bytes: IntGauge,
@@ -100,6 +101,11 @@ impl AlertsMetrics {
                     "citypulse_alerts_redelivered_total",
                     "Redelivered METRICS messages skipped because their effect is already applied.",
                 )?,
+            )?,
+            consume_errors: counter_vec(
+                "citypulse_alerts_consume_errors_total",
+                "Errors while pulling from METRICS, by reason (a pull error reopens the consumer after the last applied sequence).",
+                &["reason"],
             )?,
             publish_retries: counter_vec(
                 "citypulse_alerts_publish_retries_total",
@@ -230,12 +236,18 @@ impl AlertsMetrics {
     }
 
     /// The METRICS source's events: a delivery gap or a skipped redelivery count as
-    /// redeliveries (the message comes again), the rest is logged at DEBUG.
+    /// redeliveries (the message comes again), the rest as consume errors by reason.
     pub fn source_observer(&self) -> citypulse_runtime::source::Observer {
         let metrics = self.clone();
         std::sync::Arc::new(move |e| match e {
             SourceEvent::Gap | SourceEvent::Redelivered => metrics.redelivered(),
-            other => tracing::debug!(event = other.label(), "METRICS source"),
+            other => {
+                metrics
+                    .consume_errors
+                    .with_label_values(&[other.label()])
+                    .inc();
+                tracing::debug!(event = other.label(), "METRICS source");
+            }
         })
     }
 

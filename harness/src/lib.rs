@@ -8,6 +8,8 @@
 //!   [`create_stream_patiently`] for the replicated streams a test creates on it.
 //! - [`Postgres`]: a throwaway PostgreSQL cluster (`initdb` in a temp dir), run as an unprivileged
 //!   user when the tests run as root.
+//! - [`PullDropProxy`]: a TCP proxy in front of a nats-server that loses one JetStream pull
+//!   request, for tests of a consumer whose request never reached the server.
 //! - [`wait_for`]: poll a condition instead of sleeping; [`free_port`] and [`http_get`] for tests
 //!   that start processes of their own.
 //!
@@ -22,7 +24,7 @@
 //! never a skipped test.
 //!
 //! Module map: `nats` (nats-server and cluster), `postgres`, `net` (free ports, a minimal HTTP
-//! GET, log tails).
+//! GET, log tails), `proxy`.
 
 // A harness exists to fail loudly: a server that cannot start is a broken test environment, and
 // a panic carrying the reason and the server's log is the most useful report there is.
@@ -31,6 +33,7 @@
 mod nats;
 mod net;
 mod postgres;
+mod proxy;
 
 use std::future::Future;
 use std::time::Duration;
@@ -40,6 +43,7 @@ pub use nats::{
 };
 pub use net::{free_port, http_get};
 pub use postgres::Postgres;
+pub use proxy::PullDropProxy;
 
 /// Polls `f` every 20 ms until it returns `true`; panics with `what` once `deadline` has passed.
 ///

@@ -7,6 +7,7 @@
 //! | `citypulse_processors_rejected_readings_total` | counter | `kind` (or `unknown`), `reason` |
 //! | `citypulse_processors_redelivered_readings_total` | counter | — (skipped: already in the state) |
 //! | `citypulse_processors_delivery_gaps_total` | counter | — (deliveries lost in flight; consumer reopened) |
+//! | `citypulse_processors_consume_errors_total` | counter | `reason`: the READINGS source's other events |
 //! | `citypulse_processors_windows_open` | gauge | `partition` |
 //! | `citypulse_processors_windows_closed_total` | counter | `kind`, `scope` (sensor, district) |
 //! | `citypulse_processors_watermark_lag_seconds` | gauge | `partition`: wall clock − watermark |
@@ -39,6 +40,7 @@ pub struct ProcessorMetrics {
     rejected: IntCounterVec,
     redelivered: IntCounter,
     delivery_gaps: IntCounter,
+    consume_errors: IntCounterVec,
     windows_open: IntGaugeVec,
     windows_closed: IntCounterVec,
     watermark_lag: GaugeVec,
@@ -70,6 +72,8 @@ impl ProcessorMetrics {
                 "Deliveries skipped because the state already includes their stream sequence.")?,
             delivery_gaps: int_counter(r, "citypulse_processors_delivery_gaps_total",
                 "Deliveries lost in flight (a reconnect); the consumer was reopened after the last folded sequence.")?,
+            consume_errors: int_counter_vec(r, "citypulse_processors_consume_errors_total",
+                "Errors while pulling from READINGS, by reason (a pull error reopens the consumer after the last folded sequence).", &["reason"])?,
             windows_open: int_gauge_vec(r, "citypulse_processors_windows_open",
                 "Windows holding readings and not yet closed, by partition.", &["partition"])?,
             windows_closed: int_counter_vec(r, "citypulse_processors_windows_closed_total",
@@ -150,6 +154,13 @@ impl ProcessorMetrics {
     /// Deliveries lost in flight.
     pub fn delivery_gap(&self) {
         self.delivery_gaps.inc();
+    }
+
+    /// Pulling from READINGS failed (a bounded [`SourceEvent::label`]).
+    ///
+    /// [`SourceEvent::label`]: citypulse_runtime::source::SourceEvent::label
+    pub fn consume_error(&self, reason: &'static str) {
+        self.consume_errors.with_label_values(&[reason]).inc();
     }
 
     /// The partition's open windows and watermark lag (`None`: no watermark yet, or ahead of the

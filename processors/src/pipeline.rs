@@ -185,7 +185,10 @@ impl Partition {
         let observer = Arc::new(move |e: SourceEvent| match e {
             SourceEvent::Gap => metrics.delivery_gap(),
             SourceEvent::Redelivered => metrics.redelivered(),
-            other => tracing::debug!(partition = id, event = other.label(), "READINGS source"),
+            other => {
+                metrics.consume_error(other.label());
+                tracing::debug!(partition = id, event = other.label(), "READINGS source");
+            }
         });
         let mut source = Source::new(readings.clone(), source, self.last_seq, observer);
         let mut batch = Vec::new();

@@ -32,12 +32,24 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// First pause before reopening a consumer that has handed out nothing since it was opened.
 const FIRST_REOPEN_PAUSE: Duration = Duration::from_millis(50);
 /// How long the source waits for the next message while the server said it had more for the
-/// consumer, before it reopens the consumer. The client can be left with no pull request at the
-/// server while it believes one is outstanding (then the server sends neither messages nor
-/// heartbeats); without this, the missed heartbeats notice it after twice the heartbeat (10 s).
-/// `scripts/bench` at 100,000 sensors showed such a 10 s stop of one or two processors
-/// partitions in several runs (docs/benchmarks.md, *A stalled pull, reopened after 2 s*).
+/// consumer, before it reopens the consumer whatever the server says (a server that holds the
+/// pull request but delivers nothing, such as a consumer at its `max_ack_pending`). A client
+/// left with no pull request at the server while it believes one outstanding ([`PROBE`] finds
+/// that sooner) gets neither messages nor heartbeats; without this, the missed heartbeats notice
+/// it after twice the heartbeat (10 s). `scripts/bench` at 100,000 sensors showed such a 10 s
+/// stop of one or two processors partitions in several runs (docs/benchmarks.md, *A stalled
+/// pull, reopened after 2 s*).
 pub const STALL: Duration = Duration::from_secs(2);
+/// How long the source waits for the next message, while the server said it had more for the
+/// consumer, before it asks the server whether it holds a pull request of the consumer. When it
+/// holds none, the consumer is reopened at once (counted as `unserved`) rather than after
+/// [`STALL`]; otherwise the next look is this long after. async-nats 0.51's pull stream counts
+/// the messages its requests still owe down to zero and no further: the messages that answer a
+/// request before the stream has counted that request (its task preempted between sending the
+/// request and reporting it) are lost from the count, and the stream then waits for messages
+/// that no request of its asks for. With the processors' requests of 5 messages, one such
+/// request is enough (docs/benchmarks.md, *A pull request the client lost count of*).
+pub const PROBE: Duration = Duration::from_millis(100);
 /// How long a batch may wait for the messages the server said it had for the consumer, to fill
 /// up to the batch size: with a backlog, each batch is then full rather than whatever the client
 /// had buffered when the service asked, which fell to about a tenth of ingest's batch size in
@@ -201,6 +213,9 @@ pub struct Source {
     /// When waiting for the next message counts as a stall ([`STALL`] after the wait began);
     /// kept across calls a faster timer of the caller cancels, cleared by a message.
     stalled_at: Option<tokio::time::Instant>,
+    /// When to ask the server next whether it holds a pull request of the consumer
+    /// ([`PROBE`]); kept and cleared as [`Source::stalled_at`].
+    probe_at: Option<tokio::time::Instant>,
 }
 
 impl Source {
@@ -220,6 +235,7 @@ impl Source {
             fruitless_opens: 0,
             reopen_at: None,
             stalled_at: None,
+            probe_at: None,
         }
     }
 
@@ -308,22 +324,19 @@ impl Source {
                 continue;
             };
             // The server said it had more after the last message handed out: waiting for it
-            // longer than STALL (in all, across calls a faster timer of the caller cancels)
-            // means the pull is not being served.
+            // longer than PROBE, ask the server whether it still holds a pull request of ours;
+            // longer than STALL (in all, across calls a faster timer of the caller cancels),
+            // give the pull up anyway.
             let more = self.pending > 0 && self.pending != u64::MAX;
-            let stalled_at = *self
-                .stalled_at
-                .get_or_insert_with(|| tokio::time::Instant::now() + STALL);
+            let now = tokio::time::Instant::now();
+            let stalled_at = *self.stalled_at.get_or_insert(now + STALL);
+            let probe_at = *self.probe_at.get_or_insert(now + PROBE);
             let next = tokio::select! {
                 biased;
                 () = shutdown.cancelled() => return false,
                 next = messages.next() => next,
-                () = tokio::time::sleep_until(stalled_at), if more => {
-                    (self.observer)(SourceEvent::PullError("stalled"));
-                    tracing::warn!(consumer = %self.config.durable, pending = self.pending,
-                        "no message for {STALL:?} while the server had more; reopening the consumer after the last message handed out");
-                    self.messages = None;
-                    self.stalled_at = None;
+                () = tokio::time::sleep_until(probe_at.min(stalled_at)), if more => {
+                    self.look(stalled_at).await;
                     continue;
                 }
             };
@@ -331,6 +344,40 @@ impl Source {
                 return true;
             }
         }
+    }
+
+    /// Past [`Source::probe_at`] while the server said it had more: reopens the consumer when
+    /// the wait reached `stalled_at`, or when the server holds no pull request of the consumer
+    /// while it has messages for it; otherwise sets the next look a [`PROBE`] later.
+    async fn look(&mut self, stalled_at: tokio::time::Instant) {
+        let info = self.stream.consumer_info(&self.config.durable);
+        let info = match tokio::time::timeout(Duration::from_secs(1), info).await {
+            Ok(Ok(i)) => Ok(i),
+            Ok(Err(e)) => Err(format!("consumer info failed: {e}")),
+            Err(_) => Err("consumer info timed out".to_owned()),
+        };
+        let unserved = matches!(&info, Ok(i) if i.num_waiting == 0 && i.num_pending > 0);
+        if !unserved && tokio::time::Instant::now() < stalled_at {
+            self.probe_at = Some(tokio::time::Instant::now() + PROBE);
+            return;
+        }
+        let reason = if unserved { "unserved" } else { "stalled" };
+        (self.observer)(SourceEvent::PullError(reason));
+        let server = info.map_or_else(
+            |e| e,
+            |i| {
+                format!(
+                    "waiting {} pending {} delivered {} ack_pending {}",
+                    i.num_waiting, i.num_pending, i.delivered.stream_sequence, i.num_ack_pending
+                )
+            },
+        );
+        tracing::warn!(consumer = %self.config.durable, reason, pending = self.pending,
+            after = self.after, %server,
+            "no message while the server had more; reopening the consumer after the last message handed out");
+        self.messages = None;
+        self.stalled_at = None;
+        self.probe_at = None;
     }
 
     /// Handles one item of the pull stream; `true` when it took a delivery into
@@ -385,6 +432,7 @@ impl Source {
         self.pending = pending;
         self.fruitless_opens = 0;
         self.stalled_at = None;
+        self.probe_at = None;
         let (message, acker) = msg.split();
         if self.held.is_empty() {
             self.held_since = Some(tokio::time::Instant::now());
@@ -436,6 +484,7 @@ impl Source {
                     self.messages = Some(messages);
                     // The stall clock starts with the new pull, not with the one given up.
                     self.stalled_at = None;
+                    self.probe_at = None;
                     self.next_delivery = 1;
                     self.fruitless_opens = self.fruitless_opens.saturating_add(1);
                     self.reopen_at = None;
@@ -463,6 +512,7 @@ impl Source {
     pub async fn rewind(&mut self, after: u64) {
         self.messages = None;
         self.stalled_at = None;
+        self.probe_at = None;
         self.held.clear();
         self.held_since = None;
         self.after = after;
