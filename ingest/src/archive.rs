@@ -6,13 +6,14 @@
 //! Each round: take up to `archive_batch_size` messages and
 //! [`ARCHIVE_PULL_BYTES`](crate::nats::ARCHIVE_PULL_BYTES) (live, waiting at most
 //! `archive_max_delay` to fill the batch; behind, only until the backlog ends), write their
-//! readings in one statement, and ack (cumulatively) only after it committed. A failed write drops the connection and the batch: the source is rewound to the
-//! last acked message ([`Source::rewind`]), so while PostgreSQL is down the archive holds no
-//! reading in memory (a two-hour outage costs ingest no more memory than a minute); once
-//! PostgreSQL answers again (reconnection backs off up to 2 s) the same messages are read again
-//! and written. The backlog stays in READINGS (archive lag = the consumer's pending messages)
-//! while validation flows on. A replay after a crash between COMMIT and ack hits the natural key
-//! and inserts nothing.
+//! readings in one statement, and ack (cumulatively) only after it committed. A failed write
+//! drops the connection and the batch: the source is rewound to the last acked message
+//! ([`Source::rewind`]), so while PostgreSQL is down the archive holds no reading in memory (a
+//! two-hour outage costs ingest no more memory than a minute); once PostgreSQL answers again
+//! (reconnection backs off up to 2 s) the same messages are read again and written. The
+//! backlog stays in READINGS (archive lag = the consumer's pending messages) while validation
+//! flows on. A replay after a crash between COMMIT and ack hits the natural key and inserts
+//! nothing.
 
 use crate::metrics::IngestMetrics;
 use crate::pause;

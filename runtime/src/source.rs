@@ -320,14 +320,14 @@ impl Source {
             if self.messages.is_none() && !self.open(shutdown).await {
                 return false;
             }
-            let Some(messages) = self.messages.as_mut() else {
-                continue;
-            };
             // The server said it had more after the last message handed out: waiting for it
             // longer than PROBE, ask the server whether it still holds a pull request of ours;
             // longer than STALL (in all, across calls a faster timer of the caller cancels),
             // give the pull up anyway.
-            let more = self.pending > 0 && self.pending != u64::MAX;
+            let more = self.behind();
+            let Some(messages) = self.messages.as_mut() else {
+                continue;
+            };
             let now = tokio::time::Instant::now();
             let stalled_at = *self.stalled_at.get_or_insert(now + STALL);
             let probe_at = *self.probe_at.get_or_insert(now + PROBE);

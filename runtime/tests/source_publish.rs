@@ -6,7 +6,7 @@ use citypulse_harness::{NatsServer, PullDropProxy};
 use citypulse_runtime::publish::{publish_all, publish_in_windows, Acks, Outgoing, Windows};
 use citypulse_runtime::shutdown::Shutdown;
 use citypulse_runtime::source::{
-    ack_floor, pull_bytes, Source, SourceConfig, SourceEvent, FILL_WAIT, PROBE, STALL,
+    ack_floor, pull_bytes, Observer, Source, SourceConfig, SourceEvent, FILL_WAIT, PROBE, STALL,
 };
 use futures::StreamExt;
 use std::sync::{Arc, Mutex};
@@ -327,6 +327,13 @@ async fn a_message_left_to_the_careful_path_lands_before_the_next_epoch() {
     assert_eq!(order, ["b:1", "a:1", "c:2", "d:2"], "stored in this order");
 }
 
+/// The events a source reports, recorded, and the observer that records them.
+fn recorded() -> (Arc<Mutex<Vec<SourceEvent>>>, Observer) {
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::clone(&events);
+    (events, Arc::new(move |e| seen.lock().unwrap().push(e)))
+}
+
 fn source_config() -> SourceConfig {
     SourceConfig {
         durable: "reader".into(),
@@ -436,12 +443,12 @@ async fn a_lingering_batch_waits_for_the_next_messages_of_a_steady_stream() {
     assert_eq!(seqs, [11, 12, 13]);
 }
 
-/// A pull the server does not serve while it holds messages for the consumer (here: the
-/// consumer's `max_ack_pending` reached; in the wild, a client left with no pull request at the
-/// server) is given up after `STALL` and the consumer reopened after the last message handed
-/// out: the reader goes on in order instead of waiting for the missed heartbeats, which never
-/// come while the server answers the pull with heartbeats. The wait counts in all, across the
-/// calls a caller's faster timer cancels (the processors tick every second).
+/// A pull the server holds but does not serve while it holds messages for the consumer (here:
+/// the consumer's `max_ack_pending` reached) is given up after `STALL` and the consumer
+/// reopened after the last message handed out: the reader goes on in order instead of waiting
+/// for the missed heartbeats, which never come while the server answers the pull with
+/// heartbeats. The wait counts in all, across the calls a caller's faster timer cancels (the
+/// processors tick every second).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pull_the_server_does_not_serve_while_it_has_more_is_reopened() {
     let server = NatsServer::start();
@@ -451,9 +458,7 @@ async fn a_pull_the_server_does_not_serve_while_it_has_more_is_reopened() {
     publish_all(&js, &messages("s", 20), &Shutdown::new(), &|_| {})
         .await
         .unwrap();
-    let events = Arc::new(Mutex::new(Vec::new()));
-    let seen = Arc::clone(&events);
-    let observer = Arc::new(move |e: SourceEvent| seen.lock().unwrap().push(e));
+    let (events, observer) = recorded();
     let config = SourceConfig {
         max_ack_pending: 5,
         ..source_config()
@@ -508,9 +513,7 @@ async fn a_pull_request_the_server_never_got_is_noticed_by_asking_the_server() {
     publish_all(&js, &messages("s", 20), &Shutdown::new(), &|_| {})
         .await
         .unwrap();
-    let events = Arc::new(Mutex::new(Vec::new()));
-    let seen = Arc::clone(&events);
-    let observer = Arc::new(move |e: SourceEvent| seen.lock().unwrap().push(e));
+    let (events, observer) = recorded();
     let config = SourceConfig {
         batch: 5,
         ..source_config()
@@ -560,9 +563,7 @@ async fn a_new_reader_resumes_in_order_after_the_ack_floor() {
     publish_all(&js, &messages("a", 50), &Shutdown::new(), &|_| {})
         .await
         .unwrap();
-    let events = Arc::new(Mutex::new(Vec::new()));
-    let seen = Arc::clone(&events);
-    let observer = Arc::new(move |e: SourceEvent| seen.lock().unwrap().push(e));
+    let (events, observer) = recorded();
     let shutdown = Shutdown::new();
 
     // The first reader takes 20, acks through 10, and is dropped (a crash).
