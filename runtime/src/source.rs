@@ -201,7 +201,9 @@ pub struct Source {
     held_since: Option<tokio::time::Instant>,
     /// Delivery count expected next from the current consumer.
     next_delivery: u64,
-    /// Messages the server still had for the consumer after the last one taken.
+    /// Messages the server still had for the consumer after the last one taken; `u64::MAX`
+    /// (unknown) from the consumer's (re)opening until its first message, or until the server
+    /// says it has nothing ([`Source::look`]).
     pending: u64,
     /// Opens since a message was last handed out: reopening a consumer that delivers nothing
     /// backs off, so a persistent error does not spin.
@@ -250,9 +252,10 @@ impl Source {
         self.given
     }
 
-    /// Whether the server said it had more messages for the consumer after the last one taken.
+    /// Whether the server may have more messages for the consumer: it said so with the last one
+    /// taken, or no message has told yet since the consumer was (re)opened.
     fn behind(&self) -> bool {
-        self.pending > 0 && self.pending != u64::MAX
+        self.pending > 0
     }
 
     /// Waits for at least one message, then appends a batch to `out`, in stream order: what has
@@ -320,8 +323,9 @@ impl Source {
             if self.messages.is_none() && !self.open(shutdown).await {
                 return false;
             }
-            // The server said it had more after the last message handed out: waiting for it
-            // longer than PROBE, ask the server whether it still holds a pull request of ours;
+            // The server said it had more after the last message handed out, or has not said
+            // yet since the consumer was opened (its first pull request can be lost as well): waiting longer than PROBE, ask the server whether it still holds a
+            // pull request of ours;
             // longer than STALL (in all, across calls a faster timer of the caller cancels),
             // give the pull up anyway.
             let more = self.behind();
@@ -346,9 +350,11 @@ impl Source {
         }
     }
 
-    /// Past [`Source::probe_at`] while the server said it had more: reopens the consumer when
-    /// the wait reached `stalled_at`, or when the server holds no pull request of the consumer
-    /// while it has messages for it; otherwise sets the next look a [`PROBE`] later.
+    /// Past [`Source::probe_at`] while the server may have more ([`Source::behind`]): reopens the
+    /// consumer when the wait reached `stalled_at`, or when the server holds no pull request of
+    /// the consumer while it has messages for it; learns that it is caught up when nothing was
+    /// taken yet and the server has nothing for it; otherwise sets the next look a [`PROBE`]
+    /// later.
     async fn look(&mut self, stalled_at: tokio::time::Instant) {
         let info = self.stream.consumer_info(&self.config.durable);
         let info = match tokio::time::timeout(Duration::from_secs(1), info).await {
@@ -357,6 +363,14 @@ impl Source {
             Err(_) => Err("consumer info timed out".to_owned()),
         };
         let unserved = matches!(&info, Ok(i) if i.num_waiting == 0 && i.num_pending > 0);
+        if self.pending == u64::MAX && matches!(&info, Ok(i) if i.num_pending == 0) {
+            // Nothing taken yet, and the server has nothing for the consumer: caught up, and
+            // nothing to wait for (what is published later comes through the pull request).
+            self.pending = 0;
+            self.stalled_at = None;
+            self.probe_at = None;
+            return;
+        }
         if !unserved && tokio::time::Instant::now() < stalled_at {
             self.probe_at = Some(tokio::time::Instant::now() + PROBE);
             return;
@@ -482,6 +496,9 @@ impl Source {
             match result {
                 Ok(messages) => {
                     self.messages = Some(messages);
+                    // Until its first message, the new consumer has not said whether the
+                    // server has more: its first pull request is watched as well.
+                    self.pending = u64::MAX;
                     // The stall clock starts with the new pull, not with the one given up.
                     self.stalled_at = None;
                     self.probe_at = None;

@@ -551,6 +551,85 @@ async fn a_pull_request_the_server_never_got_is_noticed_by_asking_the_server() {
     );
 }
 
+/// The same loss for the first pull request of a newly opened consumer, before any message told
+/// the reader whether the server has more: the reader asks the server after `PROBE` as well, and
+/// reopens (`unserved`) rather than waiting for the missed heartbeats (twice 5 s here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_first_pull_request_is_noticed_by_asking_the_server() {
+    let server = NatsServer::start();
+    let proxy = PullDropProxy::start(&server.url());
+    let client = async_nats::connect(proxy.url()).await.unwrap();
+    let js = jetstream::new(client);
+    let stream = test_stream(&js).await;
+    publish_all(&js, &messages("s", 20), &Shutdown::new(), &|_| {})
+        .await
+        .unwrap();
+    let (events, observer) = recorded();
+    proxy.drop_pull_request_after(0);
+    let mut reader = Source::new(stream, source_config(), 0, observer);
+    let shutdown = Shutdown::new();
+    let mut got = Vec::new();
+    let started = std::time::Instant::now();
+    while got.len() < 20 {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the reader stopped at {} of 20 messages",
+            got.len()
+        );
+        tokio::select! {
+            more = reader.next_batch(&mut got, &shutdown) => assert!(more),
+            () = tokio::time::sleep(PROBE / 2) => {}
+        }
+    }
+    assert_eq!(proxy.dropped(), 1, "the first pull request was lost");
+    let seqs: Vec<u64> = got.iter().map(|d| d.seq).collect();
+    assert_eq!(seqs, (1..=20).collect::<Vec<u64>>(), "in order");
+    let events = events.lock().unwrap().clone();
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| matches!(e, SourceEvent::PullError(_)))
+            .collect::<Vec<_>>(),
+        [&SourceEvent::PullError("unserved")],
+        "found by asking the server, not by missed heartbeats: {events:?}"
+    );
+}
+
+/// A reader opened on an empty stream asks the server once, learns it has nothing, and then
+/// waits quietly: no reopening while nothing comes (past `STALL`), and what is published later
+/// arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_on_an_empty_stream_waits_without_reopening() {
+    let server = NatsServer::start();
+    let client = async_nats::connect(server.url()).await.unwrap();
+    let js = jetstream::new(client);
+    let stream = test_stream(&js).await;
+    let (events, observer) = recorded();
+    let mut reader = Source::new(stream, source_config(), 0, observer);
+    let shutdown = Shutdown::new();
+    let mut got = Vec::new();
+    let quiet = tokio::time::timeout(STALL * 2, reader.next_batch(&mut got, &shutdown)).await;
+    assert!(quiet.is_err() && got.is_empty(), "nothing to hand out");
+    assert!(reader.caught_up(), "the server said it has nothing");
+    publish_all(&js, &messages("s", 3), &Shutdown::new(), &|_| {})
+        .await
+        .unwrap();
+    while got.len() < 3 {
+        let more = tokio::time::timeout(
+            Duration::from_secs(5),
+            reader.next_batch(&mut got, &shutdown),
+        );
+        assert!(more.await.expect("the published messages arrive"));
+    }
+    let events = events.lock().unwrap().clone();
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, SourceEvent::PullError(_))),
+        "no reopening: {events:?}"
+    );
+}
+
 /// A reader that dies with messages handed out but not acked: the next one resumes right after
 /// the ack floor, in stream order — not with newer messages while the old ones wait out the ack
 /// wait (30 s here) for the server to redeliver them.
