@@ -3,12 +3,12 @@
 //! a district list or a sensor id.
 
 use crate::engine::Outcome;
-use citypulse_runtime::metrics::register;
+use citypulse_runtime::metrics::{
+    histogram, int_counter, int_counter_vec, int_gauge, int_gauge_vec,
+};
 use citypulse_runtime::source::SourceEvent;
 use citypulse_schema::{AlertEvent, AlertState, Kind, Severity};
-use prometheus::{
-    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-};
+use prometheus::{Histogram, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Registry};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -41,115 +41,115 @@ pub struct AlertsMetrics {
 impl AlertsMetrics {
     /// Registers the metrics in `registry`.
     pub fn new(registry: &Registry) -> prometheus::Result<Self> {
-        let counter_vec = |name: &str, help: &str, labels: &[&str]| {
-            register(registry, IntCounterVec::new(Opts::new(name, help), labels)?)
-        };
-        let gauge = |name: &str, help: &str| register(registry, IntGauge::new(name, help)?);
+        let r = registry;
         let m = AlertsMetrics {
-            firing: register(
-                registry,
-                IntGaugeVec::new(
-                    Opts::new(
-                        "citypulse_alerts_firing",
-                        "Alerts currently firing, by severity (silenced ones included).",
-                    ),
-                    &["severity"],
-                )?,
+            firing: int_gauge_vec(
+                r,
+                "citypulse_alerts_firing",
+                "Alerts currently firing, by severity (silenced ones included).",
+                &["severity"],
             )?,
-            transitions: counter_vec(
+            transitions: int_counter_vec(
+                r,
                 "citypulse_alerts_transitions_total",
                 "Alert transitions by state and severity (escalations count as firing).",
                 &["state", "severity"],
             )?,
-            suppressed: counter_vec(
+            suppressed: int_counter_vec(
+                r,
                 "citypulse_alerts_suppressed_total",
                 "Transitions recorded but not published (silenced, or the resolution of a silenced incident).",
                 &["state", "severity"],
             )?,
-            latency: register(
-                registry,
-                Histogram::with_opts(
-                    HistogramOpts::new(
-                        "citypulse_alerts_evaluation_latency_seconds",
-                        "From a window result's receipt to its alert transition being published and acknowledged.",
-                    )
-                    .buckets(vec![
-                        0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
-                        0.25, 0.5, 1.0, 2.5,
-                    ]),
-                )?,
+            latency: histogram(
+                r,
+                "citypulse_alerts_evaluation_latency_seconds",
+                "From a window result's receipt to its alert transition being published and acknowledged.",
+                vec![
+                    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                    0.5, 1.0, 2.5,
+                ],
             )?,
-            rules: gauge("citypulse_alerts_rules", "Rules loaded.")?,
-            silenced_alerts: gauge(
+            rules: int_gauge(r, "citypulse_alerts_rules", "Rules loaded.")?,
+            silenced_alerts: int_gauge(
+                r,
                 "citypulse_alerts_silenced",
                 "Firing alerts whose current state is hidden by a silence.",
             )?,
-            silences: gauge("citypulse_alerts_silences", "Active silences.")?,
-            window_results: counter_vec(
+            silences: int_gauge(r, "citypulse_alerts_silences", "Active silences.")?,
+            window_results: int_counter_vec(
+                r,
                 "citypulse_alerts_window_results_total",
                 "Window results consumed, by kind and outcome (applied, duplicate, invalid).",
                 &["kind", "outcome"],
             )?,
-            rejected: counter_vec(
+            rejected: int_counter_vec(
+                r,
                 "citypulse_alerts_rejected_total",
                 "METRICS messages that are not window results, dead-lettered, by reason.",
                 &["reason"],
             )?,
-            redelivered: register(
-                registry,
-                IntCounter::new(
-                    "citypulse_alerts_redelivered_total",
-                    "Redelivered METRICS messages skipped because their effect is already applied.",
-                )?,
+            redelivered: int_counter(
+                r,
+                "citypulse_alerts_redelivered_total",
+                "Redelivered METRICS messages skipped because their effect is already applied.",
             )?,
-            consume_errors: counter_vec(
+            consume_errors: int_counter_vec(
+                r,
                 "citypulse_alerts_consume_errors_total",
                 "Errors while pulling from METRICS, by reason (a pull error reopens the consumer after the last applied sequence).",
                 &["reason"],
             )?,
-            publish_retries: counter_vec(
+            publish_retries: int_counter_vec(
+                r,
                 "citypulse_alerts_publish_retries_total",
                 "Publish attempts to ALERTS or DLQ that were not acknowledged and were retried, by reason.",
                 &["reason"],
             )?,
-            checkpoints: counter_vec(
+            checkpoints: int_counter_vec(
+                r,
                 "citypulse_alerts_checkpoints_total",
                 "State checkpoints written to the KV bucket, by result.",
                 &["result"],
             )?,
-            checkpoint_bytes: gauge(
+            checkpoint_bytes: int_gauge(
+                r,
                 "citypulse_alerts_checkpoint_bytes",
                 "Size of the last checkpoint.",
             )?,
-            checkpoint_sequence: gauge(
+            checkpoint_sequence: int_gauge(
+                r,
                 "citypulse_alerts_checkpoint_sequence",
                 "METRICS stream sequence included in the last checkpoint.",
             )?,
-            store_rows: counter_vec(
+            store_rows: int_counter_vec(
+                r,
                 "citypulse_alerts_store_rows_total",
                 "Alert history rows, by result (written, dropped).",
                 &["result"],
             )?,
-            store_errors: register(
-                registry,
-                IntCounter::new(
-                    "citypulse_alerts_store_errors_total",
-                    "Failed PostgreSQL writes or connects (retried).",
-                )?,
+            store_errors: int_counter(
+                r,
+                "citypulse_alerts_store_errors_total",
+                "Failed PostgreSQL writes or connects (retried).",
             )?,
-            store_pending: gauge(
+            store_pending: int_gauge(
+                r,
                 "citypulse_alerts_store_pending_rows",
                 "Alert history rows not yet committed to PostgreSQL (kept in the checkpoint).",
             )?,
-            consumer_pending: gauge(
+            consumer_pending: int_gauge(
+                r,
                 "citypulse_alerts_consumer_pending_messages",
                 "METRICS messages not yet delivered to the alerts consumer.",
             )?,
-            consumer_ack_pending: gauge(
+            consumer_ack_pending: int_gauge(
+                r,
                 "citypulse_alerts_consumer_ack_pending_messages",
                 "METRICS messages delivered to the alerts consumer and not yet acknowledged (acks follow checkpoints).",
             )?,
-            requests: counter_vec(
+            requests: int_counter_vec(
+                r,
                 "citypulse_alerts_requests_total",
                 "Operator requests (list, ack, silence, unsilence), by result.",
                 &["op", "result"],

@@ -31,7 +31,7 @@
 
 use crate::validate::{Adjustment, Rejection};
 use citypulse_runtime::metrics::{
-    histogram, int_counter, int_counter_vec, int_gauge, int_gauge_vec, register,
+    gauge, histogram, int_counter, int_counter_vec, int_gauge, int_gauge_vec,
 };
 use citypulse_schema::Kind;
 use prometheus::{Histogram, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Registry};
@@ -159,23 +159,17 @@ impl IngestMetrics {
                 "citypulse_ingest_archive_lag_messages",
                 "READINGS messages not yet archived (pending + unacked on the archive consumer).",
             )?,
-            archive_lag_seconds: {
-                let g = prometheus::Gauge::new(
-                    "citypulse_ingest_archive_lag_seconds",
-                    "Age of the oldest READINGS message not yet archived (0 when caught up).",
-                )?;
-                register(registry, g.clone())?;
-                g
-            },
-            archive_retention_used: {
-                let g = prometheus::Gauge::new(
-                    "citypulse_ingest_archive_retention_used_ratio",
-                    "Share of READINGS' retention (message, byte or age limit, the nearest) that \
-                     readings not yet archived take up; at 1 READINGS discards unarchived readings.",
-                )?;
-                register(registry, g.clone())?;
-                g
-            },
+            archive_lag_seconds: gauge(
+                registry,
+                "citypulse_ingest_archive_lag_seconds",
+                "Age of the oldest READINGS message not yet archived (0 when caught up).",
+            )?,
+            archive_retention_used: gauge(
+                registry,
+                "citypulse_ingest_archive_retention_used_ratio",
+                "Share of READINGS' retention (message, byte or age limit, the nearest) that \
+                 readings not yet archived take up; at 1 READINGS discards unarchived readings.",
+            )?,
             archive_batch_size: histogram(
                 registry,
                 "citypulse_ingest_archive_batch_size_rows",

@@ -11,7 +11,7 @@
 
 use prometheus::core::Collector;
 use prometheus::{
-    GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry,
 };
 
@@ -52,6 +52,11 @@ pub fn int_gauge_vec(
     labels: &[&str],
 ) -> prometheus::Result<IntGaugeVec> {
     register(r, IntGaugeVec::new(Opts::new(name, help), labels)?)
+}
+
+/// A float gauge.
+pub fn gauge(r: &Registry, name: &str, help: &str) -> prometheus::Result<Gauge> {
+    register(r, Gauge::new(name, help)?)
 }
 
 /// A float gauge with labels.

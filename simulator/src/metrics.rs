@@ -1,9 +1,9 @@
 //! [`SimMetrics`]: every metric the simulator exports.
 
 use crate::faults::Fault;
-use citypulse_runtime::metrics::register;
+use citypulse_runtime::metrics::{gauge, int_counter, int_counter_vec, int_gauge};
 use citypulse_schema::Kind;
-use prometheus::{Gauge, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{Gauge, IntCounter, IntCounterVec, IntGauge, Registry};
 
 /// The simulator's metrics, registered in the process registry.
 #[derive(Debug, Clone)]
@@ -24,75 +24,62 @@ pub const PUBLISH_ERROR_REASONS: &[&str] = &["ack", "publish"];
 
 impl SimMetrics {
     /// Registers the metrics in `registry`.
-    pub fn new(registry: &Registry) -> prometheus::Result<SimMetrics> {
-        let generated = IntCounterVec::new(
-            Opts::new(
+    pub fn new(r: &Registry) -> prometheus::Result<SimMetrics> {
+        let m = SimMetrics {
+            generated: int_counter_vec(
+                r,
                 "citypulse_simulator_readings_generated_total",
                 "Readings generated, by sensor kind (including dropped and faulty ones).",
-            ),
-            &["kind"],
-        )?;
-        let published = IntCounter::new(
-            "citypulse_simulator_published_total",
-            "Messages handed to NATS (a retry is not counted again).",
-        )?;
-        let acked = IntCounter::new(
-            "citypulse_simulator_acked_total",
-            "Messages acknowledged by JetStream (stored, or recognised as duplicates).",
-        )?;
-        let deduplicated = IntCounter::new(
-            "citypulse_simulator_deduplicated_total",
-            "Acknowledgements flagged duplicate by JetStream (a retry that had landed, or a rerun).",
-        )?;
-        let publish_errors = IntCounterVec::new(
-            Opts::new(
+                &["kind"],
+            )?,
+            published: int_counter(
+                r,
+                "citypulse_simulator_published_total",
+                "Messages handed to NATS (a retry is not counted again).",
+            )?,
+            acked: int_counter(
+                r,
+                "citypulse_simulator_acked_total",
+                "Messages acknowledged by JetStream (stored, or recognised as duplicates).",
+            )?,
+            deduplicated: int_counter(
+                r,
+                "citypulse_simulator_deduplicated_total",
+                "Acknowledgements flagged duplicate by JetStream (a retry that had landed, or a rerun).",
+            )?,
+            publish_errors: int_counter_vec(
+                r,
                 "citypulse_simulator_publish_errors_total",
                 "Failed publish attempts (each retried with the same Nats-Msg-Id), by reason.",
-            ),
-            &["reason"],
-        )?;
-        let faults = IntCounterVec::new(
-            Opts::new(
+                &["reason"],
+            )?,
+            faults: int_counter_vec(
+                r,
                 "citypulse_simulator_faults_injected_total",
                 "Faults injected into generated messages, by fault.",
-            ),
-            &["fault"],
-        )?;
-        let simulated_time = Gauge::new(
-            "citypulse_simulator_simulated_time_seconds",
-            "Simulated time reached, seconds since the Unix epoch.",
-        )?;
-        let in_flight = IntGauge::new(
-            "citypulse_simulator_publish_in_flight",
-            "Messages handed to JetStream whose step is not yet wholly acknowledged.",
-        )?;
-        register(registry, generated.clone())?;
-        register(registry, published.clone())?;
-        register(registry, acked.clone())?;
-        register(registry, deduplicated.clone())?;
-        register(registry, publish_errors.clone())?;
-        register(registry, faults.clone())?;
-        register(registry, simulated_time.clone())?;
-        register(registry, in_flight.clone())?;
+                &["fault"],
+            )?,
+            simulated_time: gauge(
+                r,
+                "citypulse_simulator_simulated_time_seconds",
+                "Simulated time reached, seconds since the Unix epoch.",
+            )?,
+            in_flight: int_gauge(
+                r,
+                "citypulse_simulator_publish_in_flight",
+                "Messages handed to JetStream whose step is not yet wholly acknowledged.",
+            )?,
+        };
         for k in Kind::ALL {
-            generated.with_label_values(&[k.as_str()]);
+            m.generated.with_label_values(&[k.as_str()]);
         }
         for f in Fault::ALL {
-            faults.with_label_values(&[f.label()]);
+            m.faults.with_label_values(&[f.label()]);
         }
-        for r in PUBLISH_ERROR_REASONS {
-            publish_errors.with_label_values(&[r]);
+        for reason in PUBLISH_ERROR_REASONS {
+            m.publish_errors.with_label_values(&[reason]);
         }
-        Ok(SimMetrics {
-            generated,
-            published,
-            acked,
-            deduplicated,
-            publish_errors,
-            faults,
-            simulated_time,
-            in_flight,
-        })
+        Ok(m)
     }
 
     /// A reading was generated (not counted again for its duplicate copy).

@@ -1,6 +1,6 @@
 //! The web view's Prometheus metrics (`citypulse_web_*`), listed in docs/metrics.md.
 
-use citypulse_runtime::metrics::{int_counter_vec, register};
+use citypulse_runtime::metrics::{int_counter, int_counter_vec, int_gauge};
 use prometheus::{IntCounter, IntCounterVec, IntGauge, Registry};
 
 /// Every metric of the web view.
@@ -28,18 +28,9 @@ pub struct WebMetrics {
 impl WebMetrics {
     /// Registers the metrics in `r`, with every bounded label value present from the start.
     pub fn new(r: &Registry) -> prometheus::Result<WebMetrics> {
-        let clients = IntGauge::new(
-            "citypulse_web_clients",
-            "Browsers connected to the live event stream.",
-        )?;
-        register(r, clients.clone())?;
-        let restarts = IntCounter::new(
-            "citypulse_web_consumer_restarts_total",
-            "Ordered consumers created again after an error.",
-        )?;
-        register(r, restarts.clone())?;
         let m = WebMetrics {
-            clients,
+            clients: int_gauge(r, "citypulse_web_clients",
+                "Browsers connected to the live event stream.")?,
             dropped: int_counter_vec(r, "citypulse_web_clients_dropped_total",
                 "Browsers dropped: slow (fell behind by more than --client-buffer updates) or full (refused at --max-clients).", &["reason"])?,
             messages: int_counter_vec(r, "citypulse_web_messages_total",
@@ -50,7 +41,8 @@ impl WebMetrics {
                 "Updates pushed to browsers, by event.", &["event"])?,
             api: int_counter_vec(r, "citypulse_web_api_requests_total",
                 "Alerts API requests relayed for browsers, by operation and outcome.", &["op", "outcome"])?,
-            restarts,
+            restarts: int_counter(r, "citypulse_web_consumer_restarts_total",
+                "Ordered consumers created again after an error.")?,
         };
         for reason in ["slow", "full"] {
             m.dropped.with_label_values(&[reason]);
