@@ -106,99 +106,157 @@ pub async fn run(
         // `None` (shutdown came first) needs nothing here: the run below ends at once.
         provision_stream(publisher.jetstream(), raw_stream_config(), &shutdown).await?;
     }
-    let mut truth = match &config.truth {
+    let truth = match &config.truth {
         Some(path) => Some(
             TruthWriter::create(path)
                 .with_context(|| format!("creating truth file {}", path.display()))?,
         ),
         None => None,
     };
-    let start_ms = plan.settings.start_ms;
-    let pacer = Pacer::new(start_ms, now_ms(), plan.speed);
-    let mut sim = Simulator::new(&plan.city, plan.settings.clone());
+    let progress = Progress::new(config.progress_interval, metrics.totals());
+    let mut run = Run {
+        pacer: Pacer::new(plan.settings.start_ms, now_ms(), plan.speed),
+        sim: Simulator::new(&plan.city, plan.settings.clone()),
+        simulated_ms: plan.settings.start_ms,
+        plan,
+        publisher,
+        metrics,
+        truth,
+        progress,
+        batch: Vec::with_capacity(BATCH + 1),
+        completed: false,
+    };
     tracing::info!(
-        sensors = sim.sensor_count(),
-        seed = plan.settings.seed,
-        start = %rfc3339(start_ms),
-        end = %plan.end_ms.map_or_else(|| "none".to_owned(), rfc3339),
-        speed = %plan.speed,
+        sensors = run.sim.sensor_count(),
+        seed = run.plan.settings.seed,
+        start = %rfc3339(run.plan.settings.start_ms),
+        end = %run.plan.end_ms.map_or_else(|| "none".to_owned(), rfc3339),
+        speed = %run.plan.speed,
         mode = ?mode,
         "simulator started"
     );
-    let mut progress = Progress::new(config.progress_interval, metrics.totals());
-    let mut batch: Vec<Outgoing> = Vec::with_capacity(BATCH + 1);
-    let mut simulated_ms = start_ms;
-    let mut completed = false;
-    let outcome: Result<(), LoopError> = async {
-        loop {
-            if shutdown.is_triggered() {
-                return Ok(());
-            }
-            let now = now_ms();
-            let mut before = pacer.sim_now(now);
-            if let Some(end) = plan.end_ms {
-                before = before.min(end);
-            }
-            batch.clear();
-            let n = sim.step(before, BATCH, &mut batch);
-            let done = plan
-                .end_ms
-                .is_some_and(|end| before >= end && sim.next_emit_ms().is_none_or(|t| t >= end));
-            if done {
-                sim.drain_held(&mut batch);
-            }
-            for msg in &batch {
-                record(&metrics, truth.as_mut(), msg)?;
-            }
-            publisher.publish(&batch, &shutdown).await?;
-            simulated_ms = simulated_ms.max(before);
-            metrics.simulated_time_ms(simulated_ms);
-            progress.tick(&metrics, simulated_ms, pacer.caught_up(now));
-            if done {
-                completed = true;
-                return Ok(());
-            }
-            if n < BATCH {
-                let next = sim
-                    .next_emit_ms()
-                    .map_or(now + MAX_SLEEP.as_millis() as u64, |t| pacer.wall_at(t));
-                let wait =
-                    Duration::from_millis(next.saturating_sub(now)).clamp(MIN_SLEEP, MAX_SLEEP);
-                tokio::select! {
-                    biased;
-                    _ = shutdown.cancelled() => return Ok(()),
-                    _ = tokio::time::sleep(wait) => {}
+    let outcome = run.steps(&shutdown).await;
+    run.finish(outcome)
+}
+
+/// The run loop's state: the model, its clock and where its messages go.
+struct Run {
+    plan: Plan,
+    pacer: Pacer,
+    sim: Simulator,
+    publisher: Publisher,
+    metrics: SimMetrics,
+    truth: Option<TruthWriter<File>>,
+    progress: Progress,
+    /// The messages of one step, reused.
+    batch: Vec<Outgoing>,
+    /// Simulated time reached, ms.
+    simulated_ms: u64,
+    /// The run reached `--duration`.
+    completed: bool,
+}
+
+/// What a step of the run loop leaves to do.
+enum Next {
+    /// `--duration` is reached: every message is published.
+    Done,
+    /// A full step: step again at once (catching up).
+    Step,
+    /// Caught up with the pacer: step again after this long.
+    Sleep(Duration),
+}
+
+impl Run {
+    /// Steps until `--duration` is reached or `shutdown` fires.
+    async fn steps(&mut self, shutdown: &Shutdown) -> Result<(), LoopError> {
+        while !shutdown.is_triggered() {
+            match self.step(shutdown).await? {
+                Next::Done => {
+                    self.completed = true;
+                    break;
                 }
+                Next::Step => {}
+                Next::Sleep(wait) => tokio::select! {
+                    biased;
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(wait) => {}
+                },
             }
         }
+        Ok(())
     }
-    .await;
-    if let Some(t) = truth.as_mut() {
-        t.flush().context("writing the truth file")?;
-    }
-    let totals = metrics.totals();
-    match outcome {
-        Ok(()) | Err(LoopError::Publish(PublishFailure::Cancelled)) => {}
-        Err(LoopError::Publish(e @ PublishFailure::Unacknowledged(_))) => {
-            tracing::error!(error = %e, published = totals.published, acked = totals.acked,
-                "stopping with unacknowledged readings: they may not be stored");
+
+    /// Generates up to [`BATCH`] messages due by the pacer's simulated now (all that are left
+    /// at the end of `--duration`), records and publishes them.
+    async fn step(&mut self, shutdown: &Shutdown) -> Result<Next, LoopError> {
+        let now = now_ms();
+        let mut before = self.pacer.sim_now(now);
+        if let Some(end) = self.plan.end_ms {
+            before = before.min(end);
         }
-        Err(e) => return Err(e.into()),
+        self.batch.clear();
+        let n = self.sim.step(before, BATCH, &mut self.batch);
+        let done = self
+            .plan
+            .end_ms
+            .is_some_and(|end| before >= end && self.sim.next_emit_ms().is_none_or(|t| t >= end));
+        if done {
+            self.sim.drain_held(&mut self.batch);
+        }
+        for msg in &self.batch {
+            record(&self.metrics, self.truth.as_mut(), msg)?;
+        }
+        self.publisher.publish(&self.batch, shutdown).await?;
+        self.simulated_ms = self.simulated_ms.max(before);
+        self.metrics.simulated_time_ms(self.simulated_ms);
+        self.progress
+            .tick(&self.metrics, self.simulated_ms, self.pacer.caught_up(now));
+        if done {
+            return Ok(Next::Done);
+        }
+        if n >= BATCH {
+            return Ok(Next::Step);
+        }
+        let next = self
+            .sim
+            .next_emit_ms()
+            .map_or(now + MAX_SLEEP.as_millis() as u64, |t| {
+                self.pacer.wall_at(t)
+            });
+        let wait = Duration::from_millis(next.saturating_sub(now)).clamp(MIN_SLEEP, MAX_SLEEP);
+        Ok(Next::Sleep(wait))
     }
-    tracing::info!(
-        generated = totals.generated,
-        published = totals.published,
-        acked = totals.acked,
-        errors = totals.errors,
-        simulated_time = %rfc3339(simulated_ms),
-        completed,
-        "simulator stopped"
-    );
-    Ok(Summary {
-        totals,
-        simulated_ms,
-        completed,
-    })
+
+    /// Flushes the truth file and reports how the run ended; an unacknowledged publish at the
+    /// end is logged, not an error (the counters say what was acknowledged).
+    fn finish(mut self, outcome: Result<(), LoopError>) -> anyhow::Result<Summary> {
+        if let Some(t) = self.truth.as_mut() {
+            t.flush().context("writing the truth file")?;
+        }
+        let totals = self.metrics.totals();
+        match outcome {
+            Ok(()) | Err(LoopError::Publish(PublishFailure::Cancelled)) => {}
+            Err(LoopError::Publish(e @ PublishFailure::Unacknowledged(_))) => {
+                tracing::error!(error = %e, published = totals.published, acked = totals.acked,
+                    "stopping with unacknowledged readings: they may not be stored");
+            }
+            Err(e) => return Err(e.into()),
+        }
+        tracing::info!(
+            generated = totals.generated,
+            published = totals.published,
+            acked = totals.acked,
+            errors = totals.errors,
+            simulated_time = %rfc3339(self.simulated_ms),
+            completed = self.completed,
+            "simulator stopped"
+        );
+        Ok(Summary {
+            totals,
+            simulated_ms: self.simulated_ms,
+            completed: self.completed,
+        })
+    }
 }
 
 /// Why the run loop stopped before its end.
