@@ -505,6 +505,39 @@ async fn a_pull_the_server_does_not_serve_while_it_has_more_is_reopened() {
 /// (`stalled`); the reader goes on in stream order. Requests of 5 messages, as the processors'.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pull_request_the_server_never_got_is_noticed_by_asking_the_server() {
+    // The first request (5 messages) reaches the server; the second, sent once the client has
+    // taken three of them, does not.
+    let events = read_past_a_lost_pull_request(1, 5).await;
+    assert!(
+        events.contains(&SourceEvent::PullError("unserved")),
+        "found by asking the server: {events:?}"
+    );
+    assert!(
+        !events.contains(&SourceEvent::PullError("stalled")),
+        "not after STALL: {events:?}"
+    );
+}
+
+/// The same loss for the first pull request of a newly opened consumer, before any message told
+/// the reader whether the server has more: the reader asks the server after `PROBE` as well, and
+/// reopens (`unserved`) rather than waiting for the missed heartbeats (twice 5 s here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_first_pull_request_is_noticed_by_asking_the_server() {
+    let events = read_past_a_lost_pull_request(0, 10).await;
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| matches!(e, SourceEvent::PullError(_)))
+            .collect::<Vec<_>>(),
+        [&SourceEvent::PullError("unserved")],
+        "found by asking the server, not by missed heartbeats: {events:?}"
+    );
+}
+
+/// Reads 20 stored messages, `batch` per pull request, through a [`PullDropProxy`] that lets
+/// `skip` pull requests through and drops the next; asserts that all 20 arrive, in order, and
+/// that one request was dropped, and returns the source's events.
+async fn read_past_a_lost_pull_request(skip: u32, batch: usize) -> Vec<SourceEvent> {
     let server = NatsServer::start();
     let proxy = PullDropProxy::start(&server.url());
     let client = async_nats::connect(proxy.url()).await.unwrap();
@@ -515,12 +548,10 @@ async fn a_pull_request_the_server_never_got_is_noticed_by_asking_the_server() {
         .unwrap();
     let (events, observer) = recorded();
     let config = SourceConfig {
-        batch: 5,
+        batch,
         ..source_config()
     };
-    // The first request (5 messages) reaches the server; the second, sent once the client has
-    // taken three of them, does not.
-    proxy.drop_pull_request_after(1);
+    proxy.drop_pull_request_after(skip);
     let mut reader = Source::new(stream, config, 0, observer);
     let shutdown = Shutdown::new();
     let mut got = Vec::new();
@@ -537,62 +568,11 @@ async fn a_pull_request_the_server_never_got_is_noticed_by_asking_the_server() {
             () = tokio::time::sleep(PROBE / 2) => {}
         }
     }
-    assert_eq!(proxy.dropped(), 1, "the second pull request was lost");
+    assert_eq!(proxy.dropped(), 1, "a pull request was lost");
     let seqs: Vec<u64> = got.iter().map(|d| d.seq).collect();
     assert_eq!(seqs, (1..=20).collect::<Vec<u64>>(), "in order");
-    let events = events.lock().unwrap().clone();
-    assert!(
-        events.contains(&SourceEvent::PullError("unserved")),
-        "found by asking the server: {events:?}"
-    );
-    assert!(
-        !events.contains(&SourceEvent::PullError("stalled")),
-        "not after STALL: {events:?}"
-    );
-}
-
-/// The same loss for the first pull request of a newly opened consumer, before any message told
-/// the reader whether the server has more: the reader asks the server after `PROBE` as well, and
-/// reopens (`unserved`) rather than waiting for the missed heartbeats (twice 5 s here).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_lost_first_pull_request_is_noticed_by_asking_the_server() {
-    let server = NatsServer::start();
-    let proxy = PullDropProxy::start(&server.url());
-    let client = async_nats::connect(proxy.url()).await.unwrap();
-    let js = jetstream::new(client);
-    let stream = test_stream(&js).await;
-    publish_all(&js, &messages("s", 20), &Shutdown::new(), &|_| {})
-        .await
-        .unwrap();
-    let (events, observer) = recorded();
-    proxy.drop_pull_request_after(0);
-    let mut reader = Source::new(stream, source_config(), 0, observer);
-    let shutdown = Shutdown::new();
-    let mut got = Vec::new();
-    let started = std::time::Instant::now();
-    while got.len() < 20 {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "the reader stopped at {} of 20 messages",
-            got.len()
-        );
-        tokio::select! {
-            more = reader.next_batch(&mut got, &shutdown) => assert!(more),
-            () = tokio::time::sleep(PROBE / 2) => {}
-        }
-    }
-    assert_eq!(proxy.dropped(), 1, "the first pull request was lost");
-    let seqs: Vec<u64> = got.iter().map(|d| d.seq).collect();
-    assert_eq!(seqs, (1..=20).collect::<Vec<u64>>(), "in order");
-    let events = events.lock().unwrap().clone();
-    assert_eq!(
-        events
-            .iter()
-            .filter(|e| matches!(e, SourceEvent::PullError(_)))
-            .collect::<Vec<_>>(),
-        [&SourceEvent::PullError("unserved")],
-        "found by asking the server, not by missed heartbeats: {events:?}"
-    );
+    let recorded = events.lock().unwrap().clone();
+    recorded
 }
 
 /// A reader opened on an empty stream asks the server once, learns it has nothing, and then
