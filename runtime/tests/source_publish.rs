@@ -438,7 +438,16 @@ async fn a_lingering_batch_waits_for_the_next_messages_of_a_steady_stream() {
     let stream = js.get_stream("TEST").await.unwrap();
     let mut reader = Source::new(stream, config, 10, Arc::new(|_| {}));
     batch.clear();
-    assert!(reader.next_batch(&mut batch, &shutdown).await);
+    let started = std::time::Instant::now();
+    let next = tokio::time::timeout(
+        Duration::from_secs(10),
+        reader.next_batch(&mut batch, &shutdown),
+    );
+    assert!(next.await.expect("the linger's end hands the batch out"));
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "it lingered"
+    );
     let seqs: Vec<u64> = batch.iter().map(|d| d.seq).collect();
     assert_eq!(seqs, [11, 12, 13]);
 }
