@@ -141,13 +141,15 @@ pub async fn run(
     };
     let active = Active {
         cfg: Arc::new(cfg),
-        client,
         js,
         metrics_stream,
-        rules,
-        checkpoints,
-        store,
-        metrics,
+        parts: pipeline::Parts {
+            client,
+            rules,
+            checkpoints,
+            store,
+            metrics,
+        },
         health,
     };
     let member = group::Member::new(
@@ -175,13 +177,9 @@ pub async fn run(
 #[derive(Clone)]
 struct Active {
     cfg: Arc<RunConfig>,
-    client: async_nats::Client,
     js: async_nats::jetstream::Context,
     metrics_stream: async_nats::jetstream::stream::Stream,
-    rules: Arc<RuleSet>,
-    checkpoints: nats::Checkpoints,
-    store: Option<store::Store>,
-    metrics: metrics::AlertsMetrics,
+    parts: pipeline::Parts,
     health: Health,
 }
 
@@ -192,19 +190,10 @@ impl Active {
         let cfg = &self.cfg;
         self.health.note("role", "active");
         tracing::info!("active: evaluating");
-        let (lag_pending, lag_ack_pending) = self.metrics.consumer_lag();
-        let observer = self.metrics.source_observer();
+        let (lag_pending, lag_ack_pending) = self.parts.metrics.consumer_lag();
+        let observer = self.parts.metrics.source_observer();
         let stop = lease.stop().clone();
-        let pipeline = pipeline::Pipeline::start(
-            self.client.clone(),
-            Arc::clone(&self.rules),
-            self.checkpoints.clone(),
-            self.store.clone(),
-            self.metrics.clone(),
-            lease.clone(),
-            cfg,
-        )
-        .await;
+        let pipeline = pipeline::Pipeline::start(self.parts.clone(), lease.clone(), cfg).await;
         let pipeline = match pipeline {
             Ok(p) => p,
             Err(e) if lease.is_lost() || stop.is_triggered() => {
@@ -228,12 +217,13 @@ impl Active {
         };
         let source = Source::new(
             self.metrics_stream.clone(),
-            nats::source_config(cfg, self.client.server_info().max_payload),
+            nats::source_config(cfg, self.parts.client.server_info().max_payload),
             after,
             observer,
         );
         // Only the active instance is subscribed: a standby answers nothing.
         let requests = self
+            .parts
             .client
             .queue_subscribe(
                 format!("{}.*", api::SUBJECT_PREFIX),

@@ -76,6 +76,22 @@ fn decode_checkpoint(bytes: &[u8]) -> anyhow::Result<Checkpoint> {
 /// Wall-clock ms, for operator actions (silences, acks).
 pub use citypulse_runtime::clock::now_ms as wall_ms;
 
+/// What every term of the active role evaluates with: the connection, the rules, the
+/// checkpoint bucket, the history store and the metrics.
+#[derive(Clone)]
+pub struct Parts {
+    /// The NATS connection (publishes, operator requests).
+    pub client: async_nats::Client,
+    /// The rules in force.
+    pub rules: Arc<RuleSet>,
+    /// The checkpoint bucket.
+    pub checkpoints: Checkpoints,
+    /// The alert history in PostgreSQL, when configured.
+    pub store: Option<Store>,
+    /// The service's metrics.
+    pub metrics: AlertsMetrics,
+}
+
 /// The running service's state and connections.
 pub struct Pipeline {
     js: Context,
@@ -114,17 +130,16 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    /// Restores the checkpoint (if any) under `rules`, resolves alerts of removed rules, and
+    /// Restores the checkpoint (if any) under the rules, resolves alerts of removed rules, and
     /// re-queues uncommitted history rows. Runs until `lease.stop()`.
-    pub async fn start(
-        client: async_nats::Client,
-        rules: Arc<RuleSet>,
-        mut checkpoints: Checkpoints,
-        store: Option<Store>,
-        metrics: AlertsMetrics,
-        lease: Lease,
-        cfg: &RunConfig,
-    ) -> anyhow::Result<Pipeline> {
+    pub async fn start(parts: Parts, lease: Lease, cfg: &RunConfig) -> anyhow::Result<Pipeline> {
+        let Parts {
+            client,
+            rules,
+            mut checkpoints,
+            store,
+            metrics,
+        } = parts;
         let shutdown = lease.stop().clone();
         let js = jetstream::new(client.clone());
         let loaded = checkpoints.load().await?;
@@ -158,37 +173,7 @@ impl Pipeline {
             None => {
                 tracing::info!(bucket = %cfg.kv_bucket, "no checkpoint: starting with empty state")
             }
-            Some(bytes) => {
-                let cp = decode_checkpoint(&bytes).map_err(|e| {
-                    anyhow::anyhow!(
-                        "checkpoint in KV bucket {} does not decode ({e}); refusing to start \
-                         rather than re-fire every alert (delete the bucket's keys to start afresh)",
-                        cfg.kv_bucket
-                    )
-                })?;
-                if !(OLDEST_READ..=CHECKPOINT_VERSION).contains(&cp.version) {
-                    anyhow::bail!(
-                        "checkpoint version {} in KV bucket {} is not one this build reads \
-                         ({OLDEST_READ} to {CHECKPOINT_VERSION})",
-                        cp.version,
-                        cfg.kv_bucket
-                    );
-                }
-                p.evaluator = Evaluator::restore(rules, cp.evaluator, &mut events);
-                p.notifier = cp.notifier;
-                p.restored = true;
-                p.processed_seq = cp.stream_seq;
-                p.checkpointed_seq = cp.stream_seq;
-                if let Some(store) = &p.store {
-                    store.outbox().restore(cp.outbox, cp.next_serial);
-                }
-                tracing::info!(
-                    stream_seq = cp.stream_seq,
-                    active = p.evaluator.active().count(),
-                    resolved_by_rule_change = events.len(),
-                    "restored checkpoint"
-                );
-            }
+            Some(bytes) => p.restore(&bytes, rules, &cfg.kv_bucket, &mut events)?,
         }
         if !events.is_empty() {
             // Routed while the notifier still knows they were published.
@@ -201,6 +186,47 @@ impl Pipeline {
         }
         p.update_gauges();
         Ok(p)
+    }
+
+    /// Takes the state of the checkpoint `bytes` (from `bucket`) under `rules`; the alerts of
+    /// rules no longer in force resolve into `events`. A checkpoint that does not decode, or of
+    /// a version this build does not read, is an error: starting empty would re-fire every
+    /// alert.
+    fn restore(
+        &mut self,
+        bytes: &[u8],
+        rules: Arc<RuleSet>,
+        bucket: &str,
+        events: &mut Vec<AlertEvent>,
+    ) -> anyhow::Result<()> {
+        let cp = decode_checkpoint(bytes).map_err(|e| {
+            anyhow::anyhow!(
+                "checkpoint in KV bucket {bucket} does not decode ({e}); refusing to start \
+                 rather than re-fire every alert (delete the bucket's keys to start afresh)"
+            )
+        })?;
+        if !(OLDEST_READ..=CHECKPOINT_VERSION).contains(&cp.version) {
+            anyhow::bail!(
+                "checkpoint version {} in KV bucket {bucket} is not one this build reads \
+                 ({OLDEST_READ} to {CHECKPOINT_VERSION})",
+                cp.version
+            );
+        }
+        self.evaluator = Evaluator::restore(rules, cp.evaluator, events);
+        self.notifier = cp.notifier;
+        self.restored = true;
+        self.processed_seq = cp.stream_seq;
+        self.checkpointed_seq = cp.stream_seq;
+        if let Some(store) = &self.store {
+            store.outbox().restore(cp.outbox, cp.next_serial);
+        }
+        tracing::info!(
+            stream_seq = cp.stream_seq,
+            active = self.evaluator.active().count(),
+            resolved_by_rule_change = events.len(),
+            "restored checkpoint"
+        );
+        Ok(())
     }
 
     /// The METRICS sequence the restored checkpoint includes (`None` without a checkpoint).
