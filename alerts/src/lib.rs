@@ -59,7 +59,12 @@ use std::sync::Arc;
 
 /// Loads the rule file named in the config, or the embedded defaults.
 pub fn load_rules(cfg: &RunConfig) -> anyhow::Result<RuleSet> {
-    match &cfg.rules {
+    rules_from(cfg.rules.as_deref())
+}
+
+/// Loads the rule file `path`, or the embedded defaults without one.
+pub fn rules_from(path: Option<&std::path::Path>) -> anyhow::Result<RuleSet> {
+    match path {
         None => RuleSet::default_rules().context("the embedded default rules are invalid"),
         Some(path) => {
             let text = std::fs::read_to_string(path)

@@ -17,7 +17,7 @@
 //! `--district-silence-grace 0s`.
 
 use crate::cli::format_event;
-use crate::engine::{rules, Evaluator, Notifier, Route, RuleSet};
+use crate::engine::{Evaluator, Notifier, Route, RuleSet};
 use anyhow::Context as _;
 use async_nats::jetstream::consumer::{pull, DeliverPolicy};
 use citypulse_runtime::duration;
@@ -84,6 +84,23 @@ pub struct Summary {
     pub printed: u64,
     /// Of which firing.
     pub firing: u64,
+}
+
+impl Summary {
+    /// Prints transition `e` to `out` (a JSON line with `json`, else a line for people) and
+    /// counts it.
+    fn print(&mut self, out: &mut impl Write, e: &AlertEvent, json: bool) -> anyhow::Result<()> {
+        self.printed += 1;
+        if e.state == AlertState::Firing {
+            self.firing += 1;
+        }
+        if json {
+            writeln!(out, "{}", json_line(e)?)?;
+        } else {
+            writeln!(out, "{}", format_event(e, false, false))?;
+        }
+        Ok(())
+    }
 }
 
 /// The pure part: evaluates window results in order and keeps the transitions in the range.
@@ -154,14 +171,7 @@ pub async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
     if args.from >= args.to {
         anyhow::bail!("--from must be before --to");
     }
-    let rules = match &args.rules {
-        None => RuleSet::default_rules().context("the embedded default rules are invalid")?,
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("reading rule file {}", path.display()))?;
-            rules::load(&text).with_context(|| format!("rule file {}", path.display()))?
-        }
-    };
+    let rules = crate::rules_from(args.rules.as_deref())?;
     let started = Instant::now();
     let client = super::connect(&args.nats).await?;
     let js = async_nats::jetstream::new(client);
@@ -171,19 +181,7 @@ pub async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
         .with_context(|| format!("stream {} not found", args.source))?;
     let end_seq = stream.info().await?.state.last_sequence;
     let read_from = args.from.saturating_sub(duration::millis(args.warmup));
-    let nanos = i128::from(read_from) * 1_000_000;
-    let consumer = stream
-        .create_consumer(pull::OrderedConfig {
-            deliver_policy: DeliverPolicy::ByStartTime {
-                start_time: time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
-                    .context("--from minus --warmup is out of range")?,
-            },
-            description: Some("citypulse alerts replay".to_owned()),
-            ..Default::default()
-        })
-        .await
-        .with_context(|| format!("reading stream {}", args.source))?;
-    let pending = consumer.cached_info().num_pending;
+    let consumer = ordered_from(&stream, read_from, &args.source).await?;
     let mut r = Replay::new(
         Arc::new(rules),
         args.from,
@@ -193,7 +191,7 @@ pub async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
     let mut summary = Summary::default();
     let mut events = Vec::new();
     let mut out = std::io::stdout().lock();
-    if pending > 0 {
+    if consumer.cached_info().num_pending > 0 {
         let mut messages = consumer.messages().await?;
         while let Some(m) = messages.next().await {
             let m = m.with_context(|| format!("reading stream {}", args.source))?;
@@ -210,15 +208,7 @@ pub async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
                 Err(_) => summary.undecodable += 1,
             }
             for e in events.drain(..) {
-                summary.printed += 1;
-                if e.state == AlertState::Firing {
-                    summary.firing += 1;
-                }
-                if args.json {
-                    writeln!(out, "{}", json_line(&e)?)?;
-                } else {
-                    writeln!(out, "{}", format_event(&e, false, false))?;
-                }
+                summary.print(&mut out, &e, args.json)?;
             }
             if left == 0 || seq >= end_seq {
                 break;
@@ -241,9 +231,30 @@ pub async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// An ordered consumer on `stream` (named `source`) from the messages stored at `from_ms`.
+async fn ordered_from(
+    stream: &async_nats::jetstream::stream::Stream,
+    from_ms: u64,
+    source: &str,
+) -> anyhow::Result<async_nats::jetstream::consumer::Consumer<pull::OrderedConfig>> {
+    let nanos = i128::from(from_ms) * 1_000_000;
+    stream
+        .create_consumer(pull::OrderedConfig {
+            deliver_policy: DeliverPolicy::ByStartTime {
+                start_time: time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
+                    .context("--from minus --warmup is out of range")?,
+            },
+            description: Some("citypulse alerts replay".to_owned()),
+            ..Default::default()
+        })
+        .await
+        .with_context(|| format!("reading stream {source}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::rules;
     use citypulse_schema::{AirMetrics, WindowMetrics};
 
     const RULES: &str = r#"
