@@ -110,24 +110,7 @@ pub async fn run(
     let Some(checkpoints) = provision("the checkpoint bucket", &shutdown, open).await? else {
         return Ok(());
     };
-    let (store, store_task) = match &cfg.database_url {
-        Some(url) => {
-            let (s, t) = store::Store::spawn(
-                url.clone(),
-                outbox::Outbox::new(cfg.history_outbox_cap as usize),
-                metrics.clone(),
-                health.clone(),
-                shutdown.clone(),
-            );
-            (Some(s), Some(t))
-        }
-        None => {
-            tracing::info!(
-                "no --database-url / DATABASE_URL: alert history is not stored in PostgreSQL"
-            );
-            (None, None)
-        }
-    };
+    let (store, store_task) = history_store(&cfg, &metrics, &health, &shutdown).unzip();
     tracing::info!(
         rules = rules.rule_count(),
         groups = rules.groups().len(),
@@ -176,6 +159,28 @@ pub async fn run(
         let _ = t.await;
     }
     result
+}
+
+/// The alert history's writer to PostgreSQL and its task, with `--database-url`.
+fn history_store(
+    cfg: &RunConfig,
+    metrics: &metrics::AlertsMetrics,
+    health: &Health,
+    shutdown: &Shutdown,
+) -> Option<(store::Store, tokio::task::JoinHandle<()>)> {
+    let Some(url) = &cfg.database_url else {
+        tracing::info!(
+            "no --database-url / DATABASE_URL: alert history is not stored in PostgreSQL"
+        );
+        return None;
+    };
+    Some(store::Store::spawn(
+        url.clone(),
+        outbox::Outbox::new(cfg.history_outbox_cap as usize),
+        metrics.clone(),
+        health.clone(),
+        shutdown.clone(),
+    ))
 }
 
 /// What the active role needs, shared by every term of it.
