@@ -324,10 +324,10 @@ impl Source {
                 return false;
             }
             // The server said it had more after the last message handed out, or has not said
-            // yet since the consumer was opened (its first pull request can be lost as well): waiting longer than PROBE, ask the server whether it still holds a
-            // pull request of ours;
-            // longer than STALL (in all, across calls a faster timer of the caller cancels),
-            // give the pull up anyway.
+            // yet since the consumer was opened (its first pull request can be lost as well):
+            // waiting longer than PROBE, ask the server whether it still holds a pull request
+            // of ours; longer than STALL (in all, across calls a faster timer of the caller
+            // cancels), give the pull up anyway.
             let more = self.behind();
             let Some(messages) = self.messages.as_mut() else {
                 continue;
