@@ -350,11 +350,10 @@ impl Source {
         }
     }
 
-    /// Past [`Source::probe_at`] while the server may have more ([`Source::behind`]): reopens the
-    /// consumer when the wait reached `stalled_at`, or when the server holds no pull request of
-    /// the consumer while it has messages for it; learns that it is caught up when nothing was
-    /// taken yet and the server has nothing for it; otherwise sets the next look a [`PROBE`]
-    /// later.
+    /// Past [`Source::probe_at`] while the server may have more ([`Source::behind`]): asks the
+    /// server for the consumer's state and acts on its [`Verdict`]. Reopens the consumer when
+    /// the server is not serving it, or, whatever the server says, once the wait reached
+    /// `stalled_at`; otherwise sets the next look a [`PROBE`] later.
     async fn look(&mut self, stalled_at: tokio::time::Instant) {
         let info = self.stream.consumer_info(&self.config.durable);
         let info = match tokio::time::timeout(Duration::from_secs(1), info).await {
@@ -362,15 +361,22 @@ impl Source {
             Ok(Err(e)) => Err(format!("consumer info failed: {e}")),
             Err(_) => Err("consumer info timed out".to_owned()),
         };
-        let unserved = matches!(&info, Ok(i) if i.num_waiting == 0 && i.num_pending > 0);
-        if self.pending == u64::MAX && matches!(&info, Ok(i) if i.num_pending == 0) {
-            // Nothing taken yet, and the server has nothing for the consumer: caught up, and
-            // nothing to wait for (what is published later comes through the pull request).
+        let verdict = info.as_ref().map_or(Verdict::Wait, |i| {
+            verdict(
+                i.num_waiting,
+                i.num_pending,
+                i.delivered.consumer_sequence,
+                self.next_delivery - 1,
+                self.pending != u64::MAX,
+            )
+        });
+        if verdict == Verdict::CaughtUp {
             self.pending = 0;
             self.stalled_at = None;
             self.probe_at = None;
             return;
         }
+        let unserved = verdict == Verdict::Unserved;
         if !unserved && tokio::time::Instant::now() < stalled_at {
             self.probe_at = Some(tokio::time::Instant::now() + PROBE);
             return;
@@ -565,6 +571,37 @@ impl Source {
     }
 }
 
+/// What the consumer's state at the server tells a source waiting for its next message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    /// The server holds no pull request of the consumer, and has messages for it or has not
+    /// been heard from since the consumer was opened: the client believes a request outstanding
+    /// that the server never got or already answered. Reopen.
+    Unserved,
+    /// Nothing was taken yet, the server holds the pull request and has nothing for the
+    /// consumer: caught up, nothing to wait for.
+    CaughtUp,
+    /// Messages are on their way, or the server holds the request: wait.
+    Wait,
+}
+
+/// The [`Verdict`] on a consumer whose server holds `waiting` pull requests and has `pending`
+/// messages for it after `delivered` deliveries, for a source that has received `received`
+/// deliveries from it and `knows` (from a message) whether the server had more.
+fn verdict(waiting: usize, pending: u64, delivered: u64, received: u64, knows: bool) -> Verdict {
+    if delivered > received {
+        // Delivered, not yet received: an answer is on its way.
+        return Verdict::Wait;
+    }
+    if waiting == 0 && (pending > 0 || !knows) {
+        return Verdict::Unserved;
+    }
+    if !knows && pending == 0 {
+        return Verdict::CaughtUp;
+    }
+    Verdict::Wait
+}
+
 /// A bounded label for a pull error.
 fn label(kind: MessagesErrorKind) -> &'static str {
     match kind {
@@ -594,6 +631,33 @@ mod tests {
             heartbeat: Duration::from_secs(5),
             fill_wait: FILL_WAIT,
             linger: Duration::ZERO,
+        }
+    }
+
+    #[test]
+    fn a_look_reopens_only_a_consumer_the_server_is_not_serving() {
+        use Verdict::*;
+        // (waiting, pending, delivered, received, knows) → verdict
+        let cases = [
+            // The client lost count of a request the server answered in full.
+            ((0, 181, 10, 10, true), Unserved),
+            // The same, with the answer still on its way: wait.
+            ((0, 181, 15, 10, true), Wait),
+            // The server holds the request (a consumer at its max_ack_pending): wait for STALL.
+            ((1, 181, 10, 10, true), Wait),
+            // A first request lost: on a backlog, and on an empty stream.
+            ((0, 20, 0, 0, false), Unserved),
+            ((0, 0, 0, 0, false), Unserved),
+            // Opened on an empty stream, the request held: caught up.
+            ((1, 0, 0, 0, false), CaughtUp),
+            // Opened on a backlog, the first answer on its way.
+            ((0, 20, 10, 0, false), Wait),
+            ((1, 20, 0, 0, false), Wait),
+            // Caught up after messages: the server holds the request.
+            ((1, 0, 10, 10, true), Wait),
+        ];
+        for ((w, p, d, r, k), want) in cases {
+            assert_eq!(verdict(w, p, d, r, k), want, "{:?}", (w, p, d, r, k));
         }
     }
 

@@ -516,7 +516,7 @@ async fn a_pull_the_server_does_not_serve_while_it_has_more_is_reopened() {
 async fn a_pull_request_the_server_never_got_is_noticed_by_asking_the_server() {
     // The first request (5 messages) reaches the server; the second, sent once the client has
     // taken three of them, does not.
-    let events = read_past_a_lost_pull_request(1, 5).await;
+    let events = read_past_a_lost_pull_request(1, 5, 20).await;
     assert!(
         events.contains(&SourceEvent::PullError("unserved")),
         "found by asking the server: {events:?}"
@@ -532,27 +532,46 @@ async fn a_pull_request_the_server_never_got_is_noticed_by_asking_the_server() {
 /// reopens (`unserved`) rather than waiting for the missed heartbeats (twice 5 s here).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_first_pull_request_is_noticed_by_asking_the_server() {
-    let events = read_past_a_lost_pull_request(0, 10).await;
-    assert_eq!(
-        events
-            .iter()
-            .filter(|e| matches!(e, SourceEvent::PullError(_)))
-            .collect::<Vec<_>>(),
-        [&SourceEvent::PullError("unserved")],
-        "found by asking the server, not by missed heartbeats: {events:?}"
-    );
+    let events = read_past_a_lost_pull_request(0, 10, 20).await;
+    assert_noticed_by_asking(&events);
 }
 
-/// Reads 20 stored messages, `batch` per pull request, through a [`PullDropProxy`] that lets
-/// `skip` pull requests through and drops the next; asserts that all 20 arrive, in order, and
-/// that one request was dropped, and returns the source's events.
-async fn read_past_a_lost_pull_request(skip: u32, batch: usize) -> Vec<SourceEvent> {
+/// As above on an empty stream: the server holds no request and has nothing yet, which is not
+/// "caught up". The reader reopens, and what is published a second later arrives without
+/// waiting for the missed heartbeats.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_first_pull_request_on_an_empty_stream_is_noticed_by_asking_the_server() {
+    let events = read_past_a_lost_pull_request(0, 10, 0).await;
+    assert_noticed_by_asking(&events);
+}
+
+/// Reopened because the server held no pull request (`unserved`), not after the missed
+/// heartbeats or `STALL`.
+fn assert_noticed_by_asking(events: &[SourceEvent]) {
+    assert!(
+        events.contains(&SourceEvent::PullError("unserved")),
+        "found by asking the server: {events:?}"
+    );
+    for late in ["missing_heartbeat", "stalled"] {
+        assert!(
+            !events.contains(&SourceEvent::PullError(late)),
+            "not by {late}: {events:?}"
+        );
+    }
+}
+
+/// Reads 20 messages, `batch` per pull request, through a [`PullDropProxy`] that lets `skip`
+/// pull requests through and drops the next: `stored` of them stored before the reader opens
+/// the consumer, the rest published a second later. Asserts that all 20 arrive, in order, and
+/// that one request was dropped; returns the source's events.
+async fn read_past_a_lost_pull_request(skip: u32, batch: usize, stored: usize) -> Vec<SourceEvent> {
     let server = NatsServer::start();
     let proxy = PullDropProxy::start(&server.url());
     let client = async_nats::connect(proxy.url()).await.unwrap();
     let js = jetstream::new(client);
     let stream = test_stream(&js).await;
-    publish_all(&js, &messages("s", 20), &Shutdown::new(), &|_| {})
+    let all = messages("s", 20);
+    publish_all(&js, &all[..stored], &Shutdown::new(), &|_| {})
         .await
         .unwrap();
     let (events, observer) = recorded();
@@ -562,6 +581,12 @@ async fn read_past_a_lost_pull_request(skip: u32, batch: usize) -> Vec<SourceEve
     };
     proxy.drop_pull_request_after(skip);
     let mut reader = Source::new(stream, config, 0, observer);
+    let later = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        publish_all(&js, &all[stored..], &Shutdown::new(), &|_| {})
+            .await
+            .unwrap();
+    });
     let shutdown = Shutdown::new();
     let mut got = Vec::new();
     let started = std::time::Instant::now();
@@ -577,6 +602,7 @@ async fn read_past_a_lost_pull_request(skip: u32, batch: usize) -> Vec<SourceEve
             () = tokio::time::sleep(PROBE / 2) => {}
         }
     }
+    later.await.unwrap();
     assert_eq!(proxy.dropped(), 1, "a pull request was lost");
     let seqs: Vec<u64> = got.iter().map(|d| d.seq).collect();
     assert_eq!(seqs, (1..=20).collect::<Vec<u64>>(), "in order");
