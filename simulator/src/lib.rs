@@ -113,16 +113,16 @@ pub async fn run(
         ),
         None => None,
     };
-    let progress = Progress::new(config.progress_interval, metrics.totals());
     let mut run = Run {
         pacer: Pacer::new(plan.settings.start_ms, now_ms(), plan.speed),
         sim: Simulator::new(&plan.city, plan.settings.clone()),
+        // The first rate is measured from here, after the city is built.
+        progress: Progress::new(config.progress_interval, metrics.totals()),
         simulated_ms: plan.settings.start_ms,
         plan,
         publisher,
         metrics,
         truth,
-        progress,
         batch: Vec::with_capacity(BATCH + 1),
         completed: false,
     };
