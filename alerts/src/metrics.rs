@@ -39,9 +39,8 @@ pub struct AlertsMetrics {
 }
 
 impl AlertsMetrics {
-    /// Registers the metrics in `registry`.
-    pub fn new(registry: &Registry) -> prometheus::Result<Self> {
-        let r = registry;
+    /// Registers the metrics in `r`.
+    pub fn new(r: &Registry) -> prometheus::Result<Self> {
         let m = AlertsMetrics {
             firing: int_gauge_vec(
                 r,
@@ -242,13 +241,15 @@ impl AlertsMetrics {
         std::sync::Arc::new(move |e| match e {
             SourceEvent::Gap | SourceEvent::Redelivered => metrics.redelivered(),
             other => {
-                metrics
-                    .consume_errors
-                    .with_label_values(&[other.label()])
-                    .inc();
+                metrics.consume_error(other.label());
                 tracing::debug!(event = other.label(), "METRICS source");
             }
         })
+    }
+
+    /// Pulling from METRICS failed (a bounded [`SourceEvent::label`]).
+    pub fn consume_error(&self, reason: &'static str) {
+        self.consume_errors.with_label_values(&[reason]).inc();
     }
 
     /// A publish attempt was retried.

@@ -40,8 +40,9 @@ const FIRST_REOPEN_PAUSE: Duration = Duration::from_millis(50);
 /// stop of one or two processors partitions in several runs (docs/benchmarks.md, *A stalled
 /// pull, reopened after 2 s*).
 pub const STALL: Duration = Duration::from_secs(2);
-/// How long the source waits for the next message, while the server said it had more for the
-/// consumer, before it asks the server whether it holds a pull request of the consumer. When it
+/// How long the source waits for the next message, while the server may have more for the
+/// consumer (it said so with the last message, or has not said yet since the consumer was
+/// opened), before it asks the server whether it holds a pull request of the consumer. When it
 /// holds none, the consumer is reopened at once (counted as `unserved`) rather than after
 /// [`STALL`]; otherwise the next look is this long after. async-nats 0.51's pull stream counts
 /// the messages its requests still owe down to zero and no further: the messages that answer a
@@ -332,9 +333,9 @@ impl Source {
             let Some(messages) = self.messages.as_mut() else {
                 continue;
             };
-            let now = tokio::time::Instant::now();
-            let stalled_at = *self.stalled_at.get_or_insert(now + STALL);
-            let probe_at = *self.probe_at.get_or_insert(now + PROBE);
+            let now = tokio::time::Instant::now;
+            let stalled_at = *self.stalled_at.get_or_insert_with(|| now() + STALL);
+            let probe_at = *self.probe_at.get_or_insert_with(|| now() + PROBE);
             let next = tokio::select! {
                 biased;
                 () = shutdown.cancelled() => return false,
@@ -394,7 +395,7 @@ impl Source {
         );
         tracing::warn!(consumer = %self.config.durable, reason, pending = self.pending,
             after = self.after, %server,
-            "no message while the server had more; reopening the consumer after the last message handed out");
+            "no message while the server may have more; reopening the consumer after the last message handed out");
         self.messages = None;
         self.stalled_at = None;
         self.probe_at = None;
