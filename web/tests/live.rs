@@ -90,6 +90,13 @@ async fn start(nats: &NatsServer, buffer: u32) -> (Web, async_nats::jetstream::C
         async move { h.is_healthy() }
     })
     .await;
+    // Healthy means the consumers exist, not that they have read: wait for the latest result
+    // of metrics.air.d01 (the one message that consumer delivers) before any snapshot.
+    let admin = running.admin;
+    citypulse_harness::wait_for(Duration::from_secs(10), "the latest result read", || async move {
+        metric(admin, "citypulse_web_messages_total{consumer=\"latest\"} ") >= 1.0
+    })
+    .await;
     let web = Web {
         web: running.web,
         admin: running.admin,
