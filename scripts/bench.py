@@ -203,16 +203,25 @@ class NatsServer:
     """nats-server with JetStream, its store in a new dir, client and monitoring ports free."""
 
     def __init__(self, run, binary, name):
-        self.port, self.monitor = free_port(), free_port()
         self.store = store = os.path.join(run.tmp, f"{name}-store")
         conf = os.path.join(run.tmp, f"{name}.conf")
-        with open(conf, "w") as f:
-            f.write(f'server_name: {name}\nlisten: 127.0.0.1:{self.port}\n'
-                    f'http: 127.0.0.1:{self.monitor}\njetstream {{ store_dir: "{store}" }}\n')
-        self.child = Child(run, name, [binary, "-c", conf])
-        self.url = f"nats://127.0.0.1:{self.port}"
-        wait_until(f"{name} to be ready", lambda: self.get("/healthz?js-enabled-only=true"),
-                   30, self.child)
+        # A free port can be taken by another process before the server binds it (tests run
+        # side by side): a server that exits at start is tried again on new ports, twice.
+        for attempt in range(3):
+            self.port, self.monitor = free_port(), free_port()
+            with open(conf, "w") as f:
+                f.write(f'server_name: {name}\nlisten: 127.0.0.1:{self.port}\n'
+                        f'http: 127.0.0.1:{self.monitor}\njetstream {{ store_dir: "{store}" }}\n')
+            self.child = Child(run, name, [binary, "-c", conf])
+            self.url = f"nats://127.0.0.1:{self.port}"
+            try:
+                wait_until(f"{name} to be ready",
+                           lambda: self.get("/healthz?js-enabled-only=true"), 30, self.child)
+                return
+            except BenchError:
+                if self.child.alive() or attempt == 2:
+                    raise
+                log(f"{name} exited at start (a port taken?); trying new ports")
 
     def get(self, path):
         return http_get(f"http://127.0.0.1:{self.monitor}{path}")
