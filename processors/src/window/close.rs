@@ -10,7 +10,7 @@
 
 use super::air::{self, AirSample, AirStation, Concentrations, DistrictAir};
 use super::traffic::{self, TrafficSample, TrafficSensor};
-use super::{DistrictSensors, PaneDistrict};
+use super::{DistrictSensors, Id, PaneDistrict};
 use crate::domain::traffic::DistrictTrafficAccumulator;
 use crate::registry::SegmentRegistry;
 use citypulse_schema::{WindowMetrics, WindowResult};
@@ -180,16 +180,16 @@ pub(super) struct Closing {
     start: u64,
     end: u64,
     /// Districts not begun.
-    rest: BTreeMap<String, PaneDistrict>,
+    rest: BTreeMap<Id, PaneDistrict>,
     /// The district in progress: its sensors not yet closed, and whether its traffic result
     /// is out.
-    current: Option<(String, PaneDistrict, bool)>,
+    current: Option<(Id, PaneDistrict, bool)>,
     totals: DistrictTotals,
 }
 
 impl Closing {
     /// The window `[start, end)` of the pane `pane`.
-    pub fn new(start: u64, end: u64, pane: BTreeMap<String, PaneDistrict>) -> Closing {
+    pub fn new(start: u64, end: u64, pane: BTreeMap<Id, PaneDistrict>) -> Closing {
         Closing {
             start,
             end,
@@ -208,7 +208,7 @@ impl Closing {
     pub fn advance(
         &mut self,
         registry: &SegmentRegistry,
-        sensors: &mut BTreeMap<String, DistrictSensors>,
+        sensors: &mut BTreeMap<Id, DistrictSensors>,
         out: &mut Vec<WindowResult>,
         max: usize,
     ) -> bool {
@@ -254,10 +254,10 @@ impl Closing {
 /// detectors learn from the pane starting at `last_pane`.
 pub(super) fn close_panes(
     mut closer: WindowCloser<'_>,
-    panes: &BTreeMap<u64, BTreeMap<String, PaneDistrict>>,
+    panes: &BTreeMap<u64, BTreeMap<Id, PaneDistrict>>,
     last_pane: u64,
     range: std::ops::Range<u64>,
-    sensors: &mut BTreeMap<String, DistrictSensors>,
+    sensors: &mut BTreeMap<Id, DistrictSensors>,
 ) {
     type Gathered<'p> = (
         BTreeMap<&'p str, Vec<&'p TrafficSample>>,

@@ -108,22 +108,27 @@ impl Rejection {
     ];
 }
 
+/// A sensor's or a district's id as a map key: ids up to 24 bytes are held inline, so a pane's
+/// new key costs no allocation and a search of a map compares keys without following a pointer
+/// for each. Ordered and serialized as the string it holds.
+type Id = compact_str::CompactString;
+
 /// One pane's readings of one district, by sensor.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 struct PaneDistrict {
     #[serde(rename = "t", default)]
-    traffic: BTreeMap<String, Vec<TrafficSample>>,
+    traffic: BTreeMap<Id, Vec<TrafficSample>>,
     #[serde(rename = "a", default)]
-    air: BTreeMap<String, Vec<AirSample>>,
+    air: BTreeMap<Id, Vec<AirSample>>,
 }
 
 /// The per-sensor state of one district.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 struct DistrictSensors {
     #[serde(rename = "t", default)]
-    traffic: BTreeMap<String, TrafficSensor>,
+    traffic: BTreeMap<Id, TrafficSensor>,
     #[serde(rename = "a", default)]
-    air: BTreeMap<String, AirStation>,
+    air: BTreeMap<Id, AirStation>,
 }
 
 /// Everything a partition remembers; what a checkpoint holds.
@@ -136,9 +141,9 @@ pub struct StateData {
     /// Hour boundary of the last sweep (hour completion, sensor expiry).
     swept_hour: Option<u64>,
     /// Open panes by start, then district.
-    panes: BTreeMap<u64, BTreeMap<String, PaneDistrict>>,
+    panes: BTreeMap<u64, BTreeMap<Id, PaneDistrict>>,
     /// Per-sensor state by district.
-    sensors: BTreeMap<String, DistrictSensors>,
+    sensors: BTreeMap<Id, DistrictSensors>,
 }
 
 /// A checkpoint that does not fit the running configuration.
@@ -173,9 +178,9 @@ enum Sample {
 }
 
 /// The district's entry, made empty when missing (without allocating the key when present).
-fn district_mut<'m, V: Default>(map: &'m mut BTreeMap<String, V>, key: &str) -> &'m mut V {
+fn district_mut<'m, V: Default>(map: &'m mut BTreeMap<Id, V>, key: &str) -> &'m mut V {
     if !map.contains_key(key) {
-        map.insert(key.to_owned(), V::default());
+        map.insert(Id::from(key), V::default());
     }
     // Inserted just above when missing.
     map.get_mut(key)
@@ -186,7 +191,7 @@ fn district_mut<'m, V: Default>(map: &'m mut BTreeMap<String, V>, key: &str) -> 
 /// when the key is there (a sensor's later samples in a pane), and the key
 /// allocated only when it is not.
 fn push_under<T>(
-    map: &mut BTreeMap<String, Vec<T>>,
+    map: &mut BTreeMap<Id, Vec<T>>,
     key: &str,
     make: impl FnOnce() -> Vec<T>,
     item: T,
@@ -196,7 +201,7 @@ fn push_under<T>(
         None => {
             let mut list = make();
             list.push(item);
-            map.insert(key.to_owned(), list);
+            map.insert(Id::from(key), list);
         }
     }
 }
@@ -280,7 +285,7 @@ impl PartitionState {
         let pane = d.spec.pane_of(r.ts);
         match sample {
             Sample::Traffic(s) => {
-                match sensors.traffic.get_mut(&r.sensor) {
+                match sensors.traffic.get_mut(r.sensor.as_str()) {
                     Some(st) => {
                         if !st.guard.admit(r.seq, r.ts > st.newest_ts) {
                             return Observed::Rejected(Rejection::Duplicate);
@@ -290,7 +295,7 @@ impl PartitionState {
                     None => {
                         sensors
                             .traffic
-                            .insert(r.sensor.clone(), TrafficSensor::new(r.seq, r.ts));
+                            .insert(Id::from(r.sensor.as_str()), TrafficSensor::new(r.seq, r.ts));
                     }
                 }
                 let hop_ms = d.spec.hop_ms();
@@ -300,7 +305,7 @@ impl PartitionState {
                 push_under(&mut pd.traffic, &r.sensor, new, s);
             }
             Sample::Air(s, interval_s) => {
-                match sensors.air.get_mut(&r.sensor) {
+                match sensors.air.get_mut(r.sensor.as_str()) {
                     Some(st) => {
                         if !st.guard.admit(r.seq, r.ts > st.newest_ts) {
                             return Observed::Rejected(Rejection::Duplicate);
@@ -310,7 +315,7 @@ impl PartitionState {
                     None => {
                         let mut st = AirStation::new(r.seq, r.ts);
                         st.record(r.ts, interval_s, &s);
-                        sensors.air.insert(r.sensor.clone(), st);
+                        sensors.air.insert(Id::from(r.sensor.as_str()), st);
                     }
                 }
                 let hop_ms = d.spec.hop_ms();
