@@ -34,6 +34,8 @@
 //!   checkpoints), and uncompressed CBOR of earlier versions read as it is.
 //! - [`cadence`]: when a consumer that acks after its checkpoint writes one (PURE, time passed
 //!   in).
+//! - [`small_map`] and [`id`]: a map and a key for the services' per-sensor state, smaller and
+//!   faster than `BTreeMap` and `String` there, serialized as they are (PURE).
 //! - [`duration`]: human durations ("30s", "2h") for clap, and [`duration::millis`]; [`clock`]: the
 //!   wall clock in ms.
 //!
@@ -46,6 +48,7 @@ pub mod cadence;
 pub mod clock;
 pub mod duration;
 pub mod group;
+pub mod id;
 pub mod jetstream;
 pub mod metrics;
 pub mod nats;

@@ -21,6 +21,7 @@
 
 use super::rules::{Condition, Group, Rule, RuleSet};
 use super::template::Context;
+use citypulse_runtime::id::Id;
 use citypulse_runtime::small_map::SmallMap;
 use citypulse_schema::{AlertEvent, AlertState, Kind, Severity, WindowResult};
 use serde::{Deserialize, Serialize};
@@ -45,7 +46,7 @@ pub struct State {
     #[serde(default)]
     clock: u64,
     #[serde(default)]
-    kinds: BTreeMap<Kind, BTreeMap<String, DistrictState>>,
+    kinds: BTreeMap<Kind, BTreeMap<Id, DistrictState>>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -57,7 +58,7 @@ struct DistrictState {
     #[serde(default)]
     aggregate: Option<SubjectState>,
     #[serde(default)]
-    sensors: BTreeMap<String, SubjectState>,
+    sensors: BTreeMap<Id, SubjectState>,
 }
 
 // Written as an array of its fields, read in either form: see `form`.
@@ -257,7 +258,7 @@ impl Evaluator {
             .kinds
             .entry(kind)
             .or_default()
-            .entry(w.district.clone())
+            .entry(Id::from(w.district.as_str()))
             .or_default();
         // A new window end of the district: every subject is judged against it by its results
         // before it, this result's subject too. So whichever result of a window end comes first
@@ -274,7 +275,7 @@ impl Evaluator {
         };
         {
             let subject = match &w.sensor {
-                Some(id) => district.sensors.entry(id.clone()).or_default(),
+                Some(id) => district.sensors.entry(Id::from(id.as_str())).or_default(),
                 None => district.aggregate.get_or_insert_with(SubjectState::default),
             };
             if w.window_end <= subject.end {

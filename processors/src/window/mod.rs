@@ -37,6 +37,7 @@ pub use watermark::{LateReason, Watermark};
 use crate::domain::traffic::InvalidInterval;
 use crate::registry::SegmentRegistry;
 use air::{AirSample, AirStation, HOUR_MS};
+use citypulse_runtime::id::Id;
 use citypulse_schema::{Measurement, Pollutant, Reading, WindowResult};
 use close::{close_panes, Closing, DistrictTotals, WindowCloser};
 use serde::{Deserialize, Serialize};
@@ -107,11 +108,6 @@ impl Rejection {
         "duplicate",
     ];
 }
-
-/// A sensor's or a district's id as a map key: ids up to 24 bytes are held inline, so a pane's
-/// new key costs no allocation and a search of a map compares keys without following a pointer
-/// for each. Ordered and serialized as the string it holds.
-type Id = compact_str::CompactString;
 
 /// One pane's readings of one district, by sensor.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
