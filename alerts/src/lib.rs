@@ -49,7 +49,9 @@ pub mod store;
 use anyhow::Context as _;
 use citypulse_runtime::admin::{self, Health};
 use citypulse_runtime::group;
-use citypulse_runtime::jetstream::{provision, watch_consumer_lag, CONSUMER_LAG_INTERVAL};
+use citypulse_runtime::jetstream::{
+    provision, watch_consumer_lag, ConsumerLag, CONSUMER_LAG_INTERVAL,
+};
 use citypulse_runtime::shutdown::Shutdown;
 use citypulse_runtime::source::{ack_floor, Source};
 use config::RunConfig;
@@ -241,12 +243,15 @@ impl Active {
             )
             .await
             .context("subscribing to operator requests")?;
+        let watched = ConsumerLag {
+            stream: citypulse_schema::streams::METRICS.to_owned(),
+            consumer: cfg.consumer.clone(),
+            pending: lag_pending,
+            ack_pending: lag_ack_pending,
+        };
         let lag = tokio::spawn(watch_consumer_lag(
             self.js.clone(),
-            citypulse_schema::streams::METRICS.to_owned(),
-            cfg.consumer.clone(),
-            lag_pending,
-            lag_ack_pending,
+            watched,
             CONSUMER_LAG_INTERVAL,
             stop.clone(),
         ));

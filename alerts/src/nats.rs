@@ -5,12 +5,11 @@ use crate::config::RunConfig;
 use async_nats::jetstream::kv;
 use async_nats::jetstream::stream::{self, Stream};
 use async_nats::jetstream::Context;
-use async_nats::HeaderMap;
 use bytes::Bytes;
 use citypulse_runtime::jetstream::{
     ensure_bucket, provision_stream, publish_durably, PublishError,
 };
-use citypulse_runtime::publish::{publish_all, Rejected};
+use citypulse_runtime::publish::{publish_all, Outgoing, Rejected};
 use citypulse_runtime::shutdown::Shutdown;
 use citypulse_runtime::source::{pull_bytes, SourceConfig, FILL_WAIT};
 use citypulse_runtime::stream_config::{self, Limits};
@@ -89,21 +88,13 @@ pub async fn publish_alert(
     shutdown: &Shutdown,
     on_retry: impl FnMut(&'static str),
 ) -> Result<(), PublishError> {
-    let mut headers = HeaderMap::new();
+    let mut msg = Outgoing::new(event.subject(), event.msg_id(), Bytes::from(event.encode()));
     if silenced {
-        headers.insert(HEADER_SILENCED, "true");
+        msg.headers.insert(HEADER_SILENCED, "true");
     }
-    publish_durably(
-        js,
-        event.subject(),
-        &event.msg_id(),
-        headers,
-        Bytes::from(event.encode()),
-        shutdown,
-        on_retry,
-    )
-    .await
-    .map(|_| ())
+    publish_durably(js, &msg, shutdown, on_retry)
+        .await
+        .map(|_| ())
 }
 
 /// Dead-letters a METRICS message that is not a window result: `dlq.<reason>`, original

@@ -49,7 +49,9 @@ pub mod validate;
 use anyhow::Context as _;
 use async_nats::jetstream::{self, stream};
 use citypulse_runtime::group;
-use citypulse_runtime::jetstream::{provision_stream, watch_consumer_lag, CONSUMER_LAG_INTERVAL};
+use citypulse_runtime::jetstream::{
+    provision_stream, watch_consumer_lag, ConsumerLag, CONSUMER_LAG_INTERVAL,
+};
 use citypulse_runtime::shutdown::Shutdown;
 use citypulse_schema::streams;
 use prometheus::Registry;
@@ -174,12 +176,15 @@ impl Stages {
         match lease.unit() {
             unit::VALIDATOR => {
                 let (pending, ack_pending) = self.metrics.consumer_lag("validator");
-                let lag = tokio::spawn(watch_consumer_lag(
-                    self.js.clone(),
-                    streams::RAW.to_owned(),
-                    config.consumer_name.clone(),
+                let watched = ConsumerLag {
+                    stream: streams::RAW.to_owned(),
+                    consumer: config.consumer_name.clone(),
                     pending,
                     ack_pending,
+                };
+                let lag = tokio::spawn(watch_consumer_lag(
+                    self.js.clone(),
+                    watched,
                     CONSUMER_LAG_INTERVAL,
                     lease.stop().clone(),
                 ));

@@ -5,9 +5,9 @@
 
 mod common;
 
-use async_nats::HeaderMap;
 use citypulse_harness::{wait_for, NatsServer, Postgres};
 use citypulse_runtime::jetstream::publish_durably;
+use citypulse_runtime::publish::Outgoing;
 use citypulse_runtime::shutdown::Shutdown;
 use common::*;
 use std::process::Stdio;
@@ -37,10 +37,7 @@ async fn publish(
         let r = reading(i % SENSORS, u64::from(i / SENSORS), now_ms());
         publish_durably(
             &js,
-            raw_subject(&r),
-            &r.msg_id(),
-            HeaderMap::new(),
-            r.encode().into(),
+            &Outgoing::new(raw_subject(&r), r.msg_id(), r.encode().into()),
             &shutdown,
             |_| {},
         )

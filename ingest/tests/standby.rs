@@ -7,9 +7,9 @@
 mod common;
 
 use async_nats::jetstream::kv;
-use async_nats::HeaderMap;
 use citypulse_harness::{wait_for, NatsServer, Postgres};
 use citypulse_runtime::jetstream::publish_durably;
+use citypulse_runtime::publish::Outgoing;
 use citypulse_runtime::shutdown::Shutdown;
 use common::*;
 use std::collections::HashMap;
@@ -43,10 +43,7 @@ async fn publish(js: async_nats::jetstream::Context, from: u32, to: u32, sent: A
         };
         publish_durably(
             &js,
-            subject,
-            &id,
-            HeaderMap::new(),
-            payload.into(),
+            &Outgoing::new(subject, id, payload.into()),
             &shutdown,
             |_| {},
         )

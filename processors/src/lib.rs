@@ -77,7 +77,7 @@ pub mod window;
 use anyhow::Context as _;
 use citypulse_runtime::group::{self, GroupConfig, GroupMetrics, Lease, Member};
 use citypulse_runtime::jetstream::{
-    provision, provision_stream, watch_consumer_lag, CONSUMER_LAG_INTERVAL,
+    provision, provision_stream, watch_consumer_lag, ConsumerLag, CONSUMER_LAG_INTERVAL,
 };
 use citypulse_runtime::shutdown::Shutdown;
 use config::{Ownership, Settings};
@@ -147,12 +147,15 @@ pub async fn run(
 async fn run_leased(lease: Lease, shared: pipeline::Shared) -> anyhow::Result<()> {
     let p = lease.unit();
     let (pending, ack_pending) = shared.metrics.consumer_lag(p);
-    let watcher = tokio::spawn(watch_consumer_lag(
-        shared.js.clone(),
-        citypulse_schema::streams::READINGS.to_owned(),
-        nats::consumer_name(p),
+    let lag = ConsumerLag {
+        stream: citypulse_schema::streams::READINGS.to_owned(),
+        consumer: nats::consumer_name(p),
         pending,
         ack_pending,
+    };
+    let watcher = tokio::spawn(watch_consumer_lag(
+        shared.js.clone(),
+        lag,
         CONSUMER_LAG_INTERVAL,
         lease.stop().clone(),
     ));

@@ -1,14 +1,13 @@
 //! JetStream plumbing: idempotent stream and bucket provisioning, retried at start-up
 //! ([`provision`]); durable publishing; consumer lag.
 
+use crate::publish::Outgoing;
 use crate::shutdown::Shutdown;
 use async_nats::jetstream::context::CreateStreamErrorKind;
 use async_nats::jetstream::kv;
 use async_nats::jetstream::publish::PublishAck;
 use async_nats::jetstream::stream::{Config, Stream};
 use async_nats::jetstream::Context;
-use async_nats::HeaderMap;
-use bytes::Bytes;
 use prometheus::IntGauge;
 use std::time::Duration;
 
@@ -191,20 +190,24 @@ pub enum PublishError {
     },
 }
 
-/// Publishes through JetStream and waits for the server's ack, retrying with the same
+/// Publishes `msg` through JetStream and waits for the server's ack, retrying with the same
 /// `Nats-Msg-Id` (so the server deduplicates a retry whose first attempt did land) with capped
 /// exponential backoff until acked or shutdown. `on_retry` is called with a bounded reason for
-/// every failed attempt (for a metric).
+/// every failed attempt (for a metric). The message's epoch plays no part here.
 pub async fn publish_durably(
     js: &Context,
-    subject: String,
-    msg_id: &str,
-    mut headers: HeaderMap,
-    payload: Bytes,
+    msg: &Outgoing,
     shutdown: &Shutdown,
     mut on_retry: impl FnMut(&'static str),
 ) -> Result<PublishAck, PublishError> {
-    headers.insert(async_nats::header::NATS_MESSAGE_ID, msg_id);
+    let Outgoing {
+        subject,
+        msg_id,
+        payload,
+        ..
+    } = msg;
+    let mut headers = msg.headers.clone();
+    headers.insert(async_nats::header::NATS_MESSAGE_ID, msg_id.as_str());
     let mut backoff = Duration::from_millis(50);
     loop {
         let attempt = async {
@@ -216,7 +219,7 @@ pub async fn publish_durably(
         };
         tokio::select! {
             biased;
-            _ = shutdown.cancelled() => return Err(PublishError::Cancelled { subject }),
+            _ = shutdown.cancelled() => return Err(PublishError::Cancelled { subject: subject.clone() }),
             result = attempt => match result {
                 Ok(ack) => return Ok(ack),
                 Err(reason) => {
@@ -229,7 +232,9 @@ pub async fn publish_durably(
             .back_off(&mut backoff, Duration::from_secs(2))
             .await
         {
-            return Err(PublishError::Cancelled { subject });
+            return Err(PublishError::Cancelled {
+                subject: subject.clone(),
+            });
         }
     }
 }
@@ -240,20 +245,35 @@ pub const CONSUMER_LAG_INTERVAL: Duration = Duration::from_secs(5);
 /// Shortest polling period [`watch_consumer_lag`] accepts (a zero period would spin).
 const MIN_LAG_INTERVAL: Duration = Duration::from_millis(10);
 
-/// Reads the durable `consumer` of `stream` every `every` (at least 10 ms) until shutdown and
-/// sets `pending` to its `num_pending` (messages not yet delivered) and `ack_pending` to its
-/// `num_ack_pending` (delivered, not yet acknowledged). A failed read (the consumer not created
-/// yet, or being recreated; NATS unreachable) is logged at DEBUG and leaves the gauges as they
-/// were until the next read succeeds.
+/// A durable consumer whose lag [`watch_consumer_lag`] shows, and the gauges it shows it in.
+#[derive(Debug, Clone)]
+pub struct ConsumerLag {
+    /// The stream.
+    pub stream: String,
+    /// The durable consumer's name.
+    pub consumer: String,
+    /// Set to the consumer's `num_pending`: messages not yet delivered.
+    pub pending: IntGauge,
+    /// Set to the consumer's `num_ack_pending`: delivered, not yet acknowledged.
+    pub ack_pending: IntGauge,
+}
+
+/// Reads `lag`'s consumer every `every` (at least 10 ms) until shutdown and sets its gauges
+/// ([`ConsumerLag`]). A failed read (the consumer not created yet, or being recreated; NATS
+/// unreachable) is logged at DEBUG and leaves the gauges as they were until the next read
+/// succeeds.
 pub async fn watch_consumer_lag(
     js: Context,
-    stream: String,
-    consumer: String,
-    pending: IntGauge,
-    ack_pending: IntGauge,
+    lag: ConsumerLag,
     every: Duration,
     shutdown: Shutdown,
 ) {
+    let ConsumerLag {
+        stream,
+        consumer,
+        pending,
+        ack_pending,
+    } = lag;
     // A handle without a request: the stream may not exist yet either.
     let handle = match js.get_stream_no_info(&stream).await {
         Ok(handle) => handle,

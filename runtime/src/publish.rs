@@ -201,16 +201,7 @@ pub async fn publish_in_windows(
                 Some(ack) => ack,
                 None => {
                     on_retry("ack");
-                    publish_durably(
-                        js,
-                        m.subject.clone(),
-                        &m.msg_id,
-                        m.headers.clone(),
-                        m.payload.clone(),
-                        shutdown,
-                        on_retry,
-                    )
-                    .await?
+                    publish_durably(js, m, shutdown, on_retry).await?
                 }
             };
             // Sent again after a first round that stored it: new to the stream, all the same.

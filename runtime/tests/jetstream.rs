@@ -6,7 +6,9 @@ use async_nats::jetstream::{self, stream};
 use citypulse_harness::NatsServer;
 use citypulse_runtime::jetstream::{
     ensure_bucket, ensure_stream, provision, provision_stream, publish_durably, watch_consumer_lag,
+    ConsumerLag,
 };
+use citypulse_runtime::publish::Outgoing;
 use citypulse_runtime::shutdown::Shutdown;
 use futures::StreamExt;
 use std::time::Duration;
@@ -158,10 +160,7 @@ async fn publish_durably_outlasts_a_server_outage_and_dedups_retries() {
         tokio::spawn(async move {
             publish_durably(
                 &js,
-                "test.x".into(),
-                "x:1",
-                Default::default(),
-                "payload".into(),
+                &Outgoing::new("test.x".into(), "x:1".into(), "payload".into()),
                 &shutdown,
                 |_| {
                     retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -181,10 +180,7 @@ async fn publish_durably_outlasts_a_server_outage_and_dedups_retries() {
     // The same id again is recognised as a duplicate and stored once.
     let again = publish_durably(
         &js,
-        "test.x".into(),
-        "x:1",
-        Default::default(),
-        "payload".into(),
+        &Outgoing::new("test.x".into(), "x:1".into(), "payload".into()),
         &shutdown,
         |_| {},
     )
@@ -209,10 +205,7 @@ async fn publish_durably_stops_on_shutdown() {
     shutdown.trigger();
     let result = publish_durably(
         &js,
-        "test.y".into(),
-        "y:1",
-        Default::default(),
-        "p".into(),
+        &Outgoing::new("test.y".into(), "y:1".into(), "p".into()),
         &shutdown,
         |_| {},
     )
@@ -237,12 +230,15 @@ async fn consumer_lag_follows_pending_then_unacked_then_acked_messages() {
     let shutdown = Shutdown::new();
 
     // Started before the consumer exists: the failed reads do not end the watcher.
+    let lag = ConsumerLag {
+        stream: "TEST".into(),
+        consumer: "worker".into(),
+        pending: pending.clone(),
+        ack_pending: ack_pending.clone(),
+    };
     let watcher = tokio::spawn(watch_consumer_lag(
         js.clone(),
-        "TEST".into(),
-        "worker".into(),
-        pending.clone(),
-        ack_pending.clone(),
+        lag,
         Duration::from_millis(50),
         shutdown.clone(),
     ));
