@@ -302,16 +302,16 @@ impl Evaluator {
                 match group.base().condition {
                     Condition::Threshold { .. } => {
                         let gs = groups.get_or_default(&group.name);
-                        threshold_step(group, s, gs, w, interval, out)
+                        threshold_step(Incident { group, s, gs, out }, w, interval)
                     }
                     Condition::Stuck { tolerance } => {
                         let gs = groups.get_or_default(&group.name);
-                        stuck_step(group, s, gs, w, interval, tolerance, out)
+                        stuck_step(Incident { group, s, gs, out }, w, interval, tolerance)
                     }
                     // Offline incidents fire in `check_subject`; a result only ends one.
                     Condition::Offline { .. } => {
                         if let Some(gs) = groups.get_mut(&group.name) {
-                            resolve(group, s, gs, w.window_end, 0.0, None, out);
+                            Incident { group, s, gs, out }.resolve(w.window_end, 0.0, None);
                         }
                     }
                 }
@@ -436,7 +436,7 @@ fn check_subject(
                             s.display(),
                             rules.silent_after
                         );
-                        resolve(group, s, gs, at, value, Some(summary), out);
+                        Incident { group, s, gs, out }.resolve(at, value, Some(summary));
                     }
                 }
             }
@@ -451,29 +451,33 @@ fn check_subject(
     });
     for group in offline_groups {
         let gs = subject.groups.get_or_default(&group.name);
+        let mut incident = Incident { group, s, gs, out };
         for (l, level) in group.levels.iter().enumerate() {
             let Condition::Offline { intervals } = level.condition else {
                 continue;
             };
-            let current = gs.firing.as_ref().and_then(|f| group.level_of(&f.rule));
-            if current.is_some_and(|c| l <= c) {
+            let firing = incident.gs.firing.as_ref();
+            if firing
+                .and_then(|f| group.level_of(&f.rule))
+                .is_some_and(|c| l <= c)
+            {
                 continue;
             }
             let deadline = subject
                 .end
                 .saturating_add(u64::from(intervals).saturating_mul(len));
-            let at = match &gs.firing {
-                None => deadline.max(gs.hold_until),
+            let at = match firing {
+                None => deadline.max(incident.gs.hold_until),
                 Some(f) => deadline.max(f.at),
             };
             if reference <= at {
                 break;
             }
             let value = f64::from(intervals);
-            if gs.firing.is_none() {
-                fire(group, l, s, gs, at, value, out);
+            if firing.is_none() {
+                incident.fire(l, at, value);
             } else {
-                change(group, l, s, gs, at, value, out);
+                incident.change(l, at, value);
             }
         }
     }
@@ -488,14 +492,8 @@ fn value_of(w: &WindowResult, metric: &str) -> Option<f64> {
     w.value(metric).filter(|v| v.is_finite())
 }
 
-fn threshold_step(
-    group: &Group,
-    s: Subj<'_>,
-    gs: &mut GroupState,
-    w: &WindowResult,
-    interval: u64,
-    out: &mut Vec<AlertEvent>,
-) {
+fn threshold_step(mut incident: Incident<'_>, w: &WindowResult, interval: u64) {
+    let (group, gs) = (incident.group, &mut *incident.gs);
     let t = w.window_end;
     let Some(v) = value_of(w, &group.base().metric) else {
         // Unknown value: the run is broken; a firing alert stays as it is.
@@ -524,17 +522,17 @@ fn threshold_step(
         None => {
             if let Some(a) = armed {
                 if t >= gs.hold_until {
-                    fire(group, a, s, gs, t, v, out);
+                    incident.fire(a, t, v);
                 }
             }
         }
         Some(c) => {
             if let Some(a) = armed.filter(|a| *a > c) {
-                change(group, a, s, gs, t, v, out);
+                incident.change(a, t, v);
             } else {
                 match (0..=c).rev().find(|l| !cleared(&group.levels[*l])) {
-                    None => resolve(group, s, gs, t, v, None, out),
-                    Some(k) if k < c => change(group, k, s, gs, t, v, out),
+                    None => incident.resolve(t, v, None),
+                    Some(k) if k < c => incident.change(k, t, v),
                     Some(_) => {}
                 }
             }
@@ -542,15 +540,8 @@ fn threshold_step(
     }
 }
 
-fn stuck_step(
-    group: &Group,
-    s: Subj<'_>,
-    gs: &mut GroupState,
-    w: &WindowResult,
-    interval: u64,
-    tolerance: f64,
-    out: &mut Vec<AlertEvent>,
-) {
+fn stuck_step(mut incident: Incident<'_>, w: &WindowResult, interval: u64, tolerance: f64) {
+    let (group, gs) = (incident.group, &mut *incident.gs);
     let t = w.window_end;
     let Some(v) = value_of(w, &group.base().metric) else {
         return;
@@ -579,15 +570,15 @@ fn stuck_step(
         None => {
             if let Some(a) = armed {
                 if t >= gs.hold_until {
-                    fire(group, a, s, gs, t, v, out);
+                    incident.fire(a, t, v);
                 }
             }
         }
         Some(c) => {
             if changed {
-                resolve(group, s, gs, t, v, None, out);
+                incident.resolve(t, v, None);
             } else if let Some(a) = armed.filter(|a| *a > c) {
-                change(group, a, s, gs, t, v, out);
+                incident.change(a, t, v);
             }
         }
     }
@@ -628,99 +619,83 @@ fn render(level: &Rule, group: &Group, s: Subj<'_>, value: f64, resolved: bool) 
     }
 }
 
-fn firing_event(
-    group: &Group,
-    level: &Rule,
-    s: Subj<'_>,
-    id: String,
-    started_at: u64,
-    at: u64,
-    value: f64,
-) -> AlertEvent {
-    AlertEvent {
-        id,
-        rule: level.name.clone(),
-        state: AlertState::Firing,
-        severity: level.severity,
-        kind: s.kind,
-        district: s.district.to_owned(),
-        sensor: s.sensor.map(str::to_owned),
-        metric: level.metric.clone(),
-        value,
-        threshold: level.threshold(),
-        started_at,
-        at,
-        summary: render(level, group, s, value, false),
+/// One rule group's incident on one subject: the state a transition changes, and where the
+/// transition's event goes.
+struct Incident<'a> {
+    group: &'a Group,
+    s: Subj<'a>,
+    gs: &'a mut GroupState,
+    out: &'a mut Vec<AlertEvent>,
+}
+
+impl Incident<'_> {
+    /// The firing event of `level` for incident `id`, begun at `started_at`, as of `at`.
+    fn event(
+        &self,
+        level: &Rule,
+        id: String,
+        (started_at, at): (u64, u64),
+        value: f64,
+    ) -> AlertEvent {
+        let s = self.s;
+        AlertEvent {
+            id,
+            rule: level.name.clone(),
+            state: AlertState::Firing,
+            severity: level.severity,
+            kind: s.kind,
+            district: s.district.to_owned(),
+            sensor: s.sensor.map(str::to_owned),
+            metric: level.metric.clone(),
+            value,
+            threshold: level.threshold(),
+            started_at,
+            at,
+            summary: render(level, self.group, s, value, false),
+        }
     }
-}
 
-fn fire(
-    group: &Group,
-    level: usize,
-    s: Subj<'_>,
-    gs: &mut GroupState,
-    at: u64,
-    value: f64,
-    out: &mut Vec<AlertEvent>,
-) {
-    let id = format!("{}:{}:{at}", group.name, s.key());
-    let e = firing_event(group, &group.levels[level], s, id, at, at, value);
-    out.push(e.clone());
-    gs.firing = Some(Box::new(e));
-}
+    /// A new incident at `level`.
+    fn fire(&mut self, level: usize, at: u64, value: f64) {
+        let id = format!("{}:{}:{at}", self.group.name, self.s.key());
+        let e = self.event(&self.group.levels[level], id, (at, at), value);
+        self.out.push(e.clone());
+        self.gs.firing = Some(Box::new(e));
+    }
 
-/// Escalation or de-escalation: the same incident at another level.
-fn change(
-    group: &Group,
-    level: usize,
-    s: Subj<'_>,
-    gs: &mut GroupState,
-    at: u64,
-    value: f64,
-    out: &mut Vec<AlertEvent>,
-) {
-    let Some(f) = &gs.firing else {
-        return;
-    };
-    let e = firing_event(
-        group,
-        &group.levels[level],
-        s,
-        f.id.clone(),
-        f.started_at,
-        at.max(f.at),
-        value,
-    );
-    out.push(e.clone());
-    gs.firing = Some(Box::new(e));
-}
+    /// Escalation or de-escalation: the same incident at another level.
+    fn change(&mut self, level: usize, at: u64, value: f64) {
+        let Some(f) = &self.gs.firing else {
+            return;
+        };
+        let (id, span) = (f.id.clone(), (f.started_at, at.max(f.at)));
+        let e = self.event(&self.group.levels[level], id, span, value);
+        self.out.push(e.clone());
+        self.gs.firing = Some(Box::new(e));
+    }
 
-fn resolve(
-    group: &Group,
-    s: Subj<'_>,
-    gs: &mut GroupState,
-    at: u64,
-    value: f64,
-    summary: Option<String>,
-    out: &mut Vec<AlertEvent>,
-) {
-    let Some(f) = gs.firing.take() else {
-        return;
-    };
-    let level = group
-        .level_of(&f.rule)
-        .map(|l| &group.levels[l])
-        .unwrap_or(group.base());
-    let at = at.max(f.at);
-    let summary = summary.unwrap_or_else(|| render(level, group, s, value, true));
-    gs.hold_until = at.saturating_add(level.hold_down_ms);
-    gs.since.clear();
-    out.push(resolved_from(
-        *f,
-        at,
-        Some((value, group.base().clear())),
-        summary,
-    ));
+    /// The incident ends at `at` (not before its last event); `summary` replaces the level's
+    /// resolved summary.
+    fn resolve(&mut self, at: u64, value: f64, summary: Option<String>) {
+        let (group, gs) = (self.group, &mut *self.gs);
+        let Some(f) = gs.firing.take() else {
+            return;
+        };
+        let level = group
+            .level_of(&f.rule)
+            .map(|l| &group.levels[l])
+            .unwrap_or(group.base());
+        let at = at.max(f.at);
+        let summary = summary.unwrap_or_else(|| render(level, group, self.s, value, true));
+        gs.hold_until = at.saturating_add(level.hold_down_ms);
+        gs.since.clear();
+        self.out.push(resolved_from(
+            *f,
+            at,
+            Some((value, group.base().clear())),
+            summary,
+        ));
+    }
 }
 
 fn resolved_from(
