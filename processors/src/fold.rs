@@ -52,22 +52,30 @@ pub trait Folded {
     fn refused(&mut self, refusal: Refusal);
 }
 
-/// Folds one READINGS message stored under `subject` into `state`, partition `partition` of
-/// `partition_count`, at processing time `now_ms` (only the idle clock uses it).
+/// The partition a message is folded into: `partition` of `count`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Slot {
+    /// The partition's number.
+    pub partition: u32,
+    /// How many partitions READINGS has.
+    pub count: u32,
+}
+
+/// Folds one READINGS message stored under `subject` into `state`, the state of partition
+/// `slot`, at processing time `now_ms` (only the idle clock uses it).
 pub fn fold_message(
     state: &mut PartitionState,
-    partition: u32,
-    partition_count: u32,
+    slot: Slot,
     subject: &str,
     payload: &Bytes,
     now_ms: u64,
     out: &mut impl Folded,
 ) {
-    let in_partition = subject.split('.').nth(1).and_then(|t| t.parse().ok()) == Some(partition);
+    let in_partition =
+        subject.split('.').nth(1).and_then(|t| t.parse().ok()) == Some(slot.partition);
     let mut f = Fold {
         state,
-        partition,
-        partition_count,
+        slot,
         now_ms,
         out,
     };
@@ -80,8 +88,7 @@ pub fn fold_message(
 
 struct Fold<'a, F> {
     state: &'a mut PartitionState,
-    partition: u32,
-    partition_count: u32,
+    slot: Slot,
     now_ms: u64,
     out: &'a mut F,
 }
@@ -107,7 +114,7 @@ impl<F: Folded> Fold<'_, F> {
     /// The readings of a batch, each checked to belong to this partition.
     fn batch(&mut self, payload: &Bytes, in_partition: bool) {
         if !in_partition {
-            let detail = format!("batch is not in partition {}", self.partition);
+            let detail = format!("batch is not in partition {}", self.slot.partition);
             self.refuse(None, "wrong_partition", detail, None, payload.clone());
             return;
         }
@@ -128,10 +135,10 @@ impl<F: Folded> Fold<'_, F> {
                     continue;
                 }
             };
-            if partition_of(&reading.district, self.partition_count) != self.partition {
+            if partition_of(&reading.district, self.slot.count) != self.slot.partition {
                 let detail = format!(
                     "district {} is not in partition {} of {}",
-                    reading.district, self.partition, self.partition_count
+                    reading.district, self.slot.partition, self.slot.count
                 );
                 self.refuse(
                     Some(reading.kind()),
@@ -163,11 +170,11 @@ impl<F: Folded> Fold<'_, F> {
             }
         };
         let own =
-            in_partition && partition_of(&claimed.district, self.partition_count) == self.partition;
+            in_partition && partition_of(&claimed.district, self.slot.count) == self.slot.partition;
         if !own {
             let detail = format!(
                 "district {} is not in partition {} of {}",
-                claimed.district, self.partition, self.partition_count
+                claimed.district, self.slot.partition, self.slot.count
             );
             let kind = Some(claimed.kind);
             self.refuse(kind, "wrong_partition", detail, None, payload.clone());

@@ -292,10 +292,13 @@ impl Partition {
             metrics: &self.metrics,
             dead_letters: &mut self.dead_letters,
         };
+        let slot = fold::Slot {
+            partition: self.id,
+            count: self.settings.partition_count,
+        };
         fold::fold_message(
             &mut self.state,
-            self.id,
-            self.settings.partition_count,
+            slot,
             d.message.subject.as_str(),
             &d.message.payload,
             now,

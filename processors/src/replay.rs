@@ -844,10 +844,13 @@ impl PartitionReplay {
             let mut tally = Tally::default();
             // Processing time 0: the idle clock is never consulted (no idle advance here).
             let lane = &mut self.lane;
+            let slot = fold::Slot {
+                partition: id,
+                count,
+            };
             fold::fold_message(
                 &mut lane.state,
-                id,
-                count,
+                slot,
                 &message.subject,
                 &message.payload,
                 0,
