@@ -8,7 +8,9 @@
 //! (docs/benchmarks.md, *What the processors' stage spends at 100,000 sensors*).
 //!
 //! It orders and serializes exactly as the `String` it holds, so a map keyed by [`Id`] keeps a
-//! checkpoint's bytes and format, and iterates in the same order.
+//! checkpoint's bytes and format, and iterates in the same order. Reading back, it takes text
+//! through `deserialize_str`, which ciborium 0.2 limits to definite-length text of at most
+//! 4 KiB. ciborium writes nothing else, and an id is a subject token, far shorter.
 
 /// A sensor's or a district's id, held inline up to 24 bytes; see the module docs.
 pub type Id = compact_str::CompactString;

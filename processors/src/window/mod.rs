@@ -184,8 +184,8 @@ fn district_mut<'m, V: Default>(map: &'m mut BTreeMap<Id, V>, key: &str) -> &'m 
 }
 
 /// Appends `item` to the list under `key`, made by `make` when missing: one search of the map
-/// when the key is there (a sensor's later samples in a pane), and the key
-/// allocated only when it is not.
+/// when the key is there (a sensor's later samples in a pane), and the key made only when it is
+/// not (an allocation only for an id longer than 24 bytes, [`Id`]).
 fn push_under<T>(
     map: &mut BTreeMap<Id, Vec<T>>,
     key: &str,
