@@ -51,6 +51,13 @@ pub const STALL: Duration = Duration::from_secs(2);
 /// that no request of its asks for. With the processors' requests of 5 messages, one such
 /// request is enough (docs/benchmarks.md, *A pull request the client lost count of*).
 pub const PROBE: Duration = Duration::from_millis(100);
+/// How long a caught-up source waits for the next message before it asks the server the same
+/// question as after [`PROBE`], and again as long after each answer. Caught up, the server
+/// holding a pull request with nothing to deliver is the normal quiet; holding none while it
+/// has messages for the consumer is a request lost on the way or by the client's count, and the
+/// consumer is reopened at once (`unserved`). Without this, the missed heartbeats would notice
+/// it after twice the heartbeat (10 s). One `consumer info` a second per quiet consumer.
+pub const IDLE_LOOK: Duration = Duration::from_secs(1);
 /// How long a batch may wait for the messages the server said it had for the consumer, to fill
 /// up to the batch size: with a backlog, each batch is then full rather than whatever the client
 /// had buffered when the service asked, which fell to about a tenth of ingest's batch size in
@@ -328,20 +335,27 @@ impl Source {
             // yet since the consumer was opened (its first pull request can be lost as well):
             // waiting longer than PROBE, ask the server whether it still holds a pull request
             // of ours; longer than STALL (in all, across calls a faster timer of the caller
-            // cancels), give the pull up anyway.
+            // cancels), give the pull up anyway. Caught up, ask after IDLE_LOOK, and reopen
+            // only when the server has messages but no request of ours.
             let more = self.behind();
             let Some(messages) = self.messages.as_mut() else {
                 continue;
             };
             let now = tokio::time::Instant::now;
             let stalled_at = *self.stalled_at.get_or_insert_with(|| now() + STALL);
-            let probe_at = *self.probe_at.get_or_insert_with(|| now() + PROBE);
+            let every = if more { PROBE } else { IDLE_LOOK };
+            let probe_at = *self.probe_at.get_or_insert_with(|| now() + every);
+            let look_at = if more {
+                probe_at.min(stalled_at)
+            } else {
+                probe_at
+            };
             let next = tokio::select! {
                 biased;
                 () = shutdown.cancelled() => return false,
                 next = messages.next() => next,
-                () = tokio::time::sleep_until(probe_at.min(stalled_at)), if more => {
-                    self.look(stalled_at).await;
+                () = tokio::time::sleep_until(look_at) => {
+                    self.look(more.then_some(stalled_at)).await;
                     continue;
                 }
             };
@@ -351,11 +365,12 @@ impl Source {
         }
     }
 
-    /// Past [`Source::probe_at`] while the server may have more ([`Source::behind`]): asks the
-    /// server for the consumer's state and acts on its [`Verdict`]. Reopens the consumer when
-    /// the server is not serving it, or, whatever the server says, once the wait reached
-    /// `stalled_at`; otherwise sets the next look a [`PROBE`] later.
-    async fn look(&mut self, stalled_at: tokio::time::Instant) {
+    /// Past [`Source::probe_at`]: asks the server for the consumer's state and acts on its
+    /// [`Verdict`]. Reopens the consumer when the server is not serving it, or, while the
+    /// server may have more ([`Source::behind`], `stalled_at` given), whatever the server says
+    /// once the wait reached `stalled_at`; otherwise sets the next look a [`PROBE`] later, or
+    /// an [`IDLE_LOOK`] later when caught up (`stalled_at` is `None`).
+    async fn look(&mut self, stalled_at: Option<tokio::time::Instant>) {
         let info = self.stream.consumer_info(&self.config.durable);
         let info = match tokio::time::timeout(Duration::from_secs(1), info).await {
             Ok(Ok(i)) => Ok(i),
@@ -378,9 +393,19 @@ impl Source {
             return;
         }
         let unserved = verdict == Verdict::Unserved;
-        if !unserved && tokio::time::Instant::now() < stalled_at {
-            self.probe_at = Some(tokio::time::Instant::now() + PROBE);
-            return;
+        if !unserved {
+            let now = tokio::time::Instant::now();
+            match stalled_at {
+                None => {
+                    self.probe_at = Some(now + IDLE_LOOK);
+                    return;
+                }
+                Some(at) if now < at => {
+                    self.probe_at = Some(now + PROBE);
+                    return;
+                }
+                Some(_) => {}
+            }
         }
         let reason = if unserved { "unserved" } else { "stalled" };
         (self.observer)(SourceEvent::PullError(reason));

@@ -545,6 +545,17 @@ async fn a_lost_first_pull_request_on_an_empty_stream_is_noticed_by_asking_the_s
     assert_noticed_by_asking(&events);
 }
 
+/// A pull request lost once the reader has caught up: the first request (10 messages) takes
+/// all that is stored, the next, sent once the client has taken some of them, does not reach
+/// the server. What is published a second later then waits for a request the server does not
+/// hold. Caught up, the reader still asks the server after `IDLE_LOOK` without a message, and
+/// reopens (`unserved`) rather than waiting for the missed heartbeats (twice 5 s here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pull_request_lost_while_caught_up_is_noticed_by_asking_the_server() {
+    let events = read_past_a_lost_pull_request(1, 10, 10).await;
+    assert_noticed_by_asking(&events);
+}
+
 /// Reopened because the server held no pull request (`unserved`), not after the missed
 /// heartbeats or `STALL`.
 fn assert_noticed_by_asking(events: &[SourceEvent]) {
