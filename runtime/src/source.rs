@@ -342,20 +342,17 @@ impl Source {
                 continue;
             };
             let now = tokio::time::Instant::now;
-            let stalled_at = *self.stalled_at.get_or_insert_with(|| now() + STALL);
             let every = if more { PROBE } else { IDLE_LOOK };
             let probe_at = *self.probe_at.get_or_insert_with(|| now() + every);
-            let look_at = if more {
-                probe_at.min(stalled_at)
-            } else {
-                probe_at
-            };
+            // Only a source that may be behind gives a pull up as stalled.
+            let stalled_at = more.then(|| *self.stalled_at.get_or_insert_with(|| now() + STALL));
+            let look_at = stalled_at.map_or(probe_at, |at| probe_at.min(at));
             let next = tokio::select! {
                 biased;
                 () = shutdown.cancelled() => return false,
                 next = messages.next() => next,
                 () = tokio::time::sleep_until(look_at) => {
-                    self.look(more.then_some(stalled_at)).await;
+                    self.look(stalled_at).await;
                     continue;
                 }
             };
