@@ -121,7 +121,10 @@ def sample(t0, nats, procs, groups):
                      rss_kib(child.pid, "RssAnon"), state))
     for stage, keys in groups.items():
         rows.append((t, f"lag:{stage}", "", "", snap.lag(keys), "", ""))
-    return rows, snap.messages(bench.RAW)
+    # RAW's last sequence, not its message count: the count stops rising once RAW reaches its
+    # size limit and drops its oldest readings, which made a 100,000-sensor hour report half the
+    # simulator's rate (and a lag bound half as large).
+    return rows, snap.last_seq.get(bench.RAW, 0)
 
 
 def processors_state_kib(child):
@@ -336,7 +339,7 @@ def soak(run, args):
         bench.log(f"t={got[0][0]:.0f}s RAW={raw} " + " ".join(
             f"{r[1]}={r[2] or r[4]}" for r in got))
         time.sleep(max(0.0, args.sample - (time.monotonic() - t0 - got[0][0])))
-    rate = (raw - raw0) / max(time.monotonic() - t0, 1)
+    rate = (raw - raw0) / max(time.monotonic() - t0, 1)  # readings stored in RAW per second
     write_outputs(args, rows)
     ok, lines = judge(rows, args, rate)
     if args.pg_outage_minutes:
