@@ -349,14 +349,8 @@ async fn lag_monitor(
     metrics: IngestMetrics,
     shutdown: Shutdown,
 ) {
-    let mut tick = tokio::time::interval(LAG_INTERVAL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            biased;
-            () = shutdown.cancelled() => return,
-            _ = tick.tick() => {}
-        }
+    let mut ticks = shutdown.every(LAG_INTERVAL);
+    while ticks.tick().await {
         let Ok(info) = readings.consumer_info(&consumer).await else {
             continue;
         };

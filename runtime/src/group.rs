@@ -408,14 +408,11 @@ impl<W: Worker> Member<W> {
     pub async fn run(mut self, shutdown: Shutdown) -> anyhow::Result<()> {
         tracing::info!(group = %self.config.group, instance = %self.id, ttl = ?self.config.ttl,
             units = self.config.units, "joining the group");
-        let mut tick = tokio::time::interval(self.tick_every());
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut every = shutdown.every(self.tick_every());
         let mut ticks = 0u32;
         let result = loop {
-            tokio::select! {
-                biased;
-                () = shutdown.cancelled() => break Ok(()),
-                _ = tick.tick() => {}
+            if !every.tick().await {
+                break Ok(());
             }
             ticks += 1;
             // Acquire from the second tick on: the first one wrote this member's key, so an

@@ -282,14 +282,8 @@ pub async fn watch_consumer_lag(
             return;
         }
     };
-    let mut tick = tokio::time::interval(every.max(MIN_LAG_INTERVAL));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            biased;
-            () = shutdown.cancelled() => return,
-            _ = tick.tick() => {}
-        }
+    let mut ticks = shutdown.every(every.max(MIN_LAG_INTERVAL));
+    while ticks.tick().await {
         let info = tokio::select! {
             biased;
             () = shutdown.cancelled() => return,

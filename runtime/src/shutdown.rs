@@ -61,6 +61,35 @@ impl Shutdown {
         *backoff = (*backoff * 2).min(max);
         slept
     }
+
+    /// A tick every `period` until shutdown ([`Every::tick`]), the first at once. A tick that
+    /// came late (the loop's work took longer) delays the next ones rather than bunching them.
+    pub fn every(&self, period: Duration) -> Every {
+        let mut interval = tokio::time::interval(period);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Every {
+            interval,
+            shutdown: self.clone(),
+        }
+    }
+}
+
+/// The ticks of a periodic loop that ends with shutdown ([`Shutdown::every`]).
+#[derive(Debug)]
+pub struct Every {
+    interval: tokio::time::Interval,
+    shutdown: Shutdown,
+}
+
+impl Every {
+    /// Waits for the next tick: `false` on shutdown.
+    pub async fn tick(&mut self) -> bool {
+        tokio::select! {
+            biased;
+            () = self.shutdown.cancelled() => false,
+            _ = self.interval.tick() => true,
+        }
+    }
 }
 
 async fn wait_for_signal() {
