@@ -50,7 +50,8 @@ use anyhow::Context as _;
 use async_nats::jetstream::{self, stream};
 use citypulse_runtime::group;
 use citypulse_runtime::jetstream::{
-    provision_stream, watch_consumer_lag, ConsumerLag, CONSUMER_LAG_INTERVAL,
+    provision_stream, watch_consumer_lag, watch_retention, ConsumerLag, StreamRetention,
+    CONSUMER_LAG_INTERVAL, RETENTION_LOOK,
 };
 use citypulse_runtime::shutdown::Shutdown;
 use citypulse_schema::streams;
@@ -135,6 +136,7 @@ pub async fn run(
     let Some(kv) = group::open_bucket(&js, &group_config, &shutdown).await? else {
         return Ok(());
     };
+    let retention = watch_streams(&js, &metrics, &shutdown);
     let stages = Stages {
         config: Arc::new(config),
         js,
@@ -149,9 +151,30 @@ pub async fn run(
         group_metrics,
     );
     tracing::info!(instance = member.id(), "joining the ingest group");
-    member.run(shutdown).await?;
+    let ran = member.run(shutdown).await;
+    retention.abort();
+    ran?;
     tracing::info!("ingest stopped");
     Ok(())
+}
+
+/// Shows how long RAW and READINGS hold their input ([`watch_retention`]) until shutdown. Every
+/// instance watches, not only the validator's: the alert rule takes the minimum.
+fn watch_streams(
+    js: &jetstream::Context,
+    metrics: &IngestMetrics,
+    shutdown: &Shutdown,
+) -> tokio::task::JoinHandle<()> {
+    let watched = [streams::RAW, streams::READINGS].map(|stream| StreamRetention {
+        stream: stream.to_owned(),
+        seconds: metrics.stream_retention(stream),
+    });
+    tokio::spawn(watch_retention(
+        js.clone(),
+        watched.to_vec(),
+        RETENTION_LOOK,
+        shutdown.clone(),
+    ))
 }
 
 /// What the stages need, shared by every term of a lease.

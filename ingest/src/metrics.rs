@@ -13,6 +13,7 @@
 //! | `citypulse_ingest_in_flight_publishes` | gauge | |
 //! | `citypulse_ingest_consumer_pending_messages` | gauge | `consumer` (`validator`) |
 //! | `citypulse_ingest_consumer_ack_pending_messages` | gauge | `consumer` (`validator`) |
+//! | `citypulse_ingest_stream_retention_seconds` | gauge | `stream` (`RAW`, `READINGS`) |
 //! | `citypulse_ingest_archived_rows_total` | counter | |
 //! | `citypulse_ingest_archive_duplicate_rows_total` | counter | |
 //! | `citypulse_ingest_archive_errors_total` | counter | `reason` (`connect`, `write`, `undecodable`, `fetch`) |
@@ -31,10 +32,12 @@
 
 use crate::validate::{Adjustment, Rejection};
 use citypulse_runtime::metrics::{
-    gauge, histogram, int_counter, int_counter_vec, int_gauge, int_gauge_vec,
+    gauge, gauge_vec, histogram, int_counter, int_counter_vec, int_gauge, int_gauge_vec,
 };
 use citypulse_schema::Kind;
-use prometheus::{Histogram, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Registry};
+use prometheus::{
+    Gauge, GaugeVec, Histogram, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Registry,
+};
 
 /// Ingest's metrics. Cheap to clone (handles to shared series).
 #[derive(Debug, Clone)]
@@ -50,6 +53,7 @@ pub struct IngestMetrics {
     in_flight: IntGauge,
     consumer_pending: IntGaugeVec,
     consumer_ack_pending: IntGaugeVec,
+    stream_retention: GaugeVec,
     archived_rows: IntCounter,
     archive_duplicate_rows: IntCounter,
     archive_errors: IntCounterVec,
@@ -132,6 +136,16 @@ impl IngestMetrics {
                 "citypulse_ingest_consumer_ack_pending_messages",
                 "Messages delivered to the consumer and not yet acknowledged.",
                 &["consumer"],
+            )?,
+            stream_retention: gauge_vec(
+                registry,
+                "citypulse_ingest_stream_retention_seconds",
+                "Seconds of the stream's input, at its rate over the last 5 minutes, that its \
+                 limits hold (byte limit at its average message, message limit or age limit, the \
+                 nearest; +Inf when none binds): how long its consumer (the validator for RAW, \
+                 the archive and processors for READINGS) can be stopped before the stream drops \
+                 readings it has not read.",
+                &["stream"],
             )?,
             archived_rows: int_counter(
                 registry,
@@ -310,6 +324,13 @@ impl IngestMetrics {
             self.consumer_pending.with_label_values(&[consumer]),
             self.consumer_ack_pending.with_label_values(&[consumer]),
         )
+    }
+
+    /// The gauge of `stream`'s retention in seconds ([`StreamRetention`]).
+    ///
+    /// [`StreamRetention`]: citypulse_runtime::jetstream::StreamRetention
+    pub fn stream_retention(&self, stream: &'static str) -> Gauge {
+        self.stream_retention.with_label_values(&[stream])
     }
 
     /// A batch of `batch` readings was written in `seconds`, `inserted` of them new rows.

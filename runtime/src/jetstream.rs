@@ -1,7 +1,8 @@
 //! JetStream plumbing: idempotent stream and bucket provisioning, retried at start-up
-//! ([`provision`]); durable publishing; consumer lag.
+//! ([`provision`]); durable publishing; consumer lag; how long streams hold their input.
 
 use crate::publish::Outgoing;
+use crate::retention;
 use crate::shutdown::Shutdown;
 use async_nats::jetstream::context::CreateStreamErrorKind;
 use async_nats::jetstream::kv;
@@ -299,6 +300,78 @@ pub async fn watch_consumer_lag(
             }
         }
     }
+}
+
+/// How often the services look at their streams' retention ([`watch_retention`]).
+pub const RETENTION_LOOK: Duration = Duration::from_secs(15);
+/// The trailing span [`watch_retention`] takes a stream's input rate over.
+pub const RETENTION_SPAN: Duration = Duration::from_secs(300);
+
+/// A stream whose retention [`watch_retention`] shows, and the gauge it shows it in.
+#[derive(Debug, Clone)]
+pub struct StreamRetention {
+    /// The stream.
+    pub stream: String,
+    /// Set to the seconds of its current input its limits hold ([`retention::Horizon`]); not
+    /// set before two looks, so that no series reads 0 (a stream about to lose data) at start.
+    pub seconds: prometheus::Gauge,
+}
+
+/// Looks at each stream's state and limits every `every` (at least 10 ms) until shutdown, and
+/// sets its gauge to the seconds of its input, at the rate of the last [`RETENTION_SPAN`], that
+/// its limits hold ([`retention::Horizon::seconds`]; `+Inf` when none binds). A failed look (the stream not
+/// there yet, NATS unreachable) is logged at DEBUG and skipped.
+pub async fn watch_retention(
+    js: Context,
+    watched: Vec<StreamRetention>,
+    every: Duration,
+    shutdown: Shutdown,
+) {
+    let start = tokio::time::Instant::now();
+    let mut horizons: Vec<_> = watched
+        .iter()
+        .map(|_| retention::Horizon::new(RETENTION_SPAN))
+        .collect();
+    let mut ticks = shutdown.every(every.max(MIN_LAG_INTERVAL));
+    while ticks.tick().await {
+        for (w, horizon) in watched.iter().zip(&mut horizons) {
+            let info = tokio::select! {
+                biased;
+                () = shutdown.cancelled() => return,
+                info = stream_info(&js, &w.stream) => info,
+            };
+            let info = match info {
+                Ok(info) => info,
+                Err(e) => {
+                    tracing::debug!(stream = %w.stream, error = %e, "cannot read stream info; retention not updated");
+                    continue;
+                }
+            };
+            horizon.observe(retention::Look {
+                at: start.elapsed(),
+                last_seq: info.state.last_sequence,
+                messages: info.state.messages,
+                bytes: info.state.bytes,
+            });
+            let limits = retention::Limits {
+                max_messages: info.config.max_messages,
+                max_bytes: info.config.max_bytes,
+                max_age: info.config.max_age,
+            };
+            if let Some(seconds) = horizon.seconds(&limits) {
+                w.seconds.set(seconds);
+            }
+        }
+    }
+}
+
+/// One stream's info, asked afresh.
+async fn stream_info(
+    js: &Context,
+    stream: &str,
+) -> anyhow::Result<async_nats::jetstream::stream::Info> {
+    let handle = js.get_stream_no_info(stream).await?;
+    Ok(handle.get_info().await?)
 }
 
 #[cfg(test)]

@@ -10,7 +10,8 @@
 //!   [`jetstream::ensure_bucket`]), retried with back-off at start-up by every service
 //!   ([`jetstream::provision`]), and publishing
 //!   with acks and retries under a stable `Nats-Msg-Id` ([`jetstream::publish_durably`]), and
-//!   consumer lag as gauges ([`jetstream::watch_consumer_lag`]).
+//!   consumer lag as gauges ([`jetstream::watch_consumer_lag`]), and how long each stream's
+//!   limits hold its input ([`jetstream::watch_retention`], on the pure [`retention`]).
 //! - [`source`]: [`source::Source`], a durable consumer read strictly in stream order, in
 //!   batches bounded in messages and in bytes ([`source::pull_bytes`]), with cumulative acks and
 //!   resumption from a checkpoint or the ack floor.
@@ -53,6 +54,7 @@ pub mod jetstream;
 pub mod metrics;
 pub mod nats;
 pub mod publish;
+pub mod retention;
 pub mod shutdown;
 pub mod small_map;
 pub mod source;

@@ -1,4 +1,5 @@
-//! Stream provisioning, durable publishing and consumer lag against a real nats-server.
+//! Stream provisioning, durable publishing, consumer lag and stream retention against a real
+//! nats-server.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use async_nats::jetstream::kv;
@@ -6,7 +7,7 @@ use async_nats::jetstream::{self, stream};
 use citypulse_harness::NatsServer;
 use citypulse_runtime::jetstream::{
     ensure_bucket, ensure_stream, provision, provision_stream, publish_durably, watch_consumer_lag,
-    ConsumerLag,
+    watch_retention, ConsumerLag, StreamRetention,
 };
 use citypulse_runtime::publish::Outgoing;
 use citypulse_runtime::shutdown::Shutdown;
@@ -287,6 +288,87 @@ async fn consumer_lag_follows_pending_then_unacked_then_acked_messages() {
         lag() == (0, 0)
     })
     .await;
+
+    shutdown.trigger();
+    tokio::time::timeout(Duration::from_secs(5), watcher)
+        .await
+        .expect("the watcher stops on shutdown")
+        .unwrap();
+}
+
+/// The retention gauge of a stream at its byte limit: with nothing arriving, the age limit; then,
+/// with about 400 kB/s arriving into 1 MiB (the stream drops its oldest messages after about
+/// 2.6 s), the byte limit over the rate the stream's sequence rose by, and its average message.
+#[tokio::test]
+async fn retention_is_the_age_limit_when_idle_and_the_byte_limit_over_the_rate_when_fed() {
+    const MAX_BYTES: i64 = 1 << 20;
+    let server = NatsServer::start();
+    let js = jetstream::new(async_nats::connect(server.url()).await.unwrap());
+    let stream = ensure_stream(
+        &js,
+        stream::Config {
+            max_bytes: MAX_BYTES,
+            ..config(Duration::from_secs(3600))
+        },
+    )
+    .await
+    .unwrap();
+    let seconds = prometheus::Gauge::new("retention", "retention").unwrap();
+    seconds.set(-1.0);
+    let shutdown = Shutdown::new();
+    let watched = vec![StreamRetention {
+        stream: "TEST".into(),
+        seconds: seconds.clone(),
+    }];
+    // The watcher's rate runs from its first look, at the empty stream: so does the test's.
+    let t0 = std::time::Instant::now();
+    let watcher = tokio::spawn(watch_retention(
+        js.clone(),
+        watched,
+        Duration::from_millis(100),
+        shutdown.clone(),
+    ));
+    citypulse_harness::wait_for(Duration::from_secs(10), "the age limit", || async {
+        seconds.get() == 3600.0
+    })
+    .await;
+
+    let fed = std::time::Instant::now();
+    let payload = bytes::Bytes::from(vec![b'x'; 1000]);
+    while fed.elapsed() < Duration::from_secs(4) {
+        for i in 0..20 {
+            js.publish(format!("test.{i}"), payload.clone())
+                .await
+                .unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    js.publish("test.end", payload.clone())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let got = seconds.get();
+    let (t1, state) = (
+        std::time::Instant::now(),
+        stream.get_info().await.unwrap().state,
+    );
+    let seq1 = state.last_sequence;
+    assert!(
+        state.bytes <= u64::try_from(MAX_BYTES).unwrap() && seq1 > state.messages,
+        "the stream was to reach its limit and drop messages: {state:?}, last sequence {seq1}"
+    );
+    #[allow(clippy::cast_precision_loss)]
+    let (rate, per_message) = (
+        seq1 as f64 / (t1 - t0).as_secs_f64(),
+        state.bytes as f64 / state.messages as f64,
+    );
+    #[allow(clippy::cast_precision_loss)]
+    let want = MAX_BYTES as f64 / (rate * per_message);
+    assert!(
+        (0.67..1.5).contains(&(got / want)),
+        "retention {got:.2} s, against {want:.2} s for {rate:.0} messages/s of {per_message:.0} bytes"
+    );
 
     shutdown.trigger();
     tokio::time::timeout(Duration::from_secs(5), watcher)
