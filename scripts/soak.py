@@ -320,6 +320,7 @@ def soak(run, args):
     procs = {**services, "nats-server": nats.child, "simulator": sim}
     rows, t0, pg_state = [], time.monotonic(), "before"
     raw0, end, misses = None, t0 + args.minutes * 60, 0
+    first_t = last_t = 0.0
     while time.monotonic() < end:
         pg_state = outage(pg, time.monotonic() - t0, args, pg_state)
         try:
@@ -335,11 +336,13 @@ def soak(run, args):
             time.sleep(args.sample)
             continue
         rows.extend(got)
-        raw0 = raw if raw0 is None else raw0
+        if raw0 is None:
+            raw0, first_t = raw, got[0][0]
+        last_t = got[0][0]
         bench.log(f"t={got[0][0]:.0f}s RAW={raw} " + " ".join(
             f"{r[1]}={r[2] or r[4]}" for r in got))
         time.sleep(max(0.0, args.sample - (time.monotonic() - t0 - got[0][0])))
-    rate = (raw - raw0) / max(time.monotonic() - t0, 1)  # readings stored in RAW per second
+    rate = (raw - raw0) / max(last_t - first_t, 1)  # readings stored in RAW per second
     write_outputs(args, rows)
     ok, lines = judge(rows, args, rate)
     if args.pg_outage_minutes:

@@ -58,8 +58,8 @@ fn scripts_soak_short_form_passes_and_writes_its_csv_and_chart() {
         assert!(samples >= 30, "{samples} samples of {name}:\n{csv}");
     }
     // The reported rate is the city's: each loop detector counts every 30 s and each air
-    // station samples every 60 s (the simulator's defaults), less the demo faults' 1.6 %
-    // (dropouts, duplicates). On RAW's message count it read about a third of this.
+    // station samples every 60 s (the simulator's defaults); the demo faults drop 0.5 % and
+    // repeat 0.2 % (the copies are stored). On RAW's message count it read about a third.
     let rate: f64 = stdout
         .split(" readings/s")
         .next()

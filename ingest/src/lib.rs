@@ -165,13 +165,13 @@ fn watch_streams(
     metrics: &IngestMetrics,
     shutdown: &Shutdown,
 ) -> tokio::task::JoinHandle<()> {
-    let watched = [streams::RAW, streams::READINGS].map(|stream| StreamRetention {
-        stream: stream.to_owned(),
-        seconds: metrics.stream_retention(stream),
-    });
+    let watched = StreamRetention {
+        streams: vec![streams::RAW.to_owned(), streams::READINGS.to_owned()],
+        seconds: metrics.stream_retention(),
+    };
     tokio::spawn(watch_retention(
         js.clone(),
-        watched.to_vec(),
+        watched,
         RETENTION_LOOK,
         shutdown.clone(),
     ))

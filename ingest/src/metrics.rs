@@ -35,9 +35,7 @@ use citypulse_runtime::metrics::{
     gauge, gauge_vec, histogram, int_counter, int_counter_vec, int_gauge, int_gauge_vec,
 };
 use citypulse_schema::Kind;
-use prometheus::{
-    Gauge, GaugeVec, Histogram, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Registry,
-};
+use prometheus::{GaugeVec, Histogram, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Registry};
 
 /// Ingest's metrics. Cheap to clone (handles to shared series).
 #[derive(Debug, Clone)]
@@ -142,7 +140,7 @@ impl IngestMetrics {
                 "citypulse_ingest_stream_retention_seconds",
                 "Seconds of the stream's input, at its rate over the last 5 minutes, that its \
                  limits hold (byte limit at its average message, message limit or age limit, the \
-                 nearest; +Inf when none binds): how long its consumer (the validator for RAW, \
+                 nearest; with nothing arriving the age limit, +Inf without one): how long its consumer (the validator for RAW, \
                  the archive and processors for READINGS) can be stopped before the stream drops \
                  readings it has not read.",
                 &["stream"],
@@ -326,11 +324,12 @@ impl IngestMetrics {
         )
     }
 
-    /// The gauge of `stream`'s retention in seconds ([`StreamRetention`]).
+    /// The gauges of the streams' retention in seconds, one per `stream`
+    /// ([`StreamRetention`]; not pre-set: a series appears with its first estimate).
     ///
     /// [`StreamRetention`]: citypulse_runtime::jetstream::StreamRetention
-    pub fn stream_retention(&self, stream: &'static str) -> Gauge {
-        self.stream_retention.with_label_values(&[stream])
+    pub fn stream_retention(&self) -> GaugeVec {
+        self.stream_retention.clone()
     }
 
     /// A batch of `batch` readings was written in `seconds`, `inserted` of them new rows.

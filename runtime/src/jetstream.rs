@@ -307,60 +307,93 @@ pub const RETENTION_LOOK: Duration = Duration::from_secs(15);
 /// The trailing span [`watch_retention`] takes a stream's input rate over.
 pub const RETENTION_SPAN: Duration = Duration::from_secs(300);
 
-/// A stream whose retention [`watch_retention`] shows, and the gauge it shows it in.
+/// How many looks in a row [`watch_retention`] may fail at a stream before its series goes,
+/// rather than hold an old figure: a minute at [`RETENTION_LOOK`].
+pub const RETENTION_STALE_LOOKS: u32 = 4;
+
+/// The streams whose retention [`watch_retention`] shows, and the gauges it shows it in.
 #[derive(Debug, Clone)]
 pub struct StreamRetention {
-    /// The stream.
-    pub stream: String,
-    /// Set to the seconds of its current input its limits hold ([`retention::Horizon`]); not
-    /// set before two looks, so that no series reads 0 (a stream about to lose data) at start.
-    pub seconds: prometheus::Gauge,
+    /// The streams.
+    pub streams: Vec<String>,
+    /// One series per stream, its one label the stream's name: the seconds of its current
+    /// input its limits hold ([`retention::Horizon`]). A series appears at the stream's first
+    /// estimate (two looks), so that none reads 0 (a stream about to lose data) at start, and
+    /// goes after [`RETENTION_STALE_LOOKS`] failed looks, so that none holds an old figure.
+    pub seconds: prometheus::GaugeVec,
+}
+
+/// One stream [`watch_retention`] looks at.
+struct Watched {
+    stream: String,
+    horizon: retention::Horizon,
+    /// Looks failed in a row.
+    failures: u32,
 }
 
 /// Looks at each stream's state and limits every `every` (at least 10 ms) until shutdown, and
-/// sets its gauge to the seconds of its input, at the rate of the last [`RETENTION_SPAN`], that
-/// its limits hold ([`retention::Horizon::seconds`]; `+Inf` when none binds). A failed look (the stream not
-/// there yet, NATS unreachable) is logged at DEBUG and skipped.
+/// sets its series to the seconds of its input, at the rate of the last [`RETENTION_SPAN`], that
+/// its limits hold ([`retention::Horizon::seconds`]; `+Inf` when none binds). A failed look (the
+/// stream not there yet, NATS unreachable) is logged at DEBUG and skipped; after
+/// [`RETENTION_STALE_LOOKS`] in a row the series is removed, with a WARN.
 pub async fn watch_retention(
     js: Context,
-    watched: Vec<StreamRetention>,
+    watched: StreamRetention,
     every: Duration,
     shutdown: Shutdown,
 ) {
     let start = tokio::time::Instant::now();
-    let mut horizons: Vec<_> = watched
+    let mut streams: Vec<Watched> = watched
+        .streams
         .iter()
-        .map(|_| retention::Horizon::new(RETENTION_SPAN))
+        .map(|stream| Watched {
+            stream: stream.clone(),
+            horizon: retention::Horizon::new(RETENTION_SPAN),
+            failures: 0,
+        })
         .collect();
     let mut ticks = shutdown.every(every.max(MIN_LAG_INTERVAL));
     while ticks.tick().await {
-        for (w, horizon) in watched.iter().zip(&mut horizons) {
+        for w in &mut streams {
             let info = tokio::select! {
                 biased;
                 () = shutdown.cancelled() => return,
                 info = stream_info(&js, &w.stream) => info,
             };
-            let info = match info {
-                Ok(info) => info,
-                Err(e) => {
-                    tracing::debug!(stream = %w.stream, error = %e, "cannot read stream info; retention not updated");
-                    continue;
+            match info {
+                Ok(info) => {
+                    w.failures = 0;
+                    w.horizon.observe(retention::Look {
+                        at: start.elapsed(),
+                        last_seq: info.state.last_sequence,
+                        messages: info.state.messages,
+                        bytes: info.state.bytes,
+                    });
+                    let limits = retention::Limits {
+                        max_messages: info.config.max_messages,
+                        max_bytes: info.config.max_bytes,
+                        max_age: info.config.max_age,
+                    };
+                    if let Some(seconds) = w.horizon.seconds(&limits) {
+                        watched.seconds.with_label_values(&[&w.stream]).set(seconds);
+                    }
                 }
-            };
-            horizon.observe(retention::Look {
-                at: start.elapsed(),
-                last_seq: info.state.last_sequence,
-                messages: info.state.messages,
-                bytes: info.state.bytes,
-            });
-            let limits = retention::Limits {
-                max_messages: info.config.max_messages,
-                max_bytes: info.config.max_bytes,
-                max_age: info.config.max_age,
-            };
-            if let Some(seconds) = horizon.seconds(&limits) {
-                w.seconds.set(seconds);
+                Err(e) => w.failed(&e, &watched.seconds),
             }
+        }
+    }
+}
+
+impl Watched {
+    /// A look failed: DEBUG, and at [`RETENTION_STALE_LOOKS`] in a row the series goes (WARN).
+    fn failed(&mut self, error: &anyhow::Error, seconds: &prometheus::GaugeVec) {
+        let stream = &self.stream;
+        tracing::debug!(%stream, %error, "cannot read stream info; retention not updated");
+        self.failures = self.failures.saturating_add(1);
+        if self.failures >= RETENTION_STALE_LOOKS && seconds.remove_label_values(&[stream]).is_ok()
+        {
+            tracing::warn!(%stream, %error, looks = self.failures,
+                "cannot look at the stream; its retention is no longer shown");
         }
     }
 }

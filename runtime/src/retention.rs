@@ -204,6 +204,19 @@ mod tests {
     }
 
     #[test]
+    fn the_last_look_before_the_span_is_kept_as_its_edge() {
+        // 100/s until 50 s, 20/s until 90 s, 10/s until 120 s. Over the minute from 60 s the
+        // span runs from the look at 50 s (the last one before it): 1,100 in 70 s. Without that
+        // edge it would run from 90 s (10/s); with every look, from 0 (6,100 in 120 s).
+        let mut h = Horizon::new(Duration::from_secs(60));
+        for (at, seq) in [(0, 0), (50, 5_000), (90, 5_800), (120, 6_100)] {
+            h.observe(look(at, seq, seq, seq * 100));
+        }
+        let s = h.seconds(&limits(1_000, -1, Duration::ZERO)).unwrap();
+        assert!((s - 1_000.0 * 70.0 / 1_100.0).abs() < 1e-9, "{s}");
+    }
+
+    #[test]
     fn a_stream_made_anew_starts_the_span_over() {
         let mut h = Horizon::new(Duration::from_secs(300));
         h.observe(look(0, 0, 0, 0));
