@@ -158,15 +158,17 @@ pub async fn run(
     Ok(())
 }
 
-/// Shows how long RAW and READINGS hold their input ([`watch_retention`]) until shutdown. Every
-/// instance watches, not only the validator's: the alert rule takes the minimum.
+/// Shows how long RAW, READINGS and DLQ hold their input ([`watch_retention`]) until shutdown.
+/// Every instance watches, not only the validator's: the alert rule takes the minimum.
 fn watch_streams(
     js: &jetstream::Context,
     metrics: &IngestMetrics,
     shutdown: &Shutdown,
 ) -> tokio::task::JoinHandle<()> {
     let watched = StreamRetention {
-        streams: vec![streams::RAW.to_owned(), streams::READINGS.to_owned()],
+        streams: [streams::RAW, streams::READINGS, streams::DLQ]
+            .map(str::to_owned)
+            .to_vec(),
         seconds: metrics.stream_retention(),
     };
     tokio::spawn(watch_retention(

@@ -13,7 +13,7 @@
 //! | `citypulse_ingest_in_flight_publishes` | gauge | |
 //! | `citypulse_ingest_consumer_pending_messages` | gauge | `consumer` (`validator`) |
 //! | `citypulse_ingest_consumer_ack_pending_messages` | gauge | `consumer` (`validator`) |
-//! | `citypulse_ingest_stream_retention_seconds` | gauge | `stream` (`RAW`, `READINGS`) |
+//! | `citypulse_ingest_stream_retention_seconds` | gauge | `stream` (`RAW`, `READINGS`, `DLQ`) |
 //! | `citypulse_ingest_archived_rows_total` | counter | |
 //! | `citypulse_ingest_archive_duplicate_rows_total` | counter | |
 //! | `citypulse_ingest_archive_errors_total` | counter | `reason` (`connect`, `write`, `undecodable`, `fetch`) |
@@ -142,7 +142,7 @@ impl IngestMetrics {
                  limits hold (byte limit at its average message, message limit or age limit, the \
                  nearest; with nothing arriving the age limit, +Inf without one): how long its consumer (the validator for RAW, \
                  the archive and processors for READINGS) can be stopped before the stream drops \
-                 readings it has not read.",
+                 readings it has not read; for DLQ, how long dead letters stay to inspect.",
                 &["stream"],
             )?,
             archived_rows: int_counter(
