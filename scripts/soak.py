@@ -223,6 +223,21 @@ def scrape(child, name, match=""):
     return total
 
 
+def retention_line(ingest):
+    """How long each stream's limits hold its input at the end of the run, as ingest shows it
+    (citypulse_ingest_stream_retention_seconds): the outage each consumer can ride out at this
+    city's rate. Not judged."""
+    held = []
+    for stream in ("RAW", "READINGS", "DLQ"):
+        try:
+            seconds = scrape(ingest, "citypulse_ingest_stream_retention_seconds",
+                             f'stream="{stream}"')
+        except bench.BenchError:
+            seconds = None
+        held.append(f"{stream} {seconds / 60:,.1f} min" if seconds else f"{stream} unknown")
+    return "streams     hold at this rate: " + ", ".join(held) + " (not judged)"
+
+
 def nothing_lost(nats, pg, services, groups, sim):
     """After an outage: the simulator stops, the archive and alerts drain; then every reading
     on READINGS is archived and every transition on ALERTS recorded. (passed, report lines)."""
@@ -345,6 +360,7 @@ def soak(run, args):
     rate = (raw - raw0) / max(last_t - first_t, 1)  # readings stored in RAW per second
     write_outputs(args, rows)
     ok, lines = judge(rows, args, rate)
+    lines.append(retention_line(services["ingest"]))
     if args.pg_outage_minutes:
         kept, more = nothing_lost(nats, pg, services, groups, sim)
         ok &= kept

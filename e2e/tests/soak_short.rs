@@ -72,6 +72,22 @@ fn scripts_soak_short_form_passes_and_writes_its_csv_and_chart() {
         (rate / city_rate - 1.0).abs() < 0.1,
         "reported {rate:.0} readings/s, the city publishes {city_rate:.0}/s:\n{stdout}"
     );
+    // How long the streams hold this city's input, from ingest's gauge: RAW's 16 MiB at the
+    // rate above and 247-odd bytes a reading is a few minutes, far from its week by age.
+    let held = stdout
+        .lines()
+        .find(|l| l.starts_with("streams     hold at this rate: RAW "))
+        .unwrap_or_else(|| panic!("no retention line:\n{stdout}"));
+    let raw_minutes: f64 = held["streams     hold at this rate: RAW ".len()..]
+        .split(' ')
+        .next()
+        .and_then(|m| m.replace(',', "").parse().ok())
+        .unwrap_or_else(|| panic!("no minutes for RAW in {held}"));
+    let expected = 16.0 * 1024.0 * 1024.0 / (city_rate * 247.0) / 60.0;
+    assert!(
+        (raw_minutes / expected - 1.0).abs() < 0.3,
+        "RAW holds {raw_minutes} min by ingest's gauge, about {expected:.1} by the city's rate: {held}"
+    );
     let png = std::fs::read(out_dir.path().join("soak.png")).unwrap();
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
 }
