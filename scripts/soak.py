@@ -21,6 +21,10 @@ once the run is over the simulator stops, the services drain, and the soak check
 was lost: the archive holds every reading ingest put on READINGS, and alert_events every alert
 transition on ALERTS.
 
+The report also gives, not judged, the processors' checkpointed state and how long each stream
+(RAW, READINGS, DLQ) holds the city's input at the end, from ingest's
+citypulse_ingest_stream_retention_seconds: the outage each consumer could ride out at this size.
+
 Exit status 0 when both hold, 1 otherwise (the report says which), 2 on an error.
 """
 import argparse
